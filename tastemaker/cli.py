@@ -1,0 +1,66 @@
+"""The ``tastemaker`` program: one subcommand per job.
+
+Each package registers its own subcommands (``register(subparsers)`` in its ``cli`` module),
+so this file only assembles them and sets up logging. Heavy imports (torch, faiss) happen
+inside the command functions, so ``tastemaker serve`` never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from tastemaker.workspace import Workspace
+
+COMMAND_MODULES = (
+    "data.cli",  # world, import
+    "data.ingest_cli",  # ingest, publish, subscribe
+    "data.features_cli",  # features
+    "training.cli",  # train, export
+    "training.eval_cli",  # evaluate, recommend, compare
+    "serving.cli",  # serve
+    "tastemaker.demo",  # demo: every stage on the default world, then serve
+)
+
+
+class CommandError(RuntimeError):
+    """A job failed for a reason the user can act on; printed without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tastemaker", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--workspace",
+        default=None,
+        help="workspace folder (default: $TASTEMAKER_WORKSPACE or ./workspace)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    args.ws = Workspace.from_env(args.workspace).ensure()
+    try:
+        return int(args.func(args) or 0)
+    except (CommandError, ValueError, FileNotFoundError, ConnectionError, RuntimeError) as exc:
+        if args.verbose:
+            raise
+        print(f"tastemaker {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
