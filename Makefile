@@ -10,8 +10,8 @@ export TASTEMAKER_WORKSPACE ?= $(WS)
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	# torch in the same pip command as the project: pip alone would pull a multi-GB CUDA build
+	# torch in the same pip command as the project: pip alone would pull a multi-GB CUDA build.
+	# Keep the interpreter's own pip: newer pips resolve torch==2.13.0 to the CUDA wheel.
 	$(BIN)/pip install --quiet torch==2.13.0 -e ".[dev]"
 	touch $(STAMP)
 

@@ -12,7 +12,7 @@ import hmac
 import os
 from datetime import date
 
-from data.schemas import AGE_GROUPS
+from data.schemas import AGE_GROUPS, GENDERS
 
 DEMO_KEY = "tastemaker-demo-key-not-secret"
 KEY_ENV = "TASTEMAKER_PSEUDONYM_KEY"
@@ -63,3 +63,15 @@ def age_group(age: int | None) -> str:
         if age <= upper:
             return label
     return "55+"
+
+
+_GENDER_SPELLINGS = {
+    "m": "m", "male": "m", "man": "m",
+    "f": "f", "female": "f", "woman": "f",
+    "n": "n", "x": "n", "nonbinary": "n", "non-binary": "n", "other": "n",
+}  # fmt: skip
+
+
+def normalise_gender(raw: str | None) -> str:
+    """Free-text gender as apps stored it (``"M"``, ``"Female "``, ``"x"``) -> m/f/n/unknown."""
+    return _GENDER_SPELLINGS.get((raw or "").strip().lower(), GENDERS[-1])

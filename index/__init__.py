@@ -1,0 +1,29 @@
+"""FAISS artist indexes and versioned bundles. Knows nothing about users."""
+
+from index.bundle import (
+    Bundle,
+    BundleNotFoundError,
+    CorruptBundleError,
+    load_bundle,
+    publish_bundle,
+)
+from index.faiss_index import (
+    ArtistIndex,
+    IndexLoadError,
+    IndexSpec,
+    build_index,
+    set_search_threads,
+)
+
+__all__ = [
+    "ArtistIndex",
+    "Bundle",
+    "BundleNotFoundError",
+    "CorruptBundleError",
+    "IndexLoadError",
+    "IndexSpec",
+    "build_index",
+    "load_bundle",
+    "publish_bundle",
+    "set_search_threads",
+]

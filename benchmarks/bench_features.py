@@ -1,0 +1,156 @@
+"""Feature build time and peak memory at 10k users / 1M events and 100k users / 10M events.
+
+Run: ``python -m benchmarks.bench_features [--quick]`` (quick: 10k/1M and 30k/3M).
+The synthetic lake is drawn with numpy (power-law users and artists, 35 days) straight into
+Parquet partitions; each build runs in a fresh subprocess whose own ``ru_maxrss`` is the peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+DAY_MS = 86_400_000
+START_MS = 1_709_251_200_000  # 2024-03-01T00:00Z
+TYPES = np.array(["impression", "click", "stream", "follow", "unfollow"], dtype=object)
+TYPE_P = [0.45, 0.08, 0.42, 0.04, 0.01]
+COMMAND = "python -m benchmarks.bench_features"
+
+
+def _power(n: int, alpha: float, rng: np.random.Generator) -> np.ndarray:
+    w = 1.0 / np.arange(1, n + 1) ** alpha
+    return rng.permutation(w / w.sum())
+
+
+def make_lake(root: Path, n_users: int, n_events: int, days: int = 35, seed: int = 0) -> None:
+    """Write lake/events/dt=*, lake/users.parquet and lake/artists.parquet under ``root``."""
+    from data.schemas import ARTISTS, LAKE_EVENTS, TS, USERS
+
+    rng = np.random.default_rng(seed)
+    n_artists = max(n_users // 5, 100)
+    user_ids = pa.array([f"{i:016x}" * 4 for i in range(n_users)])  # 64 chars like an HMAC
+    artist_ids = pa.array([f"ar{i}" for i in range(n_artists)])
+    track_ids = pa.array([f"ar{i // 10}-t{i % 10}" for i in range(n_artists * 10)])
+    u = rng.choice(n_users, n_events, p=_power(n_users, 0.8, rng))
+    a = rng.choice(n_artists, n_events, p=_power(n_artists, 1.0, rng))
+    et = rng.choice(len(TYPES), n_events, p=TYPE_P)
+    ts = np.sort(START_MS + rng.integers(0, days * DAY_MS, n_events))
+    stream = et == 2
+    tr = np.where(stream, a * 10 + rng.integers(0, 10, n_events), -1)
+    ms = np.where(stream, rng.integers(5_000, 300_000, n_events), -1)
+    dur = np.where(stream & (rng.random(n_events) > 0.05), 240_000, -1)
+    bounds = np.searchsorted(ts, START_MS + DAY_MS * np.arange(days + 1))
+    for d in range(days):
+        s = slice(bounds[d], bounds[d + 1])
+        n = bounds[d + 1] - bounds[d]
+        null = lambda x: pa.array(x[s], mask=x[s] < 0)  # noqa: E731
+        t = pa.table(
+            {
+                "event_id": pa.array(np.arange(bounds[d], bounds[d + 1])).cast(pa.string()),
+                "event_type": pa.array(TYPES[et[s]], pa.string()),
+                "user_key": user_ids.take(pa.array(u[s])),
+                "artist_id": artist_ids.take(pa.array(a[s])),
+                "track_id": track_ids.take(pa.array(np.maximum(tr[s], 0), mask=tr[s] < 0)),
+                "request_id": pa.nulls(n, pa.string()),
+                "position": pa.nulls(n, pa.int32()),
+                "ms_played": null(ms),
+                "track_duration_ms": null(dur),
+                "event_ts": pa.array(ts[s]).cast(TS),
+                "server_ts": pa.array(ts[s]).cast(TS),
+                "country": pa.nulls(n, pa.string()),
+                "device": pa.nulls(n, pa.string()),
+            }
+        ).cast(LAKE_EVENTS)
+        day = time.strftime("%Y-%m-%d", time.gmtime((START_MS + d * DAY_MS) / 1000))
+        out = root / "lake" / "events" / f"dt={day}"
+        out.mkdir(parents=True, exist_ok=True)
+        pq.write_table(t, out / "part-0.parquet")
+    groups = np.array(["<18", "18-24", "25-34", "35-44", "45-54", "55+", "unknown"], dtype=object)
+    countries = np.array(["US", "DE", "GB", "BR", "SE", "JP", "unknown"], dtype=object)
+    users = {
+        "user_key": user_ids,
+        "age_group": pa.array(groups[rng.integers(0, 7, n_users)], pa.string()),
+        "gender": pa.array(np.array(["m", "f", "n"], dtype=object)[rng.integers(0, 3, n_users)]),
+        "country": pa.array(countries[rng.integers(0, 7, n_users)], pa.string()),
+        "region": pa.array(["r"] * n_users),
+        "city": pa.array(["c"] * n_users),
+        "signup_ts": pa.array(START_MS - rng.integers(0, 400 * DAY_MS, n_users)).cast(TS),
+    }
+    pq.write_table(pa.table(users).cast(USERS), root / "lake" / "users.parquet")
+    artists = {
+        "artist_id": artist_ids,
+        "name": artist_ids,
+        "tags": pa.array([[f"g{i % 30}"] for i in range(n_artists)]),
+        "created_ts": pa.array(np.full(n_artists, START_MS - 100 * DAY_MS)).cast(TS),
+    }
+    pq.write_table(pa.table(artists).cast(ARTISTS), root / "lake" / "artists.parquet")
+
+
+def _child(root: str) -> None:
+    from data.features import build_features
+    from tastemaker.workspace import Workspace
+
+    started = time.perf_counter()
+    summary = build_features(Workspace(Path(root)))
+    seconds = time.perf_counter() - started
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    print(json.dumps({"seconds": seconds, "peak_mb": peak_mb, "examples": summary["counts"]["examples"]}))
+
+
+def measure(n_users: int, n_events: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-features-") as tmp:
+        t = time.perf_counter()
+        make_lake(Path(tmp), n_users, n_events)
+        gen = time.perf_counter() - t
+        out = subprocess.run([sys.executable, "-m", "benchmarks.bench_features", "--child", tmp],
+                             capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"users": n_users, "events": n_events, "generate_s": gen, **result}
+
+
+def main(quick: bool = False) -> str:
+    sizes = [(10_000, 1_000_000), (30_000, 3_000_000) if quick else (100_000, 10_000_000)]
+    rows = [measure(*s) for s in sizes]
+    small, big = rows[0], rows[-1]
+    lines = [
+        "## Feature build (`data.features.build_features`)",
+        "",
+        f"Command: `{COMMAND}{' --quick' if quick else ''}`. Synthetic lake (numpy, 35 days, "
+        "power-law users and artists); the build runs in a fresh process, peak = its ru_maxrss. "
+        "Includes writing all feature tables and publishing to the SQLite online store.",
+        "",
+        "| users | events | examples | build s | peak MB |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['users']:,} | {r['events']:,} | {r['examples']:,} | "
+                     f"{r['seconds']:.1f} | {r['peak_mb']:.0f} |")  # fmt: skip
+    scale = big["events"] / small["events"]
+    lines += [
+        "",
+        f"Scaling x{scale:.0f} events: time x{big['seconds'] / small['seconds']:.1f}, "
+        f"peak memory x{big['peak_mb'] / small['peak_mb']:.1f} (linear would be x{scale:.0f}).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child(args.child)
+    else:
+        print(main(quick=args.quick))

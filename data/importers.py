@@ -1,0 +1,168 @@
+"""Bring real data in: the HetRec 2011 Last.fm 2K set, and any interactions file.
+
+Both produce the ``data.schemas.INTERACTIONS`` contract (``user_id``, ``artist_id`` as
+strings, ``weight`` float32, ``timestamp`` UTC or null) and, for HetRec, ``ARTISTS`` rows.
+
+HetRec quirks handled (see ``../shared/data/lastfm-hetrec-2k/PROVENANCE.md``): ``tags.dat``
+is latin-1, most files have CRLF line endings, artist ids are sparse (1..18745), 390 tagged
+artists are missing from ``artists.dat`` (their tags are dropped), and 5 tag rows carry
+impossible years (before Last.fm existed): they still count as tags but not as dates.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from data.schemas import ARTISTS, INTERACTIONS
+
+log = logging.getLogger("tastemaker.data")
+HETREC_FILES = ("user_artists.dat", "artists.dat", "tags.dat", "user_taggedartists.dat")
+TOP_TAGS = 10
+FIRST_VALID_YEAR = 2002  # Last.fm launched in 2002; earlier tag years are corrupt
+# Column names people use instead of ours: a hint in the error, never a silent rename.
+ALIASES = {
+    "user_id": ("user", "userid", "user_key", "uid", "customer_id", "listener"),
+    "artist_id": ("artist", "artistid", "item", "item_id", "itemid", "band", "track_id"),
+    "weight": ("plays", "playcount", "count", "rating", "score", "value"),
+    "timestamp": ("ts", "time", "datetime", "date", "event_ts", "created_at"),
+}
+
+
+def _read_dat(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
+    """A HetRec ``.dat`` file: tab-separated, one header, CRLF or LF, no quoting."""
+    if not path.is_file():
+        raise FileNotFoundError(f"HetRec file {path} is missing; expected {', '.join(HETREC_FILES)}")
+    # the C parser treats CRLF and LF alike; QUOTE_NONE because names contain bare quotes
+    return pd.read_csv(path, sep="\t", encoding=encoding, dtype=str, quoting=csv.QUOTE_NONE,
+                       keep_default_na=False)
+
+
+def import_hetrec(path: str | os.PathLike[str]) -> tuple[pa.Table, pa.Table]:
+    """(interactions, artists) from the HetRec 2011 Last.fm 2K folder at ``path``.
+
+    Interactions: one row per user-artist pair, ``weight`` = play count, no timestamp.
+    Artists: every artist of ``artists.dat`` with its top tags by assignment count and
+    ``created_ts`` = the first valid tag date anyone gave it (null when none).
+    """
+    root = Path(path)
+    ua = _read_dat(root / "user_artists.dat")
+    artists = _read_dat(root / "artists.dat")
+    tags = _read_dat(root / "tags.dat", encoding="latin-1")
+    tagged = _read_dat(root / "user_taggedartists.dat")
+    inter = pa.table(
+        {
+            "user_id": ua["userID"].to_numpy(dtype=object),
+            "artist_id": ua["artistID"].to_numpy(dtype=object),
+            "weight": ua["weight"].astype(np.float32).to_numpy(),
+            "timestamp": pa.nulls(len(ua), type=INTERACTIONS.field("timestamp").type),
+        },
+        schema=INTERACTIONS,
+    )
+    known = set(artists["id"])
+    orphan = ~tagged["artistID"].isin(known)
+    log.info("hetrec: %d tag rows for %d artists not in artists.dat dropped",
+             int(orphan.sum()), tagged.loc[orphan, "artistID"].nunique())
+    tagged = tagged[~orphan]
+    names = dict(zip(tags["tagID"], tags["tagValue"]))
+    counts = tagged.groupby(["artistID", "tagID"]).size().reset_index(name="n")
+    counts["tag_int"] = counts["tagID"].astype(int)
+    counts = counts.sort_values(["artistID", "n", "tag_int"], ascending=[True, False, True])
+    top = counts.groupby("artistID").head(TOP_TAGS)
+    top_tags = top.groupby("artistID")["tagID"].agg(lambda ids: [names.get(t, t) for t in ids])
+    year = tagged["year"].astype(int)
+    valid = year >= FIRST_VALID_YEAR
+    log.info("hetrec: %d tag rows with corrupt years kept without a date", int((~valid).sum()))
+    dates = pd.to_datetime(
+        pd.DataFrame({"year": year[valid], "month": tagged.loc[valid, "month"].astype(int),
+                      "day": tagged.loc[valid, "day"].astype(int)}), utc=True)
+    first_seen = dates.groupby(tagged.loc[valid, "artistID"]).min()
+    ids = artists["id"]
+    artist_table = pa.table(
+        {
+            "artist_id": ids.to_numpy(dtype=object),
+            "name": artists["name"].to_numpy(dtype=object),
+            "tags": [top_tags.get(a, []) for a in ids],
+            "created_ts": pa.array([first_seen.get(a) for a in ids], type=ARTISTS.field("created_ts").type),
+        },
+        schema=ARTISTS,
+    )
+    log.info("hetrec: %d users, %d artists, %d pairs", pa.compute.count_distinct(inter["user_id"]).as_py(),
+             artist_table.num_rows, inter.num_rows)
+    return inter, artist_table
+
+
+def _hint(name: str, found: list[str]) -> str:
+    lowered = {c.lower(): c for c in found}
+    for alias in ALIASES.get(name, ()):
+        if alias in lowered:
+            return f" (rename {lowered[alias]!r} to {name!r}?)"
+    return ""
+
+
+def _read_any(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return pq.read_table(path).to_pandas()
+    if suffix not in (".csv", ".tsv", ".txt", ".dat"):
+        raise ValueError(f"interactions file {path} must be .csv, .tsv or .parquet; got {suffix!r}")
+    return pd.read_csv(path, sep="," if suffix == ".csv" else "\t", dtype=str, keep_default_na=False)
+
+
+def _timestamps(values: pd.Series, path: Path) -> pa.Array:
+    raw = values.replace("", None) if values.dtype == object else values
+    numeric = pd.to_numeric(raw, errors="coerce")
+    if raw.notna().sum() and numeric.notna().sum() == raw.notna().sum():
+        ts = pd.to_datetime(numeric, unit="s", utc=True)  # epoch seconds
+    else:
+        try:
+            ts = pd.to_datetime(raw, utc=True, format="ISO8601")
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: column 'timestamp' holds values that are neither epoch "
+                             f"seconds nor ISO-8601 ({exc})") from None
+    return pa.array(ts.dt.tz_convert("UTC"), type=INTERACTIONS.field("timestamp").type, from_pandas=True)
+
+
+def read_interactions(path: str | os.PathLike[str]) -> pa.Table:
+    """An interactions file (CSV/TSV/Parquet) as an ``INTERACTIONS`` table.
+
+    Needs ``user_id`` and ``artist_id``; ``weight`` defaults to 1, ``timestamp`` (epoch seconds
+    or ISO-8601) to null. Errors name the file, the column and what was found instead.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"interactions file {path} does not exist")
+    frame = _read_any(path)
+    found = [str(c) for c in frame.columns]
+    for name in ("user_id", "artist_id"):
+        if name not in found:
+            raise ValueError(f"interactions file {path} has no {name!r} column{_hint(name, found)}; "
+                             f"found: {', '.join(found) or '(no columns)'}")
+    n = len(frame)
+    out = {}
+    for name in ("user_id", "artist_id"):
+        col = frame[name].astype(str).str.strip()
+        empty = (col == "") | frame[name].isna().to_numpy()
+        if empty.any():
+            raise ValueError(f"{path}: column {name!r} is empty on row {int(np.argmax(empty)) + 1}")
+        out[name] = col.to_numpy(dtype=object)
+    if "weight" in frame:
+        weight = pd.to_numeric(frame["weight"], errors="coerce")
+        bad = weight.isna() | ~np.isfinite(weight)
+        if bad.any():
+            row = int(np.argmax(bad.to_numpy()))
+            raise ValueError(f"{path}: column 'weight' has a non-numeric value "
+                             f"{frame['weight'].iloc[row]!r} on row {row + 1}")
+        out["weight"] = weight.to_numpy(dtype=np.float32)
+    else:
+        out["weight"] = np.ones(n, dtype=np.float32)
+    ts_type = INTERACTIONS.field("timestamp").type
+    out["timestamp"] = _timestamps(frame["timestamp"], path) if "timestamp" in frame else pa.nulls(n, ts_type)
+    return pa.table(out, schema=INTERACTIONS)

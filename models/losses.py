@@ -1,0 +1,75 @@
+"""In-batch sampled softmax with logQ correction.
+
+Yi et al. (2019), "Sampling-Bias-Corrected Neural Modeling for Large Corpus Item
+Recommendations": every other positive in the batch is a negative for a user; because popular
+artists appear in batches more often they are over-penalised, so each logit ``s(u, a)`` is
+corrected to ``s(u, a) - log q(a)`` where ``q(a)`` is the probability that ``a`` is sampled
+into a batch (its share of training examples). Logits are cosine similarities divided by a
+temperature (fixed or learned).
+
+A batch may hold the same artist for two users; that copy is the *same* class, not a negative,
+so off-diagonal columns with the row's positive artist are masked out.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def in_batch_softmax_loss(
+    user_vecs: torch.Tensor,  # (B, d)
+    artist_vecs: torch.Tensor,  # (B, d)
+    artist_ids: torch.Tensor,  # (B,) vocab index of each row's positive
+    log_q: torch.Tensor | None,  # (B,) log sampling probability of each row's artist
+    temperature: torch.Tensor | float,
+    weights: torch.Tensor | None = None,  # (B,) per-example weights
+) -> torch.Tensor:
+    """Mean (weighted) cross-entropy of each user against its own positive among the batch."""
+    logits = user_vecs @ artist_vecs.T / temperature  # (B, B)
+    if log_q is not None:
+        logits = logits - log_q.to(logits.dtype).unsqueeze(0)  # (B, B), per column
+    same = artist_ids.unsqueeze(0) == artist_ids.unsqueeze(1)  # (B, B)
+    eye = torch.eye(len(artist_ids), dtype=torch.bool, device=logits.device)  # (B, B)
+    logits = logits.masked_fill(same & ~eye, torch.finfo(logits.dtype).min)  # (B, B)
+    target = torch.arange(len(artist_ids), device=logits.device)  # (B,)
+    loss = F.cross_entropy(logits.float(), target, reduction="none")  # (B,)
+    if weights is None:
+        return loss.mean()
+    return (loss * weights).sum() / weights.sum().clamp(min=1e-12)
+
+
+class InBatchSoftmax(nn.Module):
+    """The loss with its temperature as a module (learnable as ``log`` so it stays positive)."""
+
+    def __init__(
+        self, temperature: float = 0.05, learnable: bool = False, min_temperature: float = 0.01
+    ) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.min_temperature = min_temperature
+        log_t = torch.tensor(math.log(temperature))
+        if learnable:
+            self.log_temperature = nn.Parameter(log_t)
+        else:
+            self.register_buffer("log_temperature", log_t)
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        return self.log_temperature.exp().clamp(min=self.min_temperature)
+
+    def forward(
+        self,
+        user_vecs: torch.Tensor,
+        artist_vecs: torch.Tensor,
+        artist_ids: torch.Tensor,
+        log_q: torch.Tensor | None = None,
+        weights: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return in_batch_softmax_loss(
+            user_vecs, artist_vecs, artist_ids, log_q, self.temperature, weights
+        )

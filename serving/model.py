@@ -1,0 +1,133 @@
+"""A loaded bundle: ONNX user tower, FAISS index, vocabularies, catalogue and trending lists.
+
+Everything here is immutable once built, so many request threads can share one instance and a
+hot swap only has to replace the reference to it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pyarrow.parquet as pq
+
+from index import ArtistIndex, Bundle, CorruptBundleError
+from serving.features import UNK_INDEX, FeatureEncoder
+
+log = logging.getLogger("tastemaker.serving")
+
+FILES = ("user_tower.onnx", "artists.faiss", "vocab.json", "artists.parquet", "trending.json")
+INPUTS = ("history", "segments", "dense")
+
+
+@dataclass(frozen=True)
+class ServingModel:
+    version: str
+    manifest: Mapping[str, Any] = field(repr=False)
+    encoder: FeatureEncoder = field(repr=False)
+    session: ort.InferenceSession = field(repr=False)
+    index: ArtistIndex
+    artist_vectors: np.ndarray = field(repr=False)  # (V, d) by vocab index; zero rows if absent
+    names: Mapping[str, str] = field(repr=False)  # artist_id -> display name
+    trending_global: tuple[str, ...] = field(repr=False)
+    trending_by_segment: Mapping[str, tuple[str, ...]] = field(repr=False)
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle, onnx_threads: int = 1) -> ServingModel:
+        """Load and cross-check a verified bundle; any inconsistency is a corrupt bundle."""
+        try:
+            return cls._load(bundle, onnx_threads)
+        except CorruptBundleError:
+            raise
+        except Exception as exc:  # onnxruntime, pyarrow, json: any failure means "do not serve it"
+            raise CorruptBundleError(f"bundle {bundle.path} cannot be served: {exc}") from exc
+
+    @classmethod
+    def _load(cls, bundle: Bundle, onnx_threads: int) -> ServingModel:
+        paths = {name: bundle.file(name) for name in FILES}
+        vocab = json.loads(paths["vocab.json"].read_text())
+        if "model" not in bundle.manifest:
+            raise ValueError("manifest.json has no 'model' section (history_len, fields, dim)")
+        encoder = FeatureEncoder.from_bundle(vocab, bundle.manifest["model"])
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = onnx_threads
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(
+            str(paths["user_tower.onnx"]), options, providers=["CPUExecutionProvider"]
+        )
+        names_in = {i.name for i in session.get_inputs()}
+        if names_in != set(INPUTS):
+            raise ValueError(
+                f"user_tower.onnx inputs are {sorted(names_in)}; expected {list(INPUTS)}"
+            )
+
+        index = ArtistIndex.load(paths["artists.faiss"])
+        probe = session.run(None, encoder.encode([{}]))[0]  # (1, d)
+        if probe.shape != (1, index.dim):
+            raise ValueError(
+                f"user tower outputs {probe.shape[1:]} but the index has dimension {index.dim}"
+            )
+        ids, vecs = index.vectors()  # (N,), (N, d)
+        n_vocab = len(encoder.artist_tokens)
+        if len(ids) and (ids.max() >= n_vocab or ids.min() < 0):
+            raise ValueError(
+                f"artists.faiss holds ids outside the artist vocabulary (size {n_vocab})"
+            )
+        artist_vectors = np.zeros((n_vocab, index.dim), dtype=np.float32)  # (V, d)
+        artist_vectors[ids] = vecs
+
+        table = pq.read_table(paths["artists.parquet"], columns=["artist_id", "name"])
+        names = {
+            a: (n or a)
+            for a, n in zip(
+                table.column("artist_id").to_pylist(), table.column("name").to_pylist(), strict=True
+            )
+        }
+        trending = json.loads(paths["trending.json"].read_text())
+        known = encoder.is_known
+        model = cls(
+            version=bundle.version,
+            manifest=bundle.manifest,
+            encoder=encoder,
+            session=session,
+            index=index,
+            artist_vectors=artist_vectors,
+            names=names,
+            trending_global=tuple(a for a in trending.get("global", []) if known(a)),
+            trending_by_segment={
+                seg: tuple(a for a in lst if known(a))
+                for seg, lst in trending.get("by_segment", {}).items()
+            },
+        )
+        log.info(
+            "loaded bundle %s: %d artists indexed (%s), %d-dim user tower",
+            bundle.version,
+            index.ntotal,
+            index.kind,
+            index.dim,
+        )
+        return model
+
+    def name(self, artist_id: str) -> str:
+        return self.names.get(artist_id, artist_id)
+
+    def user_vectors(self, rows: list[Mapping[str, Any]]) -> np.ndarray:
+        """(B, d) L2-normalised user vectors from online feature rows."""
+        return self.session.run(None, self.encoder.encode(rows))[0]  # (B, d)
+
+    def vectors_of(self, artist_ids: list[str]) -> tuple[list[str], np.ndarray]:
+        """Known artists among ``artist_ids`` and their vectors (n, d)."""
+        kept = [a for a in artist_ids if self.encoder.artist_index(a) > UNK_INDEX]
+        idx = [self.encoder.artist_index(a) for a in kept]
+        return kept, self.artist_vectors[idx]  # (n, d)
+
+    @property
+    def created_at(self) -> str | None:
+        value = self.manifest.get("created_at")
+        return None if value is None else str(value)

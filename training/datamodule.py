@@ -1,0 +1,216 @@
+"""Lake features -> batches for the two-tower model.
+
+Training examples (``examples.parquet``, split "train") carry an offset ``hist_end`` into the
+user's oldest-first stream sequence (``sequences.parquet``); a batch's history is gathered
+from that sequence at batch time with :func:`training.encoding.gather_history`, so no
+per-example history is ever materialised and none can leak the future. Validation users come
+from ``eval.parquet`` split "valid", encoded with :func:`training.encoding.encode_users`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from data.schemas import ARTIST_FEATURES, EVAL_USERS, EXAMPLES, USER_DENSE_FIELDS, USER_SEQUENCES
+from training.encoding import UserInputs, encode_dense, encode_segments, encode_users, gather_history
+from training.vocab import UNK_INDEX, FeatureVocabs, Vocab, build_vocabs
+
+log = logging.getLogger("tastemaker.training")
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """Users frozen at a cutoff: their inputs, what to exclude, and what they found next."""
+
+    inputs: UserInputs
+    seen: list[np.ndarray]  # per user, vocab indices to exclude
+    targets: list[np.ndarray]  # per user, vocab indices to find (-1 = unknown to the vocab)
+
+
+@dataclass(frozen=True)
+class ExampleArrays:
+    flat: np.ndarray  # (N,) int64 all sequences concatenated, oldest first
+    seq_start: np.ndarray  # (E,) where each example's user sequence starts in ``flat``
+    hist_end: np.ndarray  # (E,)
+    artists: np.ndarray  # (E,) int64 positive artist
+    segments: np.ndarray  # (E, S)
+    dense: np.ndarray  # (E, D)
+    weights: np.ndarray  # (E,)
+
+    def batch(self, rows: np.ndarray, history_len: int) -> dict[str, torch.Tensor]:
+        end = self.seq_start[rows] + self.hist_end[rows]  # (B,)
+        history = gather_history(self.flat, end - 1, self.hist_end[rows], history_len, step=-1)
+        return {
+            "history": torch.from_numpy(history),  # (B, L)
+            "segments": torch.from_numpy(self.segments[rows]),  # (B, S)
+            "dense": torch.from_numpy(self.dense[rows]),  # (B, D)
+            "artist": torch.from_numpy(self.artists[rows]),  # (B,)
+            "weight": torch.from_numpy(self.weights[rows]),  # (B,)
+        }
+
+
+def _read(path: Path, schema: pa.Schema) -> pa.Table:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found; run `tastemaker features` first")
+    table = pq.read_table(path)
+    missing = [n for n in schema.names if n not in table.column_names]
+    if missing:
+        raise ValueError(f"{path} has no columns {missing}; found: {table.column_names}")
+    return table
+
+
+def artist_side_tables(
+    artist_features: pa.Table, vocabs: FeatureVocabs, tags_per_artist: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(A, T) tag indices and (A,) popularity per artist vocab index (0 for unknowns)."""
+    n = len(vocabs.artists)
+    tag_table = np.zeros((n, tags_per_artist), dtype=np.int64)
+    popularity = np.zeros(n, dtype=np.float32)
+    rows = vocabs.artists.encode_arrow(artist_features.column("artist_id"))
+    tags = artist_features.column("tags").to_pylist()
+    pops = artist_features.column("popularity").to_numpy(zero_copy_only=False)
+    for r, t, p in zip(rows, tags, pops, strict=True):
+        if r == UNK_INDEX:
+            continue
+        enc = [i for i in vocabs.tags.encode(t or []) if i != UNK_INDEX][:tags_per_artist]
+        tag_table[r, : len(enc)] = enc
+        popularity[r] = 0.0 if np.isnan(p) else p
+    return tag_table, popularity
+
+
+def log_sampling_probability(artists: np.ndarray, n_artists: int) -> np.ndarray:
+    """(A,) log of each artist's share of training examples (unseen artists get the floor)."""
+    counts = np.bincount(artists, minlength=n_artists).astype(np.float64)
+    q = np.maximum(counts, 1.0) / max(counts.sum(), 1.0)
+    return np.log(q).astype(np.float32)
+
+
+def encode_targets(lists: list[list[str] | None], vocab: Vocab) -> list[np.ndarray]:
+    out = []
+    for values in lists:
+        idx = vocab.encode(values or [])
+        out.append(np.where(idx == UNK_INDEX, -1, idx))
+    return out
+
+
+class LakeDataModule(pl.LightningDataModule):
+    def __init__(
+        self,
+        features_dir: Path,
+        history_len: int,
+        batch_size: int,
+        tags_per_artist: int = 8,
+        max_train_examples: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.features_dir = Path(features_dir)
+        self.history_len = history_len
+        self.batch_size = batch_size
+        self.tags_per_artist = tags_per_artist
+        self.max_train_examples = max_train_examples
+        self.seed = seed
+        self._ready = False
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._ready:
+            return
+        d = self.features_dir
+        examples = _read(d / "examples.parquet", EXAMPLES)
+        examples = examples.filter(pc.equal(examples.column("split"), "train"))
+        if examples.num_rows == 0:
+            raise ValueError(f"{d / 'examples.parquet'} has no rows with split == 'train'")
+        if self.max_train_examples and examples.num_rows > self.max_train_examples:
+            keep = np.random.default_rng(self.seed).choice(
+                examples.num_rows, self.max_train_examples, replace=False
+            )
+            examples = examples.take(np.sort(keep))
+        sequences = _read(d / "sequences.parquet", USER_SEQUENCES)
+        self.artist_features = _read(
+            d / "artist_features.parquet",
+            pa.schema([ARTIST_FEATURES.field(n) for n in ("artist_id", "tags", "popularity")]),
+        )
+        self.vocabs = build_vocabs(self.artist_features, examples)
+        self.tag_table, self.popularity = artist_side_tables(
+            self.artist_features, self.vocabs, self.tags_per_artist
+        )
+        self.train = self._examples(examples, sequences)
+        self.log_q = log_sampling_probability(self.train.artists, len(self.vocabs.artists))
+        eval_users = _read(d / "eval.parquet", EVAL_USERS)
+        valid = eval_users.filter(pc.equal(eval_users.column("split"), "valid"))
+        self.eval_set = EvalSet(
+            inputs=encode_users(valid, self.vocabs, self.history_len),
+            seen=encode_targets(valid.column("seen").to_pylist(), self.vocabs.artists),
+            targets=encode_targets(valid.column("targets").to_pylist(), self.vocabs.artists),
+        )
+        log.info(
+            "train examples %d, artists %d, tags %d, valid users %d",
+            len(self.train.artists), len(self.vocabs.artists), len(self.vocabs.tags), valid.num_rows,
+        )
+        self._ready = True
+
+    def _examples(self, examples: pa.Table, sequences: pa.Table) -> ExampleArrays:
+        lists = sequences.column("artists").combine_chunks()
+        offsets = lists.offsets.to_numpy().astype(np.int64)
+        flat = self.vocabs.artists.encode_arrow(lists.values.slice(offsets[0], offsets[-1] - offsets[0]))
+        seq_row = pc.index_in(examples.column("user_key"), value_set=sequences.column("user_key"))
+        if seq_row.null_count:
+            raise ValueError(
+                f"{seq_row.null_count} training examples have a user_key absent from sequences.parquet"
+            )
+        seq_row = seq_row.to_numpy(zero_copy_only=False).astype(np.int64)
+        hist_end = examples.column("hist_end").to_numpy(zero_copy_only=False).astype(np.int64)
+        seq_len = np.diff(offsets)[seq_row]
+        if (hist_end > seq_len).any() or (hist_end < 0).any():
+            raise ValueError("examples.parquet has hist_end outside its user's sequence length")
+        weights = examples.column("weight").to_numpy(zero_copy_only=False).astype(np.float32)
+        return ExampleArrays(
+            flat=flat,
+            seq_start=offsets[:-1][seq_row] - offsets[0],
+            hist_end=hist_end,
+            artists=self.vocabs.artists.encode_arrow(examples.column("artist_id")),
+            segments=encode_segments(examples, self.vocabs),
+            dense=encode_dense(examples, USER_DENSE_FIELDS),
+            weights=np.nan_to_num(weights, nan=1.0),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return _row_loader(
+            len(self.train.artists), self.batch_size, self.seed,
+            lambda rows: self.train.batch(rows, self.history_len),
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return user_loader(self.eval_set.inputs, batch_size=4096)
+
+
+def _row_loader(n: int, batch_size: int, seed: int, make_batch) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        range(n), batch_size=batch_size, shuffle=True, drop_last=n > batch_size,
+        generator=generator, collate_fn=lambda rows: make_batch(np.asarray(rows)),
+    )
+
+
+def user_loader(inputs: UserInputs, batch_size: int) -> DataLoader:
+    """Batches of encoded users in row order (for validation and scoring)."""
+
+    def collate(rows: list[int]) -> dict[str, torch.Tensor]:
+        r = np.asarray(rows)
+        return {
+            "history": torch.from_numpy(inputs.history[r]),
+            "segments": torch.from_numpy(inputs.segments[r]),
+            "dense": torch.from_numpy(inputs.dense[r]),
+        }
+
+    return DataLoader(range(len(inputs)), batch_size=batch_size, shuffle=False, collate_fn=collate)

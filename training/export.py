@@ -1,0 +1,142 @@
+"""Run dir -> serving bundle: ONNX user tower, FAISS artist index, vocabularies, metadata.
+
+The ONNX graph is checked against the torch tower on the same inputs before anything is
+published; a mismatch raises :class:`ExportParityError` and nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+
+from data.schemas import ARTIST_FEATURES, TRENDING, USER_DENSE_FIELDS
+from index.bundle import publish_bundle
+from index.faiss_index import IndexSpec, build_index
+from tastemaker.workspace import Workspace
+from training.inference import LoadedRun, load_run
+
+log = logging.getLogger("tastemaker.training")
+OPSET = 18
+PARITY_TOL = 1e-4
+
+
+class ExportParityError(RuntimeError):
+    """The exported ONNX user tower disagrees with the torch tower on the same inputs."""
+
+
+def _probe_inputs(run: LoadedRun, batch: int = 7, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Inputs that exercise every path: full, partial and empty histories, every segment."""
+    cfg = run.config
+    g = torch.Generator().manual_seed(seed)
+    history = torch.randint(1, cfg.n_artists, (batch, cfg.history_len), generator=g)  # (B, L)
+    for i in range(batch):
+        history[i, (i * cfg.history_len) // max(batch - 1, 1) :] = 0  # row 0 full .. last empty
+    history = history.flip(0)
+    segments = torch.stack(
+        [torch.randint(0, n, (batch,), generator=g) for n in cfg.segment_cardinalities], 1
+    ) if cfg.segment_cardinalities else torch.zeros((batch, 0), dtype=torch.long)  # (B, S)
+    dense = torch.randn((batch, cfg.n_dense), generator=g)  # (B, D)
+    return history, segments, dense
+
+
+def export_user_tower(run: LoadedRun, path: Path) -> float:
+    """Write the ONNX user tower to ``path``; return the max abs diff against torch."""
+    tower = run.model.user_tower.eval()
+    probe = _probe_inputs(run)
+    batch = torch.export.Dim("batch", min=1)
+    torch.onnx.export(
+        tower, probe, str(path), dynamo=True, opset_version=OPSET,
+        input_names=["history", "segments", "dense"], output_names=["user_vec"],
+        dynamic_shapes={"history": {0: batch}, "segments": {0: batch}, "dense": {0: batch}},
+        external_data=False, verbose=False,
+    )
+    with torch.no_grad():
+        want = tower(*probe).numpy()  # (B, d)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {i.name: t.numpy() for i, t in zip(session.get_inputs(), probe, strict=True)}
+    got = session.run(["user_vec"], feeds)[0]
+    diff = float(np.abs(got - want).max())
+    if not diff < PARITY_TOL:
+        raise ExportParityError(
+            f"ONNX user tower differs from torch by {diff:.2e} (tolerance {PARITY_TOL:.0e}) on "
+            f"run {run.run_id}"
+        )
+    return diff
+
+
+def _trending_json(ws: Workspace) -> dict:
+    path = ws.features / "trending.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found; run `tastemaker features` first")
+    table = pq.read_table(path, columns=TRENDING.names).sort_by([("segment", "ascending"), ("rank", "ascending")])
+    out: dict = {"global": [], "by_segment": {}}
+    for seg, artist in zip(table.column("segment").to_pylist(), table.column("artist_id").to_pylist(), strict=True):
+        (out["global"] if seg == "global" else out["by_segment"].setdefault(seg, [])).append(artist)
+    return out
+
+
+def latest_run(ws: Workspace) -> Path:
+    runs = sorted(p for p in ws.runs.glob("*") if (p / "checkpoint.ckpt").exists())
+    if not runs:
+        raise FileNotFoundError(f"no trained run in {ws.runs}; run `tastemaker train` first")
+    return runs[-1]
+
+
+def export_bundle(ws: Workspace, run_dir: str | Path | None = None, spec: IndexSpec | None = None) -> Path:
+    """Export ``run_dir`` (default: the latest run) as a new bundle; return its folder."""
+    run_dir = Path(run_dir) if run_dir else latest_run(ws)
+    run = load_run(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
+    artist_features = ws.features / "artist_features.parquet"
+    if not artist_features.exists():
+        raise FileNotFoundError(f"{artist_features} not found; run `tastemaker features` first")
+    with torch.no_grad():
+        vectors = run.model.artist_tower.all_vectors().numpy().astype(np.float32)  # (A, d)
+    ids = np.arange(2, len(vectors), dtype=np.int64)  # FAISS id = vocab index; no specials
+    index = build_index(vectors[2:], spec or IndexSpec(kind="flat", metric="ip"), ids=ids)
+    catalogue = pq.read_table(artist_features).select(ARTIST_FEATURES.names)
+    in_vocab = pc.is_in(catalogue.column("artist_id"), value_set=_vocab_array(run))
+    catalogue = catalogue.filter(in_vocab)
+    with tempfile.TemporaryDirectory(prefix="tastemaker-export-") as tmp:
+        tmp_dir = Path(tmp)
+        diff = export_user_tower(run, tmp_dir / "user_tower.onnx")
+        index.save(tmp_dir / "artists.faiss")
+        pq.write_table(catalogue, tmp_dir / "artists.parquet", compression="zstd")
+        files = {
+            "user_tower.onnx": tmp_dir / "user_tower.onnx",
+            "artists.faiss": tmp_dir / "artists.faiss",
+            "artists.parquet": tmp_dir / "artists.parquet",
+            "vocab.json": json.dumps(run.vocabs.to_json(), sort_keys=True).encode(),
+            "trending.json": json.dumps(_trending_json(ws), sort_keys=True).encode(),
+        }
+        manifest = {
+            "run_id": run.run_id,
+            "metrics": metrics.get("validation", {}) | {
+                k: v for k, v in metrics.items() if k not in ("validation", "history")
+            },
+            "onnx_parity_max_abs_diff": diff,
+            "model": {
+                "dim": run.config.dim,
+                "history_len": run.config.history_len,
+                "segment_fields": list(run.vocabs.segment_fields),
+                "dense_fields": list(USER_DENSE_FIELDS[: run.config.n_dense]),
+                "opset": OPSET,
+            },
+        }
+        version = publish_bundle(ws.bundles, files, manifest)
+    log.info("exported run %s as bundle %s (onnx parity %.1e)", run.run_id, version, diff)
+    return ws.bundles / version
+
+
+def _vocab_array(run: LoadedRun):
+    import pyarrow as pa
+
+    return pa.array(run.vocabs.artists.tokens[2:], pa.string())

@@ -1,0 +1,134 @@
+"""The LightningModule: receives the towers and the loss, owns the optimisation and validation.
+
+It is shared by the lake training job (``training.train``) and the bring-your-own-data
+recommender (``training.two_tower_recommender``); only the data modules differ. Validation
+ranks the full catalogue for every validation user, leaves out what they have seen, and scores
+the top-K with :func:`training.metrics.ranking_metrics` (the one metric implementation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from models.losses import InBatchSoftmax
+from models.two_tower import ArtistTower, UserTower
+from training.datamodule import EvalSet
+from training.metrics import ranking_metrics
+from training.vocab import PAD_INDEX, UNK_INDEX
+
+MONITOR = "val/recall@20"
+
+
+def top_k(
+    user_vecs: torch.Tensor,  # (U, d)
+    artist_vecs: torch.Tensor,  # (A, d), row = vocab index
+    seen: Sequence[np.ndarray] | None,
+    k: int,
+    chunk: int = 2048,
+) -> np.ndarray:
+    """(U, k) vocab indices, best first; specials and each user's ``seen`` never returned."""
+    out = []
+    for s in range(0, len(user_vecs), chunk):
+        scores = user_vecs[s : s + chunk].float() @ artist_vecs.float().T  # (u, A)
+        scores[:, [PAD_INDEX, UNK_INDEX]] = -torch.inf
+        if seen is not None:
+            for i, idx in enumerate(seen[s : s + chunk]):
+                idx = idx[idx >= 0]
+                if len(idx):
+                    scores[i, torch.from_numpy(idx)] = -torch.inf
+        out.append(torch.topk(scores, k, dim=1).indices.cpu().numpy())  # (u, k)
+    return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
+
+
+class TwoTowerModule(pl.LightningModule):
+    def __init__(
+        self,
+        user_tower: UserTower,
+        artist_tower: ArtistTower,
+        loss: InBatchSoftmax,
+        log_q: np.ndarray | None,  # (A,) log sampling probability per vocab index
+        eval_set: EvalSet | None = None,
+        lr: float = 3e-3,
+        weight_decay: float = 0.0,
+        eval_k: int = 100,
+    ) -> None:
+        super().__init__()
+        self.user_tower = user_tower
+        self.artist_tower = artist_tower
+        self.loss = loss
+        self.use_log_q = log_q is not None
+        q = torch.zeros(artist_tower.config.n_artists) if log_q is None else torch.from_numpy(log_q)
+        self.register_buffer("log_q", q.float(), persistent=False)
+        self.eval_set = eval_set
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.eval_k = eval_k
+        self._val_vecs: list[torch.Tensor] = []
+        self.val_history: list[dict[str, float]] = []
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        users = self.user_tower(batch["history"], batch["segments"], batch["dense"])  # (B, d)
+        artists = self.artist_tower(batch["artist"])  # (B, d)
+        log_q = self.log_q[batch["artist"]] if self.use_log_q else None  # (B,)
+        loss = self.loss(users, artists, batch["artist"], log_q, batch.get("weight"))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss is {loss.item()} at step {self.global_step}")
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(users))
+        self.log("train/temperature", self.loss.temperature, batch_size=len(users))
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        vecs = self.user_tower(batch["history"], batch["segments"], batch["dense"])  # (B, d)
+        self._val_vecs.append(vecs.float())
+
+    def on_validation_epoch_end(self) -> None:
+        if self.eval_set is None or not self._val_vecs:
+            return
+        users = torch.cat(self._val_vecs)  # (U, d)
+        self._val_vecs.clear()
+        artists = self.artist_tower.all_vectors()  # (A, d)
+        k = min(self.eval_k, artists.shape[0] - 2)
+        topk = top_k(users, artists, self.eval_set.seen, k)
+        metrics = {f"val/{m}": v for m, v in ranking_metrics(topk, self.eval_set.targets).items()}
+        self.val_history.append({"epoch": self.current_epoch, **metrics})
+        self.log_dict(metrics, prog_bar=False)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params: list[nn.Parameter] = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+
+
+def make_trainer(
+    max_epochs: int,
+    accelerator: str = "auto",
+    callbacks: list[pl.Callback] | None = None,
+    default_root_dir: str | None = None,
+    logger: bool | pl.loggers.Logger = False,
+    validate: bool = True,
+) -> pl.Trainer:
+    """One Trainer recipe for every two-tower job: bf16 on CUDA, fp32 elsewhere; the progress
+    bar only on an interactive terminal so batch logs stay readable."""
+    import sys
+
+    use_cuda = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
+    return pl.Trainer(
+        max_epochs=max_epochs,
+        accelerator=accelerator,
+        devices=1,
+        precision="bf16-mixed" if use_cuda else "32-true",
+        callbacks=callbacks or [],
+        default_root_dir=default_root_dir,
+        logger=logger,
+        enable_checkpointing=any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks or []),
+        enable_progress_bar=sys.stderr.isatty(),
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=1.0 if validate else 0,
+        deterministic=False,
+        log_every_n_steps=10,
+    )

@@ -1,0 +1,175 @@
+"""The lake training job: features in the workspace -> ``runs/<run_id>/``.
+
+A run dir holds ``config.json`` (this job's and the model's configs), ``vocab.json``,
+``checkpoint.ckpt`` (best epoch by ``val/recall@20``), ``metrics.json`` (that epoch's
+validation metrics), ``lineage.json`` (sha256 of every input file, git sha, library versions)
+and ``report.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import platform
+import shutil
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from models.losses import InBatchSoftmax
+from models.two_tower import TwoTower, TwoTowerConfig
+from tastemaker.atomic import write_bytes, write_json
+from tastemaker.workspace import Workspace
+from training.datamodule import LakeDataModule
+from training.module import MONITOR, TwoTowerModule, make_trainer
+
+log = logging.getLogger("tastemaker.training")
+FEATURE_FILES = (
+    "examples.parquet",
+    "sequences.parquet",
+    "eval.parquet",
+    "artist_features.parquet",
+    "trending.parquet",
+    "meta.json",
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 8
+    batch_size: int = 1024
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    temperature: float = 0.05
+    learn_temperature: bool = False
+    log_q: bool = True
+    patience: int = 2  # epochs without a better val/recall@20 before stopping
+    max_train_examples: int | None = 400_000
+    history_len: int = 50  # <= data.schemas.HISTORY_LEN
+    dim: int = 64
+    embed_dim: int = 64
+    hidden: int = 128
+    pooling: str = "attention"
+    item_dropout: float = 0.1
+    tags_per_artist: int = 8
+    accelerator: str = "auto"
+    seed: int = 0
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def lineage(features_dir: Path) -> dict:
+    files = {n: _sha256(features_dir / n) for n in FEATURE_FILES if (features_dir / n).exists()}
+    return {
+        "features_dir": str(features_dir),
+        "sha256": files,
+        "git_sha": _git_sha(),
+        "torch": torch.__version__,
+        "pytorch_lightning": pl.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def model_config(config: TrainConfig, dm: LakeDataModule) -> TwoTowerConfig:
+    return TwoTowerConfig(
+        n_artists=len(dm.vocabs.artists),
+        n_tags=len(dm.vocabs.tags),
+        segment_cardinalities=tuple(len(v) for v in dm.vocabs.segments.values()),
+        n_dense=dm.eval_set.inputs.dense.shape[1],
+        history_len=config.history_len,
+        tags_per_artist=config.tags_per_artist,
+        dim=config.dim,
+        embed_dim=config.embed_dim,
+        hidden=config.hidden,
+        pooling=config.pooling,
+        item_dropout=config.item_dropout,
+    )
+
+
+def train_two_tower(ws: Workspace, config: TrainConfig | None = None) -> Path:
+    """Train on ``ws.features`` and return the new run dir."""
+    config = config or TrainConfig()
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    dm = LakeDataModule(
+        ws.features, config.history_len, config.batch_size, config.tags_per_artist,
+        config.max_train_examples, config.seed,
+    )
+    dm.setup("fit")
+    mcfg = model_config(config, dm)
+    model = TwoTower(mcfg, torch.from_numpy(dm.tag_table), torch.from_numpy(dm.popularity))
+    module = TwoTowerModule(
+        model.user_tower, model.artist_tower,
+        InBatchSoftmax(config.temperature, learnable=config.learn_temperature),
+        dm.log_q if config.log_q else None, dm.eval_set, lr=config.lr,
+        weight_decay=config.weight_decay,
+    )
+    now = datetime.now(timezone.utc)
+    run_id = now.strftime("%Y%m%dT%H%M%SZ") + "-" + hashlib.sha1(
+        json.dumps(dataclasses.asdict(config), sort_keys=True, default=str).encode()
+    ).hexdigest()[:6]
+    run_dir = ws.runs / run_id
+    run_dir.mkdir(parents=True, exist_ok=False)
+    ckpt = pl.callbacks.ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="best", monitor=MONITOR, mode="max", save_top_k=1
+    )
+    stop = pl.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=config.patience)
+    logger = pl.loggers.CSVLogger(str(run_dir), name="logs", version="")
+    trainer = make_trainer(config.epochs, config.accelerator, [ckpt, stop], str(run_dir), logger)
+    log.info("training run %s on %s", run_id, trainer.accelerator.__class__.__name__)
+    trainer.fit(module, datamodule=dm)
+    if not ckpt.best_model_path:
+        raise RuntimeError(f"run {run_id} produced no checkpoint (no validation epoch finished)")
+    shutil.move(ckpt.best_model_path, run_dir / "checkpoint.ckpt")
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    best = max(module.val_history, key=lambda m: m[MONITOR])
+    write_json(run_dir / "config.json", {
+        "run_id": run_id, "created_at": now.isoformat(), "train": dataclasses.asdict(config),
+        "model": dataclasses.asdict(mcfg),
+    })
+    write_json(run_dir / "vocab.json", dm.vocabs.to_json())
+    write_json(run_dir / "metrics.json", {"validation": best, "history": module.val_history})
+    write_json(run_dir / "lineage.json", lineage(ws.features))
+    write_bytes(run_dir / "report.md", _report(run_id, config, module, best, dm).encode())
+    log.info("run %s: best %s = %.4f at epoch %d", run_id, MONITOR, best[MONITOR], best["epoch"])
+    return run_dir
+
+
+def _report(run_id: str, config: TrainConfig, module: TwoTowerModule, best: dict, dm) -> str:
+    rows = "\n".join(
+        f"| {h['epoch']} | {h.get('val/recall@20', float('nan')):.4f} | "
+        f"{h.get('val/ndcg@20', float('nan')):.4f} |"
+        for h in module.val_history
+    )
+    return (
+        f"# Two-tower run {run_id}\n\n"
+        f"Train examples: {len(dm.train.artists):,}; artists: {len(dm.vocabs.artists):,}; "
+        f"validation users: {len(dm.eval_set.inputs):,}.\n\n"
+        f"Best epoch {best['epoch']}: val/recall@20 {best['val/recall@20']:.4f}, "
+        f"val/ndcg@20 {best['val/ndcg@20']:.4f}.\n\n"
+        "| epoch | val/recall@20 | val/ndcg@20 |\n|---|---|---|\n"
+        f"{rows}\n\n## Config\n\n```json\n"
+        f"{json.dumps(dataclasses.asdict(config), indent=2, default=str)}\n```\n"
+    )

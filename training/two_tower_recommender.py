@@ -1,0 +1,209 @@
+"""The two-tower model behind the ``models.base.Recommender`` contract (bring-your-own-data).
+
+A user is the bag of artists they have in the training matrix (most recent first when the
+interactions carry timestamps). Training turns every (user, artist) pair into an example whose
+positive is that artist and whose history is the user's *other* artists — the positive is
+always removed from its own history, or the model would learn to copy its input. Item dropout
+in the user tower makes it a denoising model of the bag, in the spirit of Mult-DAE
+(Liang et al. 2018); the loss is the shared in-batch softmax with logQ (``models.losses``) and
+the optimisation the shared ``training.module.TwoTowerModule``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pytorch_lightning as pl
+import scipy.sparse as sp
+import torch
+from torch.utils.data import DataLoader
+
+from models.base import Interactions, ModelFitError
+from models.losses import InBatchSoftmax
+from models.two_tower import TwoTower, TwoTowerConfig
+from training.datamodule import log_sampling_probability
+from training.module import TwoTowerModule, make_trainer
+from training.vocab import Vocab
+
+log = logging.getLogger("tastemaker.training")
+_OFFSET = 2  # artist column c is vocab index c + 2 (0 = <pad>, 1 = <unk>)
+
+
+@dataclass(frozen=True)
+class TwoTowerRecConfig:
+    model: TwoTowerConfig = TwoTowerConfig(
+        n_artists=2, history_len=50, pooling="mean", item_dropout=0.5, dim=64, embed_dim=64
+    )
+    epochs: int = 40
+    batch_size: int = 1024
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    temperature: float = 0.05
+    learn_temperature: bool = False
+    log_q: bool = True
+    weighting: str = "log"  # "binary" | "log": example weight 1 or log1p(weight)
+    accelerator: str = "cpu"
+    seed: int = 0
+
+
+class _PairBatches:
+    """Builds batches of (user history without the positive, positive artist) pairs."""
+
+    def __init__(self, matrix: sp.csr_matrix, order: sp.csr_matrix | None, history_len: int,
+                 segments: np.ndarray, weighting: str, seed: int) -> None:
+        self.indptr = matrix.indptr.astype(np.int64)
+        self.items = matrix.indices.astype(np.int64) + _OFFSET  # (N,) vocab indices
+        lengths = np.diff(self.indptr)
+        self.user = np.repeat(np.arange(matrix.shape[0]), lengths)  # (N,) example -> user
+        self.pos_in_user = np.arange(len(self.items)) - self.indptr[self.user]  # (N,)
+        # timestamps: larger = more recent = earlier in the history; without them, a bag
+        self.recency = None if order is None else order.data.astype(np.float64)
+        self.max_len = int(lengths.max()) if len(lengths) else 0
+        self.history_len = history_len
+        self.segments = segments
+        w = matrix.data.astype(np.float32)
+        self.weights = np.log1p(w) if weighting == "log" else np.ones_like(w)
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def histories(self, users: np.ndarray, drop: np.ndarray | None) -> np.ndarray:
+        """(B, L) history per user row, leaving out position ``drop`` of each user's list."""
+        j = np.arange(self.max_len)  # (M,)
+        length = np.diff(self.indptr)[users]  # (B,)
+        valid = j[None, :] < length[:, None]  # (B, M)
+        if drop is not None:
+            valid &= j[None, :] != drop[:, None]
+        pos = np.where(valid, self.indptr[users][:, None] + j[None, :], 0)  # (B, M)
+        if self.recency is None:
+            key = self.rng.random(pos.shape)  # (B, M) random bag order
+        else:
+            key = -self.recency[pos]  # (B, M) most recent first
+        key = np.where(valid, key, np.inf)
+        order = np.argsort(key, axis=1, kind="stable")[:, : self.history_len]  # (B, L)
+        hist = np.take_along_axis(np.where(valid, self.items[pos], 0), order, axis=1)
+        if hist.shape[1] < self.history_len:
+            hist = np.pad(hist, ((0, 0), (0, self.history_len - hist.shape[1])))
+        return hist.astype(np.int64)
+
+    def batch(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        users = self.user[rows]
+        return {
+            "history": torch.from_numpy(self.histories(users, self.pos_in_user[rows])),
+            "segments": torch.from_numpy(self.segments[users]),
+            "dense": torch.zeros((len(rows), 0)),
+            "artist": torch.from_numpy(self.items[rows]),
+            "weight": torch.from_numpy(self.weights[rows]),
+        }
+
+
+class TwoTowerRecommender:
+    name = "two-tower"
+
+    def __init__(
+        self,
+        config: TwoTowerRecConfig | None = None,
+        artist_tags: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
+        self.config = config or TwoTowerRecConfig()
+        self.artist_tags = artist_tags
+        self.model: TwoTower | None = None
+
+    def _artist_tables(self, inter: Interactions, tags_per_artist: int) -> tuple[Vocab, np.ndarray, np.ndarray]:
+        n = len(inter.artist_ids) + _OFFSET
+        tags_of = self.artist_tags or {}
+        tag_vocab = Vocab.build(
+            (t for a in inter.artist_ids for t in tags_of.get(str(a), ())), min_count=2
+        )
+        tag_table = np.zeros((n, tags_per_artist), dtype=np.int64)
+        for c, a in enumerate(inter.artist_ids):
+            enc = [i for i in tag_vocab.encode(list(tags_of.get(str(a), ()))) if i > 1]
+            tag_table[c + _OFFSET, : min(len(enc), tags_per_artist)] = enc[:tags_per_artist]
+        counts = np.zeros(n, dtype=np.float32)
+        counts[_OFFSET:] = np.diff(inter.matrix.tocsc().indptr)
+        popularity = np.log1p(counts) / max(np.log1p(counts).max(), 1e-6)
+        return tag_vocab, tag_table, popularity.astype(np.float32)
+
+    def fit(self, interactions: Interactions) -> TwoTowerRecommender:
+        cfg = self.config
+        matrix = interactions.matrix.tocsr().astype(np.float32)
+        matrix.sort_indices()
+        if matrix.nnz == 0:
+            raise ModelFitError("interaction matrix is empty; nothing to train on")
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        meta = interactions.user_meta or {}
+        self.segment_vocabs = {f: Vocab.build(map(str, v)) for f, v in sorted(meta.items())}
+        segments = (
+            np.stack([self.segment_vocabs[f].encode(list(map(str, meta[f]))) for f in self.segment_vocabs], 1)
+            if meta else np.zeros((matrix.shape[0], 0), dtype=np.int64)
+        )
+        tag_vocab, tag_table, popularity = self._artist_tables(interactions, cfg.model.tags_per_artist)
+        mcfg = replace(
+            cfg.model,
+            n_artists=len(interactions.artist_ids) + _OFFSET,
+            n_tags=len(tag_vocab),
+            segment_cardinalities=tuple(len(v) for v in self.segment_vocabs.values()),
+            n_dense=0,
+        )
+        order = None
+        if interactions.timestamps is not None:
+            order = interactions.timestamps.tocsr()
+            order.sort_indices()
+        pairs = _PairBatches(matrix, order, mcfg.history_len, segments, cfg.weighting, cfg.seed)
+        model = TwoTower(mcfg, torch.from_numpy(tag_table), torch.from_numpy(popularity))
+        artists = pairs.items
+        module = TwoTowerModule(
+            model.user_tower, model.artist_tower,
+            InBatchSoftmax(cfg.temperature, learnable=cfg.learn_temperature),
+            log_sampling_probability(artists, mcfg.n_artists) if cfg.log_q else None,
+            lr=cfg.lr, weight_decay=cfg.weight_decay,
+        )
+        loader = DataLoader(
+            range(len(pairs)), batch_size=cfg.batch_size, shuffle=True,
+            drop_last=len(pairs) > cfg.batch_size,
+            generator=torch.Generator().manual_seed(cfg.seed),
+            collate_fn=lambda rows: pairs.batch(np.asarray(rows)),
+        )
+        trainer = make_trainer(cfg.epochs, accelerator=cfg.accelerator, validate=False)
+        trainer.fit(module, train_dataloaders=loader)
+        self.model = model.cpu().eval()
+        self._pairs = pairs
+        self._matrix = matrix
+        self._segments = segments
+        return self
+
+    @torch.no_grad()
+    def user_vectors(self, user_rows: np.ndarray) -> torch.Tensor:
+        if self.model is None:
+            raise ModelFitError("TwoTowerRecommender.recommend called before fit")
+        rows = np.asarray(user_rows, dtype=np.int64)
+        hist = torch.from_numpy(self._pairs.histories(rows, None))  # (U, L)
+        seg = torch.from_numpy(self._segments[rows])  # (U, S)
+        return self.model.user_tower(hist, seg, torch.zeros((len(rows), 0)))  # (U, d)
+
+    @torch.no_grad()
+    def recommend(
+        self, user_rows: np.ndarray, k: int, exclude_seen: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        users = self.user_vectors(user_rows)  # (U, d)
+        artists = self.model.artist_tower.all_vectors()[_OFFSET:]  # (A, d)
+        scores = (users @ artists.T).numpy()  # (U, A)
+        if exclude_seen:
+            seen = self._matrix[np.asarray(user_rows)]
+            r, c = seen.nonzero()
+            scores[r, c] = -np.inf
+        k_eff = min(k, scores.shape[1])
+        part = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]  # (U, k)
+        part_scores = np.take_along_axis(scores, part, axis=1)
+        order = np.argsort(-part_scores, axis=1, kind="stable")
+        ids = np.take_along_axis(part, order, axis=1)
+        top = np.take_along_axis(part_scores, order, axis=1)
+        ids = np.where(np.isfinite(top), ids, -1)
+        if k_eff < k:
+            ids = np.pad(ids, ((0, 0), (0, k - k_eff)), constant_values=-1)
+            top = np.pad(top, ((0, 0), (0, k - k_eff)), constant_values=-np.inf)
+        return ids.astype(np.int64), top.astype(np.float32)
