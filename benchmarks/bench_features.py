@@ -53,7 +53,6 @@ def make_lake(root: Path, n_users: int, n_events: int, days: int = 35, seed: int
     for d in range(days):
         s = slice(bounds[d], bounds[d + 1])
         n = bounds[d + 1] - bounds[d]
-        null = lambda x: pa.array(x[s], mask=x[s] < 0)  # noqa: E731
         t = pa.table(
             {
                 "event_id": pa.array(np.arange(bounds[d], bounds[d + 1])).cast(pa.string()),
@@ -63,8 +62,8 @@ def make_lake(root: Path, n_users: int, n_events: int, days: int = 35, seed: int
                 "track_id": track_ids.take(pa.array(np.maximum(tr[s], 0), mask=tr[s] < 0)),
                 "request_id": pa.nulls(n, pa.string()),
                 "position": pa.nulls(n, pa.int32()),
-                "ms_played": null(ms),
-                "track_duration_ms": null(dur),
+                "ms_played": pa.array(ms[s], mask=ms[s] < 0),
+                "track_duration_ms": pa.array(dur[s], mask=dur[s] < 0),
                 "event_ts": pa.array(ts[s]).cast(TS),
                 "server_ts": pa.array(ts[s]).cast(TS),
                 "country": pa.nulls(n, pa.string()),
@@ -104,7 +103,11 @@ def _child(root: str) -> None:
     summary = build_features(Workspace(Path(root)))
     seconds = time.perf_counter() - started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    print(json.dumps({"seconds": seconds, "peak_mb": peak_mb, "examples": summary["counts"]["examples"]}))
+    print(
+        json.dumps(
+            {"seconds": seconds, "peak_mb": peak_mb, "examples": summary["counts"]["examples"]}
+        )
+    )
 
 
 def measure(n_users: int, n_events: int) -> dict:

@@ -56,6 +56,18 @@ def _put(buf: np.ndarray, template: bytes, marker: bytes, cols: np.ndarray) -> N
 def make_raw_events(n: int, seed: int = 0) -> list[bytes]:
     """``N_DAYS`` uncompressed JSON-lines blobs holding ``n`` events in total."""
     rng = np.random.default_rng(seed)
+    ids = rng.permutation(n).astype(np.int64)
+    dup = rng.random(n) < 0.01
+    ids[dup] = ids[rng.integers(0, n, dup.sum())]  # resends of events from any day
+    bounds = np.linspace(0, n, N_DAYS + 1).astype(np.int64)
+    return [
+        _day_blob(rng, ids[bounds[d] : bounds[d + 1]], START_MS + d * 86_400_000)
+        for d in range(N_DAYS)
+    ]
+
+
+def _day_blob(rng: np.random.Generator, ids: np.ndarray, day_ms: int) -> bytes:
+    n = len(ids)
     template = (
         b'{"event_id":"ev-EEEEEEEEEEEE","event_type":"TTTTTTTTTT","user_id":"uUUUUUUU",'
         b'"artist_id":"aAAAAAAA","track_id":"tKKKKKKKKK","request_id":"rRRRRRRRRRRR",'
@@ -63,10 +75,7 @@ def make_raw_events(n: int, seed: int = 0) -> list[bytes]:
         b'"client_ts":"CCCCCCCCCCCCCCCCCCCCCCCOOOOOO","server_ts":SSSSSSSSSSSSS,'
         b'"country":"DE","device":"ios"}\n'
     )
-    ids = rng.permutation(n).astype(np.int64)
-    dup = rng.random(n) < 0.01
-    ids[dup] = ids[rng.integers(0, n, dup.sum())]
-    server = np.sort(START_MS + rng.integers(0, N_DAYS * 86_400_000, n))
+    server = np.sort(day_ms + rng.integers(0, 86_400_000, n))
     offsets = OFFSETS_MIN[rng.integers(0, len(OFFSETS_MIN), n)]
     client_utc = server - rng.integers(0, 60_000, n)
     local = (client_utc + offsets * 60_000).astype("datetime64[ms]")
@@ -93,22 +102,16 @@ def make_raw_events(n: int, seed: int = 0) -> list[bytes]:
     _put(buf, template, b"CCCC", stamp.reshape(n, 23))
     _put(buf, template, b"OOOO", offset_cols)
     _put(buf, template, b"SSSS", _digits(server, 13))
-    day = (server - START_MS) // 86_400_000
-    bounds = np.searchsorted(day, np.arange(N_DAYS + 1))
-    # quoted texts in the template stay valid JSON after the fixed-width replacements; the
-    # padded event types keep trailing spaces, so strip them back to the contract's values
-    out = []
-    for d in range(N_DAYS):
-        blob = buf[bounds[d] : bounds[d + 1]].tobytes()
-        for t in TYPES:
-            blob = blob.replace(b'"' + t + b'"', b'"' + t.strip() + b'"')
-        out.append(blob)
-    return out
+    # the padded event types keep trailing spaces: strip them back to the contract's values
+    blob = buf.tobytes()
+    for t in TYPES:
+        blob = blob.replace(b'"' + t + b'"', b'"' + t.strip() + b'"')
+    return blob
 
 
 def write_raw(root: Path, n: int) -> list[Path]:
     paths = []
-    for d, blob in enumerate(make_raw_events(n)):
+    for d, blob in enumerate(make_raw_events(n)):  # ~330 bytes per event in memory
         path = root / "raw" / "events" / f"dt=2025-01-{d + 1:02d}" / "part-00000.jsonl.gz"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(gzip.compress(blob, compresslevel=6))
@@ -122,6 +125,14 @@ def _one_core() -> None:
 
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak RSS since exec (VmHWM; ru_maxrss would include the parent's)."""
+    for row in Path("/proc/self/status").read_text().splitlines():
+        if row.startswith("VmHWM:"):
+            return int(row.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _child(kind: str, root: Path) -> dict:
@@ -152,7 +163,7 @@ def _child(kind: str, root: Path) -> dict:
         "rows": rows,
         "seconds": time.perf_counter() - started,
         "cpu_seconds": time.process_time() - cpu,
-        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "max_rss_mb": _peak_rss_mb(),
         **extra,
     }
 

@@ -110,7 +110,7 @@ def main(quick: bool = False) -> str:
     os.environ.setdefault("TASTEMAKER_DEMO", "1")  # synthetic users only: the demo key is fine
     from data.online_store import open_online_store
     from data.pii import pseudonym_key
-    from index import IndexSpec, set_search_threads
+    from index import IndexSpec
     from serving.recommender import Recommender
     from serving.reload import ModelHolder
     from serving.synthetic import SyntheticSpec, artist_ids, publish_synthetic
@@ -118,7 +118,6 @@ def main(quick: bool = False) -> str:
     n_req = 200 if quick else 2000
     n_users = 200 if quick else 1000
     key = pseudonym_key()
-    set_search_threads(Settings().faiss_threads)  # the server's setting, for the raw baseline too
     rng = np.random.default_rng(0)
     specs = {
         "flat": IndexSpec(kind="flat"),
@@ -190,8 +189,11 @@ def main(quick: bool = False) -> str:
                 f"| {core_p[0] / faiss_p[0]:.1f}x | {http_p[0] / faiss_p[0]:.1f}x |"
             )
         store.close()
+    load = os.getloadavg()[0]
     lines += [
         "",
+        f"Machine: {os.cpu_count()} cores, 1-min load average {load:.1f} at the end of the run "
+        "(latency on a shared box is mostly queueing; compare the ratios).",
         "Core = pseudonymise + online-store lookup + encode + ONNX user tower + FAISS top-(k+excluded) "
         "+ filter + explain. HTTP adds uvicorn, FastAPI validation, the thread-pool hop and JSON, over a keep-alive httpx client on 127.0.0.1.",
     ]

@@ -139,7 +139,10 @@ class AccountTable:
                 raise ValueError(f"account row {i} has no {missing}; found: {sorted(row)}")
             values = {c: row.get(c) for c in COLUMNS}
             values["country"] = values["country"] or ""
-            values["signup_ts"], values["deleted_at"] = _iso(row["signup_ts"]), _iso(row.get("deleted_at"))
+            values["signup_ts"], values["deleted_at"] = (
+                _iso(row["signup_ts"]),
+                _iso(row.get("deleted_at")),
+            )
             bd = _to_date(values["birth_date"])
             values["birth_date"] = None if bd is None else bd.isoformat()
             params.append(tuple(values[c] for c in COLUMNS))
@@ -165,10 +168,14 @@ class AccountTable:
 
     def user_ids(self) -> set[str]:
         """Account ids that are not deleted."""
-        return {r[0] for r in self._execute("SELECT user_id FROM accounts WHERE deleted_at IS NULL")}
+        return {
+            r[0] for r in self._execute("SELECT user_id FROM accounts WHERE deleted_at IS NULL")
+        }
 
     def deleted_user_ids(self) -> set[str]:
-        return {r[0] for r in self._execute("SELECT user_id FROM accounts WHERE deleted_at IS NOT NULL")}
+        return {
+            r[0] for r in self._execute("SELECT user_id FROM accounts WHERE deleted_at IS NOT NULL")
+        }
 
     def pii_safe_view(self, key: bytes, as_of: datetime | None = None) -> pa.Table:
         """Accounts alive at ``as_of`` (default now) as ``USERS`` rows; no raw PII leaves.
@@ -178,18 +185,18 @@ class AccountTable:
         coordinates the entered country code (normalised) is used and city/region are
         ``unknown``.
         """
-        as_of = _to_utc(as_of or datetime.now(timezone.utc))
+        now = _to_utc(as_of) or datetime.now(timezone.utc)
         rows = self._execute(
             "SELECT user_id, birth_date, gender, latitude, longitude, country, signup_ts, "
             "deleted_at FROM accounts ORDER BY user_id"
         )
-        rows = [r for r in rows if r[7] is None or _to_utc(r[7]) > as_of]
+        rows = [r for r in rows if (gone := _to_utc(r[7])) is None or gone > now]
         lat = np.array([np.nan if r[3] is None else float(r[3]) for r in rows], dtype=np.float64)
         lon = np.array([np.nan if r[4] is None else float(r[4]) for r in rows], dtype=np.float64)
         city, region, country = geo.reverse_geocode(lat, lon)
         entered = np.array([geo.normalise_country(r[5]) for r in rows], dtype=object)
         country = np.where(np.isnan(lat) | np.isnan(lon), entered, country)
-        today = as_of.date()
+        today = now.date()
         columns = {
             "user_key": [pseudonymise(r[0], key) for r in rows],
             "age_group": [age_group(age_on(_to_date(r[1]), today)) for r in rows],
@@ -218,7 +225,7 @@ def open_accounts(url: str) -> AccountTable:
     """
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme == "sqlite":
-        path = Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
+        path = Path(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else None
         if path is None or not str(path):
             raise ValueError(f"SQLite account URL must look like sqlite:///path/to.db; got {url!r}")
         try:
@@ -240,18 +247,24 @@ def open_accounts(url: str) -> AccountTable:
                 f"cannot reach the account table at {redact_url(url)}: {reason}"
             ) from None
         return AccountTable(conn, "postgresql", url)
-    raise ValueError(f"unsupported account table URL {redact_url(url)!r}: use sqlite:/// or postgresql://")
+    raise ValueError(
+        f"unsupported account table URL {redact_url(url)!r}: use sqlite:/// or postgresql://"
+    )
 
 
 def default_accounts_url(ws: Workspace) -> str:
     return f"sqlite:///{ws.accounts_db}"
 
 
-def publish_user_view(ws: Workspace, accounts_url: str | None = None,
-                      key: bytes | None = None, as_of: datetime | None = None) -> int:
+def publish_user_view(
+    ws: Workspace,
+    accounts_url: str | None = None,
+    key: bytes | None = None,
+    as_of: datetime | None = None,
+) -> int:
     """Write the PII-safe user view to ``ws.lake_users`` atomically; returns its row count."""
     url = accounts_url or default_accounts_url(ws)
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
         raise FileNotFoundError(f"no account table at {url}; run `tastemaker world` first")
     key = key if key is not None else pseudonym_key()
     with open_accounts(url) as table:

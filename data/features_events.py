@@ -81,8 +81,20 @@ class EventLog:
         return EventLog(**{**self.__dict__, **fields})
 
 
-_ROW_FIELDS = ("u", "a", "tr", "et", "ts", "ms", "dur", "lr_q", "lr_ok", "new_day", "positive",
-               "first_pos")
+_ROW_FIELDS = (
+    "u",
+    "a",
+    "tr",
+    "et",
+    "ts",
+    "ms",
+    "dur",
+    "lr_q",
+    "lr_ok",
+    "new_day",
+    "positive",
+    "first_pos",
+)
 _NO_TS = np.iinfo(np.int64).min
 
 
@@ -107,14 +119,18 @@ def _remap(parts: list[tuple[np.ndarray, pa.Array]], vocab: pa.Array) -> np.ndar
 
 
 def _vocab(*arrays: pa.Array) -> pa.Array:
-    merged = pa.concat_arrays([a.cast(pa.string()) for a in arrays if len(a)] or [pa.array([], pa.string())])
+    merged = pa.concat_arrays(
+        [a.cast(pa.string()) for a in arrays if len(a)] or [pa.array([], pa.string())]
+    )
     uniq = pc.unique(merged.drop_null())
     return uniq.take(pc.sort_indices(uniq))
 
 
 def _ms(col: pa.ChunkedArray) -> np.ndarray:
-    return col.cast(pa.int64()).to_numpy().astype(np.float64) if col.null_count == 0 else (
-        col.cast(pa.float64()).fill_null(np.nan).to_numpy()
+    return (
+        col.cast(pa.int64()).to_numpy().astype(np.float64)
+        if col.null_count == 0
+        else (col.cast(pa.float64()).fill_null(np.nan).to_numpy())
     )
 
 
@@ -126,7 +142,10 @@ def _tables_from_lake(events_dir: Path) -> list[pa.Table]:
         files = sorted(part.glob("*.parquet"))
         if files:
             yield pa.concat_tables(
-                [pq.read_table(f, columns=list(_EVENT_COLS), read_dictionary=_DICT_COLS) for f in files]
+                [
+                    pq.read_table(f, columns=list(_EVENT_COLS), read_dictionary=_DICT_COLS)
+                    for f in files
+                ]
             )
 
 
@@ -152,8 +171,13 @@ def build_event_log(
         et = pc.index_in(t["event_type"].cast(pa.string()), value_set=pa.array(EVENT_TYPES))
         et = et.fill_null(-1)
         cols["et"].append(et.to_numpy().astype(np.int8))
-        cols["ts"].append(t["event_ts"].cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())
-                          .fill_null(_NO_TS).to_numpy())
+        cols["ts"].append(
+            t["event_ts"]
+            .cast(pa.timestamp("ms", tz="UTC"))
+            .cast(pa.int64())
+            .fill_null(_NO_TS)
+            .to_numpy()
+        )
         cols["ms"].append(_ms(t["ms_played"]))
         dur = _ms(t["track_duration_ms"])
         cols["dur"].append(np.where(dur > 0, dur, np.nan))
@@ -162,17 +186,25 @@ def build_event_log(
     user_ids = _vocab(users["user_key"].combine_chunks(), *[d for _, d in cols["u"]])
     artist_ids = _vocab(artists["artist_id"].combine_chunks(), *[d for _, d in cols["a"]])
     track_ids = _vocab(*[d for _, d in cols["tr"]])
-    u, a, tr = (_remap(cols[k], v) for k, v in (("u", user_ids), ("a", artist_ids), ("tr", track_ids)))
-    et, ts, ms, dur = (np.concatenate(cols[k]) if cols[k] else np.zeros(0) for k in ("et", "ts", "ms", "dur"))
+    u, a, tr = (
+        _remap(cols[k], v) for k, v in (("u", user_ids), ("a", artist_ids), ("tr", track_ids))
+    )
+    et, ts, ms, dur = (
+        np.concatenate(cols[k]) if cols[k] else np.zeros(0) for k in ("et", "ts", "ms", "dur")
+    )
     ok = (u >= 0) & (a >= 0) & (et >= 0) & (ts != _NO_TS)
     if not ok.all():
-        log.warning("dropping %d events without user_key, artist_id, known type or time", (~ok).sum())
+        log.warning(
+            "dropping %d events without user_key, artist_id, known type or time", (~ok).sum()
+        )
     order = np.lexsort((ts[ok], u[ok]))  # stable: ties keep lake order
     u, a, tr, et, ts, ms, dur = (x[ok][order] for x in (u, a, tr, et, ts, ms, dur))
     del cols, order
     lr_q, lr_ok = _listen_log_ratios(tr, et, ts, ms)
     day = ts // DAY_MS
-    new_day = np.r_[True, (u[1:] != u[:-1]) | (day[1:] != day[:-1])] if len(u) else np.zeros(0, bool)
+    new_day = (
+        np.r_[True, (u[1:] != u[:-1]) | (day[1:] != day[:-1])] if len(u) else np.zeros(0, bool)
+    )
     positive = (et == ET["click"]) | (et == ET["follow"])
     positive |= (et == ET["stream"]) & (np.nan_to_num(ms, nan=-1) >= stream_min_ms)
     first_pos = np.zeros(len(u), bool)

@@ -183,8 +183,12 @@ def user_features_at(
     }
     for f in ("age_group", "gender", "country"):
         cols[f] = ev.users[f]
-    cols["tenure_bucket"] = pa.array(tenure_bucket(ev.signup_ms, t, config.new_user_days), pa.string())
-    level = activity_level(count(np.ones(len(idx), bool)), count(ev.new_day[idx]), config.activity_thresholds)
+    cols["tenure_bucket"] = pa.array(
+        tenure_bucket(ev.signup_ms, t, config.new_user_days), pa.string()
+    )
+    level = activity_level(
+        count(np.ones(len(idx), bool)), count(ev.new_day[idx]), config.activity_thresholds
+    )
     cols["activity_level"] = pa.array(level, pa.string())
     cols.update({k: pa.array(v, pa.float32()) for k, v in dense.items()})
     cols["region"] = ev.users["region"]

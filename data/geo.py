@@ -68,7 +68,7 @@ def _country_index() -> dict[str, np.ndarray]:
     order = np.argsort(codes, kind="stable")
     uniq, starts = np.unique(codes[order], return_index=True)
     bounds = [*starts[1:], len(order)]
-    return {str(c): order[s:e] for c, s, e in zip(uniq, starts, bounds)}
+    return {str(c): order[s:e] for c, s, e in zip(uniq, starts, bounds, strict=False)}
 
 
 def normalise_country(code: str | None) -> str:

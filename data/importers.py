@@ -39,10 +39,13 @@ ALIASES = {
 def _read_dat(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
     """A HetRec ``.dat`` file: tab-separated, one header, CRLF or LF, no quoting."""
     if not path.is_file():
-        raise FileNotFoundError(f"HetRec file {path} is missing; expected {', '.join(HETREC_FILES)}")
+        raise FileNotFoundError(
+            f"HetRec file {path} is missing; expected {', '.join(HETREC_FILES)}"
+        )
     # the C parser treats CRLF and LF alike; QUOTE_NONE because names contain bare quotes
-    return pd.read_csv(path, sep="\t", encoding=encoding, dtype=str, quoting=csv.QUOTE_NONE,
-                       keep_default_na=False)
+    return pd.read_csv(
+        path, sep="\t", encoding=encoding, dtype=str, quoting=csv.QUOTE_NONE, keep_default_na=False
+    )
 
 
 def import_hetrec(path: str | os.PathLike[str]) -> tuple[pa.Table, pa.Table]:
@@ -68,34 +71,52 @@ def import_hetrec(path: str | os.PathLike[str]) -> tuple[pa.Table, pa.Table]:
     )
     known = set(artists["id"])
     orphan = ~tagged["artistID"].isin(known)
-    log.info("hetrec: %d tag rows for %d artists not in artists.dat dropped",
-             int(orphan.sum()), tagged.loc[orphan, "artistID"].nunique())
+    log.info(
+        "hetrec: %d tag rows for %d artists not in artists.dat dropped",
+        int(orphan.sum()),
+        tagged.loc[orphan, "artistID"].nunique(),
+    )
     tagged = tagged[~orphan]
-    names = dict(zip(tags["tagID"], tags["tagValue"]))
+    names = dict(zip(tags["tagID"], tags["tagValue"], strict=False))
     counts = tagged.groupby(["artistID", "tagID"]).size().reset_index(name="n")
     counts["tag_int"] = counts["tagID"].astype(int)
     counts = counts.sort_values(["artistID", "n", "tag_int"], ascending=[True, False, True])
     top = counts.groupby("artistID").head(TOP_TAGS)
-    top_tags = top.groupby("artistID")["tagID"].agg(lambda ids: [names.get(t, t) for t in ids])
+    top_tags: dict[str, list[str]] = {}
+    for artist, tag in zip(top["artistID"].tolist(), top["tagID"].tolist(), strict=False):
+        top_tags.setdefault(artist, []).append(names.get(tag, tag))
     year = tagged["year"].astype(int)
     valid = year >= FIRST_VALID_YEAR
     log.info("hetrec: %d tag rows with corrupt years kept without a date", int((~valid).sum()))
     dates = pd.to_datetime(
-        pd.DataFrame({"year": year[valid], "month": tagged.loc[valid, "month"].astype(int),
-                      "day": tagged.loc[valid, "day"].astype(int)}), utc=True)
-    first_seen = dates.groupby(tagged.loc[valid, "artistID"]).min()
-    ids = artists["id"]
+        pd.DataFrame(
+            {
+                "year": year[valid],
+                "month": tagged.loc[valid, "month"].astype(int),
+                "day": tagged.loc[valid, "day"].astype(int),
+            }
+        ),
+        utc=True,
+    )
+    first_seen = dates.groupby(tagged.loc[valid, "artistID"]).min().to_dict()
+    ids = artists["id"].tolist()
     artist_table = pa.table(
         {
-            "artist_id": ids.to_numpy(dtype=object),
+            "artist_id": ids,
             "name": artists["name"].to_numpy(dtype=object),
             "tags": [top_tags.get(a, []) for a in ids],
-            "created_ts": pa.array([first_seen.get(a) for a in ids], type=ARTISTS.field("created_ts").type),
+            "created_ts": pa.array(
+                [first_seen.get(a) for a in ids], type=ARTISTS.field("created_ts").type
+            ),
         },
         schema=ARTISTS,
     )
-    log.info("hetrec: %d users, %d artists, %d pairs", pa.compute.count_distinct(inter["user_id"]).as_py(),
-             artist_table.num_rows, inter.num_rows)
+    log.info(
+        "hetrec: %d users, %d artists, %d pairs",
+        pa.compute.count_distinct(inter["user_id"]).as_py(),
+        artist_table.num_rows,
+        inter.num_rows,
+    )
     return inter, artist_table
 
 
@@ -113,21 +134,33 @@ def _read_any(path: Path) -> pd.DataFrame:
         return pq.read_table(path).to_pandas()
     if suffix not in (".csv", ".tsv", ".txt", ".dat"):
         raise ValueError(f"interactions file {path} must be .csv, .tsv or .parquet; got {suffix!r}")
-    return pd.read_csv(path, sep="," if suffix == ".csv" else "\t", dtype=str, keep_default_na=False)
+    return pd.read_csv(
+        path, sep="," if suffix == ".csv" else "\t", dtype=str, keep_default_na=False
+    )
 
 
 def _timestamps(values: pd.Series, path: Path) -> pa.Array:
-    raw = values.replace("", None) if values.dtype == object else values
-    numeric = pd.to_numeric(raw, errors="coerce")
-    if raw.notna().sum() and numeric.notna().sum() == raw.notna().sum():
-        ts = pd.to_datetime(numeric, unit="s", utc=True)  # epoch seconds
+    """Epoch seconds, ISO-8601 strings (any offset) or datetimes -> UTC; blanks -> null."""
+    ts_type = INTERACTIONS.field("timestamp").type
+    if pd.api.types.is_datetime64_any_dtype(values):
+        ts = values if values.dt.tz is not None else values.dt.tz_localize("UTC")
     else:
-        try:
-            ts = pd.to_datetime(raw, utc=True, format="ISO8601")
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"{path}: column 'timestamp' holds values that are neither epoch "
-                             f"seconds nor ISO-8601 ({exc})") from None
-    return pa.array(ts.dt.tz_convert("UTC"), type=INTERACTIONS.field("timestamp").type, from_pandas=True)
+        raw = values
+        if not pd.api.types.is_numeric_dtype(values):
+            raw = values.mask(values.astype(str).str.strip().isin(["", "nan", "None"]))
+        numeric = pd.to_numeric(raw, errors="coerce")
+        if numeric.notna().sum() == raw.notna().sum():
+            ts = pd.to_datetime(numeric, unit="s", utc=True)  # epoch seconds
+        else:
+            try:
+                ts = pd.to_datetime(raw, utc=True, format="ISO8601")
+            except (ValueError, TypeError):
+                bad = raw[numeric.isna() & raw.notna()].iloc[0]
+                raise ValueError(
+                    f"{path}: column 'timestamp' holds {bad!r}, which is neither "
+                    "epoch seconds nor ISO-8601"
+                ) from None
+    return pa.array(ts.dt.tz_convert("UTC"), type=ts_type, from_pandas=True)
 
 
 def read_interactions(path: str | os.PathLike[str]) -> pa.Table:
@@ -143,8 +176,10 @@ def read_interactions(path: str | os.PathLike[str]) -> pa.Table:
     found = [str(c) for c in frame.columns]
     for name in ("user_id", "artist_id"):
         if name not in found:
-            raise ValueError(f"interactions file {path} has no {name!r} column{_hint(name, found)}; "
-                             f"found: {', '.join(found) or '(no columns)'}")
+            raise ValueError(
+                f"interactions file {path} has no {name!r} column{_hint(name, found)}; "
+                f"found: {', '.join(found) or '(no columns)'}"
+            )
     n = len(frame)
     out = {}
     for name in ("user_id", "artist_id"):
@@ -158,11 +193,104 @@ def read_interactions(path: str | os.PathLike[str]) -> pa.Table:
         bad = weight.isna() | ~np.isfinite(weight)
         if bad.any():
             row = int(np.argmax(bad.to_numpy()))
-            raise ValueError(f"{path}: column 'weight' has a non-numeric value "
-                             f"{frame['weight'].iloc[row]!r} on row {row + 1}")
+            raise ValueError(
+                f"{path}: column 'weight' has a non-numeric value "
+                f"{frame['weight'].iloc[row]!r} on row {row + 1}"
+            )
         out["weight"] = weight.to_numpy(dtype=np.float32)
     else:
         out["weight"] = np.ones(n, dtype=np.float32)
     ts_type = INTERACTIONS.field("timestamp").type
-    out["timestamp"] = _timestamps(frame["timestamp"], path) if "timestamp" in frame else pa.nulls(n, ts_type)
+    out["timestamp"] = (
+        _timestamps(frame["timestamp"], path) if "timestamp" in frame else pa.nulls(n, ts_type)
+    )
     return pa.table(out, schema=INTERACTIONS)
+
+
+def holdout_split(
+    table: pa.Table, test_frac: float = 0.2, seed: int = 0
+) -> tuple[pa.Table, pa.Table]:
+    """Per-user random holdout: ``round(test_frac × n)`` of each user's rows go to test.
+
+    Users with a single row stay entirely in train. Seeded and order-independent of the
+    input's row order within a user only through the seed (same input -> same split).
+    """
+    if not 0.0 < test_frac < 1.0:
+        raise ValueError(f"test_frac must be in (0, 1); got {test_frac}")
+    users = table["user_id"].to_numpy(zero_copy_only=False)
+    codes, sizes = np.unique(users, return_inverse=True, return_counts=True)[1:]
+    rng = np.random.default_rng(seed)
+    order = np.lexsort((rng.random(len(users)), codes))  # shuffle within each user
+    rank = np.empty(len(users), dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    rank[order] = np.arange(len(users)) - starts[codes[order]]
+    n_test = np.where(sizes > 1, np.floor(sizes * test_frac + 0.5), 0).astype(np.int64)
+    test = rank < n_test[codes]
+    return table.filter(pa.array(~test)), table.filter(pa.array(test))
+
+
+def write_interactions(table: pa.Table, path: str | os.PathLike[str]) -> None:
+    """Write an ``INTERACTIONS`` table as ``.parquet`` or ``.tsv`` (by suffix), atomically."""
+    from tastemaker.atomic import atomic_path, write_table
+
+    path = Path(path)
+    if path.suffix == ".parquet":
+        write_table(path, table)
+        return
+    frame = table.to_pandas()
+    frame["timestamp"] = frame["timestamp"].map(lambda t: "" if pd.isna(t) else t.isoformat())
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, sep="\t", index=False)
+
+
+def write_artists(table: pa.Table, path: str | os.PathLike[str]) -> None:
+    """Write an ``ARTISTS`` table as ``.parquet`` or ``.tsv`` (tags joined with ``|``)."""
+    from tastemaker.atomic import atomic_path, write_table
+
+    path = Path(path)
+    if path.suffix == ".parquet":
+        write_table(path, table)
+        return
+    frame = table.to_pandas()
+    frame["tags"] = frame["tags"].map(lambda tags: "|".join(t.replace("|", "/") for t in tags))
+    frame["created_ts"] = frame["created_ts"].map(lambda t: "" if pd.isna(t) else t.isoformat())
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, sep="\t", index=False, quoting=csv.QUOTE_NONE, escapechar="\\")
+
+
+def read_artists(path: str | os.PathLike[str]) -> pa.Table:
+    """Artist metadata written by :func:`write_artists` (or any file with ``artist_id``)."""
+    path = Path(path)
+    if path.suffix in (".parquet", ".pq"):
+        frame = pq.read_table(path).to_pandas()
+    else:
+        frame = pd.read_csv(
+            path,
+            sep="," if path.suffix == ".csv" else "\t",
+            dtype=str,
+            keep_default_na=False,
+            quoting=csv.QUOTE_NONE,
+            escapechar="\\",
+        )
+    if "artist_id" not in frame:
+        raise ValueError(
+            f"artist file {path} has no 'artist_id' column{_hint('artist_id', list(frame.columns))}; "
+            f"found: {', '.join(map(str, frame.columns))}"
+        )
+    n = len(frame)
+    tags = frame["tags"] if "tags" in frame else pd.Series([[]] * n)
+    tags = [list(t) if not isinstance(t, str) else [x for x in t.split("|") if x] for t in tags]
+    created = frame.get("created_ts", pd.Series([None] * n)).replace("", None)
+    return pa.table(
+        {
+            "artist_id": frame["artist_id"].astype(str).to_numpy(dtype=object),
+            "name": frame.get("name", pd.Series([""] * n)).astype(str).to_numpy(dtype=object),
+            "tags": tags,
+            "created_ts": pa.array(
+                pd.to_datetime(created, utc=True, format="ISO8601"),
+                type=ARTISTS.field("created_ts").type,
+                from_pandas=True,
+            ),
+        },
+        schema=ARTISTS,
+    )

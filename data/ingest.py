@@ -267,17 +267,12 @@ def ingest_store(
 
 def load_lookups(ws: Workspace, accounts_url: str | None) -> Lookups:
     """Known user ids (account table) and artist ids (catalogue) for reference checks."""
-    from data.accounts import open_accounts
+    from data.accounts import default_accounts_url, open_accounts
     from data.catalog import load_catalog
 
-    accounts = open_accounts(accounts_url or str(ws.accounts_db))
-    try:
+    with open_accounts(accounts_url or default_accounts_url(ws)) as accounts:
         users = pa.array(sorted(accounts.user_ids()), pa.string())
         deleted = pa.array(sorted(accounts.deleted_user_ids()), pa.string())
-    finally:
-        close = getattr(accounts, "close", None)
-        if close:
-            close()
     artists = load_catalog(ws)["artist_id"].combine_chunks()
     return Lookups(users=users, deleted_users=deleted, artists=artists)
 

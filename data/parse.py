@@ -108,19 +108,24 @@ def _arrow_parse(data: bytes) -> pa.Table:
     return table
 
 
+# field -> None for strings, (low, high) for integers; precomputed for the per-line screen
+_FIELD_RULES = {
+    f.name: None if pa.types.is_string(f.type) else _INT_RANGE[f.type] for f in RAW_PARSE_SCHEMA
+}
+
+
 def _type_problem(name: str, value: object) -> str | None:
-    typ = RAW_PARSE_SCHEMA.field(name).type
     if value is None:
         return None
-    if pa.types.is_string(typ):
+    bounds = _FIELD_RULES[name]
+    if bounds is None:
         return (
             None if isinstance(value, str) else f"{name} is {type(value).__name__}, expected string"
         )
     if isinstance(value, bool) or not isinstance(value, int):
         return f"{name} is {type(value).__name__}, expected integer"
-    low, high = _INT_RANGE[typ]
-    if not low <= value <= high:
-        return f"{name}={value} is outside the {typ} range"
+    if not bounds[0] <= value <= bounds[1]:
+        return f"{name}={value} is outside the {RAW_PARSE_SCHEMA.field(name).type} range"
     return None
 
 
@@ -148,10 +153,11 @@ def screen_line(raw: bytes) -> tuple[str, str] | None:
         for name in RAW_PARSE_SCHEMA.names:
             if isinstance(obj.get(name), str) and "\ufffd" in obj[name]:
                 return "not_utf8", f"{name} is not valid UTF-8"
-    for name in RAW_PARSE_SCHEMA.names:
-        problem = _type_problem(name, obj.get(name))
-        if problem:
-            return f"wrong_type:{name}", problem
+    for name in _FIELD_RULES:
+        if name in obj:
+            problem = _type_problem(name, obj[name])
+            if problem:
+                return f"wrong_type:{name}", problem
     return None
 
 

@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 import orjson
 import redis
@@ -111,9 +112,9 @@ class Subscriber:
 
     def _read(self, start: str, block: int | None) -> list[tuple[bytes, dict]]:
         cfg = self.config
-        reply = self.client.xreadgroup(
+        reply: Any = self.client.xreadgroup(
             cfg.group, cfg.consumer, {cfg.stream: start}, count=cfg.batch_size, block=block
-        )
+        )  # [[stream, [(id, fields), ...]]]; fields None for entries deleted meanwhile
         return [(i, f) for _, messages in reply or [] for i, f in messages if f is not None]
 
     def _claimed(self) -> Iterator[list[tuple[bytes, dict]]]:

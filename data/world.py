@@ -21,11 +21,13 @@ import gzip
 import logging
 import shutil
 import time
+from typing import Any
 
 import numpy as np
 import orjson
 
 from data.accounts import open_accounts
+from data.catalog import CATALOG_FILE
 from data.world_config import WorldConfig
 from data.world_emit import deliver, write_partitions
 from data.world_events import simulate
@@ -37,7 +39,7 @@ from tastemaker.workspace import Workspace
 __all__ = ["WorldConfig", "generate_world", "CATALOG_FILE", "MANIFEST_FILE"]
 
 log = logging.getLogger("tastemaker.data")
-from data.catalog import CATALOG_FILE
+
 MANIFEST_FILE = "world.json"
 
 
@@ -69,7 +71,7 @@ def generate_world(ws: Workspace, config: WorldConfig, accounts_url: str | None 
     finally:
         table.close()
 
-    summary = {
+    summary: dict[str, Any] = {
         "users": config.n_users,
         "artists": config.n_artists,
         "deleted_users": int((people.deleted_ms >= 0).sum()),
@@ -81,6 +83,12 @@ def generate_world(ws: Workspace, config: WorldConfig, accounts_url: str | None 
     config_json = {k: str(v) if k == "start" else v for k, v in dataclasses.asdict(config).items()}
     write_json(ws.raw / MANIFEST_FILE, {"config": config_json, "summary": summary})
     summary["seconds"] = round(time.perf_counter() - t0, 2)
-    log.info("world: %d events (%d lines) in %d files; simulated in %.1fs, total %.1fs",
-             summary["events"], summary["lines"], len(files), t_sim, summary["seconds"])
+    log.info(
+        "world: %d events (%d lines) in %d files; simulated in %.1fs, total %.1fs",
+        summary["events"],
+        summary["lines"],
+        len(files),
+        t_sim,
+        summary["seconds"],
+    )
     return summary

@@ -43,11 +43,15 @@ class Delivered:
 def _offset_str(minutes: np.ndarray) -> np.ndarray:
     sign = np.where(minutes < 0, "-", "+")
     m = np.abs(minutes)
-    return np.array([f"{s}{h:02d}:{mm:02d}" for s, h, mm in zip(sign, m // 60, m % 60)], dtype=object)
+    return np.array(
+        [f"{s}{h:02d}:{mm:02d}" for s, h, mm in zip(sign, m // 60, m % 60, strict=False)],
+        dtype=object,
+    )
 
 
-def deliver(cfg: WorldConfig, ev: Events, people: People, cat: Catalogue,
-            rng: np.random.Generator) -> Delivered:
+def deliver(
+    cfg: WorldConfig, ev: Events, people: People, cat: Catalogue, rng: np.random.Generator
+) -> Delivered:
     n = len(ev.t_ms)
     raw = rng.bytes(16 * n)
     event_id = [raw[i : i + 16].hex() for i in range(0, 16 * n, 16)]
@@ -55,8 +59,10 @@ def deliver(cfg: WorldConfig, ev: Events, people: People, cat: Catalogue,
     client_ms = ev.t_ms + people.skew_ms[ev.user]
     offset = people.utc_offset_min[ev.user]
     local = (client_ms + offset * 60_000).astype("datetime64[ms]")
-    client_ts = np.char.add(np.datetime_as_string(local, unit="ms").astype(str),
-                            _offset_str(np.arange(-720, 841))[offset + 720].astype(str))
+    client_ts = np.char.add(
+        np.datetime_as_string(local, unit="ms").astype(str),
+        _offset_str(np.arange(-720, 841))[offset + 720].astype(str),
+    )
     # arrival: a second or so, sometimes hours or days
     delay = np.round(rng.lognormal(np.log(800), 1.0, n)).astype(np.int64)
     late = rng.random(n) < cfg.late_rate
@@ -79,12 +85,17 @@ def deliver(cfg: WorldConfig, ev: Events, people: People, cat: Catalogue,
     for j, i in enumerate(at.tolist()):
         line = lines[i]
         kind = j % 3
-        broken.append(line[: len(line) // 2] if kind == 0
-                      else b"<html>502 Bad Gateway</html>" if kind == 1 else b"[" + line + b"]")
+        broken.append(
+            line[: len(line) // 2]
+            if kind == 0
+            else b"<html>502 Bad Gateway</html>"
+            if kind == 1
+            else b"[" + line + b"]"
+        )
     if n_bad:
         merged: list[bytes] = []
         prev = 0
-        for i, bad in zip(at.tolist(), broken):
+        for i, bad in zip(at.tolist(), broken, strict=False):
             merged.extend(lines[prev:i])
             merged.append(bad)
             prev = i
@@ -144,7 +155,7 @@ def write_partitions(root: Path, delivered: Delivered, per_file: int) -> list[Pa
     written = []
     dts = delivered.dt
     bounds = np.flatnonzero(dts[1:] != dts[:-1]) + 1
-    for s, e in zip([0, *bounds.tolist()], [*bounds.tolist(), len(dts)]):
+    for s, e in zip([0, *bounds.tolist()], [*bounds.tolist(), len(dts)], strict=False):
         for part, lo in enumerate(range(s, e, per_file)):
             path = root / f"dt={dts[s]}" / f"part-{part:05d}.jsonl.gz"
             chunk = b"\n".join(delivered.lines[lo : min(lo + per_file, e)]) + b"\n"

@@ -61,7 +61,13 @@ def _part(kind, user, artist, t, track=None, request=None, position=None, ms=Non
 class _World:
     def __init__(self, cfg, people, cat, theta, roster, rng):
         self.cfg, self.people, self.cat, self.theta, self.roster, self.rng = (
-            cfg, people, cat, theta, roster, rng)
+            cfg,
+            people,
+            cat,
+            theta,
+            roster,
+            rng,
+        )
         self.base = cfg.start_ms - 10 * DAY_MS
         self.keys = (roster.user << _KEY_SHIFT) + np.clip(roster.available_ms - self.base, 0, None)
         self.cumw = np.concatenate([[0.0], np.cumsum(roster.weight)])
@@ -95,12 +101,19 @@ class _World:
         q = (user << _KEY_SHIFT) + np.clip(t - self.base, 0, None)
         end = np.searchsorted(self.keys, q, side="right")
         lo, hi = self.cumw[start], self.cumw[end]
-        idx = np.searchsorted(self.cumw, lo + self.rng.random(len(user)) * (hi - lo), side="right") - 1
+        idx = (
+            np.searchsorted(self.cumw, lo + self.rng.random(len(user)) * (hi - lo), side="right")
+            - 1
+        )
         idx = np.clip(idx, start, np.maximum(end - 1, start))
-        return np.where(end > start, self.roster.artist[np.minimum(idx, len(self.roster.artist) - 1)], -1)
+        return np.where(
+            end > start, self.roster.artist[np.minimum(idx, len(self.roster.artist) - 1)], -1
+        )
 
     def popular_old(self, n):
-        return self.old[np.minimum(np.searchsorted(self.old_cdf, self.rng.random(n)), len(self.old) - 1)]
+        return self.old[
+            np.minimum(np.searchsorted(self.old_cdf, self.rng.random(n)), len(self.old) - 1)
+        ]
 
     def listen(self, user, artist, known):
         """(track, ms_played) for streams; deeper listeners and liked artists play longer."""
@@ -108,15 +121,26 @@ class _World:
         track = np.minimum(rng.zipf(1.8, len(user)) - 1, cat.n_tracks[artist] - 1)
         dur = cat.duration_ms[artist, track]
         dur = np.where(dur > 0, dur, 215_000)
-        logit = (0.2 + self.people.depth[user] + 2.0 * (self.affinity(user, artist) - 0.5)
-                 + 0.8 * known + rng.normal(0, 1.0, len(user)))
+        logit = (
+            0.2
+            + self.people.depth[user]
+            + 2.0 * (self.affinity(user, artist) - 0.5)
+            + 0.8 * known
+            + rng.normal(0, 1.0, len(user))
+        )
         completion = 1 / (1 + np.exp(-logit))
         completion = np.where(completion > 0.85, 1.0, completion)
         return track, np.round(dur * completion).astype(np.int64)
 
 
-def simulate(cfg: WorldConfig, people: People, cat: Catalogue, theta: np.ndarray,
-             roster: Roster, rng: np.random.Generator) -> Events:
+def simulate(
+    cfg: WorldConfig,
+    people: People,
+    cat: Catalogue,
+    theta: np.ndarray,
+    roster: Roster,
+    rng: np.random.Generator,
+) -> Events:
     w = _World(cfg, people, cat, theta, roster, rng)
     span = people.active_to_ms - people.active_from_ms
     n_sess = rng.poisson(people.activity * np.maximum(span, 0) / DAY_MS)
@@ -152,12 +176,24 @@ def simulate(cfg: WorldConfig, people: People, cat: Catalogue, theta: np.ndarray
     clicked = np.flatnonzero(rng.random(len(im_user)) < 1 / (1 + np.exp(-logit)))
     c_user, c_artist = im_user[clicked], im_artist[clicked]
     c_t = im_t[clicked] + rng.integers(2_000, 30_000, len(clicked))
-    parts.append(_part(CLICK, c_user, c_artist, c_t, request=im_req[clicked], position=pos[clicked]))
+    parts.append(
+        _part(CLICK, c_user, c_artist, c_t, request=im_req[clicked], position=pos[clicked])
+    )
     go = rng.random(len(clicked)) < 0.85
     track, ms = w.listen(c_user[go], c_artist[go], known[clicked][go])
     cs_t = c_t[go] + rng.integers(1_000, 5_000, int(go.sum()))
-    parts.append(_part(STREAM, c_user[go], c_artist[go], cs_t, track=track,
-                       request=im_req[clicked][go], position=pos[clicked][go], ms=ms))
+    parts.append(
+        _part(
+            STREAM,
+            c_user[go],
+            c_artist[go],
+            cs_t,
+            track=track,
+            request=im_req[clicked][go],
+            position=pos[clicked][go],
+            ms=ms,
+        )
+    )
 
     # organic streams: roster picks plus exploration, back to back within a session
     n_str = 1 + rng.poisson(max(cfg.streams_per_session - 1, 0.0), len(s_user))
@@ -167,7 +203,9 @@ def simulate(cfg: WorldConfig, people: People, cat: Catalogue, theta: np.ndarray
     explore = (rng.random(len(st_user)) < cfg.explore_prob) | (artist < 0)
     artist[explore] = w.sampler.draw(draw_genres(theta, st_user[explore], rng), rng)
     keep = cat.created_ms[artist] <= st_t0
-    st_sess, st_user, st_t0, artist, explore = (x[keep] for x in (st_sess, st_user, st_t0, artist, explore))
+    st_sess, st_user, st_t0, artist, explore = (
+        x[keep] for x in (st_sess, st_user, st_t0, artist, explore)
+    )
     track, ms = w.listen(st_user, artist, ~explore)
     gap = ms + rng.integers(1_000, 20_000, len(ms))
     csum = np.cumsum(gap)

@@ -2,7 +2,7 @@
 
 Demographics are sampled from the real LFM-1b user table when ``../shared/data`` has it
 (country, age with its -1/0/112 dirt, gender m/f/n/empty, signup time); otherwise from the
-built-in :data:`FALLBACK` distribution below, which roughly follows that table's marginals.
+built-in ``FALLBACK_*`` distributions below, which roughly follows that table's marginals.
 Coordinates are a random GeoNames city of the user's country, jittered by ~1 km. Users whose
 country is empty or not a known country get NULL coordinates (the app never got a location).
 """
@@ -24,20 +24,72 @@ log = logging.getLogger("tastemaker.data")
 DAY_MS = 86_400_000
 
 # Fallback marginals (shares of LFM-1b users): 54% empty country, 62% unknown age.
-FALLBACK = {
-    "country": {"": 0.54, "US": 0.085, "RU": 0.042, "DE": 0.038, "UK": 0.038, "PL": 0.037,
-                "BR": 0.032, "FI": 0.012, "NL": 0.011, "ES": 0.010, "SE": 0.010, "UA": 0.010,
-                "FR": 0.009, "IT": 0.009, "CA": 0.008, "JP": 0.007, "MX": 0.006, "AU": 0.006,
-                "IN": 0.005, "TR": 0.005},
-    "gender": {"n": 0.535, "m": 0.332, "f": 0.131, "": 0.002},
-    "age_unknown": 0.617,
-    "age_outlier": {0: 0.004, 112: 0.002},  # of all users
-    "registered": (1_035_849_600, 1_343_250_546),  # LFM-1b's signup range, epoch s
+FALLBACK_COUNTRY: dict[str, float] = {
+    "": 0.54,
+    "US": 0.085,
+    "RU": 0.042,
+    "DE": 0.038,
+    "UK": 0.038,
+    "PL": 0.037,
+    "BR": 0.032,
+    "FI": 0.012,
+    "NL": 0.011,
+    "ES": 0.010,
+    "SE": 0.010,
+    "UA": 0.010,
+    "FR": 0.009,
+    "IT": 0.009,
+    "CA": 0.008,
+    "JP": 0.007,
+    "MX": 0.006,
+    "AU": 0.006,
+    "IN": 0.005,
+    "TR": 0.005,
 }
-_FIRST = ("alex", "sam", "maria", "jan", "li", "noor", "ola", "tomas", "yuki", "ana", "kai",
-          "eva", "leo", "mia", "omar", "ivy", "raj", "zoe", "finn", "lena")
-_LAST = ("smith", "novak", "garcia", "kowalski", "ivanova", "muller", "silva", "tanaka",
-         "berg", "rossi", "khan", "dubois", "jensen", "lee", "moreau", "costa")
+FALLBACK_GENDER: dict[str, float] = {"n": 0.535, "m": 0.332, "f": 0.131, "": 0.002}
+FALLBACK_AGE_UNKNOWN = 0.617
+FALLBACK_AGE_OUTLIERS: dict[int, float] = {0: 0.004, 112: 0.002}  # shares of all users
+FALLBACK_REGISTERED = (1_035_849_600, 1_343_250_546)  # LFM-1b's signup range, epoch s
+_FIRST = (
+    "alex",
+    "sam",
+    "maria",
+    "jan",
+    "li",
+    "noor",
+    "ola",
+    "tomas",
+    "yuki",
+    "ana",
+    "kai",
+    "eva",
+    "leo",
+    "mia",
+    "omar",
+    "ivy",
+    "raj",
+    "zoe",
+    "finn",
+    "lena",
+)
+_LAST = (
+    "smith",
+    "novak",
+    "garcia",
+    "kowalski",
+    "ivanova",
+    "muller",
+    "silva",
+    "tanaka",
+    "berg",
+    "rossi",
+    "khan",
+    "dubois",
+    "jensen",
+    "lee",
+    "moreau",
+    "costa",
+)
 _DOMAINS = ("example.com", "mail.example.org", "inbox.example.net")
 # Raw gender as different app versions stored it: canonical -> (spellings, probabilities)
 _GENDER_SPELLINGS = {
@@ -104,15 +156,17 @@ def _demographics(cfg: WorldConfig, rng: np.random.Generator) -> datasets.Demogr
             real.country[rows], real.age[rows], real.gender[rows], real.registered[rows]
         )
     log.info("world: LFM-1b user table not found; using the built-in fallback distribution")
-    countries, cp = zip(*FALLBACK["country"].items())
-    genders, gp = zip(*FALLBACK["gender"].items())
+    countries, cp = zip(*FALLBACK_COUNTRY.items(), strict=False)
+    genders, gp = zip(*FALLBACK_GENDER.items(), strict=False)
     age = np.clip(np.round(rng.lognormal(np.log(24), 0.3, n)), 13, 80).astype(np.int64)
-    age[rng.random(n) < FALLBACK["age_unknown"]] = -1
-    for outlier, share in FALLBACK["age_outlier"].items():
+    age[rng.random(n) < FALLBACK_AGE_UNKNOWN] = -1
+    for outlier, share in FALLBACK_AGE_OUTLIERS.items():
         age[rng.random(n) < share] = outlier
-    lo, hi = FALLBACK["registered"]
+    lo, hi = FALLBACK_REGISTERED
     return datasets.Demographics(
-        country=np.asarray(countries, dtype=object)[rng.choice(len(cp), n, p=np.array(cp) / sum(cp))],
+        country=np.asarray(countries, dtype=object)[
+            rng.choice(len(cp), n, p=np.array(cp) / sum(cp))
+        ],
         age=age,
         gender=np.asarray(genders, dtype=object)[rng.choice(len(gp), n, p=gp)],
         registered=rng.integers(lo, hi, n),
@@ -149,11 +203,16 @@ def make_people(cfg: WorldConfig, rng: np.random.Generator) -> People:
     demo = _demographics(cfg, rng)
     iso, lat, lon = _coordinates(demo.country, rng)
     # ids: distinct 8-digit account numbers, as the app issues them
-    user_id = (rng.choice(90_000_000, size=n, replace=False) + 10_000_000).astype(str).astype(object)
+    user_id = (
+        (rng.choice(90_000_000, size=n, replace=False) + 10_000_000).astype(str).astype(object)
+    )
     first, last = rng.integers(0, len(_FIRST), n), rng.integers(0, len(_LAST), n)
     dom = rng.integers(0, len(_DOMAINS), n)
     email = np.array(
-        [f"{_FIRST[a]}.{_LAST[b]}{uid[-3:]}@{_DOMAINS[d]}" for a, b, d, uid in zip(first, last, dom, user_id)],
+        [
+            f"{_FIRST[a]}.{_LAST[b]}{uid[-3:]}@{_DOMAINS[d]}"
+            for a, b, d, uid in zip(first, last, dom, user_id, strict=False)
+        ],
         dtype=object,
     )
     gender_raw = np.empty(n, dtype=object)
@@ -170,10 +229,14 @@ def make_people(cfg: WorldConfig, rng: np.random.Generator) -> People:
     active_from = np.maximum(signup, start)
     active_to = np.full(n, end, dtype=np.int64)
     churn = rng.random(n) < cfg.churn_frac
-    active_to[churn] = active_from[churn] + (rng.random(int(churn.sum())) * (end - active_from[churn])).astype(np.int64)
+    active_to[churn] = active_from[churn] + (
+        rng.random(int(churn.sum())) * (end - active_from[churn])
+    ).astype(np.int64)
     active_to = np.where(gone, np.minimum(active_to, deleted), active_to)
     # UTC offset from longitude (whole hours), India's half hour kept as a real-world oddity
-    offset = np.where(np.isnan(lon), rng.choice([-300, 0, 60, 180], n), np.round(np.nan_to_num(lon) / 15) * 60)
+    offset = np.where(
+        np.isnan(lon), rng.choice([-300, 0, 60, 180], n), np.round(np.nan_to_num(lon) / 15) * 60
+    )
     offset = np.where(iso == "IN", 330, offset).astype(np.int64)
     skew = np.zeros(n, dtype=np.int64)
     skewed = rng.random(n) < cfg.skewed_client_frac
@@ -195,7 +258,9 @@ def make_people(cfg: WorldConfig, rng: np.random.Generator) -> People:
         deleted_ms=deleted,
         age_group=groups,
         utc_offset_min=offset,
-        device=np.asarray(cfg.devices, dtype=object)[rng.choice(len(cfg.devices), n, p=np.array(cfg.device_shares) / sum(cfg.device_shares))],
+        device=np.asarray(cfg.devices, dtype=object)[
+            rng.choice(len(cfg.devices), n, p=np.array(cfg.device_shares) / sum(cfg.device_shares))
+        ],
         skew_ms=skew,
         active_from_ms=active_from.astype(np.int64),
         active_to_ms=active_to,

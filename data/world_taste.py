@@ -17,16 +17,83 @@ import numpy as np
 from data.world_config import WorldConfig
 from data.world_people import DAY_MS, People
 
-GENRES = ("rock", "pop", "hip-hop", "electronic", "indie", "metal", "jazz", "folk",
-          "classical", "r&b", "punk", "reggae", "country", "latin", "ambient", "soul",
-          "blues", "techno", "k-pop", "grunge", "house", "trap", "disco", "shoegaze")
+GENRES = (
+    "rock",
+    "pop",
+    "hip-hop",
+    "electronic",
+    "indie",
+    "metal",
+    "jazz",
+    "folk",
+    "classical",
+    "r&b",
+    "punk",
+    "reggae",
+    "country",
+    "latin",
+    "ambient",
+    "soul",
+    "blues",
+    "techno",
+    "k-pop",
+    "grunge",
+    "house",
+    "trap",
+    "disco",
+    "shoegaze",
+)
 _STYLE = ("alternative", "classic", "experimental", "modern", "underground")
-_MOODS = ("chill", "energetic", "melancholic", "female vocalists", "male vocalists",
-          "instrumental", "80s", "90s", "00s", "10s", "live", "acoustic")
-_WORDS_A = ("Velvet", "Neon", "Silver", "Broken", "Golden", "Hollow", "Electric", "Crimson",
-            "Quiet", "Wild", "Paper", "Midnight", "Glass", "Lunar", "Static", "Young")
-_WORDS_B = ("Owls", "Rivers", "Machines", "Hearts", "Wolves", "Ghosts", "Tigers", "Lights",
-            "Saints", "Echoes", "Waves", "Kings", "Birds", "Engines", "Dreams", "Streets")
+_MOODS = (
+    "chill",
+    "energetic",
+    "melancholic",
+    "female vocalists",
+    "male vocalists",
+    "instrumental",
+    "80s",
+    "90s",
+    "00s",
+    "10s",
+    "live",
+    "acoustic",
+)
+_WORDS_A = (
+    "Velvet",
+    "Neon",
+    "Silver",
+    "Broken",
+    "Golden",
+    "Hollow",
+    "Electric",
+    "Crimson",
+    "Quiet",
+    "Wild",
+    "Paper",
+    "Midnight",
+    "Glass",
+    "Lunar",
+    "Static",
+    "Young",
+)
+_WORDS_B = (
+    "Owls",
+    "Rivers",
+    "Machines",
+    "Hearts",
+    "Wolves",
+    "Ghosts",
+    "Tigers",
+    "Lights",
+    "Saints",
+    "Echoes",
+    "Waves",
+    "Kings",
+    "Birds",
+    "Engines",
+    "Dreams",
+    "Streets",
+)
 _FIRST = ("Mira", "Jonas", "Ada", "Kofi", "Lena", "Ravi", "Ines", "Theo", "Yara", "Nils")
 _LAST = ("Kade", "Oduya", "Lindqvist", "Moreno", "Sato", "Varga", "Quinn", "Abara")
 
@@ -54,7 +121,9 @@ class Catalogue:
 
         return [
             {"artist_id": a, "name": n, "tags": t, "created_ts": _iso(int(c))}
-            for a, n, t, c in zip(self.artist_id, self.name, self.tags, self.created_ms)
+            for a, n, t, c in zip(
+                self.artist_id, self.name, self.tags, self.created_ms, strict=False
+            )
         ]
 
 
@@ -88,8 +157,10 @@ def make_catalogue(cfg: WorldConfig, rng: np.random.Generator) -> Catalogue:
     fa, la = rng.integers(0, len(_FIRST), a_n), rng.integers(0, len(_LAST), a_n)
     name = np.array(
         [
-            f"The {_WORDS_A[wa[a]]} {_WORDS_B[wb[a]]}" if kind[a] < 0.4
-            else f"{_FIRST[fa[a]]} {_LAST[la[a]]}" if kind[a] < 0.75
+            f"The {_WORDS_A[wa[a]]} {_WORDS_B[wb[a]]}"
+            if kind[a] < 0.4
+            else f"{_FIRST[fa[a]]} {_LAST[la[a]]}"
+            if kind[a] < 0.75
             else f"{_WORDS_A[wa[a]]} {_WORDS_B[wb[a]]} {a % 97}"
             for a in range(a_n)
         ],
@@ -111,7 +182,9 @@ def make_catalogue(cfg: WorldConfig, rng: np.random.Generator) -> Catalogue:
     )
 
 
-def user_genre_preferences(cfg: WorldConfig, people: People, rng: np.random.Generator) -> np.ndarray:
+def user_genre_preferences(
+    cfg: WorldConfig, people: People, rng: np.random.Generator
+) -> np.ndarray:
     """``theta`` (U, G): each user's genre preference, driven by age group and country."""
     g_n, u_n = cfg.n_genres, cfg.n_users
     base = -0.7 * np.log(np.arange(1, g_n + 1))  # (G,) big genres are big for everyone
@@ -155,7 +228,9 @@ class ArtistSampler:
 
 def draw_genres(theta: np.ndarray, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     cum = np.cumsum(theta[users], axis=1)  # (N, G)
-    return np.minimum((cum < rng.random((len(users), 1)) * cum[:, -1:]).sum(axis=1), theta.shape[1] - 1)
+    return np.minimum(
+        (cum < rng.random((len(users), 1)) * cum[:, -1:]).sum(axis=1), theta.shape[1] - 1
+    )
 
 
 @dataclass(frozen=True)
@@ -169,8 +244,9 @@ class Roster:
     offsets: np.ndarray  # (U+1,)
 
 
-def make_roster(cfg: WorldConfig, people: People, theta: np.ndarray, cat: Catalogue,
-                rng: np.random.Generator) -> Roster:
+def make_roster(
+    cfg: WorldConfig, people: People, theta: np.ndarray, cat: Catalogue, rng: np.random.Generator
+) -> Roster:
     u_n = cfg.n_users
     n_fav = 3 + rng.poisson(max(cfg.favourites - 3, 0.0), u_n)
     weeks = (people.active_to_ms - people.active_from_ms) / (7 * DAY_MS)
@@ -186,7 +262,9 @@ def make_roster(cfg: WorldConfig, people: People, theta: np.ndarray, cat: Catalo
     # an artist can only be known once it is on the service: release bursts for new artists
     released = cat.created_ms[artist] + rng.integers(0, 2 * DAY_MS, len(artist))
     t = np.where(released > t, np.maximum(released, cfg.start_ms), t)
-    weight = np.concatenate([rng.lognormal(0.0, 1.0, len(fav_u)), rng.lognormal(0.3, 0.8, len(disc_u))])
+    weight = np.concatenate(
+        [rng.lognormal(0.0, 1.0, len(fav_u)), rng.lognormal(0.3, 0.8, len(disc_u))]
+    )
     order = np.lexsort((t, artist, user))
     user, artist, t, weight = user[order], artist[order], t[order], weight[order]
     first = np.ones(len(user), bool)

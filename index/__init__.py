@@ -7,13 +7,7 @@ from index.bundle import (
     load_bundle,
     publish_bundle,
 )
-from index.faiss_index import (
-    ArtistIndex,
-    IndexLoadError,
-    IndexSpec,
-    build_index,
-    set_search_threads,
-)
+from index.faiss_index import ArtistIndex, IndexLoadError, IndexSpec, build_index
 
 __all__ = [
     "ArtistIndex",
@@ -25,5 +19,4 @@ __all__ = [
     "build_index",
     "load_bundle",
     "publish_bundle",
-    "set_search_threads",
 ]

@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -91,7 +92,7 @@ def _check_name(name: str) -> None:
 
 def publish_bundle(
     bundles_dir: str | os.PathLike[str],
-    files: dict[str, Path | bytes],
+    files: Mapping[str, Path | bytes],
     manifest: dict[str, Any],
     *,
     version: str | None = None,

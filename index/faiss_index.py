@@ -14,6 +14,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -56,18 +57,6 @@ class IndexSpec:
             raise ValueError("IndexSpec.nlist and IndexSpec.nprobe must be >= 0 (0 = automatic)")
 
 
-def set_search_threads(n: int) -> None:
-    """Set FAISS's OpenMP threads for this process.
-
-    A server searches one query per request from many request threads; OpenMP fan-out per
-    query then only adds barrier waits (measured: flat search 1.7 ms with 1 thread vs 15-48 ms
-    with 2 on a loaded 2-core box). Batch jobs keep the default (all cores).
-    """
-    if n < 1:
-        raise ValueError(f"FAISS threads must be >= 1; got {n}")
-    faiss.omp_set_num_threads(n)
-
-
 def _as_matrix(vectors: np.ndarray, name: str, dim: int | None = None) -> np.ndarray:
     arr = np.asarray(vectors)
     if arr.ndim != 2:
@@ -104,21 +93,33 @@ def build_index(vectors: np.ndarray, spec: IndexSpec, ids: np.ndarray | None = N
         index.nprobe = min(nlist, spec.nprobe or max(8, nlist // 4))
         index.add_with_ids(x, labels)
         return ArtistIndex(index)
+    base: faiss.Index
     if spec.kind == "hnsw":
-        base = faiss.IndexHNSWFlat(d, spec.m, metric)
-        base.hnsw.efConstruction = spec.ef_construction
-        base.hnsw.efSearch = spec.ef_search
+        hnsw = faiss.IndexHNSWFlat(d, spec.m, metric)
+        hnsw.hnsw.efConstruction = spec.ef_construction
+        hnsw.hnsw.efSearch = spec.ef_search
+        base = hnsw
     else:
         base = faiss.IndexFlat(d, metric)
-    index = faiss.IndexIDMap2(base)
-    index.add_with_ids(x, labels)
-    return ArtistIndex(index)
+    mapped = faiss.IndexIDMap2(base)
+    mapped.add_with_ids(x, labels)
+    return ArtistIndex(mapped)
 
 
 class ArtistIndex:
-    """A built FAISS index; ``search`` is safe to call from many threads at once."""
+    """A built FAISS index; ``search`` is safe to call from many threads at once.
 
-    def __init__(self, index: faiss.Index) -> None:
+    ``search_threads`` caps FAISS's OpenMP threads for the calling thread (OpenMP settings are
+    per thread, so a process-wide call would miss a server's request threads). A server that
+    answers one query per request wants 1: fan-out then only adds barrier waits (measured on a
+    loaded 2-core box: flat search 1.7 ms with 1 thread, 15-48 ms with 2). ``None`` keeps the
+    default (all cores), right for batch jobs.
+    """
+
+    def __init__(self, index: faiss.Index, search_threads: int | None = None) -> None:
+        if search_threads is not None and search_threads < 1:
+            raise ValueError(f"search_threads must be >= 1 or None; got {search_threads}")
+        self.search_threads = search_threads
         self._index = index
         inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
         if isinstance(inner, faiss.IndexHNSW):
@@ -129,7 +130,7 @@ class ArtistIndex:
             self.kind = "flat"
         else:
             raise IndexLoadError(f"unsupported FAISS index type {type(inner).__name__}")
-        self._inner = inner
+        self._inner: Any = inner  # the concrete FAISS type (stubs can't narrow it)
         self.metric = "ip" if index.metric_type == faiss.METRIC_INNER_PRODUCT else "l2"
 
     @property
@@ -151,6 +152,8 @@ class ArtistIndex:
         if int(k) < 1:
             raise ValueError(f"k must be >= 1; got {k}")
         q = _as_matrix(vectors, "query vectors", self.dim)  # (B, d)
+        if self.search_threads is not None:
+            faiss.omp_set_num_threads(self.search_threads)  # this thread's OpenMP setting
         dist, ids = self._index.search(q, int(k))  # (B, k), (B, k)
         scores = dist if self.metric == "ip" else -dist  # (B, k) higher is better
         scores = np.where(ids == PAD_ID, -np.inf, scores).astype(np.float32)  # (B, k)
@@ -170,7 +173,7 @@ class ArtistIndex:
                 all_ids.append(ids.astype(np.int64))
                 all_vecs.append(codes.copy().view(np.float32).reshape(size, self.dim))
             return np.concatenate(all_ids), np.concatenate(all_vecs)
-        ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)  # (N,)
+        ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)  # type: ignore[attr-defined]  # (N,)
         vecs = self._inner.reconstruct_n(0, self.ntotal)  # (N, d)
         return ids, np.asarray(vecs, dtype=np.float32)
 
@@ -184,7 +187,7 @@ class ArtistIndex:
         log.debug("saved %s index of %d vectors to %s", self.kind, self.ntotal, path)
 
     @classmethod
-    def load(cls, path: str | Path) -> ArtistIndex:
+    def load(cls, path: str | Path, search_threads: int | None = None) -> ArtistIndex:
         path = Path(path)
         try:
             raw = path.read_bytes()
@@ -195,7 +198,7 @@ class ArtistIndex:
         except RuntimeError as exc:
             raise IndexLoadError(f"{path} is not a readable FAISS index: {exc}") from exc
         try:  # deserialize_index already downcasts; downcasting again would free the index
-            return cls(index)
+            return cls(index, search_threads)
         except IndexLoadError as exc:
             raise IndexLoadError(f"{path}: {exc}") from exc
 

@@ -138,7 +138,8 @@ class ScoringRecommender:
         raise NotImplementedError
 
     def score(self, user_rows: np.ndarray) -> np.ndarray:
-        """Scores ``(U, A)`` float32 for every artist; higher is better."""
+        """Scores ``(U, A)`` float32 for every artist; higher is better. Return a fresh array
+        or a read-only view: top-k writes -inf into writable arrays it owns."""
         raise NotImplementedError
 
     @property

@@ -59,7 +59,11 @@ class EASERecommender(ScoringRecommender):
         return {"l2": self.cfg.l2}
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"active": self.active, "weights": self.weights, "n_artists": np.array(self.n_artists)}
+        return {
+            "active": self.active,
+            "weights": self.weights,
+            "n_artists": np.array(self.n_artists),
+        }
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
         self.active = np.asarray(state["active"], np.int64)

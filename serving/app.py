@@ -16,7 +16,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
 from data.online_store import open_online_store
-from index import CorruptBundleError, set_search_threads
+from index import CorruptBundleError
 from serving.features import OnlineStore
 from serving.recommender import Recommender
 from serving.reload import ModelHolder, Watcher
@@ -54,8 +54,7 @@ def require_admin(
 def create_app(settings: Settings | None = None, store: OnlineStore | None = None) -> FastAPI:
     """Load the bundle now (a missing or corrupt one fails here, before serving starts)."""
     settings = settings or Settings()
-    set_search_threads(settings.faiss_threads)
-    holder = ModelHolder(settings.bundles_path, settings.onnx_threads)
+    holder = ModelHolder(settings.bundles_path, settings.onnx_threads, settings.faiss_threads)
     owned = store is None
     store = store or open_online_store(settings.online_store_target)
     recommender = Recommender(holder, store, settings.pseudonym_key())

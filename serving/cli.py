@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,7 +31,7 @@ def serve(args: argparse.Namespace) -> int:
     from serving.app import create_app
     from serving.settings import Settings
 
-    overrides: dict[str, object] = {"workspace": args.ws.root}
+    overrides: dict[str, Any] = {"workspace": args.ws.root}
     if args.bundle is not None:
         overrides["bundle_dir"] = args.bundle
     if args.online_store is not None:

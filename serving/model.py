@@ -38,17 +38,19 @@ class ServingModel:
     trending_by_segment: Mapping[str, tuple[str, ...]] = field(repr=False)
 
     @classmethod
-    def from_bundle(cls, bundle: Bundle, onnx_threads: int = 1) -> ServingModel:
+    def from_bundle(
+        cls, bundle: Bundle, onnx_threads: int = 1, faiss_threads: int | None = 1
+    ) -> ServingModel:
         """Load and cross-check a verified bundle; any inconsistency is a corrupt bundle."""
         try:
-            return cls._load(bundle, onnx_threads)
+            return cls._load(bundle, onnx_threads, faiss_threads)
         except CorruptBundleError:
             raise
         except Exception as exc:  # onnxruntime, pyarrow, json: any failure means "do not serve it"
             raise CorruptBundleError(f"bundle {bundle.path} cannot be served: {exc}") from exc
 
     @classmethod
-    def _load(cls, bundle: Bundle, onnx_threads: int) -> ServingModel:
+    def _load(cls, bundle: Bundle, onnx_threads: int, faiss_threads: int | None) -> ServingModel:
         paths = {name: bundle.file(name) for name in FILES}
         vocab = json.loads(paths["vocab.json"].read_text())
         if "model" not in bundle.manifest:
@@ -67,7 +69,7 @@ class ServingModel:
                 f"user_tower.onnx inputs are {sorted(names_in)}; expected {list(INPUTS)}"
             )
 
-        index = ArtistIndex.load(paths["artists.faiss"])
+        index = ArtistIndex.load(paths["artists.faiss"], search_threads=faiss_threads)
         probe = session.run(None, encoder.encode([{}]))[0]  # (1, d)
         if probe.shape != (1, index.dim):
             raise ValueError(

@@ -20,9 +20,10 @@ log = logging.getLogger("tastemaker.serving")
 
 
 class ModelHolder:
-    def __init__(self, source: Path, onnx_threads: int = 1) -> None:
+    def __init__(self, source: Path, onnx_threads: int = 1, faiss_threads: int = 1) -> None:
         self.source = Path(source)  # a bundles dir (follows CURRENT) or one version folder
         self.onnx_threads = onnx_threads
+        self.faiss_threads = faiss_threads
         self._lock = threading.Lock()  # one reload at a time; readers never take it
         self._current = self._load()
 
@@ -31,7 +32,9 @@ class ModelHolder:
         return self._current
 
     def _load(self) -> ServingModel:
-        return ServingModel.from_bundle(load_bundle(self.source), self.onnx_threads)
+        return ServingModel.from_bundle(
+            load_bundle(self.source), self.onnx_threads, self.faiss_threads
+        )
 
     def reload(self) -> tuple[bool, str, str]:
         """Load the bundle ``source`` points at now; (swapped, version, previous).

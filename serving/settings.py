@@ -7,6 +7,7 @@ The pseudonymisation secret is not a field: it is read by :func:`data.pii.pseudo
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,12 +23,12 @@ class Settings(BaseSettings):
     workspace: Path = Path("workspace")
     bundle_dir: Path | None = None  # a bundles dir (follows CURRENT) or one version folder
     online_store_url: str | None = None  # redis://... or a SQLite path; default in workspace
-    default_k: int = Field(10, ge=1, le=MAX_K)
-    max_k: int = Field(MAX_K, ge=1, le=MAX_K)
-    reload_interval_s: float = Field(5.0, ge=0.0)  # poll bundles/CURRENT; 0 = only /admin/reload
+    default_k: Annotated[int, Field(ge=1, le=MAX_K)] = 10
+    max_k: Annotated[int, Field(ge=1, le=MAX_K)] = MAX_K
+    reload_interval_s: Annotated[float, Field(ge=0.0)] = 5.0  # poll CURRENT; 0 = /admin/reload only
     admin_token: str | None = None  # when set, /admin/* needs header X-Admin-Token
-    onnx_threads: int = Field(1, ge=1)  # per request; replicas scale out, not threads
-    faiss_threads: int = Field(1, ge=1)  # OpenMP per query; >1 only adds waits under load
+    onnx_threads: Annotated[int, Field(ge=1)] = 1  # per request; replicas scale out, not threads
+    faiss_threads: Annotated[int, Field(ge=1)] = 1  # OpenMP per query; >1 only adds waits
 
     @property
     def bundles_path(self) -> Path:

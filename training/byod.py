@@ -92,9 +92,9 @@ def train_interactions(
              inter.matrix.nnz)  # fmt: skip
     model = make_recommender(model_name)
     if model_name == TWO_TOWER and artist_meta_path is not None:
-        from data.importers import read_artist_meta
+        from data.importers import read_artists
 
-        meta = read_artist_meta(artist_meta_path)
+        meta = read_artists(artist_meta_path)
         model.artist_tags = dict(zip(meta["artist_id"].to_pylist(), meta["tags"].to_pylist(),
                                      strict=True))  # fmt: skip
     model.fit(inter)
@@ -122,7 +122,9 @@ def load_fitted(run_dir: str | Path) -> tuple[Any, Interactions, dict[str, Any]]
         raise FileNotFoundError(f"{cfg_path} not found; train with --interactions first")
     cfg = json.loads(cfg_path.read_text())
     if cfg.get("kind") != "interactions":
-        raise ValueError(f"{run} is not a bring-your-own-data run (config kind {cfg.get('kind')!r})")
+        raise ValueError(
+            f"{run} is not a bring-your-own-data run (config kind {cfg.get('kind')!r})"
+        )
     inter = load_interactions(run / "interactions.npz")
     if cfg["model"] == TWO_TOWER:
         model = pickle.loads((run / "model.pkl").read_bytes())

@@ -22,7 +22,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from data.schemas import ARTIST_FEATURES, EVAL_USERS, EXAMPLES, USER_DENSE_FIELDS, USER_SEQUENCES
-from training.encoding import UserInputs, encode_dense, encode_segments, encode_users, gather_history
+from training.encoding import (
+    UserInputs,
+    encode_dense,
+    encode_segments,
+    encode_users,
+    gather_history,
+)
 from training.vocab import UNK_INDEX, FeatureVocabs, Vocab, build_vocabs
 
 log = logging.getLogger("tastemaker.training")
@@ -155,14 +161,19 @@ class LakeDataModule(pl.LightningDataModule):
         )
         log.info(
             "train examples %d, artists %d, tags %d, valid users %d",
-            len(self.train.artists), len(self.vocabs.artists), len(self.vocabs.tags), valid.num_rows,
+            len(self.train.artists),
+            len(self.vocabs.artists),
+            len(self.vocabs.tags),
+            valid.num_rows,
         )
         self._ready = True
 
     def _examples(self, examples: pa.Table, sequences: pa.Table) -> ExampleArrays:
         lists = sequences.column("artists").combine_chunks()
         offsets = lists.offsets.to_numpy().astype(np.int64)
-        flat = self.vocabs.artists.encode_arrow(lists.values.slice(offsets[0], offsets[-1] - offsets[0]))
+        flat = self.vocabs.artists.encode_arrow(
+            lists.values.slice(offsets[0], offsets[-1] - offsets[0])
+        )
         seq_row = pc.index_in(examples.column("user_key"), value_set=sequences.column("user_key"))
         if seq_row.null_count:
             raise ValueError(
@@ -186,7 +197,9 @@ class LakeDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return _row_loader(
-            len(self.train.artists), self.batch_size, self.seed,
+            len(self.train.artists),
+            self.batch_size,
+            self.seed,
             lambda rows: self.train.batch(rows, self.history_len),
         )
 
@@ -197,8 +210,12 @@ class LakeDataModule(pl.LightningDataModule):
 def _row_loader(n: int, batch_size: int, seed: int, make_batch) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
-        range(n), batch_size=batch_size, shuffle=True, drop_last=n > batch_size,
-        generator=generator, collate_fn=lambda rows: make_batch(np.asarray(rows)),
+        range(n),
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=n > batch_size,
+        generator=generator,
+        collate_fn=lambda rows: make_batch(np.asarray(rows)),
     )
 
 

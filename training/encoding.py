@@ -52,7 +52,9 @@ def gather_history(
     return np.where(valid, out, PAD_INDEX).astype(np.int64)
 
 
-def encode_history_lists(lists: pa.ChunkedArray | pa.Array, vocab: Vocab, history_len: int) -> np.ndarray:
+def encode_history_lists(
+    lists: pa.ChunkedArray | pa.Array, vocab: Vocab, history_len: int
+) -> np.ndarray:
     """Encode a list<string> column of most-recent-first artist ids to (B, L)."""
     if isinstance(lists, pa.ChunkedArray):
         lists = lists.combine_chunks()

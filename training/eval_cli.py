@@ -69,7 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--run", help="run dir (default: the latest under workspace/runs)")
     ev.add_argument("--test", help="test interactions file (bring-your-own-data runs)")
     ev.add_argument("--split", default="test", choices=("valid", "test"))
-    ev.add_argument("--models", help="comma-separated models (default: two-tower and all baselines)")
+    ev.add_argument(
+        "--models", help="comma-separated models (default: two-tower and all baselines)"
+    )
     ev.add_argument("--k", type=int, default=100)
     ev.set_defaults(func=cmd_evaluate)
 

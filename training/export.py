@@ -40,9 +40,13 @@ def _probe_inputs(run: LoadedRun, batch: int = 7, seed: int = 0) -> tuple[torch.
     for i in range(batch):
         history[i, (i * cfg.history_len) // max(batch - 1, 1) :] = 0  # row 0 full .. last empty
     history = history.flip(0)
-    segments = torch.stack(
-        [torch.randint(0, n, (batch,), generator=g) for n in cfg.segment_cardinalities], 1
-    ) if cfg.segment_cardinalities else torch.zeros((batch, 0), dtype=torch.long)  # (B, S)
+    segments = (
+        torch.stack(
+            [torch.randint(0, n, (batch,), generator=g) for n in cfg.segment_cardinalities], 1
+        )
+        if cfg.segment_cardinalities
+        else torch.zeros((batch, 0), dtype=torch.long)
+    )  # (B, S)
     dense = torch.randn((batch, cfg.n_dense), generator=g)  # (B, D)
     return history, segments, dense
 
@@ -53,10 +57,16 @@ def export_user_tower(run: LoadedRun, path: Path) -> float:
     probe = _probe_inputs(run)
     batch = torch.export.Dim("batch", min=1)
     torch.onnx.export(
-        tower, probe, str(path), dynamo=True, opset_version=OPSET,
-        input_names=["history", "segments", "dense"], output_names=["user_vec"],
+        tower,
+        probe,
+        str(path),
+        dynamo=True,
+        opset_version=OPSET,
+        input_names=["history", "segments", "dense"],
+        output_names=["user_vec"],
         dynamic_shapes={"history": {0: batch}, "segments": {0: batch}, "dense": {0: batch}},
-        external_data=False, verbose=False,
+        external_data=False,
+        verbose=False,
     )
     with torch.no_grad():
         want = tower(*probe).numpy()  # (B, d)
@@ -76,9 +86,13 @@ def _trending_json(ws: Workspace) -> dict:
     path = ws.features / "trending.parquet"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found; run `tastemaker features` first")
-    table = pq.read_table(path, columns=TRENDING.names).sort_by([("segment", "ascending"), ("rank", "ascending")])
+    table = pq.read_table(path, columns=TRENDING.names).sort_by(
+        [("segment", "ascending"), ("rank", "ascending")]
+    )
     out: dict = {"global": [], "by_segment": {}}
-    for seg, artist in zip(table.column("segment").to_pylist(), table.column("artist_id").to_pylist(), strict=True):
+    for seg, artist in zip(
+        table.column("segment").to_pylist(), table.column("artist_id").to_pylist(), strict=True
+    ):
         (out["global"] if seg == "global" else out["by_segment"].setdefault(seg, [])).append(artist)
     return out
 
@@ -90,11 +104,17 @@ def latest_run(ws: Workspace) -> Path:
     return runs[-1]
 
 
-def export_bundle(ws: Workspace, run_dir: str | Path | None = None, spec: IndexSpec | None = None) -> Path:
+def export_bundle(
+    ws: Workspace, run_dir: str | Path | None = None, spec: IndexSpec | None = None
+) -> Path:
     """Export ``run_dir`` (default: the latest run) as a new bundle; return its folder."""
     run_dir = Path(run_dir) if run_dir else latest_run(ws)
     run = load_run(run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
+    metrics = (
+        json.loads((run_dir / "metrics.json").read_text())
+        if (run_dir / "metrics.json").exists()
+        else {}
+    )
     artist_features = ws.features / "artist_features.parquet"
     if not artist_features.exists():
         raise FileNotFoundError(f"{artist_features} not found; run `tastemaker features` first")
@@ -119,9 +139,8 @@ def export_bundle(ws: Workspace, run_dir: str | Path | None = None, spec: IndexS
         }
         manifest = {
             "run_id": run.run_id,
-            "metrics": metrics.get("validation", {}) | {
-                k: v for k, v in metrics.items() if k not in ("validation", "history")
-            },
+            "metrics": metrics.get("validation", {})
+            | {k: v for k, v in metrics.items() if k not in ("validation", "history")},
             "onnx_parity_max_abs_diff": diff,
             "model": {
                 "dim": run.config.dim,

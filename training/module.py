@@ -8,6 +8,7 @@ the top-K with :func:`training.metrics.ranking_metrics` (the one metric implemen
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -56,6 +57,7 @@ class TwoTowerModule(pl.LightningModule):
         lr: float = 3e-3,
         weight_decay: float = 0.0,
         eval_k: int = 100,
+        uniform_negatives: int = 0,  # M catalogue artists per batch as extra negatives
     ) -> None:
         super().__init__()
         self.user_tower = user_tower
@@ -68,6 +70,7 @@ class TwoTowerModule(pl.LightningModule):
         self.lr = lr
         self.weight_decay = weight_decay
         self.eval_k = eval_k
+        self.uniform_negatives = uniform_negatives
         self._val_vecs: list[torch.Tensor] = []
         self.val_history: list[dict[str, float]] = []
 
@@ -75,7 +78,21 @@ class TwoTowerModule(pl.LightningModule):
         users = self.user_tower(batch["history"], batch["segments"], batch["dense"])  # (B, d)
         artists = self.artist_tower(batch["artist"])  # (B, d)
         log_q = self.log_q[batch["artist"]] if self.use_log_q else None  # (B,)
-        loss = self.loss(users, artists, batch["artist"], log_q, batch.get("weight"))
+        extra_ids = extra = None
+        n_real = self.artist_tower.config.n_artists - 2  # never <pad>/<unk>
+        if self.uniform_negatives:
+            extra_ids = torch.randint(2, n_real + 2, (self.uniform_negatives,), device=users.device)
+            extra = self.artist_tower(extra_ids)  # (M, d)
+        loss = self.loss(
+            users,
+            artists,
+            batch["artist"],
+            log_q,
+            batch.get("weight"),
+            extra,
+            extra_ids,
+            math.log(max(self.uniform_negatives, 1) / max(n_real, 1)),
+        )
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss is {loss.item()} at step {self.global_step}")
         self.log("train/loss", loss, prog_bar=True, batch_size=len(users))
@@ -124,7 +141,9 @@ def make_trainer(
         callbacks=callbacks or [],
         default_root_dir=default_root_dir,
         logger=logger,
-        enable_checkpointing=any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks or []),
+        enable_checkpointing=any(
+            isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks or []
+        ),
         enable_progress_bar=sys.stderr.isatty(),
         enable_model_summary=False,
         num_sanity_val_steps=0,

@@ -43,9 +43,7 @@ def random_holdout(
     rank[order] = np.arange(m.nnz) - np.repeat(m.indptr[:-1], counts)
     n_test = np.minimum(np.floor(test_fraction * counts + 0.5).astype(np.int64), counts - 1)
     is_test = rank < n_test[rows]
-    train = sp.csr_matrix(
-        (m.data[~is_test], (rows[~is_test], m.indices[~is_test])), shape=m.shape
-    )
+    train = sp.csr_matrix((m.data[~is_test], (rows[~is_test], m.indices[~is_test])), shape=m.shape)
     test_cols = m.indices[is_test]
     test_rows = rows[is_test]
     bounds = np.searchsorted(test_rows, np.arange(n_users + 1))

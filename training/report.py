@@ -63,7 +63,9 @@ def plot_segments(result: dict[str, Any], path: Path, metric: str = "recall@20")
             for v in values
         ]  # fmt: skip
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(values))])
-        ax.set_xticklabels([f"{v}\n(n={n})" for v, n in zip(values, n_users, strict=True)], fontsize=7)
+        ax.set_xticklabels(
+            [f"{v}\n(n={n})" for v, n in zip(values, n_users, strict=True)], fontsize=7
+        )
         ax.set_ylabel(metric)
         ax.set_title(f"{metric} by {field} (95% bootstrap intervals)", fontsize=9)
     axes[0, 0].legend(fontsize=7, ncol=min(len(models), 4))

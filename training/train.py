@@ -15,7 +15,6 @@ import logging
 import platform
 import shutil
 import subprocess
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,6 +27,9 @@ from tastemaker.atomic import write_bytes, write_json
 from tastemaker.workspace import Workspace
 from training.datamodule import LakeDataModule
 from training.module import MONITOR, TwoTowerModule, make_trainer
+from training.train_config import TrainConfig
+
+__all__ = ["TrainConfig", "train_two_tower"]
 
 log = logging.getLogger("tastemaker.training")
 FEATURE_FILES = (
@@ -38,28 +40,6 @@ FEATURE_FILES = (
     "trending.parquet",
     "meta.json",
 )
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 8
-    batch_size: int = 1024
-    lr: float = 3e-3
-    weight_decay: float = 0.0
-    temperature: float = 0.05
-    learn_temperature: bool = False
-    log_q: bool = True
-    patience: int = 2  # epochs without a better val/recall@20 before stopping
-    max_train_examples: int | None = 400_000
-    history_len: int = 50  # <= data.schemas.HISTORY_LEN
-    dim: int = 64
-    embed_dim: int = 64
-    hidden: int = 128
-    pooling: str = "attention"
-    item_dropout: float = 0.1
-    tags_per_artist: int = 8
-    accelerator: str = "auto"
-    seed: int = 0
 
 
 def _sha256(path: Path) -> str:
@@ -73,7 +53,10 @@ def _sha256(path: Path) -> str:
 def _git_sha() -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
             cwd=Path(__file__).resolve().parent,
         )
     except (OSError, subprocess.SubprocessError):
@@ -114,22 +97,33 @@ def train_two_tower(ws: Workspace, config: TrainConfig | None = None) -> Path:
     config = config or TrainConfig()
     pl.seed_everything(config.seed, workers=True, verbose=False)
     dm = LakeDataModule(
-        ws.features, config.history_len, config.batch_size, config.tags_per_artist,
-        config.max_train_examples, config.seed,
+        ws.features,
+        config.history_len,
+        config.batch_size,
+        config.tags_per_artist,
+        config.max_train_examples,
+        config.seed,
     )
     dm.setup("fit")
     mcfg = model_config(config, dm)
     model = TwoTower(mcfg, torch.from_numpy(dm.tag_table), torch.from_numpy(dm.popularity))
     module = TwoTowerModule(
-        model.user_tower, model.artist_tower,
+        model.user_tower,
+        model.artist_tower,
         InBatchSoftmax(config.temperature, learnable=config.learn_temperature),
-        dm.log_q if config.log_q else None, dm.eval_set, lr=config.lr,
+        dm.log_q if config.log_q else None,
+        dm.eval_set,
+        lr=config.lr,
         weight_decay=config.weight_decay,
     )
     now = datetime.now(timezone.utc)
-    run_id = now.strftime("%Y%m%dT%H%M%SZ") + "-" + hashlib.sha1(
-        json.dumps(dataclasses.asdict(config), sort_keys=True, default=str).encode()
-    ).hexdigest()[:6]
+    run_id = (
+        now.strftime("%Y%m%dT%H%M%SZ")
+        + "-"
+        + hashlib.sha1(
+            json.dumps(dataclasses.asdict(config), sort_keys=True, default=str).encode()
+        ).hexdigest()[:6]
+    )
     run_dir = ws.runs / run_id
     run_dir.mkdir(parents=True, exist_ok=False)
     ckpt = pl.callbacks.ModelCheckpoint(
@@ -145,10 +139,15 @@ def train_two_tower(ws: Workspace, config: TrainConfig | None = None) -> Path:
     shutil.move(ckpt.best_model_path, run_dir / "checkpoint.ckpt")
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     best = max(module.val_history, key=lambda m: m[MONITOR])
-    write_json(run_dir / "config.json", {
-        "run_id": run_id, "created_at": now.isoformat(), "train": dataclasses.asdict(config),
-        "model": dataclasses.asdict(mcfg),
-    })
+    write_json(
+        run_dir / "config.json",
+        {
+            "run_id": run_id,
+            "created_at": now.isoformat(),
+            "train": dataclasses.asdict(config),
+            "model": dataclasses.asdict(mcfg),
+        },
+    )
     write_json(run_dir / "vocab.json", dm.vocabs.to_json())
     write_json(run_dir / "metrics.json", {"validation": best, "history": module.val_history})
     write_json(run_dir / "lineage.json", lineage(ws.features))

@@ -44,6 +44,7 @@ class TwoTowerRecConfig:
     temperature: float = 0.05
     learn_temperature: bool = False
     log_q: bool = True
+    uniform_negatives: int = 0  # extra catalogue negatives per batch (mixed negative sampling)
     weighting: str = "log"  # "binary" | "log": example weight 1 or log1p(weight)
     accelerator: str = "cpu"
     seed: int = 0
@@ -52,8 +53,15 @@ class TwoTowerRecConfig:
 class _PairBatches:
     """Builds batches of (user history without the positive, positive artist) pairs."""
 
-    def __init__(self, matrix: sp.csr_matrix, order: sp.csr_matrix | None, history_len: int,
-                 segments: np.ndarray, weighting: str, seed: int) -> None:
+    def __init__(
+        self,
+        matrix: sp.csr_matrix,
+        order: sp.csr_matrix | None,
+        history_len: int,
+        segments: np.ndarray,
+        weighting: str,
+        seed: int,
+    ) -> None:
         self.indptr = matrix.indptr.astype(np.int64)
         self.items = matrix.indices.astype(np.int64) + _OFFSET  # (N,) vocab indices
         lengths = np.diff(self.indptr)
@@ -71,18 +79,21 @@ class _PairBatches:
     def __len__(self) -> int:
         return len(self.items)
 
-    def histories(self, users: np.ndarray, drop: np.ndarray | None) -> np.ndarray:
-        """(B, L) history per user row, leaving out position ``drop`` of each user's list."""
+    def histories(
+        self, users: np.ndarray, drop: np.ndarray | None, rng: np.random.Generator
+    ) -> np.ndarray:
+        """(B, L) history per user row, leaving out position ``drop`` of each user's list.
+
+        Without timestamps the order is random (``rng``); it only matters to attention pooling
+        and to which items survive when a user has more than ``L``."""
         j = np.arange(self.max_len)  # (M,)
         length = np.diff(self.indptr)[users]  # (B,)
         valid = j[None, :] < length[:, None]  # (B, M)
         if drop is not None:
             valid &= j[None, :] != drop[:, None]
         pos = np.where(valid, self.indptr[users][:, None] + j[None, :], 0)  # (B, M)
-        if self.recency is None:
-            key = self.rng.random(pos.shape)  # (B, M) random bag order
-        else:
-            key = -self.recency[pos]  # (B, M) most recent first
+        # (B, M) sort keys: random bag order, or most recent first
+        key = rng.random(pos.shape) if self.recency is None else -self.recency[pos]
         key = np.where(valid, key, np.inf)
         order = np.argsort(key, axis=1, kind="stable")[:, : self.history_len]  # (B, L)
         hist = np.take_along_axis(np.where(valid, self.items[pos], 0), order, axis=1)
@@ -93,7 +104,7 @@ class _PairBatches:
     def batch(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
         users = self.user[rows]
         return {
-            "history": torch.from_numpy(self.histories(users, self.pos_in_user[rows])),
+            "history": torch.from_numpy(self.histories(users, self.pos_in_user[rows], self.rng)),
             "segments": torch.from_numpy(self.segments[users]),
             "dense": torch.zeros((len(rows), 0)),
             "artist": torch.from_numpy(self.items[rows]),
@@ -113,7 +124,9 @@ class TwoTowerRecommender:
         self.artist_tags = artist_tags
         self.model: TwoTower | None = None
 
-    def _artist_tables(self, inter: Interactions, tags_per_artist: int) -> tuple[Vocab, np.ndarray, np.ndarray]:
+    def _artist_tables(
+        self, inter: Interactions, tags_per_artist: int
+    ) -> tuple[Vocab, np.ndarray, np.ndarray]:
         n = len(inter.artist_ids) + _OFFSET
         tags_of = self.artist_tags or {}
         tag_vocab = Vocab.build(
@@ -138,10 +151,19 @@ class TwoTowerRecommender:
         meta = interactions.user_meta or {}
         self.segment_vocabs = {f: Vocab.build(map(str, v)) for f, v in sorted(meta.items())}
         segments = (
-            np.stack([self.segment_vocabs[f].encode(list(map(str, meta[f]))) for f in self.segment_vocabs], 1)
-            if meta else np.zeros((matrix.shape[0], 0), dtype=np.int64)
+            np.stack(
+                [
+                    self.segment_vocabs[f].encode(list(map(str, meta[f])))
+                    for f in self.segment_vocabs
+                ],
+                1,
+            )
+            if meta
+            else np.zeros((matrix.shape[0], 0), dtype=np.int64)
         )
-        tag_vocab, tag_table, popularity = self._artist_tables(interactions, cfg.model.tags_per_artist)
+        tag_vocab, tag_table, popularity = self._artist_tables(
+            interactions, cfg.model.tags_per_artist
+        )
         mcfg = replace(
             cfg.model,
             n_artists=len(interactions.artist_ids) + _OFFSET,
@@ -157,13 +179,18 @@ class TwoTowerRecommender:
         model = TwoTower(mcfg, torch.from_numpy(tag_table), torch.from_numpy(popularity))
         artists = pairs.items
         module = TwoTowerModule(
-            model.user_tower, model.artist_tower,
+            model.user_tower,
+            model.artist_tower,
             InBatchSoftmax(cfg.temperature, learnable=cfg.learn_temperature),
             log_sampling_probability(artists, mcfg.n_artists) if cfg.log_q else None,
-            lr=cfg.lr, weight_decay=cfg.weight_decay,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            uniform_negatives=cfg.uniform_negatives,
         )
         loader = DataLoader(
-            range(len(pairs)), batch_size=cfg.batch_size, shuffle=True,
+            range(len(pairs)),
+            batch_size=cfg.batch_size,
+            shuffle=True,
             drop_last=len(pairs) > cfg.batch_size,
             generator=torch.Generator().manual_seed(cfg.seed),
             collate_fn=lambda rows: pairs.batch(np.asarray(rows)),
@@ -181,7 +208,8 @@ class TwoTowerRecommender:
         if self.model is None:
             raise ModelFitError("TwoTowerRecommender.recommend called before fit")
         rows = np.asarray(user_rows, dtype=np.int64)
-        hist = torch.from_numpy(self._pairs.histories(rows, None))  # (U, L)
+        rng = np.random.default_rng(self.config.seed)  # same answer for the same user every call
+        hist = torch.from_numpy(self._pairs.histories(rows, None, rng))  # (U, L)
         seg = torch.from_numpy(self._segments[rows])  # (U, S)
         return self.model.user_tower(hist, seg, torch.zeros((len(rows), 0)))  # (U, d)
 

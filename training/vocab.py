@@ -27,14 +27,18 @@ class Vocab:
 
     def __post_init__(self) -> None:
         if self.tokens[:2] != (PAD, UNK):
-            raise ValueError(f"a vocabulary must start with {PAD!r}, {UNK!r}; got {self.tokens[:2]}")
+            raise ValueError(
+                f"a vocabulary must start with {PAD!r}, {UNK!r}; got {self.tokens[:2]}"
+            )
         object.__setattr__(self, "_index", {t: i for i, t in enumerate(self.tokens)})
 
     @classmethod
     def build(cls, values: Iterable[str | None], min_count: int = 1) -> Vocab:
         """Most frequent first (ties by value), so small indices are the common values."""
         counts = Counter(v for v in values if v is not None and v not in (PAD, UNK))
-        kept = sorted((v for v, c in counts.items() if c >= min_count), key=lambda v: (-counts[v], v))
+        kept = sorted(
+            (v for v, c in counts.items() if c >= min_count), key=lambda v: (-counts[v], v)
+        )
         return cls((PAD, UNK, *kept))
 
     def __len__(self) -> int:
@@ -69,6 +73,8 @@ class FeatureVocabs:
             "artists": list(self.artists.tokens),
             "tags": list(self.tags.tokens),
             "segments": {f: list(v.tokens) for f, v in self.segments.items()},
+            # JSON writers sort keys; the model's segment order is this list
+            "segment_fields": list(self.segments),
         }
 
     @classmethod
@@ -76,10 +82,11 @@ class FeatureVocabs:
         for key in ("artists", "segments"):
             if key not in obj:
                 raise ValueError(f"vocab.json has no {key!r}; found: {', '.join(obj)}")
+        order = obj.get("segment_fields", list(obj["segments"]))
         return cls(
             artists=Vocab(tuple(obj["artists"])),
             tags=Vocab(tuple(obj.get("tags", (PAD, UNK)))),
-            segments={f: Vocab(tuple(v)) for f, v in obj["segments"].items()},
+            segments={f: Vocab(tuple(obj["segments"][f])) for f in order},
         )
 
 

@@ -42,7 +42,9 @@ def _build(tmp_path, name, rows, users, artists):
 
 
 def _before(table: pa.Table, t) -> pa.Table:
-    return table.filter(pc.less(table["event_ts"], pa.scalar(t, table.schema.field("event_ts").type)))
+    return table.filter(
+        pc.less(table["event_ts"], pa.scalar(t, table.schema.field("event_ts").type))
+    )
 
 
 @pytest.mark.parametrize("planted_kind", ["stream", "click", "impression", "follow"])
@@ -77,7 +79,10 @@ def test_examples_equal_user_features_at_their_event_time(tmp_path):
     write_lake(ws, events_table(rows), users, artists)
     build_features(ws, FeatureConfig(), online="")
     examples = pq.read_table(ws.features / "examples.parquet").to_pylist()
-    seqs = {r["user_key"]: r["artists"] for r in pq.read_table(ws.features / "sequences.parquet").to_pylist()}
+    seqs = {
+        r["user_key"]: r["artists"]
+        for r in pq.read_table(ws.features / "sequences.parquet").to_pylist()
+    }
     log = load_event_log(ws)
     checked = 0
     for ex in examples[::7]:

@@ -147,3 +147,35 @@ def test_fast_and_line_by_line_parsing_agree():
     assert clean.table.equals(dirty.table)
     assert dirty.line_no.tolist() == list(range(1, 26)) + list(range(27, 52))
     assert dirty.rejected.reason == ["not_json"] and dirty.n_lines == 51
+
+
+@pytest.mark.slow
+def test_ingest_cli_on_the_tiny_world(tmp_path, monkeypatch, capsys):
+    from data.ingest_cli import main
+    from data.world import generate_world
+    from data.world_config import WorldConfig
+
+    monkeypatch.setenv("TASTEMAKER_DEMO", "1")
+    ws = Workspace(tmp_path)
+    world = generate_world(ws, WorldConfig.tiny())
+    assert main(["--workspace", str(tmp_path), "ingest"]) == 0
+    (manifest_file,) = (ws.lake / "_manifests").glob("*.json")
+    m = json.loads(manifest_file.read_text())
+    assert m["read"] == world["lines"]
+    assert m["read"] == m["accepted"] + m["duplicates"] + m["quarantined"]
+    reasons = m["quarantined_by_reason"]
+    assert reasons.get("not_json", 0) + reasons.get("not_object", 0) == world["malformed"]
+    deleted = [
+        json.loads(q["line"])["event_id"] for q in quarantine(ws) if q["reason"] == "deleted_user"
+    ]
+    assert m["accepted"] + len(set(deleted)) == world["events"]  # every real event once
+    assert ws.lake_users.exists() and ws.lake_artists.exists()
+    from data.accounts import default_accounts_url, open_accounts
+
+    with open_accounts(default_accounts_url(ws)) as accounts:
+        raw_ids = accounts.user_ids()
+    blob = b"".join(p.read_bytes() for p in ws.lake_events.rglob("*.parquet"))
+    assert raw_ids and not any(u.encode() in blob for u in raw_ids)  # only pseudonyms
+    assert m["run_id"] in capsys.readouterr().out
+    assert main(["--workspace", str(tmp_path), "ingest"]) == 0  # second run: nothing new
+    assert json.loads(capsys.readouterr().out)["read"] == 0

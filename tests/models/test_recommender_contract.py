@@ -140,6 +140,7 @@ class TestALS(RecommenderContract):
         return ALSRecommender(ALSConfig(factors=8, iterations=15))
 
 
+@pytest.mark.slow
 class TestTwoTower(RecommenderContract):
     collaborative = True
 

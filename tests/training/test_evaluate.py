@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-import numpy as np
 import pyarrow as pa
+import pytest
 
 from data.schemas import EVAL_USERS, EXAMPLES, USER_DENSE_FIELDS, USER_SEGMENT_FIELDS
 from tastemaker.atomic import write_json, write_table
@@ -54,6 +54,7 @@ def write_features(ws: Workspace) -> None:
 BASELINES = ("random", "popular", "trending", "itemknn", "ease", "als")
 
 
+@pytest.mark.slow
 def test_evaluate_temporal_known_answer_and_report(tmp_path):
     ws = Workspace(tmp_path / "ws")
     write_features(ws)
@@ -64,7 +65,7 @@ def test_evaluate_temporal_known_answer_and_report(tmp_path):
     result = evaluate_temporal(ws, run, models=BASELINES, n_boot=50, train_sample_users=10)
 
     assert result["n_warm_users"] == 3 and result["n_cold_users"] == 1
-    assert result["cold_artist_target_share"] == 1 / 5  # a99 of 5 target pairs
+    assert abs(result["cold_artist_target_share"] - 1 / 5) < 1e-9  # a99 of 5 target pairs
     for name in ("itemknn", "ease", "als"):
         assert result["models"][name]["test/recall@10"] == 1.0
         assert result["models"][name]["test/mrr"] == 1.0

@@ -40,8 +40,10 @@ def group_of(artist_id: str) -> int:
 
 def _user_fields(rng: np.random.Generator, n: int) -> dict[str, list]:
     # segments and dense fields carry no group signal: the history must do the work
-    seg = {f: [str(rng.choice(["x", "y", None])) if f != "country" else "DE" for _ in range(n)]
-           for f in USER_SEGMENT_FIELDS}
+    seg = {
+        f: [str(rng.choice(["x", "y", None])) if f != "country" else "DE" for _ in range(n)]
+        for f in USER_SEGMENT_FIELDS
+    }
     dense = {f: rng.random(n).astype(np.float32).tolist() for f in USER_DENSE_FIELDS}
     return seg | dense
 
@@ -57,8 +59,10 @@ def build_world(ws: Workspace, seed: int = 0) -> Workspace:
             seqs.append([seen[k] for k in rng.integers(0, SEEN, STREAMS)])
             seen_sets.append(seen)
     ts = [[T0 + timedelta(hours=h) for h in range(STREAMS)] for _ in users]
-    pq.write_table(conform(pa.table({"user_key": users, "artists": seqs, "event_ts": ts}),
-                           USER_SEQUENCES), ws.features / "sequences.parquet")
+    pq.write_table(
+        conform(pa.table({"user_key": users, "artists": seqs, "event_ts": ts}), USER_SEQUENCES),
+        ws.features / "sequences.parquet",
+    )
 
     ex_rows = [(u, s[h], h) for u, s in zip(users, seqs, strict=True) for h in range(3, STREAMS)]
     n = len(ex_rows)
@@ -112,8 +116,14 @@ def build_world(ws: Workspace, seed: int = 0) -> Workspace:
         "history": [list(reversed(s))[:50] for s in seqs],
         "followed": [[] for _ in users],
         "seen": seen_sets,
-        "targets": [[artist(group_of(s[0]), j) for j in range(PER_GROUP) if artist(group_of(s[0]), j) not in s]
-                    for s in seen_sets],
+        "targets": [
+            [
+                artist(group_of(s[0]), j)
+                for j in range(PER_GROUP)
+                if artist(group_of(s[0]), j) not in s
+            ]
+            for s in seen_sets
+        ],
         **_user_fields(rng, nu),
     }
     pq.write_table(conform(pa.table(eval_users), EVAL_USERS), ws.features / "eval.parquet")
