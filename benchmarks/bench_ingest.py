@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -53,17 +54,17 @@ def _put(buf: np.ndarray, template: bytes, marker: bytes, cols: np.ndarray) -> N
     buf[:, start : start + cols.shape[1]] = cols
 
 
-def make_raw_events(n: int, seed: int = 0) -> list[bytes]:
-    """``N_DAYS`` uncompressed JSON-lines blobs holding ``n`` events in total."""
+def make_raw_events(n: int, seed: int = 0) -> Iterator[bytes]:
+    """``N_DAYS`` uncompressed JSON-lines blobs holding ``n`` events in total, one at a time."""
     rng = np.random.default_rng(seed)
     ids = rng.permutation(n).astype(np.int64)
     dup = rng.random(n) < 0.01
     ids[dup] = ids[rng.integers(0, n, dup.sum())]  # resends of events from any day
     bounds = np.linspace(0, n, N_DAYS + 1).astype(np.int64)
-    return [
+    return (
         _day_blob(rng, ids[bounds[d] : bounds[d + 1]], START_MS + d * 86_400_000)
         for d in range(N_DAYS)
-    ]
+    )
 
 
 def _day_blob(rng: np.random.Generator, ids: np.ndarray, day_ms: int) -> bytes:

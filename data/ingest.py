@@ -5,7 +5,7 @@ decompress -> parse (:mod:`data.parse`) -> validate rows (:mod:`data.validate`) 
 by ``event_id`` (first occurrence wins, within the object and against every earlier object and
 run) -> pseudonymise ``user_id`` into ``user_key`` -> write
 ``lake/events/dt=<UTC date of event_ts>/part-<object_id>.parquet`` per day touched and
-``lake/quarantine/part-<object_id>.parquet`` -> commit the ledger entry. Output names depend
+``pii/quarantine/part-<object_id>.parquet`` -> commit the ledger entry. Output names depend
 only on the object, so an object interrupted half way is redone byte for byte.
 
 The run fails (:class:`IngestInvariantError`) if ``read != accepted + duplicates +
@@ -22,10 +22,12 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from data import ledger as ledger_mod
 from data.objectstore import ObjectStore, open_store
@@ -74,6 +76,15 @@ class Counts:
             "quarantined": sum(self.quarantined.values()),
             "quarantined_by_reason": dict(sorted(self.quarantined.items())),
         }
+
+
+# event ids, request ids and tracks are near-unique: dictionary pages only cost time there
+_DICTIONARY_COLUMNS = ["event_type", "user_key", "artist_id", "country", "device"]
+
+
+def write_lake_file(path: Path, table: pa.Table) -> None:
+    with atomic.atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd", use_dictionary=_DICTIONARY_COLUMNS)
 
 
 def decompress(source: str, data: bytes) -> bytes:
@@ -165,7 +176,7 @@ def ingest_object(
     rules: IngestRules,
     now_ms: int,
 ) -> tuple[Counts, list[str]]:
-    """Validate, dedupe and write one raw object; returns its counts and lake-relative outputs."""
+    """Validate, dedupe and write one raw object; returns its counts and workspace-relative outputs."""
     oid = ledger_mod.object_id(source)
     counts = Counts()
     try:
@@ -183,8 +194,9 @@ def ingest_object(
             },
             schema=QUARANTINE,
         )
-        atomic.write_table(ws.quarantine / f"part-{oid}.parquet", bad)
-        return counts, [f"quarantine/part-{oid}.parquet"]
+        quarantine = ws.quarantine / f"part-{oid}.parquet"
+        atomic.write_table(quarantine, bad)
+        return counts, [str(quarantine.relative_to(ws.root))]
     codes, event_ms = validate_rows(parsed.table, rules, lookups, now_ms)
     valid = np.flatnonzero(codes == 0)
     good = parsed.table.take(pa.array(valid))
@@ -203,13 +215,14 @@ def ingest_object(
     days = event_ms[valid][keep] // DAY_MS
     for day in np.unique(days):
         dt = datetime.fromtimestamp(int(day) * 86_400, tz=timezone.utc).strftime("%Y-%m-%d")
-        rel = f"events/{LAKE_PARTITION}={dt}/part-{oid}.parquet"
-        atomic.write_table(ws.lake / rel, lake.filter(pa.array(days == day)))
-        outputs.append(rel)
+        path = ws.lake_events / f"{LAKE_PARTITION}={dt}" / f"part-{oid}.parquet"
+        write_lake_file(path, lake.filter(pa.array(days == day)))
+        outputs.append(str(path.relative_to(ws.root)))
     if sum(counts.quarantined.values()):
-        rel = f"quarantine/part-{oid}.parquet"
-        atomic.write_table(ws.lake / rel, _quarantine_table(source, parsed, codes))
-        outputs.append(rel)
+        # raw lines keep raw ids: the quarantine lives in the PII zone, not in the lake
+        path = ws.quarantine / f"part-{oid}.parquet"
+        atomic.write_table(path, _quarantine_table(source, parsed, codes))
+        outputs.append(str(path.relative_to(ws.root)))
     return counts, outputs
 
 

@@ -57,7 +57,7 @@ def lake_outputs(ws: Workspace) -> list[Path]:
 
 def remove_orphans(ws: Workspace, ledger: dict[str, dict]) -> int:
     """Delete lake files no committed object names (an interrupted run's partial output)."""
-    committed = {ws.lake / out for entry in ledger.values() for out in entry["outputs"]}
+    committed = {ws.root / out for entry in ledger.values() for out in entry["outputs"]}
     removed = 0
     for path in lake_outputs(ws):
         if path not in committed:
@@ -73,7 +73,7 @@ def seen_event_ids(ws: Workspace, ledger: dict[str, dict]) -> set[str]:
     seen: set[str] = set()
     for entry in ledger.values():
         for out in entry["outputs"]:
-            if out.startswith("events/"):
-                ids = pq.read_table(ws.lake / out, columns=["event_id"])["event_id"]
+            if (ws.root / out).is_relative_to(ws.lake_events):
+                ids = pq.read_table(ws.root / out, columns=["event_id"])["event_id"]
                 seen.update(ids.to_pylist())
     return seen

@@ -52,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    for noisy in ("onnxscript", "onnx_ir", "torch.onnx", "lightning", "pytorch_lightning"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     args.ws = Workspace.from_env(args.workspace).ensure()
     try:
         return int(args.func(args) or 0)

@@ -49,9 +49,8 @@ def run_pipeline(ws: Any, preset: str = "demo", seed: int = 7) -> dict[str, Any]
     from training.export import export_bundle
     from training.train import TrainConfig, train_two_tower
 
-    world_cfg = WorldConfig.demo() if preset == "demo" else WorldConfig.tiny()
-    world_cfg = type(world_cfg)(**{**world_cfg.__dict__, "seed": seed})
-    train_cfg = TrainConfig() if preset == "demo" else TrainConfig.tiny()
+    world_cfg = WorldConfig.preset(preset, seed)
+    train_cfg = TrainConfig() if preset == "demo" else TrainConfig(epochs=3, batch_size=256)
     timings: dict[str, float] = {}
     _timed("world", lambda: generate_world(ws, world_cfg), timings)
     _timed("ingest", lambda: run_ingest(ws), timings)
@@ -62,16 +61,18 @@ def run_pipeline(ws: Any, preset: str = "demo", seed: int = 7) -> dict[str, Any]
     return {"run_dir": Path(run_dir), "bundle": Path(bundle), "metrics": metrics, "timings": timings}
 
 
-def format_table(metrics: dict[str, Any]) -> str:
+def format_table(evaluation: dict[str, Any], split: str = "test") -> str:
     """Markdown table of the headline metrics, one row per model that was evaluated."""
-    models = metrics.get("models", metrics)
-    rows = ["| model | " + " | ".join(TABLE_METRICS) + " |", "|---" * (len(TABLE_METRICS) + 1) + "|"]
+    models = evaluation["models"]
+    header = "| model | " + " | ".join(TABLE_METRICS) + " |"
+    rows = [header, "|---" * (len(TABLE_METRICS) + 1) + "|"]
     for name in TABLE_MODELS:
         if name in models:
-            vals = models[name].get("overall", models[name])
-            cells = [f"{vals[m]:.3f}" if m in vals else "–" for m in TABLE_METRICS]
+            vals = models[name]
+            cells = [f"{vals.get(f'{split}/{m}', float('nan')):.3f}" for m in TABLE_METRICS]
             rows.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(rows)
+    n = evaluation.get("n_users")
+    return "\n".join(rows) + (f"\n\n{n} users evaluated." if n else "")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,13 +83,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"Run dir: {out['run_dir']}\nBundle:  {out['bundle']}")
     if args.no_serve:
         return 0
-    from data.accounts import open_accounts
+    from data.accounts import default_accounts_url, open_accounts
 
-    some_user = sorted(open_accounts(None if False else f"sqlite:///{args.ws.accounts_db}").user_ids())[0]
+    some_user = sorted(open_accounts(default_accounts_url(args.ws)).user_ids())[0]
     print(
-        f"\nServing on http://{args.host}:{args.port}  (docs: http://{args.host}:{args.port}/docs)\n"
-        f"Try:  curl 'http://{args.host}:{args.port}/v1/users/{some_user}/recommendations?k=10'\n"
+        f"\nTry:  curl 'http://{args.host}:{args.port}/v1/users/{some_user}/recommendations?k=10'"
     )
     from serving.cli import serve
 
-    return serve(args.ws, host=args.host, port=args.port)
+    args.bundle, args.online_store = None, None
+    return serve(args)

@@ -52,7 +52,9 @@ class Workspace:
 
     @property
     def quarantine(self) -> Path:
-        return self.lake / "quarantine"
+        """Rejected raw lines, verbatim (so they may hold raw ids): a restricted zone beside
+        the account table, never inside the PII-free lake."""
+        return self.root / "pii" / "quarantine"
 
     @property
     def lake_artists(self) -> Path:

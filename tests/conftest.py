@@ -15,21 +15,12 @@
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
-# pytest puts tests/ on sys.path to import this file; tests/index, tests/data ... (folders
-# without __init__.py) would then shadow the real packages as namespace packages unless the
-# repository root is on sys.path too (regular packages win over namespace portions).
-# Equivalent to `pythonpath = ["."]` in pyproject's [tool.pytest.ini_options].
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:
-    sys.path.insert(1, _ROOT)
-
-from tastemaker.workspace import Workspace  # noqa: E402
+from tastemaker.workspace import Workspace
 
 POSTGRES_URL = os.environ.get(
     "TASTEMAKER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -113,3 +104,33 @@ def hetrec_path() -> Path:
     if path is None:
         pytest.skip("HetRec 2011 Last.fm 2K not found (../shared/data/lastfm-hetrec-2k)")
     return path
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory: pytest.TempPathFactory):
+    """Every stage (world → ingest → features → train → evaluate → export) on a tiny world,
+    once per session; yields ``(workspace, run_pipeline's result)``. Log lines the pipeline
+    emits are captured to ``logs/pipeline.log`` in the workspace (the PII scan reads them)."""
+    import logging
+
+    from tastemaker.demo import run_pipeline
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TASTEMAKER_DEMO", "1")
+    mp.delenv("TASTEMAKER_PSEUDONYM_KEY", raising=False)
+    ws = Workspace(tmp_path_factory.mktemp("e2e") / "ws").ensure()
+    log_path = ws.root / "logs" / "pipeline.log"
+    log_path.parent.mkdir(parents=True)
+    handler = logging.FileHandler(log_path)
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        out = run_pipeline(ws, preset="tiny", seed=3)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+        handler.close()
+    yield ws, out
+    mp.undo()

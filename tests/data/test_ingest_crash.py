@@ -50,10 +50,11 @@ def start(ws_root: Path) -> subprocess.Popen:
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
-    lake = root / "lake"
+    """Every file ingest wrote: the lake and the quarantine (which lives in the PII zone)."""
     return {
-        str(p.relative_to(lake)): p.read_bytes()
-        for p in sorted(lake.rglob("*"))
+        str(p.relative_to(root)): p.read_bytes()
+        for folder in (root / "lake", root / "pii" / "quarantine")
+        for p in sorted(folder.rglob("*"))
         if p.is_file() and not p.name.startswith(".tmp-") and "_manifests" not in p.parts
     }
 
@@ -66,8 +67,8 @@ def test_sigkill_at_any_moment_then_rerun_gives_the_same_lake(tmp_path):
     assert start(reference).wait(timeout=120) == 0
     duration = time.perf_counter() - t0
     expected = snapshot(reference)
-    assert any(k.startswith("events/") for k in expected)
-    assert any(k.startswith("quarantine/") for k in expected)
+    assert any(k.startswith("lake/events/") for k in expected)
+    assert any(k.startswith("pii/quarantine/") for k in expected)
 
     partial = 0  # kills that landed mid-ingest: some objects committed, not all
     for n, fractions in enumerate(((0.55,), (0.7,), (0.85, 0.6), (0.95,))):

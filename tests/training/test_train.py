@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from two_tower_world import SEEN, build_world, eval_users, group_of
+from two_tower_world import PER_GROUP, SEEN, build_world, eval_users, group_of
 
 from tastemaker.workspace import Workspace
 from training.datamodule import LakeDataModule
@@ -14,7 +14,8 @@ from training.inference import load_scorer
 from training.train import TrainConfig, train_two_tower
 
 TINY = TrainConfig(
-    epochs=12,
+    epochs=10,
+    lr=1e-2,
     batch_size=128,
     patience=20,
     history_len=20,
@@ -32,6 +33,7 @@ def trained(tmp_path_factory):
     return ws, train_two_tower(ws, TINY)
 
 
+@pytest.mark.slow
 def test_run_dir_has_every_artifact(trained):
     ws, run = trained
     for name in (
@@ -50,6 +52,7 @@ def test_run_dir_has_every_artifact(trained):
     assert 0.0 <= metrics["val/recall@20"] <= 1.0 and "val/ndcg@20" in metrics
 
 
+@pytest.mark.slow
 def test_model_ranks_the_users_own_block_first(trained):
     ws, run = trained
     users = eval_users(ws)
@@ -62,18 +65,19 @@ def test_model_ranks_the_users_own_block_first(trained):
     ):
         s = scores[row].copy()
         s[np.isin(scorer.artist_ids, seen)] = -np.inf
-        top = scorer.artist_ids[np.argsort(-s)[: 12 - SEEN]]  # as many as the user's targets
+        top = scorer.artist_ids[np.argsort(-s)[: PER_GROUP - SEEN]]  # as many as the user's targets
         own_first.append(np.mean([group_of(a) == int(key[1]) for a in top]))
     assert np.mean(own_first) > 0.9, (
-        f"own-block share of the top {12 - SEEN}: {np.mean(own_first):.2f}"
+        f"own-block share of the top {PER_GROUP - SEEN}: {np.mean(own_first):.2f}"
     )
 
 
+@pytest.mark.slow
 def test_validation_metric_is_well_above_chance(trained):
     _, run = trained
     best = json.loads((run / "metrics.json").read_text())["validation"]
-    # targets are 5 of 29 unseen artists: a random top-10 finds ~34% of them
-    assert best["val/recall@10"] > 0.8
+    # targets are 12 of 72 unseen artists: a random top-20 finds ~28% of them
+    assert best["val/recall@20"] > 0.9
 
 
 def test_training_and_serving_histories_are_encoded_identically(tmp_path):

@@ -30,9 +30,19 @@ def block_world() -> tuple[Interactions, np.ndarray]:
 
 
 CONFIG = TwoTowerRecConfig(
-    model=TwoTowerConfig(n_artists=2, history_len=8, pooling="mean", item_dropout=0.3, dim=16,
-                         embed_dim=16, hidden=32),
-    epochs=60, batch_size=32, lr=1e-2, temperature=0.1,
+    model=TwoTowerConfig(
+        n_artists=2,
+        history_len=8,
+        pooling="mean",
+        item_dropout=0.3,
+        dim=16,
+        embed_dim=16,
+        hidden=32,
+    ),
+    epochs=60,
+    batch_size=32,
+    lr=1e-2,
+    temperature=0.1,
 )
 
 
@@ -67,8 +77,9 @@ def test_seen_artists_are_excluded_and_short_lists_padded(fitted):
 
 
 def test_empty_matrix_and_unfitted_are_named_errors():
-    empty = Interactions(sp.csr_matrix((2, 3), dtype=np.float32), np.array(["a", "b"]),
-                         np.array(["x", "y", "z"]))
+    empty = Interactions(
+        sp.csr_matrix((2, 3), dtype=np.float32), np.array(["a", "b"]), np.array(["x", "y", "z"])
+    )
     with pytest.raises(ModelFitError, match="empty"):
         TwoTowerRecommender(CONFIG).fit(empty)
     with pytest.raises(ModelFitError, match="before fit"):

@@ -26,7 +26,7 @@ from data.schemas import (
 )
 from tastemaker.workspace import Workspace
 
-N_GROUPS, USERS_PER_GROUP, PER_GROUP, SEEN, STREAMS = 3, 12, 12, 7, 30
+N_GROUPS, USERS_PER_GROUP, PER_GROUP, SEEN, STREAMS = 4, 12, 20, 8, 30
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
 
