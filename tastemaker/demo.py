@@ -58,7 +58,12 @@ def run_pipeline(ws: Any, preset: str = "demo", seed: int = 7) -> dict[str, Any]
     run_dir = _timed("train", lambda: train_two_tower(ws, train_cfg), timings)
     metrics = _timed("evaluate", lambda: evaluate_temporal(ws, run_dir), timings)
     bundle = _timed("export", lambda: export_bundle(ws, run_dir), timings)
-    return {"run_dir": Path(run_dir), "bundle": Path(bundle), "metrics": metrics, "timings": timings}
+    return {
+        "run_dir": Path(run_dir),
+        "bundle": Path(bundle),
+        "metrics": metrics,
+        "timings": timings,
+    }
 
 
 def format_table(evaluation: dict[str, Any], split: str = "test") -> str:
