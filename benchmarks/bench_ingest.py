@@ -154,6 +154,9 @@ def _child(kind: str, root: Path) -> dict:
         manifest = ingest_store(ws, ObjectStore(ws.raw), lookups, key=b"bench-key-0123456789")
         rows = manifest["read"]
         extra = {k: manifest[k] for k in ("accepted", "duplicates", "quarantined")}
+        from data import ingest
+
+        extra["inflater"] = ingest._inflate_lib.__name__
     else:
         import pandas as pd
 
@@ -186,26 +189,45 @@ def main(quick: bool = False) -> str:
         gz_mb = sum(p.stat().st_size for p in paths) / 2**20
         ours = _run_child("ingest", root)
         naive = _run_child("pandas", root)
-    rate, naive_rate = ours["rows"] / ours["seconds"], naive["rows"] / naive["seconds"]
-    cmd = "python -m benchmarks.bench_ingest" + (" --quick" if quick else "")
+    cmd = ".venv/bin/python -m benchmarks.bench_ingest" + (" --quick" if quick else "")
+    row = "| {} | {:,.0f} | {:,.0f} | {:.2f} | {:.2f} | {:.0f} |"
+    rates = {}
+    for side, r in (("ours", ours), ("naive", naive)):
+        rates[side] = (r["rows"] / r["cpu_seconds"], r["rows"] / r["seconds"])
+    cpu_ratio = rates["ours"][0] / rates["naive"][0]
+    wall_ratio = rates["ours"][1] / rates["naive"][1]
+    met = rates["ours"][0] >= 500_000 and cpu_ratio >= 5
     return "\n".join(
         [
             "## Ingest throughput (raw JSON lines -> Parquet lake)",
             "",
             f"{n:,} events in {len(paths)} gzipped JSON-lines files ({gz_mb:.0f} MiB, "
-            f"generated in {gen_s:.1f} s); each side in its own process pinned to one core.",
+            f"generated in {gen_s:.1f} s); each side in its own process pinned to one core, "
+            "timed from process start (imports included). CPU s is the process's own CPU "
+            "time (`time.process_time`), the fair figure on a shared machine; wall s includes "
+            f"waiting for the CPU and fsync. gzip inflater: `{ours['inflater']}`.",
             "",
-            "| load | events/s | wall s | CPU s | peak RSS MiB |",
-            "|---|---:|---:|---:|---:|",
-            f"| `tastemaker ingest` (validate, dedupe, pseudonymise, write Parquet) | "
-            f"{rate:,.0f} | {ours['seconds']:.2f} | {ours['cpu_seconds']:.2f} | "
-            f"{ours['max_rss_mb']:.0f} |",
-            f"| naive `pandas.read_json(lines=True)` (parse only) | {naive_rate:,.0f} | "
-            f"{naive['seconds']:.2f} | {naive['cpu_seconds']:.2f} | {naive['max_rss_mb']:.0f} |",
+            "| load | events/s (CPU) | events/s (wall) | CPU s | wall s | peak RSS MiB |",
+            "|---|---:|---:|---:|---:|---:|",
+            row.format(
+                "`tastemaker ingest` (parse, validate, dedupe, pseudonymise, write Parquet)",
+                *rates["ours"],
+                ours["cpu_seconds"],
+                ours["seconds"],
+                ours["max_rss_mb"],
+            ),
+            row.format(
+                "naive `pandas.read_json(lines=True)` (parse only)",
+                *rates["naive"],
+                naive["cpu_seconds"],
+                naive["seconds"],
+                naive["max_rss_mb"],
+            ),
             "",
-            f"Ratio: **{rate / naive_rate:.1f}x** the naive load. Ingest accepted "
-            f"{ours['accepted']:,}, dropped {ours['duplicates']:,} duplicates, quarantined "
-            f"{ours['quarantined']:,}. Targets: >= 500,000 events/s and >= 5x.",
+            f"Ratio to the naive load, same run: **{cpu_ratio:.1f}x** by CPU time, "
+            f"{wall_ratio:.1f}x by wall time. Ingest accepted {ours['accepted']:,}, dropped "
+            f"{ours['duplicates']:,} duplicates, quarantined {ours['quarantined']:,}. "
+            f"Targets (>= 500,000 events/s and >= 5x): {'met' if met else 'NOT met'}.",
             "",
             f"Command: `{cmd}`",
             "",

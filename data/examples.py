@@ -50,8 +50,12 @@ def _window_start(ev: EventLog, rows: np.ndarray, window_ms: int) -> np.ndarray:
     return np.searchsorted(key, ev.u[rows].astype(np.int64) * span + start, side="left")
 
 
-def split_of(ts: np.ndarray, valid_cut: int, test_cut: int) -> np.ndarray:
-    return np.where(ts < valid_cut, "train", np.where(ts < test_cut, "valid", "test"))
+_SPLITS = pa.array(["train", "valid", "test"], pa.string())
+
+
+def split_of(ts: np.ndarray, valid_cut: int, test_cut: int) -> pa.Array:
+    """"train" before ``valid_cut``, "valid" before ``test_cut``, else "test"."""
+    return _SPLITS.take(pa.array((ts >= valid_cut).astype(np.int8) + (ts >= test_cut)))
 
 
 def build_examples(ev: EventLog, config: FeatureConfig, valid_cut: int, test_cut: int) -> pa.Table:
@@ -73,19 +77,18 @@ def build_examples(ev: EventLog, config: FeatureConfig, valid_cut: int, test_cut
     )  # fmt: skip
     up = ev.u[p]
     segments = {f: ev.users[f].take(pa.array(up)) for f in ("age_group", "gender", "country")}
-    segments["tenure_bucket"] = pa.array(
-        tenure_bucket(ev.signup_ms[up], ev.ts[p], config.new_user_days), pa.string()
+    segments["tenure_bucket"] = tenure_bucket(ev.signup_ms[up], ev.ts[p], config.new_user_days)
+    segments["activity_level"] = activity_level(
+        bi - gs, before(ev.new_day), config.activity_thresholds
     )
-    level = activity_level(bi - gs, before(ev.new_day), config.activity_thresholds)
-    segments["activity_level"] = pa.array(level, pa.string())
     weights = np.zeros(len(EVENT_TYPES), np.float32)
     for name, w in config.positive_weights().items():
         weights[ET[name]] = w
     cols = {
-        "split": pa.array(split_of(ev.ts[p], valid_cut, test_cut), pa.string()),
+        "split": split_of(ev.ts[p], valid_cut, test_cut),
         "user_key": ev.user_ids.take(pa.array(up)),
         "artist_id": ev.artist_ids.take(pa.array(ev.a[p])),
-        "event_type": pa.array(np.array(EVENT_TYPES, dtype=object)[ev.et[p]], pa.string()),
+        "event_type": pa.array(EVENT_TYPES, pa.string()).take(pa.array(ev.et[p])),
         "event_ts": pa.array(ev.ts[p]).cast(TS),
         "weight": pa.array(weights[ev.et[p]], pa.float32()),
         "hist_end": pa.array(n_streams.astype(np.int32)),

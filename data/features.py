@@ -34,8 +34,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from data.examples import build_eval, build_examples, build_sequences
@@ -99,8 +99,8 @@ def build_features(
     write_table(out / "sequences.parquet", build_sequences(ev))
     examples = build_examples(ev, config, cut["valid"], cut["test"])
     write_table(out / "examples.parquet", examples)
-    names, counts = np.unique(examples["split"].to_numpy(zero_copy_only=False), return_counts=True)
-    split_counts = {str(s): int(n) for s, n in zip(names, counts, strict=True)}
+    counted = pc.value_counts(examples["split"]).to_pylist()  # Arrow: no Python str per row
+    split_counts = {c["values"]: c["counts"] for c in sorted(counted, key=lambda c: c["values"])}
     n_examples = examples.num_rows
     del examples
     valid = build_eval(ev, config, "valid", cut["valid"], cut["test"])

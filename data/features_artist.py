@@ -19,19 +19,15 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from data.features_config import DAY_MS, FeatureConfig
 from data.features_events import ET, EventLog
+from data.features_sort import distinct_per_group, stable_order, unique_counts
 from data.features_user import followed_pairs, list_column
 from data.schemas import ARTIST_FEATURES, TRENDING, TS
 
 _TREND_SEGMENTS = ("age_group", "gender", "country")
-
-
-def _distinct_pairs(g: np.ndarray, h: np.ndarray, n_g: int, n_h: int) -> np.ndarray:
-    """Number of distinct ``h`` per group ``g`` (0..n_g-1)."""
-    key = np.unique(g.astype(np.int64) * n_h + h)
-    return np.bincount(key // max(n_h, 1), minlength=n_g)
 
 
 def _window_counts(ev: EventLog, rows: np.ndarray, as_of: int, config: FeatureConfig):
@@ -57,8 +53,8 @@ def artist_features(ev: EventLog, as_of: int, config: FeatureConfig) -> pa.Table
     a = ev.a[s]
     s7 = np.bincount(a[recent], minlength=n_a)
     s28 = np.bincount(a[long], minlength=n_a)
-    l7 = _distinct_pairs(a[recent], ev.u[s][recent], n_a, ev.n_users)
-    l28 = _distinct_pairs(a[long], ev.u[s][long], n_a, ev.n_users)
+    l7 = distinct_per_group(a[recent], ev.u[s][recent], n_a, ev.n_users)
+    l28 = distinct_per_group(a[long], ev.u[s][long], n_a, ev.n_users)
     growth = _growth(s7, s28, config)
     rank = np.empty(n_a, np.int32)
     rank[np.lexsort((-s7, -growth))] = np.arange(1, n_a + 1, dtype=np.int32)
@@ -103,7 +99,7 @@ def artist_features(ev: EventLog, as_of: int, config: FeatureConfig) -> pa.Table
 def _top_tracks(ev: EventLog, s: np.ndarray, k: int) -> pa.ListArray:
     s = s[ev.tr[s] >= 0]
     n_t = max(len(ev.track_ids), 1)
-    key, counts = np.unique(ev.a[s].astype(np.int64) * n_t + ev.tr[s], return_counts=True)
+    key, counts = unique_counts(ev.a[s].astype(np.int64) * n_t + ev.tr[s])
     art, trk = key // n_t, key % n_t
     order = np.lexsort((trk, -counts, art))
     art, trk = art[order], trk[order]
@@ -138,10 +134,12 @@ def trending(ev: EventLog, as_of: int, config: FeatureConfig) -> pa.Table:
     add(_ranked("global", ev.a[s], recent, long, n_a, config))
     window = s[long]
     for field in _TREND_SEGMENTS:
-        values = ev.users[field].to_numpy(zero_copy_only=False)
-        codes, inverse = np.unique(values, return_inverse=True)
+        enc = ev.users[field].combine_chunks().dictionary_encode()
+        rank = pc.array_sort_indices(enc.dictionary).to_numpy()
+        codes = enc.dictionary.take(pa.array(rank)).to_pylist()
+        inverse = np.argsort(rank)[enc.indices.to_numpy(zero_copy_only=False)]  # sorted codes
         of_row = inverse[ev.u[window]]
-        order = np.argsort(of_row, kind="stable")  # slice per segment value, no mask per value
+        order = stable_order(of_row)  # slice per segment value, no mask per value
         a_sorted, r_sorted = ev.a[window][order], recent[long][order]
         bounds = np.searchsorted(of_row[order], np.arange(len(codes) + 1))
         for c in range(len(codes)):

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from data.features_config import DAY_MS
+from data.features_sort import first_rows, stable_order
 from data.schemas import ARTISTS, EVENT_TYPES, USERS
 
 log = logging.getLogger("tastemaker.data")
@@ -98,32 +99,35 @@ _ROW_FIELDS = (
 _NO_TS = np.iinfo(np.int64).min
 
 
-def _encode(col: pa.ChunkedArray | pa.Array) -> list[tuple[np.ndarray, pa.Array]]:
-    """Arrow dictionary encoding per chunk: (indices, -1 for null; the chunk's dictionary)."""
+_DICT_TYPE = pa.dictionary(pa.int32(), pa.string())
+
+
+def _dict_chunks(col: pa.ChunkedArray | pa.Array) -> list[pa.DictionaryArray]:
+    """A string column as dictionary chunks (Arrow encodes the ones read as plain strings)."""
     chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
     out = []
     for chunk in chunks:
         enc = chunk if pa.types.is_dictionary(chunk.type) else pc.dictionary_encode(chunk)
-        idx = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32)
-        out.append((idx, enc.dictionary.cast(pa.string())))
+        out.append(enc if enc.type == _DICT_TYPE else enc.cast(_DICT_TYPE))
     return out
 
 
-def _remap(parts: list[tuple[np.ndarray, pa.Array]], vocab: pa.Array) -> np.ndarray:
-    out = []
-    for idx, dictionary in parts:
-        mapping = pc.index_in(dictionary, value_set=vocab).to_numpy(zero_copy_only=False)
-        mapping = np.append(mapping.astype(np.int32), np.int32(-1))  # -1 (null) -> -1
-        out.append(mapping[idx])
-    return np.concatenate(out) if out else np.zeros(0, np.int32)
+def _codes(chunks: list[pa.DictionaryArray]) -> tuple[pa.Array, np.ndarray]:
+    """Dictionary chunks -> (sorted vocabulary of their values, int32 code per row, -1 null).
 
-
-def _vocab(*arrays: pa.Array) -> pa.Array:
-    merged = pa.concat_arrays(
-        [a.cast(pa.string()) for a in arrays if len(a)] or [pa.array([], pa.string())]
-    )
-    uniq = pc.unique(merged.drop_null())
-    return uniq.take(pc.sort_indices(uniq))
+    One Arrow dictionary unification over all chunks (a single hash table), then one sort of
+    the (small) vocabulary; no string is hashed twice or turned into a Python object.
+    """
+    if not chunks:
+        return pa.array([], pa.string()), np.zeros(0, np.int32)
+    unified = pa.chunked_array(chunks, _DICT_TYPE).unify_dictionaries()
+    dictionary = unified.chunk(0).dictionary
+    order = pc.array_sort_indices(dictionary, null_placement="at_end").to_numpy()
+    n_valid = len(dictionary) - dictionary.null_count
+    rank = np.full(len(dictionary) + 1, -1, np.int32)  # last slot: null index (-1) -> -1
+    rank[order[:n_valid]] = np.arange(n_valid, dtype=np.int32)
+    idx = [c.indices.fill_null(-1).to_numpy(zero_copy_only=False) for c in unified.chunks]
+    return dictionary.take(pa.array(order[:n_valid])), rank[np.concatenate(idx)]
 
 
 def _ms(col: pa.ChunkedArray) -> np.ndarray:
@@ -134,19 +138,23 @@ def _ms(col: pa.ChunkedArray) -> np.ndarray:
     )
 
 
+def _event_types(col: pa.ChunkedArray) -> np.ndarray:
+    """event_type -> index into EVENT_TYPES (-1 unknown or null), mapped per dictionary."""
+    out = []
+    for chunk in _dict_chunks(col):
+        known = pc.index_in(chunk.dictionary, value_set=pa.array(EVENT_TYPES)).fill_null(-1)
+        mapping = np.append(known.to_numpy().astype(np.int8), np.int8(-1))
+        out.append(mapping[chunk.indices.fill_null(-1).to_numpy(zero_copy_only=False)])
+    return np.concatenate(out) if out else np.zeros(0, np.int8)
+
+
 def _tables_from_lake(events_dir: Path) -> list[pa.Table]:
     parts = sorted(p for p in events_dir.glob("dt=*") if p.is_dir())
     if not parts:
         raise FileNotFoundError(f"no lake partitions dt=YYYY-MM-DD under {events_dir}; run ingest")
     for part in parts:
-        files = sorted(part.glob("*.parquet"))
-        if files:
-            yield pa.concat_tables(
-                [
-                    pq.read_table(f, columns=list(_EVENT_COLS), read_dictionary=_DICT_COLS)
-                    for f in files
-                ]
-            )
+        for f in sorted(part.glob("*.parquet")):
+            yield pq.read_table(f, columns=list(_EVENT_COLS), read_dictionary=_DICT_COLS)
 
 
 def build_event_log(
@@ -160,47 +168,50 @@ def build_event_log(
         events = _tables_from_lake(Path(events))
     elif isinstance(events, pa.Table):
         events = [events]
-    cols: dict[str, list] = {k: [] for k in ("u", "a", "tr", "et", "ts", "ms", "dur")}
+    users = _conform_view(users, USERS, "users")
+    artists = _conform_view(artists, ARTISTS, "artists")
+    strings: dict[str, list] = {"u": _dict_chunks(users["user_key"])}
+    strings["a"] = _dict_chunks(artists["artist_id"])
+    strings["tr"] = []
+    n_view = {"u": len(users), "a": len(artists), "tr": 0}
+    cols: dict[str, list] = {k: [] for k in ("et", "ts", "ms", "dur")}
     for t in events:
         missing = [c for c in _EVENT_COLS if c not in t.column_names]
         if missing:
             raise ValueError(f"events table lacks columns {missing}; found {t.column_names}")
-        cols["u"].extend(_encode(t["user_key"]))
-        cols["a"].extend(_encode(t["artist_id"]))
-        cols["tr"].extend(_encode(t["track_id"]))
-        et = pc.index_in(t["event_type"].cast(pa.string()), value_set=pa.array(EVENT_TYPES))
-        et = et.fill_null(-1)
-        cols["et"].append(et.to_numpy().astype(np.int8))
-        cols["ts"].append(
-            t["event_ts"]
-            .cast(pa.timestamp("ms", tz="UTC"))
-            .cast(pa.int64())
-            .fill_null(_NO_TS)
-            .to_numpy()
-        )
+        for k, name in (("u", "user_key"), ("a", "artist_id"), ("tr", "track_id")):
+            strings[k] += _dict_chunks(t[name])
+        cols["et"].append(_event_types(t["event_type"]))
+        ts = t["event_ts"].cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())
+        cols["ts"].append(ts.fill_null(_NO_TS).to_numpy())
         cols["ms"].append(_ms(t["ms_played"]))
         dur = _ms(t["track_duration_ms"])
         cols["dur"].append(np.where(dur > 0, dur, np.nan))
-    users = _conform_view(users, USERS, "users")
-    artists = _conform_view(artists, ARTISTS, "artists")
-    user_ids = _vocab(users["user_key"].combine_chunks(), *[d for _, d in cols["u"]])
-    artist_ids = _vocab(artists["artist_id"].combine_chunks(), *[d for _, d in cols["a"]])
-    track_ids = _vocab(*[d for _, d in cols["tr"]])
-    u, a, tr = (
-        _remap(cols[k], v) for k, v in (("u", user_ids), ("a", artist_ids), ("tr", track_ids))
-    )
+    vocab, code = {}, {}
+    for k in ("u", "a", "tr"):
+        vocab[k], codes = _codes(strings.pop(k))
+        code[k] = codes[n_view[k] :]  # the view's own keys only join the vocabulary
+    user_ids, artist_ids, track_ids = vocab["u"], vocab["a"], vocab["tr"]
+    u, a, tr = code["u"], code["a"], code["tr"]
     et, ts, ms, dur = (
         np.concatenate(cols[k]) if cols[k] else np.zeros(0) for k in ("et", "ts", "ms", "dur")
     )
+    del cols, code
     ok = (u >= 0) & (a >= 0) & (et >= 0) & (ts != _NO_TS)
     if not ok.all():
         log.warning(
             "dropping %d events without user_key, artist_id, known type or time", (~ok).sum()
         )
-    order = np.lexsort((ts[ok], u[ok]))  # stable: ties keep lake order
-    u, a, tr, et, ts, ms, dur = (x[ok][order] for x in (u, a, tr, et, ts, ms, dur))
-    del cols, order
-    lr_q, lr_ok = _listen_log_ratios(tr, et, ts, ms)
+        u, a, tr, et, ts, ms, dur = (x[ok] for x in (u, a, tr, et, ts, ms, dur))
+    by_ts = np.argsort(ts, kind="stable")  # lake order is nearly by time: cheap
+    pos = stable_order(u[by_ts])  # (user, time), ties in lake order = lexsort((ts, u))
+    order = by_ts[pos]
+    u, a, tr, et, ts, ms, dur = (x[order] for x in (u, a, tr, et, ts, ms, dur))
+    by_time = np.empty(len(pos), np.int64)
+    by_time[pos] = np.arange(len(pos))  # row of the log at each place in time order
+    del order, by_ts, pos
+    lr_q, lr_ok = _listen_log_ratios(tr, et, ts, ms, by_time)
+    del by_time
     day = ts // DAY_MS
     new_day = (
         np.r_[True, (u[1:] != u[:-1]) | (day[1:] != day[:-1])] if len(u) else np.zeros(0, bool)
@@ -209,8 +220,7 @@ def build_event_log(
     positive |= (et == ET["stream"]) & (np.nan_to_num(ms, nan=-1) >= stream_min_ms)
     first_pos = np.zeros(len(u), bool)
     p = np.nonzero(positive)[0]
-    _, first = np.unique(u[p].astype(np.int64) * len(artist_ids) + a[p], return_index=True)
-    first_pos[p[first]] = True  # return_index gives the first (earliest) row of each pair
+    first_pos[p[first_rows(u[p].astype(np.int64) * len(artist_ids) + a[p])]] = True
     uview, known, signup = _align_users(users, user_ids)
     return EventLog(
         user_ids=user_ids, artist_ids=artist_ids, track_ids=track_ids,
@@ -271,13 +281,17 @@ def exclusive_cumsum(values: np.ndarray) -> np.ndarray:
     return np.concatenate([np.zeros(1, values.dtype), np.cumsum(values)])
 
 
-def _listen_log_ratios(tr, et, ts, ms) -> tuple[np.ndarray, np.ndarray]:
-    rows = np.nonzero((et == ET["stream"]) & (tr >= 0) & ~np.isnan(ms))[0]
+def _listen_log_ratios(tr, et, ts, ms, by_time) -> tuple[np.ndarray, np.ndarray]:
+    """``by_time``: the log's rows in time order (so a track's streams come out in time
+    order from one packed sort by track; rows with equal (track, ts) are a tie block and their
+    order does not matter)."""
+    usable = (et == ET["stream"]) & (tr >= 0) & ~np.isnan(ms)
+    rows = by_time[usable[by_time]]
     lr_q = np.zeros(len(tr), np.int64)
     lr_ok = np.zeros(len(tr), bool)
     if not len(rows):
         return lr_q, lr_ok
-    order = rows[np.lexsort((ts[rows], tr[rows]))]
+    order = rows[stable_order(tr[rows])]
     t, tt, m = tr[order], ts[order], ms[order]
     cs_ms, cs_n = exclusive_cumsum(m), np.arange(len(order) + 1)
     start, block = group_starts(t), before_index(t, tt)

@@ -38,6 +38,7 @@ from data.schemas import ARTISTS, TS, USER_DENSE_FIELDS, USER_FEATURES
 log = logging.getLogger("tastemaker.data")
 
 _LOG_STREAMS_NORM = float(np.log(1001.0))
+ET_COUNTED = ("impression", "click", "stream")
 
 
 def to_ms(t: datetime | int | np.integer) -> int:
@@ -73,16 +74,24 @@ def dense_values(
     return {k: out[k].astype(np.float32) for k in USER_DENSE_FIELDS}
 
 
-def tenure_bucket(signup_ms: np.ndarray, at_ms: np.ndarray | int, new_user_days: int) -> np.ndarray:
+_TENURE = pa.array(["unknown", "new", "long"], pa.string())
+_LEVELS = pa.array(["none", "low", "mid", "high"], pa.string())
+
+
+def tenure_bucket(signup_ms: np.ndarray, at_ms: np.ndarray | int, new_user_days: int) -> pa.Array:
+    """"new" / "long" / "unknown" per user (strings built by one Arrow take, no objects)."""
     unknown = signup_ms == np.iinfo(np.int64).min
     new = (np.asarray(at_ms) - signup_ms) < new_user_days * DAY_MS
-    return np.where(unknown, "unknown", np.where(new, "new", "long")).astype(object)
+    code = np.where(unknown, 0, np.where(new, 1, 2)).astype(np.int8)
+    return _TENURE.take(pa.array(code))
 
 
-def activity_level(n_events: np.ndarray, n_days: np.ndarray, thresholds: tuple[float, float]):
+def activity_level(
+    n_events: np.ndarray, n_days: np.ndarray, thresholds: tuple[float, float]
+) -> pa.Array:
     rate = n_events / np.maximum(n_days, 1)
-    level = np.where(rate < thresholds[0], "low", np.where(rate < thresholds[1], "mid", "high"))
-    return np.where(n_events == 0, "none", level).astype(object)
+    level = np.where(rate < thresholds[0], 1, np.where(rate < thresholds[1], 2, 3))
+    return _LEVELS.take(pa.array(np.where(n_events == 0, 0, level).astype(np.int8)))
 
 
 def positive_mask(ev: EventLog, config: FeatureConfig) -> np.ndarray:
@@ -110,7 +119,10 @@ def last_per_user(ev: EventLog, rows: np.ndarray, k: int) -> np.ndarray:
     rank = ends[g] - 1 - np.arange(len(rows))  # 0 = newest
     keep = rank < k
     rows, g, rank = rows[keep], g[keep], rank[keep]
-    return rows[np.lexsort((rank, g))]
+    kept = np.bincount(g, minlength=ev.n_users)
+    out = np.empty_like(rows)
+    out[(np.cumsum(kept) - kept)[g] + rank] = rows  # place by (user, rank): no sort needed
+    return out
 
 
 def followed_pairs(ev: EventLog, rows: np.ndarray) -> np.ndarray:
@@ -156,14 +168,19 @@ def user_features_at(
     def count(mask: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         return np.bincount(u[mask], weights=weights, minlength=n_u)
 
-    impr, click, stream = et == ET["impression"], et == ET["click"], et == ET["stream"]
+    # one bincount of (user, event type, recent) gives every per-type count at once
     recent = ev.ts[idx] >= t - config.recent_days * DAY_MS
+    n_et = len(ET)
+    by_type = np.bincount(
+        u.astype(np.int64) * (2 * n_et) + et + recent * np.int8(n_et), minlength=n_u * 2 * n_et
+    ).reshape(n_u, 2, n_et)
+    n_impr, n_clicks, n_streams = (by_type[:, :, ET[k]].sum(axis=1) for k in ET_COUNTED)
     lr_ok = ev.lr_ok[idx]
-    n_impr, n_clicks, n_streams = count(impr), count(click), count(stream)
     dense = dense_values(
-        n_impr, n_clicks, count(impr & recent), count(click & recent),
+        n_impr, n_clicks, by_type[:, 1, ET["impression"]], by_type[:, 1, ET["click"]],
         count(lr_ok, ev.lr_q[idx][lr_ok].astype(np.float64)), count(lr_ok), n_streams,
     )  # fmt: skip
+    stream = et == ET["stream"]
 
     hist = last_per_user(ev, idx[stream], config.history_len)
     tracks = last_per_user(ev, idx[stream & (ev.tr[idx] >= 0)], config.history_len)
@@ -183,13 +200,10 @@ def user_features_at(
     }
     for f in ("age_group", "gender", "country"):
         cols[f] = ev.users[f]
-    cols["tenure_bucket"] = pa.array(
-        tenure_bucket(ev.signup_ms, t, config.new_user_days), pa.string()
+    cols["tenure_bucket"] = tenure_bucket(ev.signup_ms, t, config.new_user_days)
+    cols["activity_level"] = activity_level(
+        by_type.sum(axis=(1, 2)), count(ev.new_day[idx]), config.activity_thresholds
     )
-    level = activity_level(
-        count(np.ones(len(idx), bool)), count(ev.new_day[idx]), config.activity_thresholds
-    )
-    cols["activity_level"] = pa.array(level, pa.string())
     cols.update({k: pa.array(v, pa.float32()) for k, v in dense.items()})
     cols["region"] = ev.users["region"]
     cols["n_impressions"] = pa.array(n_impr.astype(np.int64))

@@ -12,7 +12,6 @@ always come out of the same Arrow parser, so a line's fate does not depend on it
 from __future__ import annotations
 
 import io
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,9 +42,8 @@ _INT_RANGE = {
     pa.int32(): (-(2**31), 2**31 - 1),
     pa.int64(): (-(2**63), 2**63 - 1),
 }
-_READ = pj.ReadOptions(use_threads=False, block_size=64 << 20)
+_READ = pj.ReadOptions(use_threads=False, block_size=64 << 20)  # one block per object
 _PARSE = pj.ParseOptions(explicit_schema=RAW_PARSE_SCHEMA, unexpected_field_behavior="ignore")
-_BLANK_INSIDE = re.compile(rb"\n[ \t\r]*\n")
 CHUNK_LINES = 4096
 
 
@@ -74,37 +72,55 @@ class Parsed:
     line_no: np.ndarray  # (R,) int64, the 1-based line each row came from
     rejected: Rejected
     n_lines: int  # lines read (a final newline does not start a line)
-    body: bytes  # the decompressed object without its final newline
+    data: bytes  # the decompressed object as read (not copied)
+    starts: np.ndarray  # (n_lines,) int64 byte offset in ``data`` where each line starts
+    end: int  # len(data) without a final newline
+
+    def lines(self, line_nos: np.ndarray | list[int]) -> list[bytes]:
+        """The verbatim text of the given 1-based lines (for quarantine; only bad lines)."""
+        ends = np.empty(len(self.starts), dtype=np.int64)
+        ends[:-1] = self.starts[1:] - 1
+        ends[-1:] = self.end
+        data, starts = self.data, self.starts
+        return [data[starts[n - 1] : ends[n - 1]] for n in np.asarray(line_nos, dtype=np.int64)]
 
     def raw_line(self, line_no: int) -> bytes:
-        """The verbatim text of one line (used for quarantine; slow path, rare)."""
-        return raw_lines(self.body)[line_no - 1]
-
-
-def _strip_final_newline(data: bytes) -> bytes:
-    return data[:-1] if data.endswith(b"\n") else data
+        return self.lines([line_no])[0]
 
 
 def raw_lines(body: bytes) -> list[bytes]:
     return body.split(b"\n") if body else []
 
 
-def count_lines(body: bytes) -> int:
-    return body.count(b"\n") + 1 if body else 0
+def line_starts(data: bytes, end: int) -> np.ndarray:
+    """(L,) int64 byte offsets of the lines of ``data[:end]`` (empty when ``end`` is 0)."""
+    if not end:
+        return np.zeros(0, dtype=np.int64)
+    newlines = np.flatnonzero(np.frombuffer(data, np.uint8, count=end) == ord("\n"))
+    starts = np.empty(len(newlines) + 1, dtype=np.int64)
+    starts[0] = 0
+    starts[1:] = newlines + 1
+    return starts
 
 
-def _has_blank_line(body: bytes) -> bool:
-    if _BLANK_INSIDE.search(body):
-        return True
-    first_end = body.find(b"\n")
-    first = body if first_end < 0 else body[:first_end]
-    last = body[body.rfind(b"\n") + 1 :]
-    return not first.strip() or not last.strip()
+def _has_blank_line(data: bytes, starts: np.ndarray, end: int) -> bool:
+    """Whether any line is empty or whitespace only (vectorised: only lines that do not
+    start with ``{`` are looked at in Python)."""
+    buf = np.frombuffer(data, np.uint8, count=end)
+    heads = np.zeros(len(starts), dtype=np.uint8)
+    inside = starts < end
+    heads[inside] = buf[starts[inside]]
+    for i in np.flatnonzero(heads != ord("{")):
+        stop = starts[i + 1] - 1 if i + 1 < len(starts) else end
+        if not data[starts[i] : stop].strip():
+            return True
+    return False
 
 
 def _arrow_parse(data: bytes) -> pa.Table:
     table = pj.read_json(io.BytesIO(data), read_options=_READ, parse_options=_PARSE)
-    table.validate(full=True)  # the JSON reader does not check UTF-8 of string values
+    if not data.isascii():  # the JSON reader does not check UTF-8 of string values
+        table.validate(full=True)
     return table
 
 
@@ -175,20 +191,22 @@ def classify_line(raw: bytes, arrow_error: str) -> tuple[str, str]:
 
 def parse_object(data: bytes) -> Parsed:
     """Parse one decompressed raw object; every line ends up in ``table`` or ``rejected``."""
-    body = _strip_final_newline(data)
-    n_lines = count_lines(body)
-    if n_lines and not _has_blank_line(body):
+    end = len(data) - 1 if data.endswith(b"\n") else len(data)
+    starts = line_starts(data, end)
+    n_lines = len(starts)
+    if n_lines and not _has_blank_line(data, starts, end):
         try:
-            table = _arrow_parse(body)
+            table = _arrow_parse(data)  # a final newline is fine for Arrow: no copy
         except (pa.ArrowInvalid, UnicodeDecodeError):
             table = None
         if table is not None and table.num_rows == n_lines:
             line_no = np.arange(1, n_lines + 1, dtype=np.int64)
-            return Parsed(table, line_no, Rejected(), n_lines, body)
-    return _parse_by_lines(body, n_lines)
+            return Parsed(table, line_no, Rejected(), n_lines, data, starts, end)
+    table, line_no, rejected = _parse_by_lines(data[:end])
+    return Parsed(table, line_no, rejected, n_lines, data, starts, end)
 
 
-def _parse_by_lines(body: bytes, n_lines: int) -> Parsed:
+def _parse_by_lines(body: bytes) -> tuple[pa.Table, np.ndarray, Rejected]:
     lines = raw_lines(body)
     rejected = Rejected()
     tables: list[pa.Table] = []
@@ -251,4 +269,4 @@ def _parse_by_lines(body: bytes, n_lines: int) -> Parsed:
     else:
         table = RAW_PARSE_SCHEMA.empty_table()
         line_no = np.zeros(0, dtype=np.int64)
-    return Parsed(table, line_no, rejected, n_lines, body)
+    return table, line_no, rejected

@@ -114,10 +114,30 @@ def parse_client_ts(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return out, bad
 
 
+def _user_mask(
+    users: pa.DictionaryArray | None, column: pa.ChunkedArray, value_set: pa.Array
+) -> np.ndarray:
+    """(R,) bool: user id in ``value_set``. With ``users`` (the column dictionary-encoded) only
+    the distinct ids are looked up, then spread back to rows; null ids are False."""
+    if users is None:
+        return _np(pc.is_in(column, value_set=value_set))
+    per_id = np.append(_np(pc.is_in(users.dictionary, value_set=value_set)), False)
+    idx = pc.fill_null(users.indices, len(users.dictionary)).to_numpy(zero_copy_only=False)
+    return per_id[idx]
+
+
 def validate_rows(
-    table: pa.Table, rules: IngestRules, lookups: Lookups, now_ms: int
+    table: pa.Table,
+    rules: IngestRules,
+    lookups: Lookups,
+    now_ms: int,
+    users: pa.DictionaryArray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(reason codes (R,) int8 with 0 = valid, event_ts epoch ms (R,) int64)."""
+    """(reason codes (R,) int8 with 0 = valid, event_ts epoch ms (R,) int64).
+
+    ``users``: optionally ``table["user_id"]`` already dictionary-encoded (ingest needs that
+    encoding for pseudonyms anyway); the account checks then look up each distinct id once.
+    """
     n = table.num_rows
     code = np.zeros(n, dtype=np.int8)
 
@@ -159,10 +179,11 @@ def validate_rows(
     flag("bad_track_duration", _np(bad_duration))
     flag("bad_position", _np(pc.less(table["position"], 0)))
 
+    user_id = table["user_id"]
     if lookups.deleted_users is not None and len(lookups.deleted_users):
-        flag("deleted_user", _np(pc.is_in(table["user_id"], value_set=lookups.deleted_users)))
+        flag("deleted_user", _user_mask(users, user_id, lookups.deleted_users))
     if lookups.users is not None:
-        flag("unknown_user", ~_np(pc.is_in(table["user_id"], value_set=lookups.users)))
+        flag("unknown_user", ~_user_mask(users, user_id, lookups.users))
     if lookups.artists is not None:
         flag("unknown_artist", ~_np(pc.is_in(table["artist_id"], value_set=lookups.artists)))
     return code, event_ms

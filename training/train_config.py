@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 8
+    epochs: int = 4
     batch_size: int = 1024
     lr: float = 3e-3
     weight_decay: float = 0.0
@@ -15,12 +15,12 @@ class TrainConfig:
     learn_temperature: bool = False
     log_q: bool = True
     patience: int = 2  # epochs without a better val/recall@20 before stopping
-    max_train_examples: int | None = 400_000
+    max_train_examples: int | None = 300_000
     history_len: int = 50  # <= data.schemas.HISTORY_LEN
     dim: int = 64
     embed_dim: int = 64
     hidden: int = 128
-    pooling: str = "attention"
+    pooling: str = "mean"  # measured on the demo world: mean 0.204 vs attention 0.184 val/recall@20
     item_dropout: float = 0.1
     tags_per_artist: int = 8
     accelerator: str = "auto"

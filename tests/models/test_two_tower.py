@@ -131,3 +131,13 @@ def test_weights_and_temperature():
     assert loss.log_temperature.grad is not None
     with pytest.raises(ValueError, match="temperature"):
         InBatchSoftmax(0.0)
+
+
+def test_uniform_negatives_join_the_softmax_and_a_redrawn_positive_is_masked():
+    u = torch.tensor([[1.0, 0.0]])
+    a = torch.tensor([[1.0, 0.0]])
+    extra = torch.tensor([[0.0, 1.0], [1.0, 0.0]])  # second one is the positive drawn again
+    got = in_batch_softmax_loss(
+        u, a, torch.tensor([3]), None, 1.0, extra_vecs=extra, extra_ids=torch.tensor([4, 3])
+    )
+    assert got.item() == pytest.approx(-math.log(math.e / (math.e + 1)), rel=1e-6)
