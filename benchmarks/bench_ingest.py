@@ -154,9 +154,9 @@ def _child(kind: str, root: Path) -> dict:
         manifest = ingest_store(ws, ObjectStore(ws.raw), lookups, key=b"bench-key-0123456789")
         rows = manifest["read"]
         extra = {k: manifest[k] for k in ("accepted", "duplicates", "quarantined")}
-        from data import ingest
+        from data import ingest_ops
 
-        extra["inflater"] = ingest._inflate_lib.__name__
+        extra["inflater"] = ingest_ops._inflate_lib.__name__
     else:
         import pandas as pd
 

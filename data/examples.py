@@ -12,7 +12,8 @@ import numpy as np
 import pyarrow as pa
 
 from data.features_config import DAY_MS, FeatureConfig
-from data.features_events import ET, EventLog, before_index, exclusive_cumsum, group_starts
+from data.features_events import ET, EventLog
+from data.features_sort import before_index, exclusive_cumsum, group_starts
 from data.features_user import (
     activity_level,
     dense_values,
@@ -54,7 +55,7 @@ _SPLITS = pa.array(["train", "valid", "test"], pa.string())
 
 
 def split_of(ts: np.ndarray, valid_cut: int, test_cut: int) -> pa.Array:
-    """"train" before ``valid_cut``, "valid" before ``test_cut``, else "test"."""
+    """ "train" before ``valid_cut``, "valid" before ``test_cut``, else "test"."""
     return _SPLITS.take(pa.array((ts >= valid_cut).astype(np.int8) + (ts >= test_cut)))
 
 

@@ -3,7 +3,8 @@
 ``build_features(ws, config)`` reads ``lake/events`` partition by partition (only the needed
 columns, strings dictionary-encoded to integers), sorts the log by (user, event_ts) once and
 writes every table of the ``features`` stage (docs/CONTRACTS.md) atomically, then publishes the
-latest user features to the online store. Time: ``end`` is the midnight (UTC) after the last
+latest user features to the online store (writes and publishing run on one background thread
+while the next table is computed). Time: ``end`` is the midnight (UTC) after the last
 event; ``test`` = [end - test_days, end), ``valid`` = the ``valid_days`` before; examples
 before the valid cutoff are ``train``.
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,16 @@ def load_event_log(ws: Workspace, config: FeatureConfig | None = None) -> EventL
     return build_event_log(ws.lake_events, users, artists, min_ms)
 
 
+def _publish(target: str | Path, users: pa.Table) -> int:
+    if not str(target):
+        return 0
+    store = open_online_store(target)
+    try:
+        return publish_table(store, users)
+    finally:
+        store.close()
+
+
 def build_features(
     ws: Workspace, config: FeatureConfig | None = None, online: str | Path | None = None
 ) -> dict[str, Any]:
@@ -96,30 +108,34 @@ def build_features(
     log.info("features: %d events, %d users, %d artists; test from %s", len(ev.ts),
              ev.n_users, ev.n_artists, _iso(cut["test"]))  # fmt: skip
     out = ws.features
-    write_table(out / "sequences.parquet", build_sequences(ev))
-    examples = build_examples(ev, config, cut["valid"], cut["test"])
-    write_table(out / "examples.parquet", examples)
-    counted = pc.value_counts(examples["split"]).to_pylist()  # Arrow: no Python str per row
-    split_counts = {c["values"]: c["counts"] for c in sorted(counted, key=lambda c: c["values"])}
-    n_examples = examples.num_rows
-    del examples
-    valid = build_eval(ev, config, "valid", cut["valid"], cut["test"])
-    test = build_eval(ev, config, "test", cut["test"], cut["end"])
-    write_table(out / "eval.parquet", pa.concat_tables([valid, test]))
-    users = user_features_at(ev, None, cut["end"], config)
-    write_table(out / "user_features.parquet", users)
-    write_table(out / "artist_features.parquet", artist_features(ev, cut["end"], config))
-    trend = trending(ev, cut["end"], config)
-    write_table(out / "trending.parquet", trend)
-
     target = ws.online / "users.sqlite" if online is None else online
-    published = 0
-    if str(target):
-        store = open_online_store(target)
-        try:
-            published = publish_table(store, users)
-        finally:
-            store.close()
+    # Parquet encoding and the online store's inserts release the GIL: one background thread
+    # writes each finished table while the next one is computed (the tables are immutable).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-write") as pool:
+        pending = [pool.submit(write_table, out / "sequences.parquet", build_sequences(ev))]
+        examples = build_examples(ev, config, cut["valid"], cut["test"])
+        pending.append(pool.submit(write_table, out / "examples.parquet", examples))
+        counted = pc.value_counts(examples["split"]).to_pylist()  # Arrow: no str per row
+        split_counts = {
+            c["values"]: c["counts"] for c in sorted(counted, key=lambda c: c["values"])
+        }
+        n_examples = examples.num_rows
+        del examples
+        valid = build_eval(ev, config, "valid", cut["valid"], cut["test"])
+        test = build_eval(ev, config, "test", cut["test"], cut["end"])
+        pending.append(
+            pool.submit(write_table, out / "eval.parquet", pa.concat_tables([valid, test]))
+        )
+        users = user_features_at(ev, None, cut["end"], config)
+        pending.append(pool.submit(write_table, out / "user_features.parquet", users))
+        published = pool.submit(_publish, target, users)
+        arts = artist_features(ev, cut["end"], config)
+        pending.append(pool.submit(write_table, out / "artist_features.parquet", arts))
+        trend = trending(ev, cut["end"], config)
+        pending.append(pool.submit(write_table, out / "trending.parquet", trend))
+        for job in pending:
+            job.result()  # re-raises a failed write here
+        published = published.result()
     summary = {
         "cutoffs": {k: _iso(v) for k, v in cut.items()},
         "counts": {

@@ -1,9 +1,10 @@
 """The event log the feature job works on: integer-coded, sorted once by (user, time).
 
-The lake is read partition by partition and only the needed columns are kept; strings
-(user keys, artist and track ids) are dictionary-encoded per partition by Arrow and mapped to
-global sorted vocabularies, so no Python object per event ever exists. About 37 bytes per
-event stay in memory (10 M events: ~0.4 GB).
+The lake is read file by file (two at a time) and only the needed columns are kept; strings
+(user keys, artist and track ids) are read as Arrow dictionaries, unified once into global
+sorted vocabularies and kept as int32 codes, so no Python object per event ever exists. The
+(user, time) sort and every later group/unique step are packed integer sorts
+(:mod:`data.features_sort`). About 37 bytes per event stay in memory (10 M events: ~0.4 GB).
 
 Per-stream listening depth is computed here, once, point in time: a stream's ratio is its
 ``ms_played`` over the mean ``ms_played`` of all *earlier* streams of the same track (any
@@ -15,6 +16,7 @@ property the leakage and parity tests rely on.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +26,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from data.features_config import DAY_MS
-from data.features_sort import first_rows, stable_order
+from data.features_sort import (
+    before_index,
+    exclusive_cumsum,
+    first_rows,
+    group_starts,
+    stable_order,
+)
 from data.schemas import ARTISTS, EVENT_TYPES, USERS
 
 log = logging.getLogger("tastemaker.data")
@@ -148,13 +156,33 @@ def _event_types(col: pa.ChunkedArray) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, np.int8)
 
 
-def _tables_from_lake(events_dir: Path) -> list[pa.Table]:
+def _lake_files(events_dir: Path) -> list[Path]:
     parts = sorted(p for p in events_dir.glob("dt=*") if p.is_dir())
     if not parts:
         raise FileNotFoundError(f"no lake partitions dt=YYYY-MM-DD under {events_dir}; run ingest")
-    for part in parts:
-        for f in sorted(part.glob("*.parquet")):
-            yield pq.read_table(f, columns=list(_EVENT_COLS), read_dictionary=_DICT_COLS)
+    return [f for part in parts for f in sorted(part.glob("*.parquet"))]
+
+
+def _read_part(path: Path) -> dict[str, list]:
+    t = pq.read_table(path, columns=list(_EVENT_COLS), read_dictionary=_DICT_COLS,
+                      use_threads=False)  # fmt: skip
+    return _prepare(t)
+
+
+def _prepare(t: pa.Table) -> dict[str, list]:
+    """One events table -> its string columns as dictionary chunks and numeric numpy arrays."""
+    missing = [c for c in _EVENT_COLS if c not in t.column_names]
+    if missing:
+        raise ValueError(f"events table lacks columns {missing}; found {t.column_names}")
+    out = {k: _dict_chunks(t[n]) for k, n in (("u", "user_key"), ("a", "artist_id"))}
+    out["tr"] = _dict_chunks(t["track_id"])
+    out["et"] = [_event_types(t["event_type"])]
+    ts = t["event_ts"].cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())
+    out["ts"] = [ts.fill_null(_NO_TS).to_numpy()]
+    out["ms"] = [_ms(t["ms_played"])]
+    dur = _ms(t["track_duration_ms"])
+    out["dur"] = [np.where(dur > 0, dur, np.nan)]
+    return out
 
 
 def build_event_log(
@@ -163,11 +191,8 @@ def build_event_log(
     """Encode events (a ``LAKE_EVENTS`` table, an iterable of them, or a lake folder).
 
     ``stream_min_ms`` fixes which streams are positives (``FeatureConfig.stream_min_ms``).
+    A lake folder is read file by file, two files at a time (Arrow releases the GIL).
     """
-    if isinstance(events, (str, Path)):
-        events = _tables_from_lake(Path(events))
-    elif isinstance(events, pa.Table):
-        events = [events]
     users = _conform_view(users, USERS, "users")
     artists = _conform_view(artists, ARTISTS, "artists")
     strings: dict[str, list] = {"u": _dict_chunks(users["user_key"])}
@@ -175,21 +200,19 @@ def build_event_log(
     strings["tr"] = []
     n_view = {"u": len(users), "a": len(artists), "tr": 0}
     cols: dict[str, list] = {k: [] for k in ("et", "ts", "ms", "dur")}
-    for t in events:
-        missing = [c for c in _EVENT_COLS if c not in t.column_names]
-        if missing:
-            raise ValueError(f"events table lacks columns {missing}; found {t.column_names}")
-        for k, name in (("u", "user_key"), ("a", "artist_id"), ("tr", "track_id")):
-            strings[k] += _dict_chunks(t[name])
-        cols["et"].append(_event_types(t["event_type"]))
-        ts = t["event_ts"].cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())
-        cols["ts"].append(ts.fill_null(_NO_TS).to_numpy())
-        cols["ms"].append(_ms(t["ms_played"]))
-        dur = _ms(t["track_duration_ms"])
-        cols["dur"].append(np.where(dur > 0, dur, np.nan))
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="features-read") as pool:
+        if isinstance(events, (str, Path)):
+            parts = pool.map(_read_part, _lake_files(Path(events)))
+        else:
+            parts = map(_prepare, [events] if isinstance(events, pa.Table) else events)
+        for part in parts:
+            for k, v in part.items():
+                (strings if k in strings else cols)[k] += v
+        coded = dict(zip(strings, pool.map(_codes, strings.values()), strict=True))
+    del strings
     vocab, code = {}, {}
     for k in ("u", "a", "tr"):
-        vocab[k], codes = _codes(strings.pop(k))
+        vocab[k], codes = coded.pop(k)
         code[k] = codes[n_view[k] :]  # the view's own keys only join the vocabulary
     user_ids, artist_ids, track_ids = vocab["u"], vocab["a"], vocab["tr"]
     u, a, tr = code["u"], code["a"], code["tr"]
@@ -259,26 +282,6 @@ def _align_artists(artists: pa.Table, artist_ids: pa.Array) -> pa.Table:
     cols = {"artist_id": artist_ids, "name": name, "tags": tags}
     cols["created_ts"] = view["created_ts"].combine_chunks()
     return pa.table(cols, schema=ARTISTS)
-
-
-def group_starts(g: np.ndarray) -> np.ndarray:
-    """For rows sorted by group ``g``: the index of the first row of each row's group."""
-    n = len(g)
-    first = np.r_[True, g[1:] != g[:-1]] if n else np.zeros(0, bool)
-    return np.maximum.accumulate(np.where(first, np.arange(n), 0))
-
-
-def before_index(g: np.ndarray, ts: np.ndarray) -> np.ndarray:
-    """For rows sorted by (g, ts): index of the first row with the same (g, ts) — every row of
-    the group strictly before it has a strictly smaller ts."""
-    n = len(g)
-    first = np.r_[True, (g[1:] != g[:-1]) | (ts[1:] != ts[:-1])] if n else np.zeros(0, bool)
-    return np.maximum.accumulate(np.where(first, np.arange(n), 0))
-
-
-def exclusive_cumsum(values: np.ndarray) -> np.ndarray:
-    """``out[i]`` = sum of ``values[:i]``; length n + 1 (integers stay exact)."""
-    return np.concatenate([np.zeros(1, values.dtype), np.cumsum(values)])
 
 
 def _listen_log_ratios(tr, et, ts, ms, by_time) -> tuple[np.ndarray, np.ndarray]:

@@ -71,3 +71,23 @@ def distinct_per_group(g: np.ndarray, h: np.ndarray, n_g: int, n_h: int) -> np.n
     on the sorted (g, h) codes."""
     keys, _ = unique_counts(g.astype(np.int64) * max(n_h, 1) + h)
     return np.bincount(keys // max(n_h, 1), minlength=n_g)
+
+
+def group_starts(g: np.ndarray) -> np.ndarray:
+    """For rows sorted by group ``g``: the index of the first row of each row's group."""
+    n = len(g)
+    first = np.r_[True, g[1:] != g[:-1]] if n else np.zeros(0, bool)
+    return np.maximum.accumulate(np.where(first, np.arange(n), 0))
+
+
+def before_index(g: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """For rows sorted by (g, ts): index of the first row with the same (g, ts) — every row of
+    the group strictly before it has a strictly smaller ts."""
+    n = len(g)
+    first = np.r_[True, (g[1:] != g[:-1]) | (ts[1:] != ts[:-1])] if n else np.zeros(0, bool)
+    return np.maximum.accumulate(np.where(first, np.arange(n), 0))
+
+
+def exclusive_cumsum(values: np.ndarray) -> np.ndarray:
+    """``out[i]`` = sum of ``values[:i]``; length n + 1 (integers stay exact)."""
+    return np.concatenate([np.zeros(1, values.dtype), np.cumsum(values)])

@@ -79,7 +79,7 @@ _LEVELS = pa.array(["none", "low", "mid", "high"], pa.string())
 
 
 def tenure_bucket(signup_ms: np.ndarray, at_ms: np.ndarray | int, new_user_days: int) -> pa.Array:
-    """"new" / "long" / "unknown" per user (strings built by one Arrow take, no objects)."""
+    """ "new" / "long" / "unknown" per user (strings built by one Arrow take, no objects)."""
     unknown = signup_ms == np.iinfo(np.int64).min
     new = (np.asarray(at_ms) - signup_ms) < new_user_days * DAY_MS
     code = np.where(unknown, 0, np.where(new, 1, 2)).astype(np.int8)

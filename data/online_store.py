@@ -65,16 +65,27 @@ def table_from_rows(rows: Iterable[dict[str, Any]]) -> pa.Table:
     return pa.table({n: arrays[n] for n in USER_FEATURES.names}, schema=USER_FEATURES)
 
 
+def _needs_escape(values: pa.Array) -> bool:
+    return bool(pc.any(pc.match_substring_regex(values, '["\\\\]')).as_py())
+
+
 def _json_strings(values: pa.Array) -> pa.Array:
     """Strings -> JSON string literals (quoted, escaped); null -> null."""
-    esc = pc.replace_substring(values, "\\", "\\\\")
-    esc = pc.replace_substring(esc, '"', '\\"')
+    esc = values
+    if _needs_escape(values):
+        esc = pc.replace_substring(values, "\\", "\\\\")
+        esc = pc.replace_substring(esc, '"', '\\"')
     return pc.binary_join_element_wise('"', esc, '"', "")
 
 
 def _json_column(col: pa.Array) -> pa.Array:
     if pa.types.is_list(col.type):
         inner = col.values
+        if pa.types.is_string(inner.type) and not _needs_escape(inner):
+            # nothing to escape: quote the joined list once, not every element
+            joined = pc.binary_join(pa.ListArray.from_arrays(col.offsets, inner), '","')
+            quoted = pc.binary_join_element_wise('["', joined, '"]', "")
+            return pc.if_else(pc.equal(pc.list_value_length(col), 0), "[]", quoted)
         lit = _json_strings(inner) if pa.types.is_string(inner.type) else inner.cast(pa.string())
         joined = pc.binary_join(pa.ListArray.from_arrays(col.offsets, lit), ",")
         return pc.binary_join_element_wise("[", joined, "]", "")

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 from ingest_helpers import good_event, line
 
-from data.ingest import Pseudonyms, _first_occurrences, decompress
+from data.ingest_ops import Pseudonyms, decompress, first_occurrences
 from data.parse import parse_object
 from data.pii import pseudonymise
 
@@ -22,19 +22,19 @@ def test_pseudonyms_match_pii_pseudonymise(key):
 
 
 def test_first_occurrences_marks_first_copies_in_row_order():
-    first, ids = _first_occurrences(pa.array(["b", "a", "b", "c", "a", "d"]))
+    first, ids = first_occurrences(pa.array(["b", "a", "b", "c", "a", "d"]))
     assert first.tolist() == [True, True, False, True, False, True]
     assert ids.to_pylist() == ["b", "a", "c", "d"]
-    empty, none = _first_occurrences(pa.array([], pa.string()))
+    empty, none = first_occurrences(pa.array([], pa.string()))
     assert len(empty) == 0 and len(none) == 0
 
 
 @pytest.mark.parametrize("inflate", ["default", "zlib"])
 def test_decompress_single_and_multi_member_and_corrupt(monkeypatch, inflate):
-    import data.ingest
+    import data.ingest_ops
 
     if inflate == "zlib":  # the path taken where the optional isal package is missing
-        monkeypatch.setattr(data.ingest, "_inflate_lib", zlib)
+        monkeypatch.setattr(data.ingest_ops, "_inflate_lib", zlib)
     body = b"".join(line(good_event(i)).encode() + b"\n" for i in range(20))
     assert decompress("a.jsonl.gz", gzip.compress(body)) == body
     two = gzip.compress(body[:100]) + gzip.compress(body[100:])
