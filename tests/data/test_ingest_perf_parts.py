@@ -29,12 +29,7 @@ def test_first_occurrences_marks_first_copies_in_row_order():
     assert len(empty) == 0 and len(none) == 0
 
 
-@pytest.mark.parametrize("inflate", ["default", "zlib"])
-def test_decompress_single_and_multi_member_and_corrupt(monkeypatch, inflate):
-    import data.ingest_ops
-
-    if inflate == "zlib":  # the path taken where the optional isal package is missing
-        monkeypatch.setattr(data.ingest_ops, "_inflate_lib", zlib)
+def test_decompress_single_and_multi_member_and_corrupt():
     body = b"".join(line(good_event(i)).encode() + b"\n" for i in range(20))
     assert decompress("a.jsonl.gz", gzip.compress(body)) == body
     two = gzip.compress(body[:100]) + gzip.compress(body[100:])
