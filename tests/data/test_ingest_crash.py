@@ -59,29 +59,46 @@ def snapshot(root: Path) -> dict[str, bytes]:
     }
 
 
+def committed(ws_root: Path) -> int:
+    return len(list((ws_root / "lake" / "_ledger").glob("*.json")))
+
+
+def kill_after(ws_root: Path, n_committed: int, extra_s: float) -> None:
+    """Start ingest, SIGKILL it ``extra_s`` after the ``n_committed``-th object is committed.
+
+    Kills are placed by progress, not by wall time, so they land mid-ingest however loaded
+    the machine is; ``extra_s`` moves the kill into the next object's read/validate/write.
+    """
+    proc = start(ws_root)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and committed(ws_root) < n_committed:
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise TimeoutError("ingest made no progress in 120 s")
+        time.sleep(0.002)
+    time.sleep(extra_s)
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+
+
 @pytest.mark.slow
 def test_sigkill_at_any_moment_then_rerun_gives_the_same_lake(tmp_path):
     reference = tmp_path / "reference"
     make_raw(reference)
-    t0 = time.perf_counter()
     assert start(reference).wait(timeout=120) == 0
-    duration = time.perf_counter() - t0
     expected = snapshot(reference)
     assert any(k.startswith("lake/events/") for k in expected)
     assert any(k.startswith("pii/quarantine/") for k in expected)
 
     partial = 0  # kills that landed mid-ingest: some objects committed, not all
-    for n, fractions in enumerate(((0.55,), (0.7,), (0.85, 0.6), (0.95,))):
+    plans = (((0, 0.05),), ((3, 0.0),), ((8, 0.01), (14, 0.003)), ((N_OBJECTS - 2, 0.0),))
+    for n, kills in enumerate(plans):
         ws_root = tmp_path / f"killed-{n}"
         shutil.copytree(reference / "raw", ws_root / "raw")
-        for fraction in fractions:  # several kills in a row, at different moments
-            proc = start(ws_root)
-            time.sleep(duration * fraction)
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=60)
-            committed = len(list((ws_root / "lake" / "_ledger").glob("*.json")))
-            partial += 0 < committed < N_OBJECTS
+        for n_committed, extra_s in kills:  # several kills in a row, at different moments
+            kill_after(ws_root, n_committed, extra_s)
+            partial += 0 < committed(ws_root) < N_OBJECTS
         assert start(ws_root).wait(timeout=120) == 0
-        assert snapshot(ws_root) == expected, f"lake differs after kills at {fractions}"
+        assert snapshot(ws_root) == expected, f"lake differs after kills {kills}"
     assert partial >= 2, "no kill landed mid-ingest; the test proved nothing"
