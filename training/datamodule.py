@@ -10,6 +10,7 @@ from ``eval.parquet`` split "valid", encoded with :func:`training.encoding.encod
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,16 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from data.schemas import ARTIST_FEATURES, EVAL_USERS, EXAMPLES, USER_DENSE_FIELDS, USER_SEQUENCES
+import pandas as pd
+
+from data.schemas import (
+    ARTIST_FEATURES,
+    EVAL_USERS,
+    EXAMPLES,
+    USER_DENSE_FIELDS,
+    USER_SEGMENT_FIELDS,
+    USER_SEQUENCES,
+)
 from training.encoding import (
     UserInputs,
     encode_dense,
@@ -94,6 +104,52 @@ def artist_side_tables(
     return tag_table, popularity
 
 
+POSITIVES = ("first", "all")
+
+
+def first_positive_mask(examples: pa.Table) -> np.ndarray:
+    """(E,) True where the row is its (user_key, artist_id) pair's earliest positive.
+
+    Evaluation asks for *new* artists (targets leave out everything engaged with before the
+    cutoff), while most positives are repeat streams of artists already in the history; the
+    first engagement is the example that looks like a target. Ties in ``event_ts`` keep file
+    order. Pass every split so a pair seen in an earlier window never counts as new later.
+    """
+    for col in ("user_key", "artist_id", "event_ts"):
+        if col not in examples.column_names:
+            raise ValueError(f"examples have no {col!r} column; found: {examples.column_names}")
+    frame = pd.DataFrame(
+        {
+            "user_key": examples.column("user_key").to_numpy(zero_copy_only=False),
+            "artist_id": examples.column("artist_id").to_numpy(zero_copy_only=False),
+            "ts": examples.column("event_ts").cast(pa.int64()).to_numpy(zero_copy_only=False),
+        }
+    )
+    order = np.argsort(frame["ts"].to_numpy(), kind="stable")  # (E,)
+    repeat = frame.iloc[order].duplicated(["user_key", "artist_id"], keep="first").to_numpy()
+    first = np.empty(len(frame), dtype=bool)
+    first[order] = ~repeat
+    return first
+
+
+def select_positives(examples: pa.Table, positives: str, repeat_weight: float) -> pa.Table:
+    """``positives="first"``: keep each pair's first engagement only; ``"all"``: keep every
+    positive, repeats' ``weight`` multiplied by ``repeat_weight`` (1.0 = unchanged)."""
+    if positives not in POSITIVES:
+        raise ValueError(f"positives must be one of {POSITIVES}, got {positives!r}")
+    if positives == "all" and repeat_weight == 1.0:
+        return examples
+    first = first_positive_mask(examples)
+    if positives == "first":
+        return examples.filter(pa.array(first))
+    if repeat_weight < 0:
+        raise ValueError(f"repeat_weight must be >= 0, got {repeat_weight}")
+    w = examples.column("weight").to_numpy(zero_copy_only=False).astype(np.float32)  # (E,)
+    w = np.where(first, w, w * np.float32(repeat_weight))
+    col = examples.column_names.index("weight")
+    return examples.set_column(col, "weight", pa.array(w, pa.float32()))
+
+
 def log_sampling_probability(artists: np.ndarray, n_artists: int) -> np.ndarray:
     """(A,) log of each artist's share of training examples (unseen artists get the floor)."""
     counts = np.bincount(artists, minlength=n_artists).astype(np.float64)
@@ -118,6 +174,9 @@ class LakeDataModule(pl.LightningDataModule):
         tags_per_artist: int = 8,
         max_train_examples: int | None = None,
         seed: int = 0,
+        positives: str = "all",
+        repeat_weight: float = 1.0,
+        segment_fields: Sequence[str] = USER_SEGMENT_FIELDS,
     ) -> None:
         super().__init__()
         self.features_dir = Path(features_dir)
@@ -126,6 +185,9 @@ class LakeDataModule(pl.LightningDataModule):
         self.tags_per_artist = tags_per_artist
         self.max_train_examples = max_train_examples
         self.seed = seed
+        self.positives = positives
+        self.repeat_weight = repeat_weight
+        self.segment_fields = tuple(segment_fields)
         self._ready = False
 
     def setup(self, stage: str | None = None) -> None:
@@ -133,6 +195,7 @@ class LakeDataModule(pl.LightningDataModule):
             return
         d = self.features_dir
         examples = _read(d / "examples.parquet", EXAMPLES)
+        examples = select_positives(examples, self.positives, self.repeat_weight)
         examples = examples.filter(pc.equal(examples.column("split"), "train"))
         if examples.num_rows == 0:
             raise ValueError(f"{d / 'examples.parquet'} has no rows with split == 'train'")
@@ -146,7 +209,7 @@ class LakeDataModule(pl.LightningDataModule):
             d / "artist_features.parquet",
             pa.schema([ARTIST_FEATURES.field(n) for n in ("artist_id", "tags", "popularity")]),
         )
-        self.vocabs = build_vocabs(self.artist_features, examples)
+        self.vocabs = build_vocabs(self.artist_features, examples, self.segment_fields)
         self.tag_table, self.popularity = artist_side_tables(
             self.artist_features, self.vocabs, self.tags_per_artist
         )

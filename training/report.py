@@ -45,7 +45,9 @@ def plot_recall_curves(result: dict[str, Any], path: Path) -> None:
 
 def plot_segments(result: dict[str, Any], path: Path, metric: str = "recall@20") -> None:
     fields = sorted({f for segs in result["segments"].values() for f in segs})
-    fig, axes = plt.subplots(len(fields), 1, figsize=(9, 2.6 * max(len(fields), 1)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(fields), 1, figsize=(9, 3.0 * max(len(fields), 1)), squeeze=False, layout="constrained"
+    )
     models = list(result["segments"])
     width = 0.8 / max(len(models), 1)
     for ax, field in zip(axes[:, 0], fields, strict=True):

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from data.schemas import USER_SEGMENT_FIELDS
 from models.losses import InBatchSoftmax
 from models.two_tower import TwoTower, TwoTowerConfig
 from tastemaker.atomic import write_bytes, write_json
@@ -81,7 +82,7 @@ def model_config(config: TrainConfig, dm: LakeDataModule) -> TwoTowerConfig:
         n_artists=len(dm.vocabs.artists),
         n_tags=len(dm.vocabs.tags),
         segment_cardinalities=tuple(len(v) for v in dm.vocabs.segments.values()),
-        n_dense=dm.eval_set.inputs.dense.shape[1],
+        n_dense=dm.eval_set.inputs.dense.shape[1] if config.user_features == "full" else 0,
         history_len=config.history_len,
         tags_per_artist=config.tags_per_artist,
         dim=config.dim,
@@ -95,6 +96,8 @@ def model_config(config: TrainConfig, dm: LakeDataModule) -> TwoTowerConfig:
 def train_two_tower(ws: Workspace, config: TrainConfig | None = None) -> Path:
     """Train on ``ws.features`` and return the new run dir."""
     config = config or TrainConfig()
+    if config.user_features not in ("full", "history"):
+        raise ValueError(f"user_features must be 'full' or 'history', got {config.user_features!r}")
     pl.seed_everything(config.seed, workers=True, verbose=False)
     dm = LakeDataModule(
         ws.features,
@@ -103,6 +106,9 @@ def train_two_tower(ws: Workspace, config: TrainConfig | None = None) -> Path:
         config.tags_per_artist,
         config.max_train_examples,
         config.seed,
+        positives=config.positives,
+        repeat_weight=config.repeat_weight,
+        segment_fields=USER_SEGMENT_FIELDS if config.user_features == "full" else (),
     )
     dm.setup("fit")
     mcfg = model_config(config, dm)
@@ -115,6 +121,7 @@ def train_two_tower(ws: Workspace, config: TrainConfig | None = None) -> Path:
         dm.eval_set,
         lr=config.lr,
         weight_decay=config.weight_decay,
+        uniform_negatives=config.uniform_negatives,
     )
     now = datetime.now(timezone.utc)
     run_id = (

@@ -23,5 +23,11 @@ class TrainConfig:
     pooling: str = "mean"  # measured on the demo world: mean 0.204 vs attention 0.184 val/recall@20
     item_dropout: float = 0.1
     tags_per_artist: int = 8
+    # "first": train on each (user, artist)'s first positive only (evaluation asks for new
+    # artists); "all": every positive, repeats weighted by ``repeat_weight``
+    positives: str = "first"
+    repeat_weight: float = 1.0
+    uniform_negatives: int = 0  # extra catalogue negatives per batch (mixed negative sampling)
+    user_features: str = "full"  # "full": history + segments + dense; "history": history only
     accelerator: str = "auto"
     seed: int = 0
