@@ -100,3 +100,45 @@ class InBatchSoftmax(nn.Module):
             extra_ids,
             extra_log_count,
         )
+
+
+def multinomial_softmax_loss(
+    user_vecs: torch.Tensor,  # (B, d)
+    artist_vecs: torch.Tensor,  # (A, d), every artist of the catalogue
+    targets: torch.Tensor,  # (B, A) bool: the artists each user must predict
+    temperature: torch.Tensor | float,
+    exclude: torch.Tensor | None = None,  # (B, A) bool: left out of the softmax (e.g. history)
+    bias: torch.Tensor | None = None,  # (A,) per-artist logit bias
+) -> torch.Tensor:
+    """Full-catalogue multinomial likelihood (Liang et al. 2018, "Variational Autoencoders for
+    Collaborative Filtering", Mult-DAE): one softmax over the whole catalogue per user, the
+    loss the mean negative log-probability of that user's target artists. No sampling, so no
+    logQ correction is needed; the catalogue must fit in one (B, A) matrix."""
+    logits = user_vecs @ artist_vecs.T / temperature  # (B, A)
+    if bias is not None:
+        logits = logits + bias.to(logits.dtype).unsqueeze(0)  # (B, A)
+    if exclude is not None:
+        logits = logits.masked_fill(exclude & ~targets, torch.finfo(logits.dtype).min)
+    log_p = torch.log_softmax(logits.float(), dim=1)  # (B, A)
+    t = targets.float()  # (B, A)
+    per_user = -(log_p * t).sum(1) / t.sum(1).clamp(min=1.0)  # (B,)
+    return per_user[t.sum(1) > 0].mean()
+
+
+def catalogue_softmax_loss(
+    user_vecs: torch.Tensor,  # (B, d)
+    catalogue_vecs: torch.Tensor,  # (A, d), row = vocab index
+    artist_ids: torch.Tensor,  # (B,) vocab index of each row's positive
+    temperature: torch.Tensor | float,
+    weights: torch.Tensor | None = None,  # (B,)
+    n_special: int = 2,  # leading vocab rows (<pad>, <unk>) that are never a class
+) -> torch.Tensor:
+    """Exact softmax over the whole catalogue (no sampling, so no logQ): affordable when the
+    catalogue is small (thousands), an auxiliary term next to the in-batch loss."""
+    logits = user_vecs @ catalogue_vecs.T / temperature  # (B, A)
+    special = torch.arange(n_special, device=logits.device)  # (n_special,)
+    logits = logits.index_fill(1, special, torch.finfo(logits.dtype).min)  # (B, A)
+    loss = F.cross_entropy(logits.float(), artist_ids, reduction="none")  # (B,)
+    if weights is None:
+        return loss.mean()
+    return (loss * weights).sum() / weights.sum().clamp(min=1e-12)

@@ -43,6 +43,8 @@ class TwoTowerConfig:
     pooling: str = "attention"  # "mean" | "attention" (mean + recency-aware attention)
     item_dropout: float = 0.0  # training only: drop history items (denoising)
     dropout: float = 0.0  # MLP dropout
+    use_dense: bool = True  # False: the dense input keeps its (B, n_dense) shape but is ignored
+    artist_mlp: bool = True  # False: artist vector = id embedding + tag bag (needs embed_dim == dim)
 
 
 def _mlp(n_in: int, hidden: int, n_out: int, dropout: float) -> nn.Sequential:
@@ -74,7 +76,7 @@ class UserTower(nn.Module):
         n_in = (
             n_pool * config.embed_dim
             + len(config.segment_cardinalities) * config.segment_dim
-            + config.n_dense
+            + (config.n_dense if config.use_dense else 0)
         )
         self.mlp = _mlp(n_in, config.hidden, config.dim, config.dropout)
 
@@ -102,7 +104,7 @@ class UserTower(nn.Module):
         parts = [self.pool_history(history)]
         for i, table in enumerate(self.segment_embeddings):
             parts.append(table(segments[:, i]))  # (B, s)
-        if self.config.n_dense:
+        if self.config.n_dense and self.config.use_dense:
             parts.append(dense.to(parts[0].dtype))  # (B, D)
         x = torch.cat(parts, dim=1)  # (B, n_in)
         return F.normalize(self.mlp(x), dim=-1)  # (B, d)
@@ -130,7 +132,12 @@ class ArtistTower(nn.Module):
         self.tag_embedding = nn.Embedding(config.n_tags, config.embed_dim, padding_idx=0)
         self.register_buffer("tag_table", tag_table.long())
         self.register_buffer("popularity", popularity.float())
-        self.mlp = _mlp(2 * config.embed_dim + 1, config.hidden, config.dim, config.dropout)
+        if not config.artist_mlp and config.embed_dim != config.dim:
+            raise ValueError(
+                f"artist_mlp=False needs embed_dim == dim, got {config.embed_dim} != {config.dim}"
+            )
+        if config.artist_mlp:
+            self.mlp = _mlp(2 * config.embed_dim + 1, config.hidden, config.dim, config.dropout)
 
     def forward(self, artists: torch.Tensor) -> torch.Tensor:
         ids = self.artist_embedding(artists)  # (B, e)
@@ -140,6 +147,8 @@ class ArtistTower(nn.Module):
         tag_bag = (tag_emb * tag_w.unsqueeze(-1)).sum(1) / tag_w.sum(1, keepdim=True).clamp(
             min=1.0
         )  # (B, e)
+        if not self.config.artist_mlp:
+            return F.normalize(ids + tag_bag, dim=-1)  # (B, d)
         pop = self.popularity[artists].unsqueeze(-1).to(ids.dtype)  # (B, 1)
         x = torch.cat([ids, tag_bag, pop], dim=1)  # (B, 2e + 1)
         return F.normalize(self.mlp(x), dim=-1)  # (B, d)
