@@ -44,7 +44,9 @@ class TwoTowerConfig:
     item_dropout: float = 0.0  # training only: drop history items (denoising)
     dropout: float = 0.0  # MLP dropout
     use_dense: bool = True  # False: the dense input keeps its (B, n_dense) shape but is ignored
-    artist_mlp: bool = True  # False: artist vector = id embedding + tag bag (needs embed_dim == dim)
+    artist_mlp: bool = (
+        True  # False: artist vector = id embedding + tag bag (needs embed_dim == dim)
+    )
 
 
 def _mlp(n_in: int, hidden: int, n_out: int, dropout: float) -> nn.Sequential:

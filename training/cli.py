@@ -26,6 +26,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dim", type=int, default=defaults.dim)
     p.add_argument("--history-len", type=int, default=defaults.history_len)
     p.add_argument("--pooling", choices=("mean", "attention"), default=defaults.pooling)
+    p.add_argument("--positives", choices=("first", "all"), default=defaults.positives)
+    p.add_argument(
+        "--user-features", choices=("history", "segments", "full"), default=defaults.user_features
+    )
+    p.add_argument(
+        "--refit",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.refit,
+        help="after picking the epoch count on valid, retrain on train + valid",
+    )
     p.add_argument("--max-train-examples", type=int, default=defaults.max_train_examples)
     p.add_argument("--accelerator", default=defaults.accelerator, help="auto | cpu | gpu")
     p.add_argument("--seed", type=int, default=defaults.seed)
@@ -62,6 +72,9 @@ def _train(args: argparse.Namespace) -> int:
         dim=args.dim,
         history_len=args.history_len,
         pooling=args.pooling,
+        positives=args.positives,
+        user_features=args.user_features,
+        refit=args.refit,
         max_train_examples=args.max_train_examples,
         accelerator=args.accelerator,
         seed=args.seed,

@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
-
-import pandas as pd
 
 from data.schemas import (
     ARTIST_FEATURES,
@@ -177,6 +176,7 @@ class LakeDataModule(pl.LightningDataModule):
         positives: str = "all",
         repeat_weight: float = 1.0,
         segment_fields: Sequence[str] = USER_SEGMENT_FIELDS,
+        train_splits: Sequence[str] = ("train",),
     ) -> None:
         super().__init__()
         self.features_dir = Path(features_dir)
@@ -188,6 +188,7 @@ class LakeDataModule(pl.LightningDataModule):
         self.positives = positives
         self.repeat_weight = repeat_weight
         self.segment_fields = tuple(segment_fields)
+        self.train_splits = tuple(train_splits)
         self._ready = False
 
     def setup(self, stage: str | None = None) -> None:
@@ -196,9 +197,11 @@ class LakeDataModule(pl.LightningDataModule):
         d = self.features_dir
         examples = _read(d / "examples.parquet", EXAMPLES)
         examples = select_positives(examples, self.positives, self.repeat_weight)
-        examples = examples.filter(pc.equal(examples.column("split"), "train"))
+        examples = examples.filter(pc.is_in(examples.column("split"), pa.array(self.train_splits)))
         if examples.num_rows == 0:
-            raise ValueError(f"{d / 'examples.parquet'} has no rows with split == 'train'")
+            raise ValueError(
+                f"{d / 'examples.parquet'} has no rows with split in {self.train_splits}"
+            )
         if self.max_train_examples and examples.num_rows > self.max_train_examples:
             keep = np.random.default_rng(self.seed).choice(
                 examples.num_rows, self.max_train_examples, replace=False

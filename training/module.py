@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from models.losses import InBatchSoftmax
+from models.losses import InBatchSoftmax, catalogue_softmax_loss
 from models.two_tower import ArtistTower, UserTower
 from training.datamodule import EvalSet
 from training.metrics import ranking_metrics
@@ -58,6 +58,7 @@ class TwoTowerModule(pl.LightningModule):
         weight_decay: float = 0.0,
         eval_k: int = 100,
         uniform_negatives: int = 0,  # M catalogue artists per batch as extra negatives
+        catalogue_weight: float = 0.0,  # weight of an exact full-catalogue softmax term
     ) -> None:
         super().__init__()
         self.user_tower = user_tower
@@ -71,6 +72,7 @@ class TwoTowerModule(pl.LightningModule):
         self.weight_decay = weight_decay
         self.eval_k = eval_k
         self.uniform_negatives = uniform_negatives
+        self.catalogue_weight = catalogue_weight
         self._val_vecs: list[torch.Tensor] = []
         self.val_history: list[dict[str, float]] = []
 
@@ -93,6 +95,11 @@ class TwoTowerModule(pl.LightningModule):
             extra_ids,
             math.log(max(self.uniform_negatives, 1) / max(n_real, 1)),
         )
+        if self.catalogue_weight:
+            catalogue = self.artist_tower.all_vectors()  # (A, d)
+            loss = loss + self.catalogue_weight * catalogue_softmax_loss(
+                users, catalogue, batch["artist"], self.loss.temperature, batch.get("weight")
+            )
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss is {loss.item()} at step {self.global_step}")
         self.log("train/loss", loss, prog_bar=True, batch_size=len(users))

@@ -33,6 +33,7 @@ from training.train_config import TrainConfig
 __all__ = ["TrainConfig", "train_two_tower"]
 
 log = logging.getLogger("tastemaker.training")
+USER_FEATURE_SETS = ("history", "segments", "full")  # what the user tower reads besides ids
 FEATURE_FILES = (
     "examples.parquet",
     "sequences.parquet",
@@ -82,7 +83,8 @@ def model_config(config: TrainConfig, dm: LakeDataModule) -> TwoTowerConfig:
         n_artists=len(dm.vocabs.artists),
         n_tags=len(dm.vocabs.tags),
         segment_cardinalities=tuple(len(v) for v in dm.vocabs.segments.values()),
-        n_dense=dm.eval_set.inputs.dense.shape[1] if config.user_features == "full" else 0,
+        n_dense=dm.eval_set.inputs.dense.shape[1],  # kept in the input contract either way
+        use_dense=config.user_features == "full",
         history_len=config.history_len,
         tags_per_artist=config.tags_per_artist,
         dim=config.dim,
@@ -93,14 +95,9 @@ def model_config(config: TrainConfig, dm: LakeDataModule) -> TwoTowerConfig:
     )
 
 
-def train_two_tower(ws: Workspace, config: TrainConfig | None = None) -> Path:
-    """Train on ``ws.features`` and return the new run dir."""
-    config = config or TrainConfig()
-    if config.user_features not in ("full", "history"):
-        raise ValueError(f"user_features must be 'full' or 'history', got {config.user_features!r}")
-    pl.seed_everything(config.seed, workers=True, verbose=False)
+def _datamodule(config: TrainConfig, features: Path, splits: tuple[str, ...]) -> LakeDataModule:
     dm = LakeDataModule(
-        ws.features,
+        features,
         config.history_len,
         config.batch_size,
         config.tags_per_artist,
@@ -108,9 +105,14 @@ def train_two_tower(ws: Workspace, config: TrainConfig | None = None) -> Path:
         config.seed,
         positives=config.positives,
         repeat_weight=config.repeat_weight,
-        segment_fields=USER_SEGMENT_FIELDS if config.user_features == "full" else (),
+        segment_fields=() if config.user_features == "history" else USER_SEGMENT_FIELDS,
+        train_splits=splits,
     )
     dm.setup("fit")
+    return dm
+
+
+def _module(config: TrainConfig, dm: LakeDataModule) -> tuple[TwoTowerModule, TwoTowerConfig]:
     mcfg = model_config(config, dm)
     model = TwoTower(mcfg, torch.from_numpy(dm.tag_table), torch.from_numpy(dm.popularity))
     module = TwoTowerModule(
@@ -122,7 +124,36 @@ def train_two_tower(ws: Workspace, config: TrainConfig | None = None) -> Path:
         lr=config.lr,
         weight_decay=config.weight_decay,
         uniform_negatives=config.uniform_negatives,
+        catalogue_weight=config.catalogue_weight,
     )
+    return module, mcfg
+
+
+def _refit(
+    config: TrainConfig, ws: Workspace, epochs: int, run_dir: Path
+) -> tuple[LakeDataModule, TwoTowerConfig]:
+    """Retrain from scratch on train + valid for the selected number of epochs; the result
+    replaces ``checkpoint.ckpt`` (its validation numbers would be in-sample, so none are kept)."""
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    dm = _datamodule(config, ws.features, ("train", "valid"))
+    module, mcfg = _module(config, dm)
+    trainer = make_trainer(epochs, config.accelerator, None, str(run_dir), False, validate=False)
+    log.info("refit on train + valid for %d epochs (%d examples)", epochs, len(dm.train.artists))
+    trainer.fit(module, datamodule=dm)
+    trainer.save_checkpoint(run_dir / "checkpoint.ckpt")
+    return dm, mcfg
+
+
+def train_two_tower(ws: Workspace, config: TrainConfig | None = None) -> Path:
+    """Train on ``ws.features`` and return the new run dir."""
+    config = config or TrainConfig()
+    if config.user_features not in USER_FEATURE_SETS:
+        raise ValueError(
+            f"user_features must be one of {USER_FEATURE_SETS}, got {config.user_features!r}"
+        )
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    dm = _datamodule(config, ws.features, ("train",))
+    module, mcfg = _module(config, dm)
     now = datetime.now(timezone.utc)
     run_id = (
         now.strftime("%Y%m%dT%H%M%SZ")
@@ -146,6 +177,9 @@ def train_two_tower(ws: Workspace, config: TrainConfig | None = None) -> Path:
     shutil.move(ckpt.best_model_path, run_dir / "checkpoint.ckpt")
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     best = max(module.val_history, key=lambda m: m[MONITOR])
+    report = _report(run_id, config, module, best, dm)
+    if config.refit:
+        dm, mcfg = _refit(config, ws, best["epoch"] + 1, run_dir)
     write_json(
         run_dir / "config.json",
         {
@@ -156,9 +190,12 @@ def train_two_tower(ws: Workspace, config: TrainConfig | None = None) -> Path:
         },
     )
     write_json(run_dir / "vocab.json", dm.vocabs.to_json())
-    write_json(run_dir / "metrics.json", {"validation": best, "history": module.val_history})
+    write_json(
+        run_dir / "metrics.json",
+        {"validation": best, "history": module.val_history, "refit": config.refit},
+    )
     write_json(run_dir / "lineage.json", lineage(ws.features))
-    write_bytes(run_dir / "report.md", _report(run_id, config, module, best, dm).encode())
+    write_bytes(run_dir / "report.md", report.encode())
     log.info("run %s: best %s = %.4f at epoch %d", run_id, MONITOR, best[MONITOR], best["epoch"])
     return run_dir
 

@@ -1,14 +1,18 @@
+import dataclasses
 import json
+from datetime import datetime, timezone
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+import torch
 from two_tower_world import PER_GROUP, SEEN, build_world, eval_users, group_of
 
+from models.losses import catalogue_softmax_loss
 from tastemaker.workspace import Workspace
-from training.datamodule import LakeDataModule
+from training.datamodule import LakeDataModule, first_positive_mask, select_positives
 from training.encoding import encode_users
 from training.inference import load_scorer
 from training.train import TrainConfig, train_two_tower
@@ -24,6 +28,7 @@ TINY = TrainConfig(
     hidden=32,
     accelerator="cpu",
     max_train_examples=None,
+    positives="all",  # the block world's signal is in repeat streams of 8 artists per user
 )
 
 
@@ -115,3 +120,81 @@ def test_missing_feature_file_is_named(tmp_path):
     dm = LakeDataModule(tmp_path, history_len=5, batch_size=4)
     with pytest.raises(FileNotFoundError, match="examples.parquet"):
         dm.setup("fit")
+
+
+def _pairs(rows: list[tuple[str, str, int, str]]) -> pa.Table:
+    return pa.table(
+        {
+            "split": [r[3] for r in rows],
+            "user_key": [r[0] for r in rows],
+            "artist_id": [r[1] for r in rows],
+            "event_ts": pa.array(
+                [datetime.fromtimestamp(r[2], timezone.utc) for r in rows],
+                pa.timestamp("ms", "UTC"),
+            ),
+            "weight": pa.array([1.0] * len(rows), pa.float32()),
+        }
+    )
+
+
+def test_first_positive_is_the_earliest_event_of_each_pair_across_splits():
+    table = _pairs(
+        [
+            ("u1", "a", 50, "valid"),  # repeat: u1/a was first engaged at t=10 in train
+            ("u1", "a", 10, "train"),
+            ("u2", "a", 30, "train"),  # another user's first engagement with the same artist
+            ("u1", "b", 20, "train"),
+            ("u1", "b", 20, "train"),  # same instant: file order decides, one stays
+            ("u1", "c", 60, "test"),
+        ]
+    )
+    assert first_positive_mask(table).tolist() == [False, True, True, True, False, True]
+    assert select_positives(table, "first", 1.0).num_rows == 4
+    reweighted = select_positives(table, "all", 0.25)
+    assert reweighted["weight"].to_pylist() == [0.25, 1.0, 1.0, 1.0, 0.25, 1.0]
+    with pytest.raises(ValueError, match="positives"):
+        select_positives(table, "newest", 1.0)
+
+
+def test_datamodule_keeps_one_example_per_user_artist_pair(tmp_path):
+    ws = build_world(Workspace(tmp_path))
+    ex = pq.read_table(ws.features / "examples.parquet")
+    n_pairs = len(set(zip(ex["user_key"].to_pylist(), ex["artist_id"].to_pylist(), strict=True)))
+    every = LakeDataModule(ws.features, history_len=6, batch_size=4, positives="all")
+    first = LakeDataModule(ws.features, history_len=6, batch_size=4, positives="first")
+    every.setup("fit")
+    first.setup("fit")
+    assert len(every.train.artists) == ex.num_rows > n_pairs
+    assert len(first.train.artists) == n_pairs
+
+
+def test_catalogue_softmax_equals_cross_entropy_over_real_artists():
+    g = torch.Generator().manual_seed(0)
+    users = torch.nn.functional.normalize(torch.randn(5, 4, generator=g), dim=-1)  # (B, d)
+    catalogue = torch.nn.functional.normalize(torch.randn(9, 4, generator=g), dim=-1)  # (A, d)
+    targets = torch.tensor([2, 3, 8, 2, 5])  # (B,)
+    expected = torch.nn.functional.cross_entropy(users @ catalogue[2:].T / 0.1, targets - 2)
+    got = catalogue_softmax_loss(users, catalogue, targets, 0.1)
+    torch.testing.assert_close(got, expected)
+    weights = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0])
+    first_only = torch.nn.functional.cross_entropy(
+        users[:1] @ catalogue[2:].T / 0.1, targets[:1] - 2
+    )
+    torch.testing.assert_close(
+        catalogue_softmax_loss(users, catalogue, targets, 0.1, weights), first_only
+    )
+
+
+@pytest.mark.slow
+def test_history_only_refit_run_scores_users(tmp_path):
+    ws = build_world(Workspace(tmp_path))
+    cfg = dataclasses.replace(
+        TINY, epochs=2, refit=True, user_features="history", catalogue_weight=0.5
+    )
+    run = train_two_tower(ws, cfg)
+    model = json.loads((run / "config.json").read_text())["model"]
+    assert model["segment_cardinalities"] == [] and model["use_dense"] is False
+    assert json.loads((run / "metrics.json").read_text())["refit"] is True
+    users = eval_users(ws)
+    scores = load_scorer(run).score_users(users)
+    assert scores.shape[0] == users.num_rows and np.isfinite(scores).all()
