@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -60,7 +61,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("ingest", help="raw events -> validated Parquet lake")
     p.add_argument("--source", help="object store URL (default: workspace raw/), e.g. s3://b/raw")
-    p.add_argument("--accounts", help="account table URL (default: workspace SQLite)")
+    p.add_argument(
+        "--accounts-url",
+        "--accounts",
+        dest="accounts",
+        default=os.environ.get("TASTEMAKER_ACCOUNTS_URL"),
+        help="account table URL (default: $TASTEMAKER_ACCOUNTS_URL, else the workspace SQLite)",
+    )
     p.set_defaults(func=_ingest)
 
     for name, func, text in (
