@@ -23,6 +23,26 @@ RAW_OPTIONAL_FIELDS = (
     "device",
 )
 
+# The raw contract as Arrow parses it: ids are strings, epoch/int fields integers, client_ts
+# an ISO-8601 string normalised later (data.validate). Unknown fields are ignored here.
+RAW_PARSE_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("event_type", pa.string()),
+        ("user_id", pa.string()),
+        ("artist_id", pa.string()),
+        ("track_id", pa.string()),
+        ("request_id", pa.string()),
+        ("position", pa.int32()),
+        ("ms_played", pa.int64()),
+        ("track_duration_ms", pa.int64()),
+        ("client_ts", pa.string()),
+        ("server_ts", pa.int64()),
+        ("country", pa.string()),
+        ("device", pa.string()),
+    ]
+)
+
 # --- lake: every accepted event once, user ids pseudonymised ---------------------------------
 LAKE_EVENTS = pa.schema(
     [
