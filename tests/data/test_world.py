@@ -135,7 +135,10 @@ def test_users_streams_concentrate_in_their_genres(world: Workspace):
         if sum(g.values()) >= 10
     ]
     chance = sum(c for _, c in overall.most_common(2)) / sum(overall.values())
-    assert np.mean(share) > chance + 0.2
+    # users close most of the gap between the catalogue-wide top-2 share and full
+    # concentration; relative, because the overall genre mix differs with the demographics
+    # source (LFM-1b table or the built-in fallback)
+    assert (np.mean(share) - chance) / (1 - chance) > 0.4
     hits = total = 0
     seen = {u: set() for u in before}
     for e in events:

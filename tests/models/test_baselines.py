@@ -80,7 +80,7 @@ def test_state_round_trip_gives_identical_recommendations(name):
 
 @pytest.mark.hetrec
 @pytest.mark.slow
-def test_hetrec_reference_numbers():
+def test_hetrec_reference_numbers(hetrec_path):  # the fixture skips when the data is absent
     from benchmarks.hetrec import REFERENCE, hetrec_table
 
     rows = hetrec_table(models=("popular", "itemknn", "als"))
