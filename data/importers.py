@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data.schemas import ARTISTS, INTERACTIONS
+from data.splits import holdout_mask
 
 log = logging.getLogger("tastemaker.data")
 HETREC_FILES = ("user_artists.dat", "artists.dat", "tags.dat", "user_taggedartists.dat")
@@ -212,20 +213,12 @@ def holdout_split(
 ) -> tuple[pa.Table, pa.Table]:
     """Per-user random holdout: ``round(test_frac × n)`` of each user's rows go to test.
 
-    Users with a single row stay entirely in train. Seeded and order-independent of the
-    input's row order within a user only through the seed (same input -> same split).
+    The rule is :func:`data.splits.holdout_mask` (every user keeps at least one row), the
+    one the evaluation protocol uses too. Same input and seed, same split.
     """
-    if not 0.0 < test_frac < 1.0:
-        raise ValueError(f"test_frac must be in (0, 1); got {test_frac}")
     users = table["user_id"].to_numpy(zero_copy_only=False)
-    codes, sizes = np.unique(users, return_inverse=True, return_counts=True)[1:]
-    rng = np.random.default_rng(seed)
-    order = np.lexsort((rng.random(len(users)), codes))  # shuffle within each user
-    rank = np.empty(len(users), dtype=np.int64)
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    rank[order] = np.arange(len(users)) - starts[codes[order]]
-    n_test = np.where(sizes > 1, np.floor(sizes * test_frac + 0.5), 0).astype(np.int64)
-    test = rank < n_test[codes]
+    codes = np.unique(users, return_inverse=True)[1]
+    test = holdout_mask(codes, test_frac, seed)
     return table.filter(pa.array(~test)), table.filter(pa.array(test))
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from data.splits import holdout_mask
 from models.base import Interactions
 
 
@@ -30,19 +31,11 @@ def random_holdout(
     Users keep at least one training artist; a user with a single artist has no test set.
     The same ``seed`` gives the same split.
     """
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     m = interactions.matrix.tocsr().copy()
     m.sum_duplicates()
     n_users = m.shape[0]
-    counts = np.diff(m.indptr)  # (U,)
-    rows = np.repeat(np.arange(n_users), counts)  # (nnz,)
-    rng = np.random.default_rng(seed)
-    order = np.lexsort((rng.random(m.nnz), rows))  # shuffled within each row
-    rank = np.empty(m.nnz, np.int64)
-    rank[order] = np.arange(m.nnz) - np.repeat(m.indptr[:-1], counts)
-    n_test = np.minimum(np.floor(test_fraction * counts + 0.5).astype(np.int64), counts - 1)
-    is_test = rank < n_test[rows]
+    rows = np.repeat(np.arange(n_users), np.diff(m.indptr))  # (nnz,)
+    is_test = holdout_mask(rows, test_fraction, seed)
     train = sp.csr_matrix((m.data[~is_test], (rows[~is_test], m.indices[~is_test])), shape=m.shape)
     test_cols = m.indices[is_test]
     test_rows = rows[is_test]
