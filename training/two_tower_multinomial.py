@@ -22,6 +22,7 @@ from torch import nn
 
 from models.losses import multinomial_softmax_loss
 from models.two_tower import ArtistTower, UserTower
+from training.encoding import order_bag
 
 OFFSET = 2  # artist column c is vocab index c + 2 (0 = <pad>, 1 = <unk>)
 
@@ -64,13 +65,7 @@ class UserBatches:
 
     def _ordered(self, pos: np.ndarray, keep: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """(B, L) vocab indices of the kept items: most recent first, or a random bag order."""
-        key = rng.random(pos.shape) if self.recency is None else -self.recency[pos]  # (B, M)
-        key = np.where(keep, key, np.inf)
-        order = np.argsort(key, axis=1, kind="stable")[:, : self.history_len]  # (B, L)
-        hist = np.take_along_axis(np.where(keep, self.items[pos], 0), order, axis=1)
-        if hist.shape[1] < self.history_len:
-            hist = np.pad(hist, ((0, 0), (0, self.history_len - hist.shape[1])))
-        return hist.astype(np.int64)
+        return order_bag(self.items, pos, keep, self.recency, self.history_len, rng)
 
     def histories(
         self, users: np.ndarray, drop: np.ndarray | None, rng: np.random.Generator

@@ -25,6 +25,7 @@ from models.base import Interactions, ModelFitError
 from models.losses import InBatchSoftmax
 from models.two_tower import TwoTower, TwoTowerConfig
 from training.datamodule import log_sampling_probability
+from training.encoding import order_bag
 from training.module import TwoTowerModule, make_trainer
 from training.two_tower_multinomial import MultinomialModule, UserBatches
 from training.vocab import Vocab
@@ -111,14 +112,7 @@ class _PairBatches:
         if drop is not None:
             valid &= j[None, :] != drop[:, None]
         pos = np.where(valid, self.indptr[users][:, None] + j[None, :], 0)  # (B, M)
-        # (B, M) sort keys: random bag order, or most recent first
-        key = rng.random(pos.shape) if self.recency is None else -self.recency[pos]
-        key = np.where(valid, key, np.inf)
-        order = np.argsort(key, axis=1, kind="stable")[:, : self.history_len]  # (B, L)
-        hist = np.take_along_axis(np.where(valid, self.items[pos], 0), order, axis=1)
-        if hist.shape[1] < self.history_len:
-            hist = np.pad(hist, ((0, 0), (0, self.history_len - hist.shape[1])))
-        return hist.astype(np.int64)
+        return order_bag(self.items, pos, valid, self.recency, self.history_len, rng)
 
     def batch(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
         users = self.user[rows]
