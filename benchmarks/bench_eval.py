@@ -2,7 +2,7 @@
 
 Scores come from random 32-d factors (a matrix product per block, as every model does);
 each user has 20 seen artists (excluded) and 5 targets. The vectorised path is
-``models.topk.blocked_top_k`` + ``training.metrics.ranking_metrics``; the loop path scores,
+``models.topk.blocked_top_k`` + ``evaluation.metrics.ranking_metrics``; the loop path scores,
 excludes, argsorts and intersects one user at a time. The loop is timed on a sample of users
 in the same run and scaled to all users (its cost is linear in users).
 Run: ``.venv/bin/python -m benchmarks.bench_eval [--quick]``.
@@ -16,8 +16,9 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
+from evaluation.metrics import ranking_metrics
 from models.topk import blocked_top_k
-from training.metrics import ranking_metrics
+from models.topk_torch import partition_torch
 
 COMMAND = ".venv/bin/python -m benchmarks.bench_eval"
 
@@ -41,7 +42,9 @@ def _world(n_users: int, n_artists: int, seed: int = 0):
 
 def vectorised(users, artists, seen, targets, k=100) -> tuple[float, float]:
     start = time.perf_counter()
-    idx, _ = blocked_top_k(lambda r: users[r] @ artists.T, np.arange(len(users)), k, seen, 2048)
+    idx, _ = blocked_top_k(
+        lambda r: users[r] @ artists.T, np.arange(len(users)), k, seen, 2048, partition_torch
+    )
     recall = ranking_metrics(idx, targets, ks=(20,))["recall@20"]
     return time.perf_counter() - start, recall
 

@@ -21,7 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-DAY_MS = 86_400_000
+from core.constants import DAY_MS
+
 START_MS = 1_709_251_200_000  # 2024-03-01T00:00Z
 TYPES = np.array(["impression", "click", "stream", "follow", "unfollow"], dtype=object)
 TYPE_P = [0.45, 0.08, 0.42, 0.04, 0.01]
@@ -97,8 +98,8 @@ def make_lake(root: Path, n_users: int, n_events: int, days: int = 35, seed: int
 
 
 def _child(root: str) -> None:
-    from data.features import build_features
-    from tastemaker.workspace import Workspace
+    from core.workspace import Workspace
+    from data.features.build import build_features
 
     started, cpu = time.perf_counter(), time.process_time()
     summary = build_features(Workspace(Path(root)))
@@ -131,7 +132,7 @@ def main(quick: bool = False) -> str:
     rows = [measure(*s) for s in sizes]
     small, big = rows[0], rows[-1]
     lines = [
-        "## Feature build (`data.features.build_features`)",
+        "## Feature build (`data.features.build.build_features`)",
         "",
         f"Command: `{COMMAND}{' --quick' if quick else ''}`. Synthetic lake (numpy, 35 days, "
         "power-law users and artists); the build runs in a fresh process, peak = its ru_maxrss. "

@@ -142,10 +142,10 @@ def _child(kind: str, root: Path) -> dict:
     if kind == "ingest":
         import pyarrow as pa
 
-        from data.ingest import ingest_store
-        from data.objectstore import ObjectStore
-        from data.validate import Lookups
-        from tastemaker.workspace import Workspace
+        from core.workspace import Workspace
+        from data.ingest.job import ingest_store
+        from data.ingest.objectstore import ObjectStore
+        from data.ingest.validate import Lookups
 
         users = pa.array([f"u{i:07d}" for i in range(N_USERS)])
         artists = pa.array([f"a{i:07d}" for i in range(N_ARTISTS)])

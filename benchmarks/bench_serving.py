@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from serving.settings import Settings
+from core.settings import Settings
 
 N_ARTISTS, DIM, K = 20_000, 64, 10
 FETCH = K + 112  # what the core asks FAISS for: k + excluded (110) + pad/unk
@@ -108,7 +108,7 @@ def _users(
 
 def main(quick: bool = False) -> str:
     os.environ.setdefault("TASTEMAKER_DEMO", "1")  # synthetic users only: the demo key is fine
-    from data.online_store import open_online_store
+    from data.features.online_store import open_online_store
     from data.pii import pseudonym_key
     from index import IndexSpec
     from serving.recommender import Recommender

@@ -21,9 +21,9 @@ import pandas as pd
 import pytorch_lightning as pl
 import scipy.sparse as sp
 
+from evaluation.metrics import ranking_metrics
+from evaluation.protocols import random_holdout
 from models.base import Interactions
-from training.metrics import ranking_metrics
-from training.protocols import random_holdout
 from training.two_tower_recommender import TwoTowerRecConfig, TwoTowerRecommender
 
 log = logging.getLogger("tastemaker.benchmarks")

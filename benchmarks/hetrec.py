@@ -1,6 +1,6 @@
 """The published HetRec Last.fm-2K table, reproduced with one command.
 
-Protocol: per-user random 80/20 holdout (seed 0, ``training.protocols.random_holdout``),
+Protocol: per-user random 80/20 holdout (seed 0, ``evaluation.protocols.random_holdout``),
 full ranking over all 17,632 artists, training artists excluded, Recall@20 = hits / |test|.
 Run: ``.venv/bin/python -m benchmarks.hetrec`` (``--quick``: without EASE and two-tower).
 """
@@ -15,10 +15,10 @@ import numpy as np
 
 from data.datasets import hetrec_dir
 from data.importers import import_hetrec
-from training.byod import interactions_from_table
-from training.metrics import ranking_metrics
-from training.protocols import random_holdout
-from training.registry import make_recommender
+from evaluation.metrics import ranking_metrics
+from evaluation.protocols import random_holdout
+from evaluation.registry import make_recommender
+from evaluation.runs import interactions_from_table
 
 COMMAND = ".venv/bin/python -m benchmarks.hetrec"
 REFERENCE = {"random": 0.001, "popular": 0.101, "itemknn": 0.249, "ease": 0.274, "als": 0.281}

@@ -20,7 +20,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tastemaker.atomic import write_bytes
+from core.atomic import write_bytes
 
 AREAS = ("ingest", "features", "eval", "serving", "hetrec")
 HERE = Path(__file__).resolve().parent

@@ -24,11 +24,11 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 import pyarrow as pa
 
+from core.atomic import write_table
+from core.workspace import Workspace
 from data import geo
 from data.pii import age_group, age_on, normalise_gender, pseudonym_key, pseudonymise
 from data.schemas import USERS
-from tastemaker.atomic import write_table
-from tastemaker.workspace import Workspace
 
 log = logging.getLogger("tastemaker.data")
 

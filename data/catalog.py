@@ -9,9 +9,9 @@ from datetime import datetime, timezone
 import orjson
 import pyarrow as pa
 
+from core.atomic import write_table
+from core.workspace import Workspace
 from data.schemas import ARTISTS
-from tastemaker.atomic import write_table
-from tastemaker.workspace import Workspace
 
 log = logging.getLogger("tastemaker.data")
 CATALOG_FILE = "artists.jsonl.gz"

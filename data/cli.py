@@ -1,27 +1,12 @@
-"""``tastemaker world`` and ``tastemaker import``: make a synthetic world, bring real data in."""
+"""``tastemaker import``: bring a real data set in as interactions + artists."""
 
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
-
-ACCOUNTS_URL_ENV = "TASTEMAKER_ACCOUNTS_URL"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    world = sub.add_parser("world", help="generate a seeded synthetic world into the workspace")
-    world.add_argument("--preset", choices=("demo", "tiny"), default="demo")
-    world.add_argument("--seed", type=int, default=0)
-    world.add_argument("--users", type=int, default=None, help="override the preset's user count")
-    world.add_argument(
-        "--accounts-url",
-        default=os.environ.get(ACCOUNTS_URL_ENV),
-        help=f"account table (sqlite:///path or postgresql://...; default ${ACCOUNTS_URL_ENV}, "
-        "else <workspace>/pii/accounts.sqlite)",
-    )
-    world.set_defaults(func=_world)
-
     imp = sub.add_parser("import", help="import a real data set as interactions + artists")
     kinds = imp.add_subparsers(dest="dataset", required=True, metavar="DATASET")
     het = kinds.add_parser("hetrec", help="HetRec 2011 Last.fm 2K (user_artists, artists, tags)")
@@ -41,21 +26,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     het.add_argument("--test-frac", type=float, default=0.2)
     het.set_defaults(func=_import_hetrec)
-
-
-def _world(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from data.world import WorldConfig, generate_world
-
-    config = WorldConfig.preset(args.preset, seed=args.seed)
-    if args.users is not None:
-        config = dataclasses.replace(config, n_users=args.users)
-    summary = generate_world(args.ws, config, accounts_url=args.accounts_url)
-    print(f"world ({args.preset}, seed {args.seed}) written to {args.ws.root}")
-    for key, value in summary.items():
-        print(f"  {key:>26}: {value}")
-    return 0
 
 
 def _import_hetrec(args: argparse.Namespace) -> int:

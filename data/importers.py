@@ -224,7 +224,7 @@ def holdout_split(
 
 def write_interactions(table: pa.Table, path: str | os.PathLike[str]) -> None:
     """Write an ``INTERACTIONS`` table as ``.parquet`` or ``.tsv`` (by suffix), atomically."""
-    from tastemaker.atomic import atomic_path, write_table
+    from core.atomic import atomic_path, write_table
 
     path = Path(path)
     if path.suffix == ".parquet":
@@ -238,7 +238,7 @@ def write_interactions(table: pa.Table, path: str | os.PathLike[str]) -> None:
 
 def write_artists(table: pa.Table, path: str | os.PathLike[str]) -> None:
     """Write an ``ARTISTS`` table as ``.parquet`` or ``.tsv`` (tags joined with ``|``)."""
-    from tastemaker.atomic import atomic_path, write_table
+    from core.atomic import atomic_path, write_table
 
     path = Path(path)
     if path.suffix == ".parquet":

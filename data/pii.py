@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 from datetime import date
 
+from core.settings import Settings
 from data.schemas import AGE_GROUPS, GENDERS
 
 DEMO_KEY = "tastemaker-demo-key-not-secret"
@@ -24,14 +24,15 @@ class PseudonymKeyError(RuntimeError):
     """Raised when the pseudonymisation secret is missing outside demo mode."""
 
 
-def pseudonym_key() -> bytes:
-    """The HMAC secret from ``$TASTEMAKER_PSEUDONYM_KEY``.
+def pseudonym_key(settings: Settings | None = None) -> bytes:
+    """The HMAC secret of ``settings`` (default: read now from ``$TASTEMAKER_PSEUDONYM_KEY``).
 
     Outside demo mode (``TASTEMAKER_DEMO=1``) the built-in demo key is refused, so a real
     deployment can never silently pseudonymise with a public key.
     """
-    key = os.environ.get(KEY_ENV)
-    demo = os.environ.get(DEMO_ENV, "") == "1"
+    settings = settings if settings is not None else Settings()
+    key = settings.pseudonym_key.get_secret_value() if settings.pseudonym_key else None
+    demo = settings.demo
     if key and (key != DEMO_KEY or demo):
         return key.encode()
     if demo:

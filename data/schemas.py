@@ -24,7 +24,7 @@ RAW_OPTIONAL_FIELDS = (
 )
 
 # The raw contract as Arrow parses it: ids are strings, epoch/int fields integers, client_ts
-# an ISO-8601 string normalised later (data.validate). Unknown fields are ignored here.
+# an ISO-8601 string normalised later (data.ingest.validate). Unknown fields are ignored here.
 RAW_PARSE_SCHEMA = pa.schema(
     [
         ("event_id", pa.string()),
@@ -55,7 +55,7 @@ LAKE_EVENTS = pa.schema(
         ("position", pa.int32()),
         ("ms_played", pa.int64()),
         ("track_duration_ms", pa.int64()),
-        ("event_ts", TS),  # event time in UTC (client_ts normalised; see data.ingest skew rule)
+        ("event_ts", TS),  # event time in UTC (client_ts normalised; see data.ingest.job skew rule)
         ("server_ts", TS),
         ("country", pa.string()),
         ("device", pa.string()),

@@ -1,5 +1,5 @@
 """The per-user random holdout rule, shared by the importer's train/test files and the
-evaluation protocol (``training.protocols.random_holdout``) so both split the same way."""
+evaluation protocol (``evaluation.protocols.random_holdout``) so both split the same way."""
 
 from __future__ import annotations
 

@@ -21,11 +21,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tastemaker.atomic import write_bytes
+from core.atomic import write_bytes
 
 log = logging.getLogger("tastemaker.index")
 
 MANIFEST = "manifest.json"
+# the files a serving bundle holds (docs/CONTRACTS.md "Bundle"); named here once
+USER_TOWER_FILE = "user_tower.onnx"
+ARTIST_INDEX_FILE = "artists.faiss"
+VOCAB_FILE = "vocab.json"
+ARTISTS_FILE = "artists.parquet"
+TRENDING_FILE = "trending.json"
+SERVING_FILES = (USER_TOWER_FILE, ARTIST_INDEX_FILE, VOCAB_FILE, ARTISTS_FILE, TRENDING_FILE)
 CURRENT = "CURRENT"
 DEFAULT_KEEP = 3
 _CHUNK = 1 << 20

@@ -19,7 +19,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from tastemaker.atomic import write_bytes
+from core.atomic import write_bytes
 
 log = logging.getLogger("tastemaker.index")
 

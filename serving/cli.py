@@ -28,8 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from core.settings import Settings
     from serving.app import create_app
-    from serving.settings import Settings
 
     overrides: dict[str, Any] = {"workspace": args.ws.root}
     if args.bundle is not None:

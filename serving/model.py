@@ -16,12 +16,22 @@ import numpy as np
 import onnxruntime as ort
 import pyarrow.parquet as pq
 
-from index import ArtistIndex, Bundle, CorruptBundleError
-from serving.features import UNK_INDEX, FeatureEncoder
+from core.constants import UNK_INDEX
+from data.features.encoding import FeatureEncoder
+from index import (
+    ARTIST_INDEX_FILE,
+    ARTISTS_FILE,
+    SERVING_FILES,
+    TRENDING_FILE,
+    USER_TOWER_FILE,
+    VOCAB_FILE,
+    ArtistIndex,
+    Bundle,
+    CorruptBundleError,
+)
 
 log = logging.getLogger("tastemaker.serving")
 
-FILES = ("user_tower.onnx", "artists.faiss", "vocab.json", "artists.parquet", "trending.json")
 INPUTS = ("history", "segments", "dense")
 
 
@@ -51,8 +61,8 @@ class ServingModel:
 
     @classmethod
     def _load(cls, bundle: Bundle, onnx_threads: int, faiss_threads: int | None) -> ServingModel:
-        paths = {name: bundle.file(name) for name in FILES}
-        vocab = json.loads(paths["vocab.json"].read_text())
+        paths = {name: bundle.file(name) for name in SERVING_FILES}
+        vocab = json.loads(paths[VOCAB_FILE].read_text())
         if "model" not in bundle.manifest:
             raise ValueError("manifest.json has no 'model' section (history_len, fields, dim)")
         encoder = FeatureEncoder.from_bundle(vocab, bundle.manifest["model"])
@@ -61,7 +71,7 @@ class ServingModel:
         options.intra_op_num_threads = onnx_threads
         options.inter_op_num_threads = 1
         session = ort.InferenceSession(
-            str(paths["user_tower.onnx"]), options, providers=["CPUExecutionProvider"]
+            str(paths[USER_TOWER_FILE]), options, providers=["CPUExecutionProvider"]
         )
         names_in = {i.name for i in session.get_inputs()}
         if names_in != set(INPUTS):
@@ -69,7 +79,7 @@ class ServingModel:
                 f"user_tower.onnx inputs are {sorted(names_in)}; expected {list(INPUTS)}"
             )
 
-        index = ArtistIndex.load(paths["artists.faiss"], search_threads=faiss_threads)
+        index = ArtistIndex.load(paths[ARTIST_INDEX_FILE], search_threads=faiss_threads)
         probe = session.run(None, encoder.encode([{}]))[0]  # (1, d)
         if probe.shape != (1, index.dim):
             raise ValueError(
@@ -84,14 +94,14 @@ class ServingModel:
         artist_vectors = np.zeros((n_vocab, index.dim), dtype=np.float32)  # (V, d)
         artist_vectors[ids] = vecs
 
-        table = pq.read_table(paths["artists.parquet"], columns=["artist_id", "name"])
+        table = pq.read_table(paths[ARTISTS_FILE], columns=["artist_id", "name"])
         names = {
             a: (n or a)
             for a, n in zip(
                 table.column("artist_id").to_pylist(), table.column("name").to_pylist(), strict=True
             )
         }
-        trending = json.loads(paths["trending.json"].read_text())
+        trending = json.loads(paths[TRENDING_FILE].read_text())
         known = encoder.is_known
         model = cls(
             version=bundle.version,

@@ -15,8 +15,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from core.constants import UNK_INDEX
 from data.pii import pseudonymise
-from serving.features import UNK_INDEX, OnlineStore
+from serving.features import OnlineStore
 from serving.model import ServingModel
 from serving.reload import ModelHolder
 

@@ -18,9 +18,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core.constants import PAD, UNK
 from data.schemas import ARTIST_FEATURES, USER_DENSE_FIELDS, USER_SEGMENT_FIELDS
-from index import IndexSpec, build_index, publish_bundle
-from serving.features import PAD, UNK
+from index import (
+    ARTIST_INDEX_FILE,
+    ARTISTS_FILE,
+    TRENDING_FILE,
+    USER_TOWER_FILE,
+    VOCAB_FILE,
+    IndexSpec,
+    build_index,
+    publish_bundle,
+)
 
 SEGMENT_VALUES = {
     "age_group": ["18-24", "25-34", "unknown"],
@@ -156,11 +165,11 @@ def bundle_files(
     trending = trending or {"global": ids[: min(50, len(ids))], "by_segment": {}}
     vocab = {"artists": [PAD, UNK, *ids], "tags": [PAD, UNK], "segments": segments}
     files = {
-        "user_tower.onnx": onnx_bytes,
-        "artists.faiss": index.to_bytes(),
-        "vocab.json": json.dumps(vocab).encode(),
-        "artists.parquet": sink.getvalue().to_pybytes(),
-        "trending.json": json.dumps(trending).encode(),
+        USER_TOWER_FILE: onnx_bytes,
+        ARTIST_INDEX_FILE: index.to_bytes(),
+        VOCAB_FILE: json.dumps(vocab).encode(),
+        ARTISTS_FILE: sink.getvalue().to_pybytes(),
+        TRENDING_FILE: json.dumps(trending).encode(),
     }
     manifest = {
         "run_id": f"synthetic-{spec.seed}",

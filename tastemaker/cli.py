@@ -13,21 +13,18 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from tastemaker.workspace import Workspace
+from core.workspace import Workspace
 
 COMMAND_MODULES = (
-    "data.cli",  # world, import
-    "data.ingest_cli",  # ingest, publish, subscribe
-    "data.features_cli",  # features
-    "training.cli",  # train, export
-    "training.eval_cli",  # evaluate, recommend, compare
+    "world.cli",  # world
+    "data.cli",  # import
+    "data.ingest.cli",  # ingest, publish, subscribe
+    "data.features.cli",  # features
+    "training.cli",  # train, export (and registers the two-tower with evaluation)
+    "evaluation.cli",  # evaluate, recommend, compare
     "serving.cli",  # serve
     "tastemaker.demo",  # demo: every stage on the default world, then serve
 )
-
-
-class CommandError(RuntimeError):
-    """A job failed for a reason the user can act on; printed without a traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.ws = Workspace.from_env(args.workspace).ensure()
     try:
         return int(args.func(args) or 0)
-    except (CommandError, ValueError, FileNotFoundError, ConnectionError, RuntimeError) as exc:
+    except (ValueError, FileNotFoundError, ConnectionError, RuntimeError) as exc:
         if args.verbose:
             raise
         print(f"tastemaker {args.command}: error: {exc}", file=sys.stderr)

@@ -42,12 +42,12 @@ def _timed(name: str, fn: Callable[[], Any], timings: dict[str, float]) -> Any:
 
 def run_pipeline(ws: Any, preset: str = "demo", seed: int = 7) -> dict[str, Any]:
     """Run stages 1-6 on a fresh world in ``ws``; returns paths, metrics and timings."""
-    from data.features import FeatureConfig, build_features
-    from data.ingest import run_ingest
-    from data.world import WorldConfig, generate_world
-    from training.evaluate import evaluate_temporal
+    from data.features.build import FeatureConfig, build_features
+    from data.ingest.job import run_ingest
+    from evaluation.evaluate import evaluate_temporal
     from training.export import export_bundle
     from training.train import TrainConfig, train_two_tower
+    from world.generate import WorldConfig, generate_world
 
     world_cfg = WorldConfig.preset(preset, seed)
     train_cfg = TrainConfig() if preset == "demo" else TrainConfig(epochs=3, batch_size=256)

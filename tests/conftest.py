@@ -1,7 +1,7 @@
 """Fixtures shared by every package's tests (keep this file small).
 
 * ``tiny_world`` — a freshly generated ``WorldConfig.tiny()`` world (seed 0) in ``tmp_path``,
-  returned as the :class:`~tastemaker.workspace.Workspace` (raw events, catalogue, SQLite
+  returned as the :class:`~core.workspace.Workspace` (raw events, catalogue, SQLite
   account table, ``raw/world.json``). About a second.
 * ``demo_mode`` — ``TASTEMAKER_DEMO=1`` for one test, so ``data.pii.pseudonym_key()`` gives
   the public demo key.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tastemaker.workspace import Workspace
+from core.workspace import Workspace
 
 POSTGRES_URL = os.environ.get(
     "TASTEMAKER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -30,7 +30,7 @@ REDIS_URL = os.environ.get("TASTEMAKER_TEST_REDIS_URL", "redis://127.0.0.1:6379/
 
 @pytest.fixture
 def tiny_world(tmp_path: Path) -> Workspace:
-    from data.world import WorldConfig, generate_world
+    from world.generate import WorldConfig, generate_world
 
     ws = Workspace(tmp_path / "ws").ensure()
     generate_world(ws, WorldConfig.tiny(seed=0))

@@ -9,18 +9,18 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
+from core.workspace import Workspace
 from data.accounts import default_accounts_url, open_accounts
-from data.online_store import open_online_store
+from data.features.online_store import open_online_store
 from data.pii import pseudonym_key, pseudonymise
-from tastemaker.workspace import Workspace
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def client(pipeline):
+    from core.settings import Settings
     from serving.app import create_app
-    from serving.settings import Settings
 
     ws, _ = pipeline
     with TestClient(create_app(Settings(workspace=ws.root, reload_interval_s=0))) as c:

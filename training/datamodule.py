@@ -2,9 +2,9 @@
 
 Training examples (``examples.parquet``, split "train") carry an offset ``hist_end`` into the
 user's oldest-first stream sequence (``sequences.parquet``); a batch's history is gathered
-from that sequence at batch time with :func:`training.encoding.gather_history`, so no
+from that sequence at batch time with :func:`data.features.encoding.gather_history`, so no
 per-example history is ever materialised and none can leak the future. Validation users come
-from ``eval.parquet`` split "valid", encoded with :func:`training.encoding.encode_users`.
+from ``eval.parquet`` split "valid", encoded with :func:`data.features.encoding.encode_users`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,15 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from core.constants import UNK_INDEX
+from data.features.encoding import (
+    UserInputs,
+    encode_dense,
+    encode_segments,
+    encode_users,
+    gather_history,
+)
+from data.features.vocab import FeatureVocabs, Vocab, build_vocabs
 from data.schemas import (
     ARTIST_FEATURES,
     EVAL_USERS,
@@ -31,14 +40,6 @@ from data.schemas import (
     USER_SEGMENT_FIELDS,
     USER_SEQUENCES,
 )
-from training.encoding import (
-    UserInputs,
-    encode_dense,
-    encode_segments,
-    encode_users,
-    gather_history,
-)
-from training.vocab import UNK_INDEX, FeatureVocabs, Vocab, build_vocabs
 
 log = logging.getLogger("tastemaker.training")
 

@@ -17,10 +17,18 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
+from core.constants import N_SPECIAL
+from core.workspace import Workspace
 from data.schemas import ARTIST_FEATURES, TRENDING, USER_DENSE_FIELDS
-from index.bundle import publish_bundle
+from index.bundle import (
+    ARTIST_INDEX_FILE,
+    ARTISTS_FILE,
+    TRENDING_FILE,
+    USER_TOWER_FILE,
+    VOCAB_FILE,
+    publish_bundle,
+)
 from index.faiss_index import IndexSpec, build_index
-from tastemaker.workspace import Workspace
 from training.inference import LoadedRun, load_run
 
 log = logging.getLogger("tastemaker.training")
@@ -97,18 +105,11 @@ def _trending_json(ws: Workspace) -> dict:
     return out
 
 
-def latest_run(ws: Workspace) -> Path:
-    runs = sorted(p for p in ws.runs.glob("*") if (p / "checkpoint.ckpt").exists())
-    if not runs:
-        raise FileNotFoundError(f"no trained run in {ws.runs}; run `tastemaker train` first")
-    return runs[-1]
-
-
 def export_bundle(
     ws: Workspace, run_dir: str | Path | None = None, spec: IndexSpec | None = None
 ) -> Path:
     """Export ``run_dir`` (default: the latest run) as a new bundle; return its folder."""
-    run_dir = Path(run_dir) if run_dir else latest_run(ws)
+    run_dir = Path(run_dir) if run_dir else ws.latest_run()
     run = load_run(run_dir)
     metrics = (
         json.loads((run_dir / "metrics.json").read_text())
@@ -120,22 +121,22 @@ def export_bundle(
         raise FileNotFoundError(f"{artist_features} not found; run `tastemaker features` first")
     with torch.no_grad():
         vectors = run.model.artist_tower.all_vectors().numpy().astype(np.float32)  # (A, d)
-    ids = np.arange(2, len(vectors), dtype=np.int64)  # FAISS id = vocab index; no specials
-    index = build_index(vectors[2:], spec or IndexSpec(kind="flat", metric="ip"), ids=ids)
+    ids = np.arange(N_SPECIAL, len(vectors), dtype=np.int64)  # FAISS id = vocab index; no specials
+    index = build_index(vectors[N_SPECIAL:], spec or IndexSpec(kind="flat", metric="ip"), ids=ids)
     catalogue = pq.read_table(artist_features).select(ARTIST_FEATURES.names)
     in_vocab = pc.is_in(catalogue.column("artist_id"), value_set=_vocab_array(run))
     catalogue = catalogue.filter(in_vocab)
     with tempfile.TemporaryDirectory(prefix="tastemaker-export-") as tmp:
         tmp_dir = Path(tmp)
-        diff = export_user_tower(run, tmp_dir / "user_tower.onnx")
-        index.save(tmp_dir / "artists.faiss")
-        pq.write_table(catalogue, tmp_dir / "artists.parquet", compression="zstd")
+        diff = export_user_tower(run, tmp_dir / USER_TOWER_FILE)
+        index.save(tmp_dir / ARTIST_INDEX_FILE)
+        pq.write_table(catalogue, tmp_dir / ARTISTS_FILE, compression="zstd")
         files = {
-            "user_tower.onnx": tmp_dir / "user_tower.onnx",
-            "artists.faiss": tmp_dir / "artists.faiss",
-            "artists.parquet": tmp_dir / "artists.parquet",
-            "vocab.json": json.dumps(run.vocabs.to_json(), sort_keys=True).encode(),
-            "trending.json": json.dumps(_trending_json(ws), sort_keys=True).encode(),
+            USER_TOWER_FILE: tmp_dir / USER_TOWER_FILE,
+            ARTIST_INDEX_FILE: tmp_dir / ARTIST_INDEX_FILE,
+            ARTISTS_FILE: tmp_dir / ARTISTS_FILE,
+            VOCAB_FILE: json.dumps(run.vocabs.to_json(), sort_keys=True).encode(),
+            TRENDING_FILE: json.dumps(_trending_json(ws), sort_keys=True).encode(),
         }
         manifest = {
             "run_id": run.run_id,
@@ -158,4 +159,4 @@ def export_bundle(
 def _vocab_array(run: LoadedRun):
     import pyarrow as pa
 
-    return pa.array(run.vocabs.artists.tokens[2:], pa.string())
+    return pa.array(run.vocabs.artists.tokens[N_SPECIAL:], pa.string())

@@ -10,11 +10,10 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from core.constants import N_SPECIAL
+from data.features.encoding import encode_users
+from data.features.vocab import FeatureVocabs
 from models.two_tower import TwoTower, TwoTowerConfig
-from training.encoding import encode_users
-from training.vocab import FeatureVocabs
-
-_SPECIALS = 2  # vocab indices 0/1 (<pad>/<unk>) are never scored
 
 
 @dataclass(frozen=True)
@@ -52,9 +51,9 @@ class TwoTowerScorer:
 
     def __init__(self, run: LoadedRun) -> None:
         self.run = run
-        self.artist_ids = np.asarray(run.vocabs.artists.tokens[_SPECIALS:], dtype=object)  # (A,)
+        self.artist_ids = np.asarray(run.vocabs.artists.tokens[N_SPECIAL:], dtype=object)  # (A,)
         with torch.no_grad():
-            self._artist_vecs = run.model.artist_tower.all_vectors()[_SPECIALS:]  # (A, d)
+            self._artist_vecs = run.model.artist_tower.all_vectors()[N_SPECIAL:]  # (A, d)
 
     @torch.no_grad()
     def user_vectors(self, users: pa.Table) -> np.ndarray:

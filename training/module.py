@@ -3,47 +3,26 @@
 It is shared by the lake training job (``training.train``) and the bring-your-own-data
 recommender (``training.two_tower_recommender``); only the data modules differ. Validation
 ranks the full catalogue for every validation user, leaves out what they have seen, and scores
-the top-K with :func:`training.metrics.ranking_metrics` (the one metric implementation).
+the top-K with :func:`evaluation.metrics.ranking_metrics` (the one metric implementation).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from core.constants import N_SPECIAL, PAD_INDEX, UNK_INDEX
+from evaluation.metrics import ranking_metrics
 from models.losses import InBatchSoftmax, catalogue_softmax_loss
+from models.topk_torch import top_k_vectors
 from models.two_tower import ArtistTower, UserTower
 from training.datamodule import EvalSet
-from training.metrics import ranking_metrics
-from training.vocab import PAD_INDEX, UNK_INDEX
 
 MONITOR = "val/recall@20"
-
-
-def top_k(
-    user_vecs: torch.Tensor,  # (U, d)
-    artist_vecs: torch.Tensor,  # (A, d), row = vocab index
-    seen: Sequence[np.ndarray] | None,
-    k: int,
-    chunk: int = 2048,
-) -> np.ndarray:
-    """(U, k) vocab indices, best first; specials and each user's ``seen`` never returned."""
-    out = []
-    for s in range(0, len(user_vecs), chunk):
-        scores = user_vecs[s : s + chunk].float() @ artist_vecs.float().T  # (u, A)
-        scores[:, [PAD_INDEX, UNK_INDEX]] = -torch.inf
-        if seen is not None:
-            for i, idx in enumerate(seen[s : s + chunk]):
-                idx = idx[idx >= 0]
-                if len(idx):
-                    scores[i, torch.from_numpy(idx)] = -torch.inf
-        out.append(torch.topk(scores, k, dim=1).indices.cpu().numpy())  # (u, k)
-    return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
 
 
 class TwoTowerModule(pl.LightningModule):
@@ -81,9 +60,11 @@ class TwoTowerModule(pl.LightningModule):
         artists = self.artist_tower(batch["artist"])  # (B, d)
         log_q = self.log_q[batch["artist"]] if self.use_log_q else None  # (B,)
         extra_ids = extra = None
-        n_real = self.artist_tower.config.n_artists - 2  # never <pad>/<unk>
+        n_real = self.artist_tower.config.n_artists - N_SPECIAL  # never <pad>/<unk>
         if self.uniform_negatives:
-            extra_ids = torch.randint(2, n_real + 2, (self.uniform_negatives,), device=users.device)
+            extra_ids = torch.randint(
+                N_SPECIAL, n_real + N_SPECIAL, (self.uniform_negatives,), device=users.device
+            )
             extra = self.artist_tower(extra_ids)  # (M, d)
         loss = self.loss(
             users,
@@ -116,8 +97,8 @@ class TwoTowerModule(pl.LightningModule):
         users = torch.cat(self._val_vecs)  # (U, d)
         self._val_vecs.clear()
         artists = self.artist_tower.all_vectors()  # (A, d)
-        k = min(self.eval_k, artists.shape[0] - 2)
-        topk = top_k(users, artists, self.eval_set.seen, k)
+        k = min(self.eval_k, artists.shape[0] - N_SPECIAL)
+        topk = top_k_vectors(users, artists, self.eval_set.seen, k, never=(PAD_INDEX, UNK_INDEX))
         metrics = {f"val/{m}": v for m, v in ranking_metrics(topk, self.eval_set.targets).items()}
         self.val_history.append({"epoch": self.current_epoch, **metrics})
         self.log_dict(metrics, prog_bar=False)

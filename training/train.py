@@ -21,11 +21,11 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from core.atomic import write_bytes, write_json
+from core.workspace import Workspace
 from data.schemas import USER_SEGMENT_FIELDS
 from models.losses import InBatchSoftmax
 from models.two_tower import TwoTower, TwoTowerConfig
-from tastemaker.atomic import write_bytes, write_json
-from tastemaker.workspace import Workspace
 from training.datamodule import LakeDataModule
 from training.module import MONITOR, TwoTowerModule, make_trainer
 from training.train_config import TrainConfig
@@ -196,6 +196,7 @@ def train_two_tower(ws: Workspace, config: TrainConfig | None = None) -> Path:
     )
     write_json(run_dir / "lineage.json", lineage(ws.features))
     write_bytes(run_dir / "report.md", report.encode())
+    ws.set_latest_run(run_dir)  # last: a run only becomes "the latest" once it is complete
     log.info("run %s: best %s = %.4f at epoch %d", run_id, MONITOR, best[MONITOR], best["epoch"])
     return run_dir
 

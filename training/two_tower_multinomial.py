@@ -20,11 +20,10 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from core.constants import N_SPECIAL
+from data.features.encoding import order_bag
 from models.losses import multinomial_softmax_loss
 from models.two_tower import ArtistTower, UserTower
-from training.encoding import order_bag
-
-OFFSET = 2  # artist column c is vocab index c + 2 (0 = <pad>, 1 = <unk>)
 
 
 class UserBatches:
@@ -43,9 +42,9 @@ class UserBatches:
         if not 0.0 < lo <= hi < 1.0:
             raise ValueError(f"target_fraction must satisfy 0 < lo <= hi < 1, got {lo, hi}")
         self.indptr = matrix.indptr.astype(np.int64)
-        self.items = matrix.indices.astype(np.int64) + OFFSET  # (N,) vocab indices
+        self.items = matrix.indices.astype(np.int64) + N_SPECIAL  # (N,) vocab indices
         self.lengths = np.diff(self.indptr)  # (U,)
-        self.n_vocab = matrix.shape[1] + OFFSET
+        self.n_vocab = matrix.shape[1] + N_SPECIAL
         self.recency = None if order is None else order.data.astype(np.float64)
         self.max_len = max(int(self.lengths.max()) if len(self.lengths) else 0, 1)
         self.history_len = history_len
@@ -145,7 +144,7 @@ class MultinomialModule(pl.LightningModule):
         artists = self.artist_tower.all_vectors()  # (A, d)
         exclude = batch["seen"] if self.exclude_history else torch.zeros_like(batch["seen"])
         exclude = exclude.clone()
-        exclude[:, :OFFSET] = True  # <pad>, <unk> are never an answer
+        exclude[:, :N_SPECIAL] = True  # <pad>, <unk> are never an answer
         loss = multinomial_softmax_loss(
             users, artists, batch["targets"], self.temperature, exclude, self.bias
         )

@@ -21,17 +21,19 @@ import scipy.sparse as sp
 import torch
 from torch.utils.data import DataLoader
 
+from core.constants import N_SPECIAL
+from data.features.encoding import order_bag
+from data.features.vocab import Vocab
 from models.base import Interactions, ModelFitError
 from models.losses import InBatchSoftmax
+from models.topk import top_k
+from models.topk_torch import partition_torch
 from models.two_tower import TwoTower, TwoTowerConfig
 from training.datamodule import log_sampling_probability
-from training.encoding import order_bag
 from training.module import TwoTowerModule, make_trainer
 from training.two_tower_multinomial import MultinomialModule, UserBatches
-from training.vocab import Vocab
 
 log = logging.getLogger("tastemaker.training")
-_OFFSET = 2  # artist column c is vocab index c + 2 (0 = <pad>, 1 = <unk>)
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ class TwoTowerRecConfig:
     of the training split (``benchmarks.bench_two_tower_hetrec --val``)."""
 
     model: TwoTowerConfig = TwoTowerConfig(
-        n_artists=2,
+        n_artists=N_SPECIAL,
         history_len=50,
         pooling="mean",
         item_dropout=0.5,
@@ -83,7 +85,7 @@ class _PairBatches:
         seed: int,
     ) -> None:
         self.indptr = matrix.indptr.astype(np.int64)
-        self.items = matrix.indices.astype(np.int64) + _OFFSET  # (N,) vocab indices
+        self.items = matrix.indices.astype(np.int64) + N_SPECIAL  # (N,) vocab indices
         lengths = np.diff(self.indptr)
         self.user = np.repeat(np.arange(matrix.shape[0]), lengths)  # (N,) example -> user
         self.pos_in_user = np.arange(len(self.items)) - self.indptr[self.user]  # (N,)
@@ -140,7 +142,7 @@ class TwoTowerRecommender:
     def _artist_tables(
         self, inter: Interactions, tags_per_artist: int
     ) -> tuple[Vocab, np.ndarray, np.ndarray]:
-        n = len(inter.artist_ids) + _OFFSET
+        n = len(inter.artist_ids) + N_SPECIAL
         tags_of = self.artist_tags or {}
         tag_vocab = Vocab.build(
             (t for a in inter.artist_ids for t in tags_of.get(str(a), ())), min_count=2
@@ -148,9 +150,9 @@ class TwoTowerRecommender:
         tag_table = np.zeros((n, tags_per_artist), dtype=np.int64)
         for c, a in enumerate(inter.artist_ids):
             enc = [i for i in tag_vocab.encode(list(tags_of.get(str(a), ()))) if i > 1]
-            tag_table[c + _OFFSET, : min(len(enc), tags_per_artist)] = enc[:tags_per_artist]
+            tag_table[c + N_SPECIAL, : min(len(enc), tags_per_artist)] = enc[:tags_per_artist]
         counts = np.zeros(n, dtype=np.float32)
-        counts[_OFFSET:] = np.diff(inter.matrix.tocsc().indptr)
+        counts[N_SPECIAL:] = np.diff(inter.matrix.tocsc().indptr)
         popularity = np.log1p(counts) / max(np.log1p(counts).max(), 1e-6)
         return tag_vocab, tag_table, popularity.astype(np.float32)
 
@@ -183,7 +185,7 @@ class TwoTowerRecommender:
         )
         mcfg = replace(
             cfg.model,
-            n_artists=len(interactions.artist_ids) + _OFFSET,
+            n_artists=len(interactions.artist_ids) + N_SPECIAL,
             n_tags=len(tag_vocab),
             segment_cardinalities=tuple(len(v) for v in self.segment_vocabs.values()),
             n_dense=0,
@@ -258,23 +260,10 @@ class TwoTowerRecommender:
         self, user_rows: np.ndarray, k: int, exclude_seen: bool = True
     ) -> tuple[np.ndarray, np.ndarray]:
         users = self.user_vectors(user_rows)  # (U, d)
-        artists = self.model.artist_tower.all_vectors()[_OFFSET:]  # (A, d)
+        artists = self.model.artist_tower.all_vectors()[N_SPECIAL:]  # (A, d)
         if isinstance(self._module, MultinomialModule):
             scores = self._module.scores(users, artists).numpy()  # (U, A)
         else:
             scores = (users @ artists.T).numpy()  # (U, A)
-        if exclude_seen:
-            seen = self._matrix[np.asarray(user_rows).reshape(-1)]
-            r, c = seen.nonzero()
-            scores[r, c] = -np.inf
-        k_eff = min(k, scores.shape[1])
-        part = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]  # (U, k)
-        part_scores = np.take_along_axis(scores, part, axis=1)
-        order = np.argsort(-part_scores, axis=1, kind="stable")
-        ids = np.take_along_axis(part, order, axis=1)
-        top = np.take_along_axis(part_scores, order, axis=1)
-        ids = np.where(np.isfinite(top), ids, -1)
-        if k_eff < k:
-            ids = np.pad(ids, ((0, 0), (0, k - k_eff)), constant_values=-1)
-            top = np.pad(top, ((0, 0), (0, k - k_eff)), constant_values=-np.inf)
-        return ids.astype(np.int64), top.astype(np.float32)
+        exclude = self._matrix[np.asarray(user_rows).reshape(-1)] if exclude_seen else None
+        return top_k(scores, k, exclude, partition_torch)

@@ -7,9 +7,9 @@ from datetime import datetime, timedelta, timezone
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.atomic import write_table
+from core.workspace import Workspace
 from data.schemas import ARTISTS, LAKE_EVENTS, USERS
-from tastemaker.atomic import write_table
-from tastemaker.workspace import Workspace
 
 T0 = datetime(2024, 3, 1, tzinfo=timezone.utc)  # day 0, midnight UTC
 

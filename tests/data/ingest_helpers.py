@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from data.validate import Lookups
+from data.ingest.validate import Lookups
 
 USERS = [f"user-{i}" for i in range(20)]
 DELETED = ["user-gone"]

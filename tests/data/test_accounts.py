@@ -5,10 +5,10 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
+from core.workspace import Workspace
 from data.accounts import MIGRATIONS, open_accounts, publish_user_view, redact_url
 from data.schemas import USERS
-from data.world import WorldConfig, generate_world
-from tastemaker.workspace import Workspace
+from world.generate import WorldConfig, generate_world
 
 ROWS = [
     # Berlin; dirty gender; 30 on 2024-06-01

@@ -1,4 +1,4 @@
-"""Each documented bad-input rule of data.features, on a lake that breaks it on purpose."""
+"""Each documented bad-input rule of data.features.build, on a lake that breaks it on purpose."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import pyarrow.parquet as pq
 import pytest
 from features_lake import artists_table, at, ev, events_table, users_table, write_lake
 
-from data.features import FeatureConfig, build_features, user_features_at
-from data.features_events import build_event_log
+from core.workspace import Workspace
+from data.features.build import FeatureConfig, build_features, user_features_at
+from data.features.events import build_event_log
 from data.schemas import LAKE_EVENTS
-from tastemaker.workspace import Workspace
 
 USERS = users_table(
     [("u1", "18-24", "m", "SE", "Stockholm", at(-60)), ("idle", "55+", "f", "FR", "IDF", at(-90))]

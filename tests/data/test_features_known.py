@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 from features_lake import artists_table, at, ev, events_table, users_table, write_lake
 
-from data.features import FeatureConfig, build_features, user_features_at
-from tastemaker.workspace import Workspace
+from core.workspace import Workspace
+from data.features.build import FeatureConfig, build_features, user_features_at
 
 USERS = users_table(
     [

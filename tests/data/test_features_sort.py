@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data.features_sort import (
+from data.features.sort import (
     distinct_per_group,
     first_rows,
     lex_order,

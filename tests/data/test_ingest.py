@@ -10,11 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 from ingest_helpers import BASE, BREAKERS, KEY, NOW, good_event, line, lookups, write_object
 
-from data.ingest import Counts, IngestInvariantError, ingest_store
-from data.objectstore import ObjectStore
-from data.parse import parse_object
+from core.workspace import Workspace
+from data.ingest.job import Counts, IngestInvariantError, ingest_store
+from data.ingest.objectstore import ObjectStore
+from data.ingest.parse import parse_object
 from data.pii import pseudonymise
-from tastemaker.workspace import Workspace
 
 
 def run(ws: Workspace) -> dict:
@@ -151,9 +151,9 @@ def test_fast_and_line_by_line_parsing_agree():
 
 @pytest.mark.slow
 def test_ingest_cli_on_the_tiny_world(tmp_path, monkeypatch, capsys):
-    from data.ingest_cli import main
-    from data.world import generate_world
-    from data.world_config import WorldConfig
+    from data.ingest.cli import main
+    from world.config import WorldConfig
+    from world.generate import generate_world
 
     monkeypatch.setenv("TASTEMAKER_DEMO", "1")
     ws = Workspace(tmp_path)

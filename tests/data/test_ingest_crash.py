@@ -21,9 +21,9 @@ import sys
 sys.path[:0] = [{str(ROOT)!r}, {str(HERE)!r}]
 from pathlib import Path
 from ingest_helpers import KEY, NOW, lookups
-from data.ingest import ingest_store
-from data.objectstore import ObjectStore
-from tastemaker.workspace import Workspace
+from data.ingest.job import ingest_store
+from data.ingest.objectstore import ObjectStore
+from core.workspace import Workspace
 ws = Workspace(Path(sys.argv[1]))
 ingest_store(ws, ObjectStore(ws.raw), lookups(), key=KEY, now=NOW)
 """

@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 from ingest_helpers import BREAKERS, KEY, NOW, good_event, line, lookups, write_object
 
-from data.ingest import ingest_store
-from data.objectstore import ObjectStore
-from tastemaker.workspace import Workspace
+from core.workspace import Workspace
+from data.ingest.job import ingest_store
+from data.ingest.objectstore import ObjectStore
 
 N_BROKEN, N_GOOD, N_RESENT, N_OBJECTS = 10_200, 4_000, 300, 6
 

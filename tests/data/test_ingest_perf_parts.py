@@ -10,8 +10,8 @@ import pyarrow as pa
 import pytest
 from ingest_helpers import good_event, line
 
-from data.ingest_ops import Pseudonyms, decompress, first_occurrences
-from data.parse import parse_object
+from data.ingest.ops import Pseudonyms, decompress, first_occurrences
+from data.ingest.parse import parse_object
 from data.pii import pseudonymise
 
 
@@ -57,9 +57,9 @@ def test_parsed_lines_are_verbatim_with_and_without_final_newline():
 def test_objects_with_no_good_rows_or_no_lines(tmp_path):
     from ingest_helpers import KEY, NOW, lookups, write_object
 
-    from data.ingest import ingest_store
-    from data.objectstore import ObjectStore
-    from tastemaker.workspace import Workspace
+    from core.workspace import Workspace
+    from data.ingest.job import ingest_store
+    from data.ingest.objectstore import ObjectStore
 
     ws = Workspace(tmp_path)
     write_object(tmp_path, "dt=2025-03-01/empty.jsonl.gz", [])

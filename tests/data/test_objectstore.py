@@ -8,9 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 from ingest_helpers import KEY, NOW, good_event, line, lookups, write_object
 
-from data.ingest import ingest_store
-from data.objectstore import ObjectStore, redact_url
-from tastemaker.workspace import Workspace
+from core.workspace import Workspace
+from data.ingest.job import ingest_store
+from data.ingest.objectstore import ObjectStore, redact_url
 
 
 def _contract(store: ObjectStore) -> None:

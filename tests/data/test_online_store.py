@@ -13,11 +13,11 @@ import pytest
 from features_lake import at, events_table, write_lake
 from test_features_leakage import random_lake
 
-import data.online_store as online_store
-from data.features import FeatureConfig, build_features, load_event_log, user_features_at
-from data.online_store import open_online_store, rows_from_table, table_from_rows
+import data.features.online_store as online_store
+from core.workspace import Workspace
+from data.features.build import FeatureConfig, build_features, load_event_log, user_features_at
+from data.features.online_store import open_online_store, rows_from_table, table_from_rows
 from data.schemas import EVAL_USERS, USER_FEATURES
-from tastemaker.workspace import Workspace
 
 REDIS_URL = os.environ.get("TASTEMAKER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -127,7 +127,7 @@ def test_bad_urls_and_rows_are_refused(tmp_path):
 
 def test_column_wise_json_matches_per_row_json(lake, store_url):
     """Regression: the vectorised encoder must escape quotes/backslashes like orjson does."""
-    from data.online_store import json_blobs, publish_table
+    from data.features.online_store import json_blobs, publish_table
 
     table = user_features_at(load_event_log(lake), None, at(12, 1))
     odd = table.set_column(0, "user_key", pa.array([f'u"{i}\\é' for i in range(table.num_rows)]))

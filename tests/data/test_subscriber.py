@@ -17,8 +17,8 @@ import orjson
 import pytest
 from ingest_helpers import BREAKERS, good_event, line, write_object
 
-from data.objectstore import ObjectStore
-from data.subscriber import Subscriber, SubscriberConfig, connect, publish
+from data.ingest.objectstore import ObjectStore
+from data.ingest.subscriber import Subscriber, SubscriberConfig, connect, publish
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("TASTEMAKER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -101,7 +101,7 @@ def test_sigterm_flushes_and_a_restart_loses_nothing(client, stream, tmp_path):
     lines = published(tmp_path / "src", n)
     publish(client, ObjectStore(tmp_path / "src" / "raw"), stream=stream)
     cmd = [
-        sys.executable, "-m", "data.ingest_cli", "--workspace", str(tmp_path / "ws"), "subscribe",
+        sys.executable, "-m", "data.ingest.cli", "--workspace", str(tmp_path / "ws"), "subscribe",
         "--redis-url", REDIS_URL, "--stream", stream, "--consumer", "c1", "--batch-size", "50",
         "--block-ms", "200",
     ]  # fmt: skip
@@ -129,7 +129,7 @@ def test_sigterm_flushes_and_a_restart_loses_nothing(client, stream, tmp_path):
 def test_unreachable_redis_names_the_url_without_password(tmp_path):
     url = "redis://user:hunter2@127.0.0.1:1/0"
     for command in ("subscribe", "publish"):
-        cmd = [sys.executable, "-m", "data.ingest_cli", "--workspace", str(tmp_path), command]
+        cmd = [sys.executable, "-m", "data.ingest.cli", "--workspace", str(tmp_path), command]
         done = subprocess.run(
             [*cmd, "--redis-url", url], cwd=ROOT, capture_output=True, text=True, timeout=60
         )

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from evaluation.registry import BASELINES, make_recommender
 from models.base import Interactions
 from models.ease import EASEConfig, EASERecommender
 from models.itemknn import ItemKNNRecommender
 from models.popular import PopularRecommender
 from models.topk import top_k
 from models.trending import TrendingConfig, TrendingRecommender
-from training.registry import BASELINES, make_recommender
 
 
 def _world(dense, meta=None) -> Interactions:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from data.online_store import open_online_store
+from data.features.online_store import open_online_store
 from data.pii import KEY_ENV, pseudonymise
 from data.schemas import USER_DENSE_FIELDS, USER_FEATURES, USER_SEGMENT_FIELDS
 from serving.synthetic import SyntheticSpec, artist_ids, publish_synthetic
@@ -78,7 +78,7 @@ def store_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def settings(tmp_path: Path, bundles_dir: Path, store_path: Path):
-    from serving.settings import Settings
+    from core.settings import Settings
 
     return Settings(
         workspace=tmp_path,

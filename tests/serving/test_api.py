@@ -12,9 +12,9 @@ import pytest
 from conftest import C0, C1, SPEC, TRENDING, USERS
 from fastapi.testclient import TestClient
 
+from core.settings import Settings
 from index import BundleNotFoundError, CorruptBundleError
 from serving.app import create_app
-from serving.settings import Settings
 from serving.synthetic import cluster_of, publish_synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -186,8 +186,8 @@ def test_watcher_picks_up_a_new_current(settings, bundles_dir) -> None:
 def test_cli_serve_parses_and_reports_missing_bundle(tmp_path, store_path) -> None:
     import argparse
 
+    from core.workspace import Workspace
     from serving.cli import register
-    from tastemaker.workspace import Workspace
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))

@@ -64,7 +64,8 @@ def test_train_recommend_evaluate(files, model):
 
 
 def test_unknown_model_and_unknown_user_are_clear_errors(files):
-    from training.byod import recommend_run, train_interactions
+    from evaluation.runs import recommend_run
+    from training.byod import train_interactions
 
     with pytest.raises(ValueError, match="unknown model 'svd'"):
         train_interactions(files / "train.tsv", files / "x", "svd")

@@ -5,11 +5,11 @@ import onnxruntime as ort
 import pytest
 from two_tower_world import build_world, eval_users
 
+from core.workspace import Workspace
+from data.features.encoding import encode_users
 from index.bundle import load_bundle
 from index.faiss_index import ArtistIndex
-from tastemaker.workspace import Workspace
 from training import export as export_mod
-from training.encoding import encode_users
 from training.export import ExportParityError, export_bundle
 from training.inference import load_scorer
 from training.train import TrainConfig, train_two_tower

@@ -10,10 +10,10 @@ import pytest
 import torch
 from two_tower_world import PER_GROUP, SEEN, build_world, eval_users, group_of
 
+from core.workspace import Workspace
+from data.features.encoding import encode_users
 from models.losses import catalogue_softmax_loss
-from tastemaker.workspace import Workspace
 from training.datamodule import LakeDataModule, first_positive_mask, select_positives
-from training.encoding import encode_users
 from training.inference import load_scorer
 from training.train import TrainConfig, train_two_tower
 

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core.workspace import Workspace
 from data.schemas import (
     ARTIST_FEATURES,
     EVAL_USERS,
@@ -24,7 +25,6 @@ from data.schemas import (
     USER_SEQUENCES,
     conform,
 )
-from tastemaker.workspace import Workspace
 
 N_GROUPS, USERS_PER_GROUP, PER_GROUP, SEEN, STREAMS = 4, 12, 20, 8, 30
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)

@@ -1,0 +1,43 @@
+"""The one configuration object, read from ``TASTEMAKER_*`` environment variables.
+
+Jobs and the service read their environment through it, never through ``os.environ`` deep in a
+package. The pseudonymisation secret is a field here; the rule that decides whether it may be
+used (the public demo key only in demo mode) belongs to :func:`data.pii.pseudonym_key`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MAX_K = 100
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TASTEMAKER_", frozen=True, extra="ignore")
+
+    workspace: Path = Path("workspace")
+    # PII: the HMAC secret for user ids ($TASTEMAKER_PSEUDONYM_KEY) and demo mode
+    # ($TASTEMAKER_DEMO=1: synthetic data, the public demo key is allowed)
+    pseudonym_key: SecretStr | None = None
+    demo: bool = False
+    accounts_url: str | None = None  # account table; default <workspace>/pii/accounts.sqlite
+    bundle_dir: Path | None = None  # a bundles dir (follows CURRENT) or one version folder
+    online_store_url: str | None = None  # redis://... or a SQLite path; default in workspace
+    default_k: Annotated[int, Field(ge=1, le=MAX_K)] = 10
+    max_k: Annotated[int, Field(ge=1, le=MAX_K)] = MAX_K
+    reload_interval_s: Annotated[float, Field(ge=0.0)] = 5.0  # poll CURRENT; 0 = /admin/reload only
+    admin_token: str | None = None  # when set, /admin/* needs header X-Admin-Token
+    onnx_threads: Annotated[int, Field(ge=1)] = 1  # per request; replicas scale out, not threads
+    faiss_threads: Annotated[int, Field(ge=1)] = 1  # OpenMP per query; >1 only adds waits
+
+    @property
+    def bundles_path(self) -> Path:
+        return self.bundle_dir or self.workspace / "bundles"
+
+    @property
+    def online_store_target(self) -> str:
+        return self.online_store_url or str(self.workspace / "online" / "users.sqlite")

@@ -1,0 +1,159 @@
+"""The feature job: lake -> point-in-time features, examples, eval sets, trending, online store.
+
+``build_features(ws, config)`` reads ``lake/events`` partition by partition (only the needed
+columns, strings dictionary-encoded to integers), sorts the log by (user, event_ts) once and
+writes every table of the ``features`` stage (docs/CONTRACTS.md) atomically, then publishes the
+latest user features to the online store (writes and publishing run on one background thread
+while the next table is computed). Time: ``end`` is the midnight (UTC) after the last
+event; ``test`` = [end - test_days, end), ``valid`` = the ``valid_days`` before; examples
+before the valid cutoff are ``train``.
+
+Point in time: an example's state uses only events strictly before it; an eval row's state
+only events before its cutoff; ``user_features.parquet`` and the online store hold
+``user_features_at(events, users, end)`` — the very function the eval sets use.
+
+Bad input (none stops the job):
+* a user with no events: a row with empty lists, zero counts and dense values, segments from
+  the account view, ``activity_level`` "none";
+* events of a user missing from the account view (deleted user): kept; segments, region and
+  tenure "unknown";
+* an artist missing from the catalogue: kept in sequences, examples and features; name = its
+  id, tags empty, ``days_active`` counted from its first event;
+* a track without a known duration (null or <= 0): left out of ``completion_rate``; without a
+  ``track_id``: left out of ``recent_tracks``, ``top_tracks`` and ``listen_ratio``;
+* impressions without clicks: ``ctr_per_100`` 0 and ``ctr_relative`` <= 0, no division error;
+* events without user_key, artist_id, a known event_type or a time: dropped with a warning;
+* a split window before the first event is simply empty (reported in meta.json).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from core.atomic import write_json, write_table
+from core.constants import DAY_MS
+from core.workspace import Workspace
+from data.features.artist import artist_features, trending
+from data.features.config import FeatureConfig
+from data.features.events import EventLog, build_event_log
+from data.features.examples import build_eval, build_examples, build_sequences
+from data.features.online_store import open_online_store, publish_table
+from data.features.user import user_features_at
+from data.schemas import ARTISTS, USERS
+
+__all__ = ["FeatureConfig", "EventLog", "build_features", "cutoffs", "load_event_log"]
+__all__ += ["user_features_at"]
+
+log = logging.getLogger("tastemaker.data")
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat()
+
+
+def cutoffs(ev: EventLog, config: FeatureConfig) -> dict[str, int]:
+    """Epoch-ms cutoffs: ``end`` (midnight after the last event), ``test`` and ``valid``."""
+    if not len(ev.ts):
+        raise ValueError("the lake holds no usable events; nothing to build features from")
+    end = (int(ev.ts.max()) // DAY_MS + 1) * DAY_MS
+    test = end - config.test_days * DAY_MS
+    return {"valid": test - config.valid_days * DAY_MS, "test": test, "end": end}
+
+
+def _read(path: Path, what: str):
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist; run `tastemaker ingest` first")
+    return pq.read_table(path)
+
+
+def load_event_log(ws: Workspace, config: FeatureConfig | None = None) -> EventLog:
+    users = _read(ws.lake_users, "user view")
+    artists = _read(ws.lake_artists, "artist catalogue")
+    missing = [c for c in USERS.names if c not in users.column_names]
+    missing += [c for c in ARTISTS.names if c not in artists.column_names]
+    if missing:
+        raise ValueError(f"lake users/artists tables lack columns {missing}")
+    min_ms = (config or FeatureConfig()).stream_min_ms
+    return build_event_log(ws.lake_events, users, artists, min_ms)
+
+
+def _publish(target: str | Path, users: pa.Table) -> int:
+    if not str(target):
+        return 0
+    store = open_online_store(target)
+    try:
+        return publish_table(store, users)
+    finally:
+        store.close()
+
+
+def build_features(
+    ws: Workspace, config: FeatureConfig | None = None, online: str | Path | None = None
+) -> dict[str, Any]:
+    """Build and write every feature table; publish to ``online`` (default the SQLite file,
+    ``""`` to skip). Returns the summary also written to ``features/meta.json``."""
+    config = config or FeatureConfig()
+    started = time.perf_counter()
+    ev = load_event_log(ws, config)
+    cut = cutoffs(ev, config)
+    log.info("features: %d events, %d users, %d artists; test from %s", len(ev.ts),
+             ev.n_users, ev.n_artists, _iso(cut["test"]))  # fmt: skip
+    out = ws.features
+    target = ws.online / "users.sqlite" if online is None else online
+    # Parquet encoding and the online store's inserts release the GIL: one background thread
+    # writes each finished table while the next one is computed (the tables are immutable).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-write") as pool:
+        pending = [pool.submit(write_table, out / "sequences.parquet", build_sequences(ev))]
+        examples = build_examples(ev, config, cut["valid"], cut["test"])
+        pending.append(pool.submit(write_table, out / "examples.parquet", examples))
+        counted = pc.value_counts(examples["split"]).to_pylist()  # Arrow: no str per row
+        split_counts = {
+            c["values"]: c["counts"] for c in sorted(counted, key=lambda c: c["values"])
+        }
+        n_examples = examples.num_rows
+        del examples
+        valid = build_eval(ev, config, "valid", cut["valid"], cut["test"])
+        test = build_eval(ev, config, "test", cut["test"], cut["end"])
+        pending.append(
+            pool.submit(write_table, out / "eval.parquet", pa.concat_tables([valid, test]))
+        )
+        users = user_features_at(ev, None, cut["end"], config)
+        pending.append(pool.submit(write_table, out / "user_features.parquet", users))
+        published = pool.submit(_publish, target, users)
+        arts = artist_features(ev, cut["end"], config)
+        pending.append(pool.submit(write_table, out / "artist_features.parquet", arts))
+        trend = trending(ev, cut["end"], config)
+        pending.append(pool.submit(write_table, out / "trending.parquet", trend))
+        for job in pending:
+            job.result()  # re-raises a failed write here
+        published = published.result()
+    summary = {
+        "cutoffs": {k: _iso(v) for k, v in cut.items()},
+        "counts": {
+            "events": len(ev.ts),
+            "users": ev.n_users,
+            "artists": ev.n_artists,
+            "examples": n_examples,
+            "examples_by_split": split_counts,
+            "eval_valid_users": valid.num_rows,
+            "eval_test_users": test.num_rows,
+            "trending_rows": trend.num_rows,
+            "online_rows": published,
+        },
+        "online_store": str(target),
+        "config": dataclasses.asdict(config),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    write_json(out / "meta.json", summary)
+    log.info("features: wrote %s in %.1fs", out, summary["seconds"])
+    return summary

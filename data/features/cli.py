@@ -1,0 +1,49 @@
+"""``tastemaker features``: build the point-in-time feature tables and publish online."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from data.features.config import FeatureConfig
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "features", help="lake -> features/ (examples, eval, trending) and the online store"
+    )
+    defaults = FeatureConfig()
+    p.add_argument(
+        "--online",
+        default=None,
+        help="online store: redis://host:port/db[?prefix=P], sqlite:///path or a path "
+        "(default: <workspace>/online/users.sqlite; '' to skip publishing)",
+    )
+    p.add_argument("--test-days", type=int, default=defaults.test_days)
+    p.add_argument("--valid-days", type=int, default=defaults.valid_days)
+    p.add_argument(
+        "--stream-min-ms",
+        type=int,
+        default=defaults.stream_min_ms,
+        help="a stream counts as a positive from this many ms played",
+    )
+    p.add_argument("--click-weight", type=float, default=defaults.click_weight)
+    p.add_argument("--stream-weight", type=float, default=defaults.stream_weight)
+    p.add_argument("--follow-weight", type=float, default=defaults.follow_weight)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from data.features.build import build_features
+
+    config = FeatureConfig(
+        test_days=args.test_days,
+        valid_days=args.valid_days,
+        stream_min_ms=args.stream_min_ms,
+        click_weight=args.click_weight,
+        stream_weight=args.stream_weight,
+        follow_weight=args.follow_weight,
+    )
+    summary = build_features(args.ws, config, online=args.online)
+    print(json.dumps({"cutoffs": summary["cutoffs"], **summary["counts"]}, indent=2))
+    return 0

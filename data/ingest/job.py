@@ -1,0 +1,295 @@
+"""Ingest: raw JSON-lines objects -> the Parquet lake, every line accounted for.
+
+For each raw object not yet in the ledger (:mod:`data.ingest.ledger`), in path order:
+decompress -> parse (:mod:`data.ingest.parse`) -> validate rows (:mod:`data.ingest.validate`) -> dedupe
+by ``event_id`` (first occurrence wins, within the object and against every earlier object and
+run) -> pseudonymise ``user_id`` into ``user_key`` -> write
+``lake/events/dt=<UTC date of event_ts>/part-<object_id>.parquet`` per day touched and
+``pii/quarantine/part-<object_id>.parquet`` -> commit the ledger entry. Output names depend
+only on the object, so an object interrupted half way is redone byte for byte.
+
+The run fails (:class:`IngestInvariantError`) if ``read != accepted + duplicates +
+quarantined`` for any object, before that object is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from core import atomic
+from core.constants import DAY_MS
+from core.workspace import Workspace
+from data.ingest import ledger as ledger_mod
+from data.ingest.objectstore import ObjectStore, open_store
+from data.ingest.ops import (
+    Pseudonyms,
+    decompress,
+    first_occurrences,
+    not_seen,
+    write_lake_file,
+)
+from data.ingest.parse import Parsed, parse_object
+from data.ingest.validate import IngestRules, Lookups, reason_detail, reason_name, validate_rows
+from data.pii import pseudonym_key
+from data.schemas import LAKE_EVENTS, LAKE_PARTITION, QUARANTINE, TS
+
+log = logging.getLogger("tastemaker.data")
+RAW_SUFFIXES = (".jsonl.gz", ".jsonl", ".json.gz", ".ndjson", ".ndjson.gz")
+
+
+class IngestInvariantError(RuntimeError):
+    """read != accepted + duplicates + quarantined: something was lost or counted twice."""
+
+
+@dataclass
+class Counts:
+    read: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    quarantined: Counter = field(default_factory=Counter)
+
+    def add(self, other: Counts) -> None:
+        self.read += other.read
+        self.accepted += other.accepted
+        self.duplicates += other.duplicates
+        self.quarantined.update(other.quarantined)
+
+    def check(self, what: str) -> None:
+        total = self.accepted + self.duplicates + sum(self.quarantined.values())
+        if self.read != total:
+            raise IngestInvariantError(
+                f"{what}: read={self.read} but accepted={self.accepted} + duplicates="
+                f"{self.duplicates} + quarantined={sum(self.quarantined.values())} = {total}"
+            )
+
+    def as_dict(self) -> dict:
+        return {
+            "read": self.read,
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "quarantined": sum(self.quarantined.values()),
+            "quarantined_by_reason": dict(sorted(self.quarantined.items())),
+        }
+
+
+def _lake_table(table: pa.Table, event_ms: np.ndarray, user_keys: pa.Array) -> pa.Table:
+    columns = {name: table[name] for name in LAKE_EVENTS.names if name in table.column_names}
+    columns["user_key"] = user_keys
+    columns["event_ts"] = pa.array(event_ms, pa.int64()).cast(TS)
+    columns["server_ts"] = table["server_ts"].cast(TS)
+    return pa.table({n: columns[n] for n in LAKE_EVENTS.names}).cast(LAKE_EVENTS)
+
+
+def _quarantine_table(source: str, parsed: Parsed, codes: np.ndarray) -> pa.Table:
+    rej = parsed.rejected
+    line_no, reason, detail, line = (
+        list(rej.line_no),
+        list(rej.reason),
+        list(rej.detail),
+        list(rej.line),
+    )
+    bad_rows = np.flatnonzero(codes)
+    if len(bad_rows):
+        numbers = parsed.line_no[bad_rows]
+        raw = parsed.lines(numbers)
+        rows = parsed.table.take(pa.array(bad_rows)).to_pylist()
+        for r, n, row, text in zip(bad_rows, numbers, rows, raw, strict=True):
+            name = reason_name(int(codes[r]))
+            line_no.append(int(n))
+            reason.append(name)
+            detail.append(reason_detail(name, row))
+            line.append(text.decode("utf-8", errors="backslashreplace"))
+    order = np.argsort(np.asarray(line_no, dtype=np.int64), kind="stable")
+    table = pa.table(
+        {
+            "source": pa.array([source] * len(line_no), pa.string()),
+            "line_no": pa.array(line_no, pa.int64()),
+            "reason": pa.array(reason, pa.string()),
+            "detail": pa.array(detail, pa.string()),
+            "line": pa.array(line, pa.string()),
+        },
+        schema=QUARANTINE,
+    )
+    return table.take(pa.array(order))
+
+
+def ingest_object(
+    ws: Workspace,
+    source: str,
+    data: bytes,
+    *,
+    seen: set[str],
+    lookups: Lookups,
+    pseudonyms: Pseudonyms,
+    rules: IngestRules,
+    now_ms: int,
+) -> tuple[Counts, list[str]]:
+    """Validate, dedupe and write one raw object; returns its counts and workspace-relative outputs."""
+    oid = ledger_mod.object_id(source)
+    counts = Counts()
+    try:
+        parsed = parse_object(decompress(source, data))
+    except (OSError, EOFError, zlib.error) as exc:
+        # a truncated/corrupt archive has no lines to count: it is one unreadable record
+        counts.read, counts.quarantined["corrupt_object"] = 1, 1
+        bad = pa.table(
+            {
+                "source": [source],
+                "line_no": [0],
+                "reason": ["corrupt_object"],
+                "detail": [str(exc)],
+                "line": [""],
+            },
+            schema=QUARANTINE,
+        )
+        quarantine = ws.quarantine / f"part-{oid}.parquet"
+        atomic.write_table(quarantine, bad)
+        return counts, [str(quarantine.relative_to(ws.root))]
+    users = parsed.table["user_id"].combine_chunks().dictionary_encode()
+    codes, event_ms = validate_rows(parsed.table, rules, lookups, now_ms, users=users)
+    valid = codes == 0
+    n_valid = int(valid.sum())
+    good = parsed.table if n_valid == len(valid) else parsed.table.filter(pa.array(valid))
+    first, first_ids = first_occurrences(good["event_id"].combine_chunks())
+    keep = first
+    keep[first] = not_seen(first_ids.to_pylist(), seen)
+    n_keep = int(keep.sum())
+    counts.read = parsed.n_lines
+    counts.duplicates = n_valid - n_keep
+    counts.accepted = n_keep
+    counts.quarantined.update(parsed.rejected.reason)
+    counts.quarantined.update(reason_name(int(c)) for c in codes[~valid])
+    counts.check(f"object {source}")
+
+    outputs: list[str] = []
+    kept = good if n_keep == len(keep) else good.filter(pa.array(keep))
+    final = np.flatnonzero(valid)[keep]  # (A,) parsed rows that go to the lake
+    kept_ms = event_ms[final]
+    # every distinct user id of the object is hashed (once per run), then spread to rows
+    keys = pseudonyms.keys(users.dictionary)
+    lake = _lake_table(kept, kept_ms, pc.take(keys, users.indices.take(pa.array(final))))
+    days = kept_ms // DAY_MS
+    unique_days = np.unique(days)
+    for day in unique_days:
+        dt = datetime.fromtimestamp(int(day) * 86_400, tz=timezone.utc).strftime("%Y-%m-%d")
+        path = ws.lake_events / f"{LAKE_PARTITION}={dt}" / f"part-{oid}.parquet"
+        part = lake if len(unique_days) == 1 else lake.filter(pa.array(days == day))
+        write_lake_file(path, part)
+        outputs.append(str(path.relative_to(ws.root)))
+    if sum(counts.quarantined.values()):
+        # raw lines keep raw ids: the quarantine lives in the PII zone, not in the lake
+        path = ws.quarantine / f"part-{oid}.parquet"
+        atomic.write_table(path, _quarantine_table(source, parsed, codes))
+        outputs.append(str(path.relative_to(ws.root)))
+    return counts, outputs
+
+
+def ingest_store(
+    ws: Workspace,
+    store: ObjectStore,
+    lookups: Lookups,
+    *,
+    key: bytes,
+    rules: IngestRules = IngestRules(),
+    now: datetime | None = None,
+    prefix: str = "events",
+) -> dict:
+    """Ingest every new raw object under ``prefix`` of ``store``; returns the run manifest."""
+    started = time.perf_counter()
+    now_ms = int((now or datetime.now(timezone.utc)).timestamp() * 1000)
+    ledger = ledger_mod.load_ledger(ws)
+    ledger_mod.remove_orphans(ws, ledger)
+    seen = ledger_mod.seen_event_ids(ws, ledger)
+    pseudonyms = Pseudonyms(key)
+    total, objects, skipped = Counts(), [], 0
+    for source in store.list(prefix):
+        if not source.endswith(RAW_SUFFIXES):
+            continue
+        if source in ledger:
+            skipped += 1
+            continue
+        data = store.read_bytes(source)
+        counts, outputs = ingest_object(
+            ws,
+            source,
+            data,
+            seen=seen,
+            lookups=lookups,
+            pseudonyms=pseudonyms,
+            rules=rules,
+            now_ms=now_ms,
+        )
+        entry = {"source": source, "size": len(data), "outputs": outputs, **counts.as_dict()}
+        ledger_mod.commit(ws, entry)
+        total.add(counts)
+        objects.append(source)
+        log.info("ingested %s: %s", source, counts.as_dict())
+    total.check("run")
+    seconds = time.perf_counter() - started
+    return {
+        "store": repr(store),
+        "objects": objects,
+        "objects_skipped_already_ingested": skipped,
+        **total.as_dict(),
+        "seconds": round(seconds, 3),
+        "events_per_s": round(total.read / seconds) if seconds > 0 else None,
+    }
+
+
+def load_lookups(ws: Workspace, accounts_url: str | None) -> Lookups:
+    """Known user ids (account table) and artist ids (catalogue) for reference checks."""
+    from data.accounts import default_accounts_url, open_accounts
+    from data.catalog import load_catalog
+
+    with open_accounts(accounts_url or default_accounts_url(ws)) as accounts:
+        users = pa.array(sorted(accounts.user_ids()), pa.string())
+        deleted = pa.array(sorted(accounts.deleted_user_ids()), pa.string())
+    artists = load_catalog(ws)["artist_id"].combine_chunks()
+    return Lookups(users=users, deleted_users=deleted, artists=artists)
+
+
+def run_ingest(
+    ws: Workspace,
+    source_url: str | None = None,
+    accounts_url: str | None = None,
+    *,
+    rules: IngestRules = IngestRules(),
+    now: datetime | None = None,
+) -> dict:
+    """The ``tastemaker ingest`` job: new raw objects -> lake; refreshes users/artists views.
+
+    ``source_url`` is the object store root (default: the workspace's ``raw/`` folder);
+    ``accounts_url`` the account table (default: the workspace's SQLite file). Returns the run
+    manifest, also written to ``lake/_manifests/<run_id>.json``.
+    """
+    from data.accounts import publish_user_view
+    from data.catalog import publish_catalog
+
+    store = open_store(source_url, ws.raw)
+    manifest = ingest_store(
+        ws, store, load_lookups(ws, accounts_url), key=pseudonym_key(), rules=rules, now=now
+    )
+    manifest["users_published"] = publish_user_view(ws, accounts_url=accounts_url)
+    manifest["artists_published"] = publish_catalog(ws)
+    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    manifest["run_id"] = run_id
+    atomic.write_json(ws.lake / "_manifests" / f"{run_id}.json", manifest)
+    log.info(
+        "ingest %s: read=%d accepted=%d duplicates=%d quarantined=%d",
+        run_id,
+        manifest["read"],
+        manifest["accepted"],
+        manifest["duplicates"],
+        manifest["quarantined"],
+    )
+    return manifest
