@@ -36,6 +36,7 @@ test-fast: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: install
 	TASTEMAKER_DEMO=1 $(BIN)/python -m benchmarks.run

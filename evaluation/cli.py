@@ -15,7 +15,7 @@ def _is_byod(run: Path) -> bool:
 
 
 def cmd_evaluate(args: Any) -> int:
-    from evaluation.evaluate import evaluate_temporal
+    from evaluation.evaluate import DEFAULT_MODELS, evaluate_temporal
     from evaluation.runs import evaluate_run
 
     run = Path(args.run) if args.run else args.ws.latest_run()
@@ -24,9 +24,8 @@ def cmd_evaluate(args: Any) -> int:
     elif _is_byod(run):
         raise ValueError(f"{run} was trained on an interactions file; pass --test FILE")
     else:
-        models = tuple(args.models.split(",")) if args.models else None
-        kwargs = {"models": models} if models else {}
-        result = evaluate_temporal(args.ws, run, split=args.split, **kwargs)
+        models = tuple(args.models.split(",")) if args.models else DEFAULT_MODELS
+        result = evaluate_temporal(args.ws, run, models=models, split=args.split)
     for name, summary in result["models"].items():
         cells = "  ".join(f"{k.split('/', 1)[1]}={v:.4f}" for k, v in summary.items()
                           if k.endswith(("recall@20", "ndcg@20", "mrr")))  # fmt: skip

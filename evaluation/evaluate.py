@@ -166,7 +166,7 @@ def evaluate_temporal(
         s_targets = [np.where(remap[t] < 0, UNKNOWN_TARGET, remap[t]) for t in sample_targets]
         s_seen = [remap[s] for s in sample_seen]
         _, tr = _rank_and_score(
-            lambda pos, f=score_fn: f(sample_pos[pos]),
+            lambda pos, f=score_fn: f(sample_pos[pos]),  # type: ignore[misc]
             artist_ids,
             np.arange(len(sample_pos)),
             s_seen,

@@ -63,7 +63,7 @@ def interactions_from_table(table: pa.Table) -> Interactions:
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub misreads **kwargs
     return buf.getvalue()
 
 
@@ -96,7 +96,7 @@ def load_fitted(run_dir: str | Path) -> tuple[Any, Interactions, dict[str, Any]]
     if cfg["model"] == TWO_TOWER:
         model = pickle.loads((run / "model.pkl").read_bytes())
     else:
-        cls = baseline_class(cfg["model"])
+        cls: Any = baseline_class(cfg["model"])  # a concrete baseline with its own cfg
         with np.load(run / "model.npz", allow_pickle=False) as z:
             state = {k: z[k] for k in z.files}
         model = cls(cls().cfg.__class__(**cfg["model_config"])).load_state(state, inter.binary())

@@ -1,12 +1,7 @@
 """FAISS artist indexes and versioned bundles. Knows nothing about users."""
 
 from index.bundle import (
-    ARTIST_INDEX_FILE,
-    ARTISTS_FILE,
-    SERVING_FILES,
-    TRENDING_FILE,
-    USER_TOWER_FILE,
-    VOCAB_FILE,
+    FILES,
     Bundle,
     BundleNotFoundError,
     CorruptBundleError,
@@ -16,12 +11,7 @@ from index.bundle import (
 from index.faiss_index import ArtistIndex, IndexLoadError, IndexSpec, build_index
 
 __all__ = [
-    "ARTISTS_FILE",
-    "ARTIST_INDEX_FILE",
-    "SERVING_FILES",
-    "TRENDING_FILE",
-    "USER_TOWER_FILE",
-    "VOCAB_FILE",
+    "FILES",
     "ArtistIndex",
     "Bundle",
     "BundleNotFoundError",

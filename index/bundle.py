@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -26,13 +26,24 @@ from core.atomic import write_bytes
 log = logging.getLogger("tastemaker.index")
 
 MANIFEST = "manifest.json"
-# the files a serving bundle holds (docs/CONTRACTS.md "Bundle"); named here once
-USER_TOWER_FILE = "user_tower.onnx"
-ARTIST_INDEX_FILE = "artists.faiss"
-VOCAB_FILE = "vocab.json"
-ARTISTS_FILE = "artists.parquet"
-TRENDING_FILE = "trending.json"
-SERVING_FILES = (USER_TOWER_FILE, ARTIST_INDEX_FILE, VOCAB_FILE, ARTISTS_FILE, TRENDING_FILE)
+
+
+@dataclass(frozen=True)
+class BundleFiles:
+    """The files a serving bundle holds (docs/CONTRACTS.md "Bundle"), named here once."""
+
+    user_tower: str = "user_tower.onnx"
+    artist_index: str = "artists.faiss"
+    vocab: str = "vocab.json"
+    artists: str = "artists.parquet"
+    trending: str = "trending.json"
+
+    @property
+    def serving(self) -> tuple[str, ...]:
+        return astuple(self)
+
+
+FILES = BundleFiles()
 CURRENT = "CURRENT"
 DEFAULT_KEEP = 3
 _CHUNK = 1 << 20

@@ -116,6 +116,9 @@ class ArtistTower(nn.Module):
     """``forward(artists (B,) int64) -> (B, d)``; the catalogue's tags and popularity are
     buffers indexed by vocabulary index, so the tower alone can embed the whole catalogue."""
 
+    tag_table: torch.Tensor  # (A, T) buffer
+    popularity: torch.Tensor  # (A,) buffer
+
     def __init__(
         self,
         config: TwoTowerConfig,

@@ -18,17 +18,7 @@ import pyarrow.parquet as pq
 
 from core.constants import UNK_INDEX
 from data.features.encoding import FeatureEncoder
-from index import (
-    ARTIST_INDEX_FILE,
-    ARTISTS_FILE,
-    SERVING_FILES,
-    TRENDING_FILE,
-    USER_TOWER_FILE,
-    VOCAB_FILE,
-    ArtistIndex,
-    Bundle,
-    CorruptBundleError,
-)
+from index import FILES, ArtistIndex, Bundle, CorruptBundleError
 
 log = logging.getLogger("tastemaker.serving")
 
@@ -61,8 +51,8 @@ class ServingModel:
 
     @classmethod
     def _load(cls, bundle: Bundle, onnx_threads: int, faiss_threads: int | None) -> ServingModel:
-        paths = {name: bundle.file(name) for name in SERVING_FILES}
-        vocab = json.loads(paths[VOCAB_FILE].read_text())
+        paths = {name: bundle.file(name) for name in FILES.serving}
+        vocab = json.loads(paths[FILES.vocab].read_text())
         if "model" not in bundle.manifest:
             raise ValueError("manifest.json has no 'model' section (history_len, fields, dim)")
         encoder = FeatureEncoder.from_bundle(vocab, bundle.manifest["model"])
@@ -71,7 +61,7 @@ class ServingModel:
         options.intra_op_num_threads = onnx_threads
         options.inter_op_num_threads = 1
         session = ort.InferenceSession(
-            str(paths[USER_TOWER_FILE]), options, providers=["CPUExecutionProvider"]
+            str(paths[FILES.user_tower]), options, providers=["CPUExecutionProvider"]
         )
         names_in = {i.name for i in session.get_inputs()}
         if names_in != set(INPUTS):
@@ -79,7 +69,7 @@ class ServingModel:
                 f"user_tower.onnx inputs are {sorted(names_in)}; expected {list(INPUTS)}"
             )
 
-        index = ArtistIndex.load(paths[ARTIST_INDEX_FILE], search_threads=faiss_threads)
+        index = ArtistIndex.load(paths[FILES.artist_index], search_threads=faiss_threads)
         probe = session.run(None, encoder.encode([{}]))[0]  # (1, d)
         if probe.shape != (1, index.dim):
             raise ValueError(
@@ -94,14 +84,14 @@ class ServingModel:
         artist_vectors = np.zeros((n_vocab, index.dim), dtype=np.float32)  # (V, d)
         artist_vectors[ids] = vecs
 
-        table = pq.read_table(paths[ARTISTS_FILE], columns=["artist_id", "name"])
+        table = pq.read_table(paths[FILES.artists], columns=["artist_id", "name"])
         names = {
             a: (n or a)
             for a, n in zip(
                 table.column("artist_id").to_pylist(), table.column("name").to_pylist(), strict=True
             )
         }
-        trending = json.loads(paths[TRENDING_FILE].read_text())
+        trending = json.loads(paths[FILES.trending].read_text())
         known = encoder.is_known
         model = cls(
             version=bundle.version,

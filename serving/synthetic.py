@@ -20,16 +20,7 @@ import pyarrow.parquet as pq
 
 from core.constants import PAD, UNK
 from data.schemas import ARTIST_FEATURES, USER_DENSE_FIELDS, USER_SEGMENT_FIELDS
-from index import (
-    ARTIST_INDEX_FILE,
-    ARTISTS_FILE,
-    TRENDING_FILE,
-    USER_TOWER_FILE,
-    VOCAB_FILE,
-    IndexSpec,
-    build_index,
-    publish_bundle,
-)
+from index import FILES, IndexSpec, build_index, publish_bundle
 
 SEGMENT_VALUES = {
     "age_group": ["18-24", "25-34", "unknown"],
@@ -165,11 +156,11 @@ def bundle_files(
     trending = trending or {"global": ids[: min(50, len(ids))], "by_segment": {}}
     vocab = {"artists": [PAD, UNK, *ids], "tags": [PAD, UNK], "segments": segments}
     files = {
-        USER_TOWER_FILE: onnx_bytes,
-        ARTIST_INDEX_FILE: index.to_bytes(),
-        VOCAB_FILE: json.dumps(vocab).encode(),
-        ARTISTS_FILE: sink.getvalue().to_pybytes(),
-        TRENDING_FILE: json.dumps(trending).encode(),
+        FILES.user_tower: onnx_bytes,
+        FILES.artist_index: index.to_bytes(),
+        FILES.vocab: json.dumps(vocab).encode(),
+        FILES.artists: sink.getvalue().to_pybytes(),
+        FILES.trending: json.dumps(trending).encode(),
     }
     manifest = {
         "run_id": f"synthetic-{spec.seed}",

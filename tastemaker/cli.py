@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 
 from core.workspace import Workspace
@@ -49,8 +50,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    for noisy in ("onnxscript", "onnx_ir", "torch.onnx", "lightning", "pytorch_lightning"):
+    for noisy in ("onnxscript", "onnx_ir", "lightning", "pytorch_lightning"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # the ONNX exporter warns about every optional torchvision op it cannot register
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    # framework deprecation notes are for us, not for a person running a job
+    if not args.verbose:
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*axis name.*", category=UserWarning)
     args.ws = Workspace.from_env(args.workspace).ensure()
     try:
         return int(args.func(args) or 0)

@@ -10,6 +10,10 @@
 * ``redis_url`` — the test Redis (``$TASTEMAKER_TEST_REDIS_URL``, DB 15); skips if unreachable.
   Share the DB politely: prefix keys with ``redis_prefix`` and delete what you create.
 * ``hetrec_path`` — the HetRec 2011 Last.fm 2K folder; skips if it is absent.
+
+On a laptop without these, the tests that need them skip with the reason. Under
+``TASTEMAKER_REQUIRE_SERVICES=postgres,redis,hetrec`` (any subset; ``.ci/run`` sets it) the
+named fixtures fail instead, so a CI machine that lost a service cannot pass green.
 """
 
 from __future__ import annotations
@@ -26,6 +30,16 @@ POSTGRES_URL = os.environ.get(
     "TASTEMAKER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("TASTEMAKER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+REQUIRE_SERVICES_ENV = "TASTEMAKER_REQUIRE_SERVICES"
+
+
+def skip_unless_required(service: str, reason: str) -> None:
+    """Skip for ``reason``; a failure instead when ``$TASTEMAKER_REQUIRE_SERVICES`` names
+    ``service``."""
+    required = {s.strip() for s in os.environ.get(REQUIRE_SERVICES_ENV, "").split(",")}
+    if service in required:
+        pytest.fail(f"{reason} ({REQUIRE_SERVICES_ENV} requires {service})", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture
@@ -60,7 +74,7 @@ def postgres_url():
 
     reason = postgres_unavailable()
     if reason:
-        pytest.skip(reason)
+        skip_unless_required("postgres", reason)
     schema = f"tm_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
@@ -87,7 +101,7 @@ def redis_unavailable() -> str | None:
 def redis_url() -> str:
     reason = redis_unavailable()
     if reason:
-        pytest.skip(reason)
+        skip_unless_required("redis", reason)
     return REDIS_URL
 
 
@@ -102,7 +116,9 @@ def hetrec_path() -> Path:
 
     path = hetrec_dir()
     if path is None:
-        pytest.skip("HetRec 2011 Last.fm 2K not found (../shared/data/lastfm-hetrec-2k)")
+        skip_unless_required(
+            "hetrec", "HetRec 2011 Last.fm 2K not found (../shared/data/lastfm-hetrec-2k)"
+        )
     return path
 
 

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -274,10 +275,11 @@ class LakeDataModule(pl.LightningDataModule):
         return user_loader(self.eval_set.inputs, batch_size=4096)
 
 
-def _row_loader(n: int, batch_size: int, seed: int, make_batch) -> DataLoader:
+def _row_loader(n: int, batch_size: int, seed: int, make_batch: Any) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
+    indices: Any = range(n)  # a range is a map-style dataset of its indices
     return DataLoader(
-        range(n),
+        indices,
         batch_size=batch_size,
         shuffle=True,
         drop_last=n > batch_size,
@@ -297,4 +299,5 @@ def user_loader(inputs: UserInputs, batch_size: int) -> DataLoader:
             "dense": torch.from_numpy(inputs.dense[r]),
         }
 
-    return DataLoader(range(len(inputs)), batch_size=batch_size, shuffle=False, collate_fn=collate)
+    indices: Any = range(len(inputs))  # a range is a map-style dataset of its indices
+    return DataLoader(indices, batch_size=batch_size, shuffle=False, collate_fn=collate)

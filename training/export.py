@@ -20,14 +20,7 @@ import torch
 from core.constants import N_SPECIAL
 from core.workspace import Workspace
 from data.schemas import ARTIST_FEATURES, TRENDING, USER_DENSE_FIELDS
-from index.bundle import (
-    ARTIST_INDEX_FILE,
-    ARTISTS_FILE,
-    TRENDING_FILE,
-    USER_TOWER_FILE,
-    VOCAB_FILE,
-    publish_bundle,
-)
+from index.bundle import FILES, publish_bundle
 from index.faiss_index import IndexSpec, build_index
 from training.inference import LoadedRun, load_run
 
@@ -128,15 +121,15 @@ def export_bundle(
     catalogue = catalogue.filter(in_vocab)
     with tempfile.TemporaryDirectory(prefix="tastemaker-export-") as tmp:
         tmp_dir = Path(tmp)
-        diff = export_user_tower(run, tmp_dir / USER_TOWER_FILE)
-        index.save(tmp_dir / ARTIST_INDEX_FILE)
-        pq.write_table(catalogue, tmp_dir / ARTISTS_FILE, compression="zstd")
-        files = {
-            USER_TOWER_FILE: tmp_dir / USER_TOWER_FILE,
-            ARTIST_INDEX_FILE: tmp_dir / ARTIST_INDEX_FILE,
-            ARTISTS_FILE: tmp_dir / ARTISTS_FILE,
-            VOCAB_FILE: json.dumps(run.vocabs.to_json(), sort_keys=True).encode(),
-            TRENDING_FILE: json.dumps(_trending_json(ws), sort_keys=True).encode(),
+        diff = export_user_tower(run, tmp_dir / FILES.user_tower)
+        index.save(tmp_dir / FILES.artist_index)
+        pq.write_table(catalogue, tmp_dir / FILES.artists, compression="zstd")
+        files: dict[str, Path | bytes] = {
+            FILES.user_tower: tmp_dir / FILES.user_tower,
+            FILES.artist_index: tmp_dir / FILES.artist_index,
+            FILES.artists: tmp_dir / FILES.artists,
+            FILES.vocab: json.dumps(run.vocabs.to_json(), sort_keys=True).encode(),
+            FILES.trending: json.dumps(_trending_json(ws), sort_keys=True).encode(),
         }
         manifest = {
             "run_id": run.run_id,

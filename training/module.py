@@ -26,6 +26,8 @@ MONITOR = "val/recall@20"
 
 
 class TwoTowerModule(pl.LightningModule):
+    log_q: torch.Tensor  # (A,) buffer
+
     def __init__(
         self,
         user_tower: UserTower,

@@ -179,7 +179,7 @@ def train_two_tower(ws: Workspace, config: TrainConfig | None = None) -> Path:
     best = max(module.val_history, key=lambda m: m[MONITOR])
     report = _report(run_id, config, module, best, dm)
     if config.refit:
-        dm, mcfg = _refit(config, ws, best["epoch"] + 1, run_dir)
+        dm, mcfg = _refit(config, ws, int(best["epoch"]) + 1, run_dir)
     write_json(
         run_dir / "config.json",
         {

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -223,8 +224,9 @@ class TwoTowerRecommender:
                 uniform_negatives=cfg.uniform_negatives,
             )
         self._pairs, self._module = pairs, module
-        loader = DataLoader(
-            range(len(pairs)),
+        indices: Any = range(len(pairs))  # a range is a map-style dataset of its indices
+        loader: DataLoader = DataLoader(
+            indices,
             batch_size=cfg.batch_size,
             shuffle=True,
             drop_last=len(pairs) > cfg.batch_size,
@@ -260,6 +262,8 @@ class TwoTowerRecommender:
         self, user_rows: np.ndarray, k: int, exclude_seen: bool = True
     ) -> tuple[np.ndarray, np.ndarray]:
         users = self.user_vectors(user_rows)  # (U, d)
+        if self.model is None:
+            raise ModelFitError("TwoTowerRecommender.recommend called before fit")
         artists = self.model.artist_tower.all_vectors()[N_SPECIAL:]  # (A, d)
         if isinstance(self._module, MultinomialModule):
             scores = self._module.scores(users, artists).numpy()  # (U, A)

@@ -148,7 +148,9 @@ def trending(ev: EventLog, as_of: int, config: FeatureConfig) -> pa.Table:
             if hi > lo:
                 add(_ranked(f"{field}={codes[c]}", a_sorted[lo:hi], r_sorted[lo:hi],
                             np.ones(hi - lo, bool), n_a, config))  # fmt: skip
-    ranks = np.concatenate([np.arange(1, len(x) + 1) for x in arts]) if arts else []
+    ranks: np.ndarray | list[int] = (
+        np.concatenate([np.arange(1, len(x) + 1) for x in arts]) if arts else []
+    )
     return pa.table(
         {
             "segment": pa.array(segs, pa.string()),

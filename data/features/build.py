@@ -136,7 +136,7 @@ def build_features(
         pending.append(pool.submit(write_table, out / "trending.parquet", trend))
         for job in pending:
             job.result()  # re-raises a failed write here
-        published = published.result()
+        n_published = published.result()
     summary = {
         "cutoffs": {k: _iso(v) for k, v in cut.items()},
         "counts": {
@@ -148,7 +148,7 @@ def build_features(
             "eval_valid_users": valid.num_rows,
             "eval_test_users": test.num_rows,
             "trending_rows": trend.num_rows,
-            "online_rows": published,
+            "online_rows": n_published,
         },
         "online_store": str(target),
         "config": dataclasses.asdict(config),

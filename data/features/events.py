@@ -40,7 +40,7 @@ log = logging.getLogger("tastemaker.data")
 ET = {name: np.int8(i) for i, name in enumerate(EVENT_TYPES)}
 LR_SCALE = 1 << 16  # log-ratios are summed as integers in 1/65536 units: exact, order-free
 LR_CLIP = 2.0  # listen log2-ratio clipped to [-2, 2] (a quarter to four times the norm)
-_EVENT_COLS = ("event_type", "user_key", "artist_id", "track_id", "ms_played")
+_EVENT_COLS: tuple[str, ...] = ("event_type", "user_key", "artist_id", "track_id", "ms_played")
 _EVENT_COLS += ("track_duration_ms", "event_ts")
 _DICT_COLS = ["event_type", "user_key", "artist_id", "track_id"]  # read as Arrow dictionaries
 

@@ -236,7 +236,7 @@ class RedisOnlineStore:
         version = self._r.get(self._current)
         if version is None:
             return self.replace_all(rows)
-        return self._fill(self._hash(version), _blobs(rows))
+        return self._fill(self._hash(int(version)), _blobs(rows))
 
     def replace_all(self, rows: Iterable[dict[str, Any]]) -> int:
         return self._replace(_blobs(rows))
@@ -249,7 +249,7 @@ class RedisOnlineStore:
         n = self._fill(self._hash(version), batches)
         old = self._r.set(self._current, version, get=True)  # the atomic switch
         if old is not None:
-            self._r.unlink(self._hash(old))
+            self._r.unlink(self._hash(int(old)))
         return n
 
     def get(self, user_key: str) -> dict[str, Any] | None:

@@ -47,7 +47,9 @@ class Vocab:
         if isinstance(values, pa.ChunkedArray | pa.Array):
             values = values.to_pylist()
         get = self._index.get
-        return np.fromiter((get(v, UNK_INDEX) for v in values), dtype=np.int64, count=len(values))
+        # a None (null) is never a key, so it maps to UNK_INDEX like any unknown value
+        codes = (get(v, UNK_INDEX) for v in values)  # type: ignore[arg-type]
+        return np.fromiter(codes, dtype=np.int64, count=len(values))
 
     def encode_arrow(self, values: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """Vectorised :meth:`encode` for large string arrays (same result)."""

@@ -3,7 +3,6 @@ on SQLite and on a real Redis."""
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import pyarrow as pa
@@ -19,25 +18,13 @@ from data.features.build import FeatureConfig, build_features, load_event_log, u
 from data.features.online_store import open_online_store, rows_from_table, table_from_rows
 from data.schemas import EVAL_USERS, USER_FEATURES
 
-REDIS_URL = os.environ.get("TASTEMAKER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-
-
-def _redis_or_skip() -> str:
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-    except redis.ConnectionError as exc:
-        pytest.skip(f"Redis unreachable at {REDIS_URL}: {exc}")
-    return f"{REDIS_URL}?prefix=tm-test-{uuid.uuid4().hex[:10]}"
-
 
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
 def store_url(request, tmp_path):
     if request.param == "sqlite":
         yield str(tmp_path / "online" / "users.sqlite")
         return
-    url = _redis_or_skip()
+    url = f"{request.getfixturevalue('redis_url')}?prefix=tm-test-{uuid.uuid4().hex[:10]}"
     yield url
     store = open_online_store(url)
     store.drop()

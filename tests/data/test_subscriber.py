@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import os
 import signal
 import subprocess
 import sys
@@ -21,15 +20,11 @@ from data.ingest.objectstore import ObjectStore
 from data.ingest.subscriber import Subscriber, SubscriberConfig, connect, publish
 
 ROOT = Path(__file__).resolve().parents[2]
-REDIS_URL = os.environ.get("TASTEMAKER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 @pytest.fixture
-def client():
-    try:
-        c = connect(REDIS_URL)
-    except ConnectionError as exc:
-        pytest.skip(f"Redis not reachable: {exc}")
+def client(redis_url):
+    c = connect(redis_url)
     yield c
     c.close()
 
@@ -96,13 +91,13 @@ def test_restart_delivers_own_pending_and_claims_dead_consumers(client, stream, 
 
 @pytest.mark.redis
 @pytest.mark.slow
-def test_sigterm_flushes_and_a_restart_loses_nothing(client, stream, tmp_path):
+def test_sigterm_flushes_and_a_restart_loses_nothing(client, stream, tmp_path, redis_url):
     n = 3000
     lines = published(tmp_path / "src", n)
     publish(client, ObjectStore(tmp_path / "src" / "raw"), stream=stream)
     cmd = [
         sys.executable, "-m", "data.ingest.cli", "--workspace", str(tmp_path / "ws"), "subscribe",
-        "--redis-url", REDIS_URL, "--stream", stream, "--consumer", "c1", "--batch-size", "50",
+        "--redis-url", redis_url, "--stream", stream, "--consumer", "c1", "--batch-size", "50",
         "--block-ms", "200",
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT)
