@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    for noisy in ("onnxscript", "onnx_ir", "lightning", "pytorch_lightning"):
+    for noisy in ("onnxscript", "onnx_ir", "lightning", "pytorch_lightning", "faiss"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # the ONNX exporter warns about every optional torchvision op it cannot register
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)

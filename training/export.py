@@ -25,6 +25,8 @@ from index.faiss_index import IndexSpec, build_index
 from training.inference import LoadedRun, load_run
 
 log = logging.getLogger("tastemaker.training")
+# the exporter warns once per optional torchvision op it cannot register: noise for a user
+logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 OPSET = 18
 PARITY_TOL = 1e-4
 

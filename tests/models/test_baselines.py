@@ -86,3 +86,21 @@ def test_hetrec_reference_numbers(hetrec_path):  # the fixture skips when the da
     rows = hetrec_table(models=("popular", "itemknn", "als"))
     for name, metrics in rows.items():
         assert abs(metrics["recall@20"] - REFERENCE[name]) <= 0.01, (name, metrics)
+
+
+def test_the_baselines_and_their_registry_never_import_torch():
+    """Regression guard: ``models/base.py`` once imported torch through ``models/topk.py``, so
+    fitting EASE or ALS paid for torch."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, models.base, models.topk, models.ease, models.als, models.itemknn, "
+        "models.popular, models.trending, models.random_rec, evaluation.registry; "
+        "print('torch' in sys.modules)"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
