@@ -21,6 +21,8 @@ RAW_OPTIONAL_FIELDS = (
     "track_duration_ms",
     "country",
     "device",
+    "bundle_version",  # impressions the service logs: which bundle served the slate
+    "source",  # ... and how: precomputed | model | trending | backfill
 )
 
 # The raw contract as Arrow parses it: ids are strings, epoch/int fields integers, client_ts
@@ -40,6 +42,8 @@ RAW_PARSE_SCHEMA = pa.schema(
         ("server_ts", pa.int64()),
         ("country", pa.string()),
         ("device", pa.string()),
+        ("bundle_version", pa.string()),
+        ("source", pa.string()),
     ]
 )
 
@@ -59,6 +63,8 @@ LAKE_EVENTS = pa.schema(
         ("server_ts", TS),
         ("country", pa.string()),
         ("device", pa.string()),
+        ("bundle_version", pa.string()),  # served slates only (impressions the service logs)
+        ("source", pa.string()),  # served slates only: precomputed | model | trending | backfill
     ]
 )
 LAKE_PARTITION = "dt"  # YYYY-MM-DD of event_ts, hive-style folder lake/events/dt=.../

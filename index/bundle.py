@@ -190,6 +190,15 @@ def current_version(bundles_dir: str | os.PathLike[str]) -> str | None:
     return pointer.read_text().strip() or None
 
 
+def set_current(bundles_dir: str | os.PathLike[str], version: str) -> None:
+    """Point ``CURRENT`` at an already published ``version`` (a rollback or a manual promote);
+    the bundle is verified first, so a corrupt one is refused and the old one keeps serving."""
+    root = Path(bundles_dir)
+    load_bundle(root / version)
+    write_bytes(root / CURRENT, f"{version}\n".encode())
+    log.info("CURRENT -> %s in %s", version, root)
+
+
 def prune_bundles(bundles_dir: str | os.PathLike[str], keep: int = DEFAULT_KEEP) -> list[str]:
     """Delete all but the ``keep`` newest versions, never the current one; return the deleted."""
     root = Path(bundles_dir)

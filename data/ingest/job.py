@@ -20,7 +20,7 @@ import uuid
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 import numpy as np
 import pyarrow as pa
@@ -203,17 +203,25 @@ def ingest_store(
     rules: IngestRules = IngestRules(),
     now: datetime | None = None,
     prefix: str = "events",
+    until: date | None = None,
 ) -> dict:
-    """Ingest every new raw object under ``prefix`` of ``store``; returns the run manifest."""
+    """Ingest every new raw object under ``prefix`` of ``store``; returns the run manifest.
+
+    ``until`` (inclusive) leaves objects of later arrival partitions (``dt=YYYY-MM-DD``) for a
+    later run: the daily cycle ingests day by day. They are counted as ``objects_deferred``."""
     started = time.perf_counter()
     now_ms = int((now or datetime.now(timezone.utc)).timestamp() * 1000)
     ledger = ledger_mod.load_ledger(ws)
     ledger_mod.remove_orphans(ws, ledger)
     seen = ledger_mod.seen_event_ids(ws, ledger)
     pseudonyms = Pseudonyms(key)
-    total, objects, skipped = Counts(), [], 0
+    total, objects, skipped, deferred = Counts(), [], 0, 0
     for source in store.list(prefix):
         if not source.endswith(RAW_SUFFIXES):
+            continue
+        arrived = arrival_date(source)
+        if until is not None and arrived is not None and arrived > until:
+            deferred += 1
             continue
         if source in ledger:
             skipped += 1
@@ -240,10 +248,22 @@ def ingest_store(
         "store": repr(store),
         "objects": objects,
         "objects_skipped_already_ingested": skipped,
+        "objects_deferred": deferred,
         **total.as_dict(),
         "seconds": round(seconds, 3),
         "events_per_s": round(total.read / seconds) if seconds > 0 else None,
     }
+
+
+def arrival_date(source: str) -> date | None:
+    """The ``dt=YYYY-MM-DD`` arrival partition of a raw object path, if it has one."""
+    for part in source.split("/"):
+        if part.startswith("dt="):
+            try:
+                return date.fromisoformat(part[3:])
+            except ValueError:
+                return None
+    return None
 
 
 def load_lookups(ws: Workspace, accounts_url: str | None) -> Lookups:
@@ -265,6 +285,7 @@ def run_ingest(
     *,
     rules: IngestRules = IngestRules(),
     now: datetime | None = None,
+    until: date | None = None,
 ) -> dict:
     """The ``tastemaker ingest`` job: new raw objects -> lake; refreshes users/artists views.
 
@@ -277,7 +298,13 @@ def run_ingest(
 
     store = open_store(source_url, ws.raw)
     manifest = ingest_store(
-        ws, store, load_lookups(ws, accounts_url), key=pseudonym_key(), rules=rules, now=now
+        ws,
+        store,
+        load_lookups(ws, accounts_url),
+        key=pseudonym_key(),
+        rules=rules,
+        now=now,
+        until=until,
     )
     manifest["users_published"] = publish_user_view(ws, accounts_url=accounts_url)
     manifest["artists_published"] = publish_catalog(ws)

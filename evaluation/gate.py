@@ -1,0 +1,212 @@
+"""Champion/challenger gate: a challenger replaces the champion only on evidence.
+
+On the same fresh holdout (the temporal protocol's ``test`` split of today's features) both
+models rank the full catalogue for the same warm users. The challenger is promoted only if
+
+1. its mean per-user ``metric`` (Recall@20) beats the champion's by at least ``min_delta``
+   and the 95 % paired bootstrap interval of the per-user difference excludes zero;
+2. no segment (age group, gender, country, tenure) with at least ``segment_min_users`` users
+   loses more than ``segment_max_drop`` (absolute) of the metric;
+3. its train/test gap is not flagged by the evaluation (``overfit_flags``).
+
+Without a champion, the reference is most-popular on the same users: the first model to serve
+must beat the simplest honest baseline by the same rules. Any recommender the registry can
+build or load (a baseline name, or a run dir of a registered model such as the two-tower) can
+be either side.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.workspace import Workspace
+from data.schemas import USER_SEGMENT_FIELDS
+from evaluation.evaluate import _baseline_scorer, _rank_and_score, _run_scorer
+from evaluation.registry import is_run_model, make_recommender
+from evaluation.segments import collapse_rare
+from evaluation.temporal import TemporalData, index_lists, load_temporal
+
+log = logging.getLogger("tastemaker.evaluation")
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    metric: str = "recall@20"
+    min_delta: float = 0.0  # the challenger's mean must exceed the champion's by this much
+    n_boot: int = 1000
+    level: float = 0.95
+    segment_min_users: int = 30
+    segment_max_drop: float = 0.05  # absolute drop of the metric in any large-enough segment
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.5 < self.level < 1.0:
+            raise ValueError(f"GateConfig.level must be in (0.5, 1); got {self.level}")
+        if self.n_boot < 100:
+            raise ValueError(f"GateConfig.n_boot must be >= 100; got {self.n_boot}")
+
+
+@dataclass(frozen=True)
+class Contender:
+    """A side of the comparison: a model name and, for run-dir models, its run dir."""
+
+    label: str
+    model: str
+    run_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reasons: list[str]
+    metric: str
+    n_users: int
+    champion: str
+    challenger: str
+    champion_score: float
+    challenger_score: float
+    delta: float
+    ci: tuple[float, float]
+    segment_regressions: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        verdict = "PROMOTED" if self.promote else "KEPT OUT"
+        return (
+            f"{verdict}: {self.challenger} vs {self.champion} on {self.n_users} users, "
+            f"{self.metric} {self.challenger_score:.4f} vs {self.champion_score:.4f} "
+            f"(delta {self.delta:+.4f}, 95% CI [{self.ci[0]:+.4f}, {self.ci[1]:+.4f}]); "
+            + "; ".join(self.reasons)
+        )
+
+
+def per_user_metric(
+    data: TemporalData, contender: Contender, metric: str, k: int = 100
+) -> np.ndarray:
+    """``(U_warm,)`` per-user ``metric`` of ``contender`` on ``data``'s warm users (NaN =
+    no target), in the order of ``np.flatnonzero(data.warm)``."""
+    if is_run_model(contender.model):
+        if contender.run_dir is None:
+            raise ValueError(f"{contender.label}: model {contender.model!r} needs a run dir")
+        score_fn, artist_ids = _run_scorer(contender.model, contender.run_dir, data)
+    else:
+        model = make_recommender(contender.model).fit(data.train)
+        score_fn, artist_ids = _baseline_scorer(model, data), data.train.artist_ids
+    seen = index_lists(data.users["seen"], artist_ids)
+    targets = index_lists(data.users["targets"], artist_ids)
+    warm = np.flatnonzero(data.warm)
+    ks = [int(metric.split("@")[1])] if "@" in metric else [20]
+    _, per_user = _rank_and_score(score_fn, artist_ids, warm, seen, targets, k, ks)
+    if metric not in per_user:
+        raise ValueError(f"unknown gate metric {metric!r}; have {sorted(per_user)}")
+    return np.asarray(per_user[metric], dtype=np.float64)
+
+
+def paired_bootstrap(diff: np.ndarray, n_boot: int, level: float, seed: int) -> tuple[float, float]:
+    """Percentile interval of the mean of ``diff`` (users resampled with replacement)."""
+    rng = np.random.default_rng(seed)
+    n = len(diff)
+    if n < 2:
+        return float(diff.mean()), float(diff.mean())
+    idx = rng.integers(0, n, size=(n_boot, n))  # (R, n)
+    means = diff[idx].mean(axis=1)  # (R,)
+    tail = (1.0 - level) / 2 * 100
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def decide(
+    champion: np.ndarray,
+    challenger: np.ndarray,
+    segments: Mapping[str, np.ndarray],
+    config: GateConfig,
+    labels: tuple[str, str] = ("champion", "challenger"),
+    overfit: bool = False,
+) -> Decision:
+    """The gate's rules on aligned per-user values (NaN rows dropped on both sides)."""
+    ok = ~(np.isnan(champion) | np.isnan(challenger))
+    a, b = champion[ok], challenger[ok]
+    if len(a) == 0:
+        raise ValueError("the gate has no user with a target on both sides")
+    diff = b - a
+    lo, hi = paired_bootstrap(diff, config.n_boot, config.level, config.seed)
+    delta = float(diff.mean())
+    reasons: list[str] = []
+    promote = True
+    if delta < config.min_delta:
+        promote = False
+        reasons.append(f"mean {config.metric} delta {delta:+.4f} is below the margin "
+                       f"{config.min_delta:+.4f}")  # fmt: skip
+    if lo <= 0.0:
+        promote = False
+        reasons.append(f"the {config.level:.0%} interval of the delta [{lo:+.4f}, {hi:+.4f}] "
+                       "does not exclude zero")  # fmt: skip
+    regressions: list[dict[str, Any]] = []
+    for name, values in segments.items():
+        vals = np.asarray(values)[ok]
+        for value in np.unique(vals.astype(str)):
+            mask = vals.astype(str) == value
+            if mask.sum() < config.segment_min_users:
+                continue
+            drop = float(a[mask].mean() - b[mask].mean())
+            if drop > config.segment_max_drop:
+                regressions.append({"segment": f"{name}={value}", "n_users": int(mask.sum()),
+                                    "champion": float(a[mask].mean()),
+                                    "challenger": float(b[mask].mean())})  # fmt: skip
+    if regressions:
+        promote = False
+        worst = max(regressions, key=lambda r: r["champion"] - r["challenger"])
+        reasons.append(f"{len(regressions)} segment(s) regress by more than "
+                       f"{config.segment_max_drop:.3f}, worst {worst['segment']} "
+                       f"({worst['challenger']:.4f} vs {worst['champion']:.4f}, "
+                       f"{worst['n_users']} users)")  # fmt: skip
+    if overfit:
+        promote = False
+        reasons.append("its train/test gap is flagged (train recall far above test)")
+    if promote:
+        reasons.append(f"wins by {delta:+.4f} with the interval above zero and no segment "
+                       "regressing")  # fmt: skip
+    return Decision(
+        promote=promote,
+        reasons=reasons,
+        metric=config.metric,
+        n_users=int(ok.sum()),
+        champion=labels[0],
+        challenger=labels[1],
+        champion_score=float(a.mean()),
+        challenger_score=float(b.mean()),
+        delta=delta,
+        ci=(lo, hi),
+        segment_regressions=regressions,
+    )
+
+
+def run_gate(
+    ws: Workspace,
+    champion: Contender | None,
+    challenger: Contender,
+    config: GateConfig | None = None,
+    overfit: bool = False,
+    split: str = "test",
+) -> Decision:
+    """Score both on today's ``split`` and decide; no champion = most-popular as reference."""
+    config = config or GateConfig()
+    reference = champion or Contender("most-popular (no champion yet)", "popular")
+    data = load_temporal(ws, split)
+    warm = np.flatnonzero(data.warm)
+    seg = {f: data.users[f].to_numpy(zero_copy_only=False)[warm] for f in USER_SEGMENT_FIELDS}
+    if "country" in seg:
+        seg["country"] = collapse_rare(seg["country"])
+    a = per_user_metric(data, reference, config.metric)
+    b = per_user_metric(data, challenger, config.metric)
+    decision = decide(a, b, seg, config, (reference.label, challenger.label), overfit)
+    log.info("gate: %s", decision.summary())
+    return decision

@@ -1,0 +1,337 @@
+"""``tastemaker daily``: one idempotent cycle for a day, and ``tastemaker models``.
+
+``daily --date D`` (or ``--from D1 --to D2`` to replay a range, one day after another):
+
+1. **ingest** the raw objects that arrived up to ``D`` (later partitions wait for their day);
+2. **features** as of the end of the lake (point-in-time; the online store is refreshed);
+3. **train** a two-tower challenger (from scratch: warm starts are not built yet);
+4. **evaluate** it against the baselines on the fresh holdout (the last ``test_days``);
+5. **gate** it against the champion on the same holdout (:mod:`evaluation.gate`);
+6. **export + publish** its bundle only when the gate promotes it; otherwise the champion's
+   bundle keeps serving and the registry records the challenger as ``rejected``;
+7. **engagement** (CTR, stream-through, follow rate, 7/14-day churn by segment) from the lake,
+   the **regression alarm** for ``D``, plots, and a summary in ``daily/<D>/``.
+
+A day that finished is not run again (its ``daily/<D>/summary.json`` is printed instead), so
+re-running a date changes nothing. A failing step raises :class:`DailyStepError` naming the
+step; nothing is published before step 6, so the current bundle keeps serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from core.atomic import write_bytes, write_json, write_table
+from core.workspace import Workspace
+from data.features.config import FeatureConfig
+from evaluation.alarm import AlarmConfig
+from evaluation.gate import GateConfig
+from training.train_config import TrainConfig
+
+log = logging.getLogger("tastemaker.daily")
+ALARM_EXIT = 3  # `tastemaker daily` exit status when the regression alarm fires
+CHALLENGER_MODEL = "two-tower"
+
+
+class DailyStepError(RuntimeError):
+    """A step of the daily cycle failed; the bundle that was serving still serves."""
+
+    def __init__(self, day: date, step: str, cause: BaseException) -> None:
+        super().__init__(f"daily {day}: step '{step}' failed: {type(cause).__name__}: {cause}")
+        self.day, self.step = day, step
+
+
+@dataclass(frozen=True)
+class DailyConfig:
+    train: TrainConfig = field(default_factory=TrainConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    alarm: AlarmConfig = field(default_factory=AlarmConfig)
+    accounts_url: str | None = None
+    registry_url: str | None = None  # default: evaluation.model_registry.default_registry_url
+
+
+def day_dir(ws: Workspace, day: date) -> Path:
+    return ws.root / "daily" / day.isoformat()
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=Path(__file__).resolve().parent)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def run_day(
+    ws: Workspace,
+    day: date,
+    config: DailyConfig | None = None,
+    train_fn: Callable[[Workspace, TrainConfig], Path] | None = None,
+) -> dict[str, Any]:
+    """Run (or, if it already finished, return) the cycle for ``day``; see the module doc."""
+    from data.features.build import build_features
+    from data.ingest.job import run_ingest
+    from evaluation.alarm import check
+    from evaluation.engagement import engagement_table
+    from evaluation.evaluate import evaluate_temporal
+    from evaluation.gate import Contender, run_gate
+    from evaluation.model_registry import ModelRecord, default_registry_url, open_registry
+    from training.export import export_bundle
+    from training.train import train_two_tower
+
+    config = config or DailyConfig()
+    out_dir = day_dir(ws, day)
+    done = out_dir / "summary.json"
+    if done.is_file():
+        log.info("daily %s already done; nothing to re-run (%s)", day, done)
+        return {**json.loads(done.read_text()), "already_done": True}
+    train_fn = train_fn or train_two_tower
+    timings: dict[str, float] = {}
+
+    def step(name: str, fn: Callable[[], Any]) -> Any:
+        started = time.perf_counter()
+        log.info("daily %s: %s ...", day, name)
+        try:
+            result = fn()
+        except Exception as exc:
+            log.error("daily %s: step %s failed; the serving bundle is unchanged", day, name)
+            raise DailyStepError(day, name, exc) from exc
+        timings[name] = round(time.perf_counter() - started, 2)
+        return result
+
+    end_of_day = datetime.combine(day + timedelta(days=1), datetime.min.time(), timezone.utc)
+    ingest = step("ingest", lambda: run_ingest(ws, accounts_url=config.accounts_url,
+                                                now=end_of_day, until=day))  # fmt: skip
+    features = step("features", lambda: build_features(ws, config.features))
+    run_dir = Path(step("train", lambda: train_fn(ws, config.train)))
+    evaluation = step("evaluate", lambda: evaluate_temporal(ws, run_dir, models=(
+        CHALLENGER_MODEL, "popular", "ease", "itemknn")))  # fmt: skip
+    registry = open_registry(config.registry_url or default_registry_url(ws, config.accounts_url))
+    try:
+        champion = registry.champion()
+        record = ModelRecord(
+            run_id=run_dir.name,
+            model=CHALLENGER_MODEL,
+            day=day.isoformat(),
+            git_sha=_git_sha(),
+            config={"train": dataclasses.asdict(config.train),
+                    "features": dataclasses.asdict(config.features)},
+            data_snapshot={"to": day.isoformat(), "cutoffs": features.get("cutoffs"),
+                           "lake_manifest": ingest.get("run_id"), "events_read": ingest["read"]},
+            metrics=evaluation["models"],
+            segment_metrics=evaluation["segments"].get(CHALLENGER_MODEL, {}),
+            artefacts={"run_dir": str(run_dir), "report": str(run_dir / "report.md")},
+        )  # fmt: skip
+        registry.register(record)
+        reference = None
+        if champion is not None:
+            reference = Contender(f"champion {champion.run_id}", champion.model,
+                                  Path(champion.artefacts["run_dir"]))  # fmt: skip
+        challenger = Contender(f"challenger {run_dir.name}", CHALLENGER_MODEL, run_dir)
+        overfit = bool(evaluation["overfit_flags"].get(CHALLENGER_MODEL, False))
+        decision = step("gate", lambda: run_gate(ws, reference, challenger, config.gate, overfit))
+        bundle_version = None
+        if decision.promote:
+            bundle = Path(step("export", lambda: export_bundle(ws, run_dir)))
+            bundle_version = bundle.name
+            registry.set_decision(run_dir.name, "challenger", decision.as_dict())
+            registry.set_bundle(run_dir.name, bundle_version)
+            registry.promote(run_dir.name)
+        else:
+            registry.set_decision(run_dir.name, "rejected", decision.as_dict())
+        serving = registry.champion()
+    finally:
+        registry.close()
+
+    eng = step("engagement", lambda: engagement_table(ws))
+    alarms = check(eng, day.isoformat(), config.alarm)
+    for alarm in alarms:
+        log.warning(alarm.line())
+    write_table(out_dir / "engagement.parquet", _arrow(eng))
+    plots = step("plots", lambda: _plots(eng, out_dir))
+    summary = {
+        "day": day.isoformat(),
+        "challenger": run_dir.name,
+        "decision": decision.as_dict(),
+        "promoted": decision.promote,
+        "bundle_version": bundle_version,
+        "serving_run": serving.run_id if serving else None,
+        "serving_bundle": serving.bundle_version if serving else None,
+        "test_recall@20": {m: v.get("test/recall@20") for m, v in evaluation["models"].items()},
+        "engagement": _today_vs_yesterday(eng, day),
+        "alarms": [a.as_dict() for a in alarms],
+        "plots": [str(p) for p in plots],
+        "ingest": {k: ingest[k] for k in ("read", "accepted", "duplicates", "quarantined")},
+        "timings": timings,
+    }
+    write_bytes(out_dir / "report.md", render_summary(summary).encode())
+    write_json(done, summary)  # last: the day counts as done only when everything is written
+    return summary
+
+
+def _arrow(frame: Any) -> Any:
+    import pyarrow as pa
+
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+def _today_vs_yesterday(eng: Any, day: date) -> dict[str, Any]:
+    rows = eng[(eng["version"] == "*") & (eng["segment"] == "all=all")].set_index("date")
+    out: dict[str, Any] = {}
+    for label, d in (("today", day), ("yesterday", day - timedelta(days=1))):
+        key = d.isoformat()
+        if key in rows.index:
+            r = rows.loc[key]
+            out[label] = {"impressions": int(r["impressions"]), "ctr": float(r["ctr"]),
+                          "stream_through": float(r["stream_through"]),
+                          "follow_rate": float(r["follow_rate"])}  # fmt: skip
+    churn = rows[["churn7", "churn14"]].dropna(how="all")
+    if len(churn):
+        out["latest_churn"] = {"date": churn.index[-1], **churn.iloc[-1].to_dict()}
+    return out
+
+
+def _plots(eng: Any, out_dir: Path) -> list[Path]:
+    """CTR and 7-day churn over days, one line per segment value, one panel per field."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = eng[eng["version"] == "*"]
+    paths = []
+    for metric, label in (("ctr", "CTR (clicks per 100 impressions)"),
+                          ("churn7", "7-day churn")):  # fmt: skip
+        fields = ["all", "age_group", "gender", "country", "tenure"]
+        fig, axes = plt.subplots(1, len(fields), figsize=(4 * len(fields), 3.2), sharey=True)
+        for ax, f in zip(axes, fields, strict=True):
+            for seg, g in rows[rows["segment"].str.startswith(f + "=")].groupby("segment"):
+                g = g[g["impressions"] >= 20] if metric == "ctr" else g
+                ax.plot(g["date"], g[metric], label=str(seg).split("=", 1)[1], lw=1)
+            ax.set_title(f)
+            ax.tick_params(axis="x", labelrotation=90, labelsize=6)
+            ax.legend(fontsize=6)
+        axes[0].set_ylabel(label)
+        fig.tight_layout()
+        path = out_dir / f"{metric}_by_segment.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def render_summary(summary: dict[str, Any]) -> str:
+    d = summary["decision"]
+    eng = summary["engagement"]
+    lines = [f"# Daily cycle {summary['day']}", "",
+             f"Challenger `{summary['challenger']}`: **{'promoted' if d['promote'] else 'kept out'}**. "
+             + " ".join(f"{r}." for r in d["reasons"]),
+             "",
+             f"Serving: run `{summary['serving_run']}`, bundle `{summary['serving_bundle']}`.",
+             "", "| model | test Recall@20 |", "|---|---|"]  # fmt: skip
+    lines += [f"| {m} | {v:.4f} |" for m, v in summary["test_recall@20"].items() if v is not None]
+    if "today" in eng:
+        t, y = eng["today"], eng.get("yesterday")
+        lines += ["", f"CTR today {t['ctr']:.2f} per 100 impressions"
+                  + (f" (yesterday {y['ctr']:.2f})" if y else "")
+                  + f"; stream-through {t['stream_through']:.2f}; "
+                  f"follows {t['follow_rate']:.2f} per 100 impressions."]  # fmt: skip
+    if "latest_churn" in eng:
+        c = eng["latest_churn"]
+        lines.append(f"Latest complete churn ({c['date']}): 7-day {c['churn7']:.3f}, "
+                     f"14-day {c['churn14']:.3f}.")  # fmt: skip
+    lines += ["", "## Alarms", ""]
+    lines += [f"- {a['segment']}: {a['metric']} {a['value']:.3f} < {a['threshold']:.3f}"
+              for a in summary["alarms"]] or ["none"]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+# --- CLI ----------------------------------------------------------------------------------------
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("daily", help="one idempotent daily cycle (ingest ... gate ... publish)")
+    p.add_argument("--date", type=date.fromisoformat, help="the day to run (YYYY-MM-DD)")
+    p.add_argument("--from", dest="start", type=date.fromisoformat, help="replay from this day")
+    p.add_argument("--to", dest="end", type=date.fromisoformat, help="... to this day")
+    p.add_argument("--accounts-url", default=None)
+    p.add_argument("--min-delta", type=float, default=GateConfig.min_delta,
+                   help="Recall@20 margin a challenger must win by")  # fmt: skip
+    p.set_defaults(func=_daily)
+
+    m = sub.add_parser("models", help="the model registry: list | promote RUN | rollback")
+    m.add_argument("action", choices=("list", "promote", "rollback"))
+    m.add_argument("run_id", nargs="?")
+    m.add_argument("--accounts-url", default=None)
+    m.set_defaults(func=_models)
+
+
+def _days(args: argparse.Namespace) -> list[date]:
+    if args.date and not (args.start or args.end):
+        return [args.date]
+    if args.start and args.end and not args.date:
+        if args.end < args.start:
+            raise ValueError(f"--to {args.end} is before --from {args.start}")
+        return [args.start + timedelta(days=i) for i in range((args.end - args.start).days + 1)]
+    raise ValueError("pass --date D, or --from D1 --to D2")
+
+
+def _daily(args: argparse.Namespace) -> int:
+    config = DailyConfig(accounts_url=args.accounts_url,
+                         gate=GateConfig(min_delta=args.min_delta))  # fmt: skip
+    status = 0
+    for day in _days(args):
+        summary = run_day(args.ws, day, config)
+        d = summary["decision"]
+        again = " (already done)" if summary.get("already_done") else ""
+        print(f"{summary['day']}{again}: challenger {summary['challenger']} "
+              f"{'PROMOTED' if d['promote'] else 'kept out'} — {'; '.join(d['reasons'])}")  # fmt: skip
+        print(f"  serving bundle {summary['serving_bundle']}; "
+              f"engagement {json.dumps(summary['engagement'].get('today', {}))}")  # fmt: skip
+        for a in summary["alarms"]:
+            print("  ALARM " + f"{a['segment']}: {a['metric']} {a['value']:.3f} "
+                  f"< {a['threshold']:.3f} (trailing mean {a['baseline']:.3f})")  # fmt: skip
+            status = ALARM_EXIT
+        print(f"  report: {day_dir(args.ws, day) / 'report.md'}")
+    return status
+
+
+def _models(args: argparse.Namespace) -> int:
+    from evaluation.model_registry import default_registry_url, open_registry
+    from index.bundle import set_current
+
+    with open_registry(default_registry_url(args.ws, args.accounts_url)) as registry:
+        if args.action == "list":
+            for r in registry.runs():
+                score = r.metrics.get(r.model, {}).get("test/recall@20")
+                cell = f"{score:.4f}" if isinstance(score, float) else "-"
+                print(f"{r.run_id:36s} {r.model:10s} {r.status:10s} day={r.day} "
+                      f"recall@20={cell} bundle={r.bundle_version}")  # fmt: skip
+            return 0
+        if args.action == "promote":
+            if not args.run_id:
+                raise ValueError("models promote needs a RUN id (see `tastemaker models list`)")
+            target = registry.get(args.run_id)
+            if not target.bundle_version:
+                raise ValueError(f"run {args.run_id} has no bundle; export it first "
+                                 f"(`tastemaker export --run {target.artefacts.get('run_dir')}`)")  # fmt: skip
+            set_current(args.ws.bundles, target.bundle_version)
+            registry.promote(args.run_id)
+            print(f"champion: {args.run_id} (bundle {target.bundle_version})")
+            return 0
+        demoted, restored = registry.rollback()
+        set_current(args.ws.bundles, str(restored.bundle_version))
+        print(f"rolled back: {demoted.run_id} -> {restored.run_id} "
+              f"(bundle {restored.bundle_version})")  # fmt: skip
+        return 0
