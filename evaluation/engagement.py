@@ -160,11 +160,14 @@ def engagement_table(ws: Workspace, config: EngagementConfig | None = None) -> p
     lo, hi = wilson(eng["streamed"].to_numpy(), eng["clicks"].to_numpy(), config.z)
     eng["stream_through_lo"], eng["stream_through_hi"] = lo, hi
     eng["follow_rate"] = 100 * eng["follows"] / eng["impressions"]
+    # churn is per user, so it joins the all-versions rows; a day without slates still has it
     churn = churn_table(events, segs, config)
-    eng = eng.merge(churn, how="left", on=["day", "segment"])
     star = eng["version"] == "*"
-    for c in churn.columns.difference(["day", "segment"]):
-        eng.loc[~star, c] = np.nan
+    merged = eng[star].merge(churn, how="outer", on=["day", "segment"])
+    merged["version"] = "*"
+    for c in ("impressions", "clicks", "streamed", "follows"):
+        merged[c] = merged[c].fillna(0).astype("int64")
+    eng = pd.concat([merged, eng[~star]], ignore_index=True)
     eng["date"] = pd.to_datetime(eng["day"] * DAY_MS, unit="ms", utc=True).dt.strftime("%Y-%m-%d")
     return eng.sort_values(["day", "version", "segment"]).reset_index(drop=True)
 
