@@ -24,7 +24,8 @@ COMMAND_MODULES = (
     "training.cli",  # train, export (and registers the two-tower with evaluation)
     "evaluation.cli",  # evaluate, recommend, compare
     "serving.cli",  # serve
-    "tastemaker.daily",  # daily: the retrain-gate-publish cycle; models: the registry
+    "tastemaker.daily",
+    "tastemaker.simulate",  # simulate: A/B test of policies on the synthetic listeners  # daily: the retrain-gate-publish cycle; models: the registry
     "tastemaker.demo",  # demo: every stage on the default world, then serve
 )
 

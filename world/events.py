@@ -59,6 +59,18 @@ def _part(kind, user, artist, t, track=None, request=None, position=None, ms=Non
     }
 
 
+STREAM_AFTER_CLICK = 0.85  # share of slate clicks that start a stream
+
+
+def click_logit(
+    affinity: np.ndarray, known: np.ndarray, future: np.ndarray, position: np.ndarray
+) -> np.ndarray:
+    """The world's click rule for a slate impression (the historic slates and the simulator):
+    genre affinity in [0, 1], whether the user already knows the artist, whether the artist is
+    in their roster but not yet discovered (true, latent taste), and the 0-based position."""
+    return -4.6 + 3.0 * affinity + 1.5 * known + 2.0 * future - 0.1 * position
+
+
 class _World:
     def __init__(self, cfg, people, cat, theta, roster, rng):
         self.cfg, self.people, self.cat, self.theta, self.roster, self.rng = (
@@ -173,14 +185,14 @@ def simulate(
     im_t = np.repeat(sl_t, k) + pos * 5  # slot rendering order, ms apart
     parts.append(_part(IMPRESSION, im_user, im_artist, im_t, request=im_req, position=pos))
     known, future = w.known_at(im_user, im_artist, im_t)
-    logit = -4.6 + 3.0 * w.affinity(im_user, im_artist) + 1.5 * known + 2.0 * future - 0.1 * pos
+    logit = click_logit(w.affinity(im_user, im_artist), known, future, pos)
     clicked = np.flatnonzero(rng.random(len(im_user)) < 1 / (1 + np.exp(-logit)))
     c_user, c_artist = im_user[clicked], im_artist[clicked]
     c_t = im_t[clicked] + rng.integers(2_000, 30_000, len(clicked))
     parts.append(
         _part(CLICK, c_user, c_artist, c_t, request=im_req[clicked], position=pos[clicked])
     )
-    go = rng.random(len(clicked)) < 0.85
+    go = rng.random(len(clicked)) < STREAM_AFTER_CLICK
     track, ms = w.listen(c_user[go], c_artist[go], known[clicked][go])
     cs_t = c_t[go] + rng.integers(1_000, 5_000, int(go.sum()))
     parts.append(

@@ -1,0 +1,322 @@
+"""``tastemaker simulate``: an A/B test of recommendation policies on the synthetic listeners.
+
+The workspace's world (``raw/world.json``) is rebuilt as a live population
+(:mod:`world.population`, where the listeners' rules are stated). Listeners are split at random
+between the arms; each simulated day every listener who has not churned may log in, gets a
+slate of ``k`` artists from their arm's policy, and clicks, streams, follows and churns by their
+true taste. Per arm: CTR (clicks per 100 impressions), stream-through (clicks that became
+a stream of 30 s or more), follows per 100 impressions, and 7- and 14-day churn (listeners
+who had left for good within 7 / 14 days), each with a 95 % interval; against the first arm,
+the difference with its interval and the listeners per arm a test would need to detect it
+(two-sided 5 %, power 80 %).
+
+Policies (``--policy NAME``, two or more):
+
+* ``model`` — the serving path itself: the current bundle (ONNX user tower + FAISS) and the
+  online feature store, through :class:`serving.recommender.Recommender`;
+* ``popular``, ``ease``, ``itemknn``, ``als`` — the baselines of :mod:`evaluation.registry`
+  fitted on every positive of the lake (``features/examples.parquet``);
+* ``random`` — uniform over the catalogue.
+
+A policy's list is computed once per listener (the online store is not refreshed during the
+simulation); each day's slate is its first ``k`` artists the listener has not clicked yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from collections.abc import Sequence
+from datetime import date
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from core.atomic import write_json
+from core.constants import DAY_MS
+from core.workspace import Workspace
+from world.config import WorldConfig
+
+log = logging.getLogger("tastemaker.simulate")
+
+LIST_LEN = 60  # artists ranked per listener; slates are taken from the top of this list
+Z95, Z80 = 1.959964, 0.841621
+BASELINES = ("popular", "ease", "itemknn", "als")
+
+
+def world_config(ws: Workspace) -> WorldConfig:
+    path = ws.raw / "world.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; run `tastemaker world` (or `demo`) first")
+    cfg = dict(json.loads(path.read_text())["config"])
+    cfg["start"] = date.fromisoformat(cfg["start"])
+    for key, value in cfg.items():
+        if isinstance(value, list):
+            cfg[key] = tuple(value)
+    return WorldConfig(**cfg)
+
+
+def _baseline_lists(ws: Workspace, name: str, user_keys: np.ndarray, artist_ids: np.ndarray
+                    ) -> np.ndarray:  # fmt: skip
+    """``(U, LIST_LEN)`` world artist indices from a baseline fitted on the lake's positives."""
+    import pandas as pd
+
+    from evaluation.registry import make_recommender
+    from models.base import Interactions
+
+    ex = pq.read_table(
+        ws.features / "examples.parquet", columns=["user_key", "artist_id", "weight"]
+    )
+    inter = Interactions.from_pairs(ex["user_key"].to_numpy(zero_copy_only=False),
+                                    ex["artist_id"].to_numpy(zero_copy_only=False),
+                                    ex["weight"].to_numpy(zero_copy_only=False))  # fmt: skip
+    model = make_recommender(name).fit(inter)
+    popular = make_recommender("popular").fit(inter)
+    rows = pd.Index(inter.user_ids).get_indexer(user_keys)
+    known = rows >= 0
+    cols = np.full((len(user_keys), LIST_LEN), -1, dtype=np.int64)
+    if known.any():
+        cols[known], _ = model.recommend(rows[known], LIST_LEN)
+    if (~known).any():  # listeners the lake never saw get most-popular
+        top, _ = popular.recommend(np.zeros(1, dtype=np.int64), LIST_LEN, exclude_seen=False)
+        cols[~known] = top[0]
+    to_world = pd.Index(artist_ids).get_indexer(inter.artist_ids)  # (A_lake,) -> world index
+    return np.where(cols >= 0, to_world[np.maximum(cols, 0)], -1)
+
+
+def _model_lists(ws: Workspace, user_ids: np.ndarray, artist_ids: np.ndarray) -> np.ndarray:
+    import pandas as pd
+
+    from core.settings import Settings
+    from data.features.online_store import open_online_store
+    from data.pii import pseudonym_key
+    from serving.recommender import Recommender
+    from serving.reload import ModelHolder
+
+    settings = Settings(workspace=ws.root)
+    store = open_online_store(settings.online_store_target)
+    try:
+        rec = Recommender(ModelHolder(settings.bundles_path), store, pseudonym_key(settings))
+        index = pd.Index(artist_ids)
+        out = np.full((len(user_ids), LIST_LEN), -1, dtype=np.int64)
+        for i, user_id in enumerate(user_ids):
+            ids = [r.artist_id for r in rec.recommend(str(user_id), LIST_LEN).items]
+            found = index.get_indexer(ids)
+            found = found[found >= 0]
+            out[i, : len(found)] = found
+            if (i + 1) % 1000 == 0:
+                log.info("model policy: %d/%d listeners ranked", i + 1, len(user_ids))
+        return out
+    finally:
+        store.close()
+
+
+def policy_lists(ws: Workspace, policy: str, population: Any, users: np.ndarray,
+                 rng: np.random.Generator) -> np.ndarray:  # fmt: skip
+    """``(len(users), LIST_LEN)`` ranked world artist indices for ``users`` under ``policy``."""
+    from data.pii import pseudonym_key, pseudonymise
+
+    artist_ids = np.asarray(population.catalogue.artist_id, dtype=object)
+    user_ids = np.asarray(population.people.user_id)[users]
+    if policy == "random":
+        released = population.released(_start_ms(population))
+        return np.stack([rng.choice(released, LIST_LEN, replace=False) for _ in users])
+    if policy == "model":
+        return _model_lists(ws, user_ids, artist_ids)
+    if policy in BASELINES:
+        key = pseudonym_key()
+        keys = np.array([pseudonymise(str(u), key) for u in user_ids], dtype=object)
+        return _baseline_lists(ws, policy, keys, artist_ids)
+    raise ValueError(
+        f"unknown policy {policy!r}; choose from model, random, {', '.join(BASELINES)}"
+    )
+
+
+def _start_ms(population: Any) -> int:
+    from world.population import end_ms
+
+    return end_ms(population.config)
+
+
+def wilson(successes: float, trials: float) -> tuple[float, float]:
+    if trials <= 0:
+        return float("nan"), float("nan")
+    p = successes / trials
+    denom = 1 + Z95**2 / trials
+    centre = (p + Z95**2 / (2 * trials)) / denom
+    half = Z95 * math.sqrt(p * (1 - p) / trials + Z95**2 / (4 * trials**2)) / denom
+    return centre - half, centre + half
+
+
+def diff_interval(s1: float, n1: float, s2: float, n2: float) -> tuple[float, float, float]:
+    """(p2 - p1, lower, upper): the normal-approximation 95 % interval of a difference."""
+    p1, p2 = s1 / n1, s2 / n2
+    se = math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
+    return p2 - p1, p2 - p1 - Z95 * se, p2 - p1 + Z95 * se
+
+
+def needed_per_arm(p1: float, p2: float) -> float:
+    """Trials per arm to detect ``p1`` vs ``p2`` (two-sided 5 %, power 80 %)."""
+    if p1 == p2:
+        return float("inf")
+    return (Z95 + Z80) ** 2 * (p1 * (1 - p1) + p2 * (1 - p2)) / (p1 - p2) ** 2
+
+
+def simulate(ws: Workspace, policies: Sequence[str], days: int = 14, users: int | None = None,
+             k: int = 10, seed: int = 0) -> dict[str, Any]:  # fmt: skip
+    """Run the A/B simulation; returns (and writes to ``simulations/``) the per-arm results."""
+    from world.population import ChurnRule, rebuild
+
+    if len(policies) < 2:
+        raise ValueError("an A/B test needs at least two --policy")
+    if days < 1:
+        raise ValueError(f"--days must be >= 1; got {days}")
+    population = rebuild(world_config(ws))
+    rng = np.random.default_rng(seed)
+    alive = population.people.deleted_ms < 0
+    pool = np.flatnonzero(
+        alive & (population.people.active_to_ms >= _start_ms(population) - 7 * DAY_MS)
+    )
+    if users is not None:
+        if users > len(pool):
+            raise ValueError(f"--users {users} exceeds the {len(pool)} listeners of this world")
+        pool = np.sort(rng.choice(pool, users, replace=False))
+    arm_of = rng.integers(0, len(policies), len(pool))
+    rule = ChurnRule()
+    results = {}
+    for a, policy in enumerate(policies):
+        members = pool[arm_of == a]
+        log.info("arm %s: ranking %d listeners", policy, len(members))
+        lists = policy_lists(ws, policy, population, members, rng)  # (n, L)
+        tallies = _run_arm(
+            population, members, lists, days, k, rule, np.random.default_rng(seed + 1 + a)
+        )
+        results[policy] = tallies
+    return _report(ws, results, policies, days, k, seed)
+
+
+def _run_arm(population: Any, members: np.ndarray, lists: np.ndarray, days: int, k: int,
+             rule: Any, rng: np.random.Generator) -> dict[str, Any]:  # fmt: skip
+    n = len(members)
+    churned_day = np.full(n, np.inf)
+    clicked_before = np.zeros(lists.shape, dtype=bool)
+    t = {"listeners": n, "logins": 0, "impressions": 0, "clicks": 0, "streams": 0, "follows": 0}
+    start = _start_ms(population)
+    for day in range(days):
+        here = np.flatnonzero(np.isinf(churned_day))
+        logs_in = here[rng.random(len(here)) < population.login_probability(members[here])]
+        if not len(logs_in):
+            continue
+        # each slate: the first k of the list not clicked before
+        avail = (~clicked_before[logs_in]) & (lists[logs_in] >= 0)  # (m, L)
+        order = np.argsort(~avail, axis=1, kind="stable")[:, :k]  # available first, in rank
+        slates = np.take_along_axis(lists[logs_in], order, axis=1)
+        slates = np.where(np.take_along_axis(avail, order, axis=1), slates, -1)
+        out = population.react(members[logs_in], slates, start + day * DAY_MS + DAY_MS // 2, rng)
+        rows = clicked_before[logs_in]
+        np.put_along_axis(
+            rows, order, np.take_along_axis(rows, order, axis=1) | out["clicked"], axis=1
+        )
+        clicked_before[logs_in] = rows
+        t["logins"] += len(logs_in)
+        t["impressions"] += int((slates >= 0).sum())
+        t["clicks"] += int(out["clicked"].sum())
+        t["streams"] += int(out["streamed"].sum())
+        t["follows"] += int(out["followed"].sum())
+        satisfied = out["streamed"].sum(axis=1)
+        hazard = rule.base_hazard * np.exp(-rule.satisfaction_weight * satisfied)
+        leave = rng.random(len(logs_in)) < hazard
+        churned_day[logs_in[leave]] = day
+        log.info("day %d: %d logins, %d clicks, %d churned so far", day + 1, len(logs_in),
+                 int(out["clicked"].sum()), int(np.isfinite(churned_day).sum()))  # fmt: skip
+    return {
+        **t,
+        "churned7": int((churned_day < 7).sum()) if days >= 7 else None,
+        "churned14": int((churned_day < 14).sum()) if days >= 14 else None,
+    }
+
+
+def _report(ws: Workspace, results: dict[str, dict[str, Any]], policies: Sequence[str],
+            days: int, k: int, seed: int) -> dict[str, Any]:  # fmt: skip
+    metrics = {  # name -> (successes key, trials key, scale)
+        "ctr": ("clicks", "impressions", 100.0),
+        "stream_through": ("streams", "clicks", 1.0),
+        "follow_rate": ("follows", "impressions", 100.0),
+        "churn7": ("churned7", "listeners", 1.0),
+        "churn14": ("churned14", "listeners", 1.0),
+    }
+    base = results[policies[0]]
+    table: dict[str, dict[str, Any]] = {}
+    for policy in policies:
+        r = results[policy]
+        row: dict[str, Any] = {"listeners": r["listeners"], "impressions": r["impressions"]}
+        for name, (s, n, scale) in metrics.items():
+            if r[s] is None or not r[n]:
+                continue
+            lo, hi = wilson(r[s], r[n])
+            row[name] = [scale * r[s] / r[n], scale * lo, scale * hi]
+            if policy != policies[0] and base[s] is not None and base[n]:
+                d, dlo, dhi = diff_interval(base[s], base[n], r[s], r[n])
+                row[f"{name}_vs_{policies[0]}"] = [scale * d, scale * dlo, scale * dhi]
+                row[f"{name}_needed_per_arm"] = needed_per_arm(base[s] / base[n], r[s] / r[n])
+        table[policy] = row
+    summary = {"policies": list(policies), "days": days, "k": k, "seed": seed, "arms": table,
+               "raw": results}  # fmt: skip
+    out = ws.root / "simulations" / f"{'-vs-'.join(policies)}-{days}d-seed{seed}.json"
+    write_json(out, summary)
+    summary["path"] = str(out)
+    summary["markdown"] = render(summary)
+    return summary
+
+
+def render(summary: dict[str, Any]) -> str:
+    policies = summary["policies"]
+    head = ("| arm | listeners | impressions | CTR /100 | stream-through | follows /100 "
+            "| 7-day churn | 14-day churn |")  # fmt: skip
+    lines = [head, "|---" * 8 + "|"]
+
+    def cell(row: dict[str, Any], name: str, fmt: str) -> str:
+        if name not in row:
+            return "-"
+        v, lo, hi = row[name]
+        return f"{v:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
+
+    for p in policies:
+        r = summary["arms"][p]
+        lines.append(f"| {p} | {r['listeners']:,} | {r['impressions']:,} | {cell(r, 'ctr', '.2f')} "
+                     f"| {cell(r, 'stream_through', '.3f')} | {cell(r, 'follow_rate', '.3f')} "
+                     f"| {cell(r, 'churn7', '.3f')} | {cell(r, 'churn14', '.3f')} |")  # fmt: skip
+    lines += ["", f"Differences against `{policies[0]}` (95 % interval; listeners or trials per "
+              "arm needed to detect the observed difference at 5 % / 80 % power):", ""]  # fmt: skip
+    for p in policies[1:]:
+        r = summary["arms"][p]
+        parts = []
+        for name in ("ctr", "stream_through", "churn14"):
+            key = f"{name}_vs_{policies[0]}"
+            if key in r:
+                d, lo, hi = r[key]
+                need = r[f"{name}_needed_per_arm"]
+                parts.append(f"{name} {d:+.3f} [{lo:+.3f}, {hi:+.3f}] (needs {need:,.0f})")
+        lines.append(f"- `{p}`: " + "; ".join(parts))
+    return "\n".join(lines) + "\n"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("simulate", help="A/B test policies on the synthetic listeners")
+    p.add_argument("--policy", action="append", required=True,
+                   help="model | popular | ease | itemknn | als | random (two or more)")  # fmt: skip
+    p.add_argument("--days", type=int, default=14)
+    p.add_argument("--users", type=int, default=None, help="listeners in the test (default: all)")
+    p.add_argument("--k", type=int, default=10, help="slate size")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_simulate)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    summary = simulate(args.ws, args.policy, args.days, args.users, args.k, args.seed)
+    print(summary["markdown"])
+    print(f"written to {summary['path']}")
+    return 0
