@@ -86,9 +86,6 @@ def run_day(
     from evaluation.alarm import check
     from evaluation.engagement import engagement_table
     from evaluation.evaluate import evaluate_temporal
-    from evaluation.gate import Contender, run_gate
-    from evaluation.model_registry import ModelRecord, default_registry_url, open_registry
-    from training.export import export_bundle
     from training.train import train_two_tower
 
     config = config or DailyConfig()
@@ -118,42 +115,11 @@ def run_day(
     run_dir = Path(step("train", lambda: train_fn(ws, config.train)))
     evaluation = step("evaluate", lambda: evaluate_temporal(ws, run_dir, models=(
         CHALLENGER_MODEL, "popular", "ease", "itemknn")))  # fmt: skip
-    registry = open_registry(config.registry_url or default_registry_url(ws, config.accounts_url))
-    try:
-        champion = registry.champion()
-        record = ModelRecord(
-            run_id=run_dir.name,
-            model=CHALLENGER_MODEL,
-            day=day.isoformat(),
-            git_sha=_git_sha(),
-            config={"train": dataclasses.asdict(config.train),
-                    "features": dataclasses.asdict(config.features)},
-            data_snapshot={"to": day.isoformat(), "cutoffs": features.get("cutoffs"),
-                           "lake_manifest": ingest.get("run_id"), "events_read": ingest["read"]},
-            metrics=evaluation["models"],
-            segment_metrics=evaluation["segments"].get(CHALLENGER_MODEL, {}),
-            artefacts={"run_dir": str(run_dir), "report": str(run_dir / "report.md")},
-        )  # fmt: skip
-        registry.register(record)
-        reference = None
-        if champion is not None:
-            reference = Contender(f"champion {champion.run_id}", champion.model,
-                                  Path(champion.artefacts["run_dir"]))  # fmt: skip
-        challenger = Contender(f"challenger {run_dir.name}", CHALLENGER_MODEL, run_dir)
-        overfit = bool(evaluation["overfit_flags"].get(CHALLENGER_MODEL, False))
-        decision = step("gate", lambda: run_gate(ws, reference, challenger, config.gate, overfit))
-        bundle_version = None
-        if decision.promote:
-            bundle = Path(step("export", lambda: export_bundle(ws, run_dir)))
-            bundle_version = bundle.name
-            registry.set_decision(run_dir.name, "challenger", decision.as_dict())
-            registry.set_bundle(run_dir.name, bundle_version)
-            registry.promote(run_dir.name)
-        else:
-            registry.set_decision(run_dir.name, "rejected", decision.as_dict())
-        serving = registry.champion()
-    finally:
-        registry.close()
+    snapshot = {"to": day.isoformat(), "cutoffs": features.get("cutoffs"),
+                "lake_manifest": ingest.get("run_id"), "events_read": ingest["read"]}  # fmt: skip
+    decision, bundle_version, serving = gate_and_publish(
+        ws, run_dir, evaluation, config, day=day.isoformat(), snapshot=snapshot, step=step
+    )
 
     eng = step("engagement", lambda: engagement_table(ws))
     alarms = check(eng, day.isoformat(), config.alarm)
@@ -181,6 +147,61 @@ def run_day(
     return summary
 
 
+def gate_and_publish(
+    ws: Workspace,
+    run_dir: Path,
+    evaluation: dict[str, Any],
+    config: DailyConfig,
+    day: str | None = None,
+    snapshot: dict[str, Any] | None = None,
+    step: Callable[[str, Callable[[], Any]], Any] | None = None,
+) -> tuple[Any, str | None, Any]:
+    """Register ``run_dir``'s two-tower, gate it against the champion (most-popular when there
+    is none) and publish its bundle only when it is promoted. Returns ``(decision,
+    bundle_version or None, the champion record after the decision)``. Shared by the daily
+    cycle and ``tastemaker demo``."""
+    from evaluation.gate import Contender, run_gate
+    from evaluation.model_registry import ModelRecord, default_registry_url, open_registry
+    from training.export import export_bundle
+
+    def run(name: str, fn: Callable[[], Any]) -> Any:
+        return step(name, fn) if step is not None else fn()
+
+    registry = open_registry(config.registry_url or default_registry_url(ws, config.accounts_url))
+    try:
+        champion = registry.champion()
+        registry.register(ModelRecord(
+            run_id=run_dir.name,
+            model=CHALLENGER_MODEL,
+            day=day,
+            git_sha=_git_sha(),
+            config={"train": dataclasses.asdict(config.train),
+                    "features": dataclasses.asdict(config.features)},
+            data_snapshot=snapshot or {},
+            metrics=evaluation["models"],
+            segment_metrics=evaluation["segments"].get(CHALLENGER_MODEL, {}),
+            artefacts={"run_dir": str(run_dir), "report": str(run_dir / "report.md")},
+        ))  # fmt: skip
+        reference = None
+        if champion is not None:
+            reference = Contender(f"champion {champion.run_id}", champion.model,
+                                  Path(champion.artefacts["run_dir"]))  # fmt: skip
+        challenger = Contender(f"challenger {run_dir.name}", CHALLENGER_MODEL, run_dir)
+        overfit = bool(evaluation["overfit_flags"].get(CHALLENGER_MODEL, False))
+        decision = run("gate", lambda: run_gate(ws, reference, challenger, config.gate, overfit))
+        bundle_version = None
+        if decision.promote:
+            bundle_version = Path(run("export", lambda: export_bundle(ws, run_dir))).name
+            registry.set_decision(run_dir.name, "challenger", decision.as_dict())
+            registry.set_bundle(run_dir.name, bundle_version)
+            registry.promote(run_dir.name)
+        else:
+            registry.set_decision(run_dir.name, "rejected", decision.as_dict())
+        return decision, bundle_version, registry.champion()
+    finally:
+        registry.close()
+
+
 def _arrow(frame: Any) -> Any:
     import pyarrow as pa
 
@@ -197,9 +218,10 @@ def _today_vs_yesterday(eng: Any, day: date) -> dict[str, Any]:
             out[label] = {"impressions": int(r["impressions"]), "ctr": float(r["ctr"]),
                           "stream_through": float(r["stream_through"]),
                           "follow_rate": float(r["follow_rate"])}  # fmt: skip
-    churn = rows[["churn7", "churn14"]].dropna(how="all")
-    if len(churn):
-        out["latest_churn"] = {"date": churn.index[-1], **churn.iloc[-1].to_dict()}
+    for col in ("churn7", "churn14"):  # the latest day whose following window is complete
+        known = rows[col].dropna()
+        if len(known):
+            out[f"latest_{col}"] = {"date": known.index[-1], "value": float(known.iloc[-1])}
     return out
 
 
@@ -249,10 +271,11 @@ def render_summary(summary: dict[str, Any]) -> str:
                   + (f" (yesterday {y['ctr']:.2f})" if y else "")
                   + f"; stream-through {t['stream_through']:.2f}; "
                   f"follows {t['follow_rate']:.2f} per 100 impressions."]  # fmt: skip
-    if "latest_churn" in eng:
-        c = eng["latest_churn"]
-        lines.append(f"Latest complete churn ({c['date']}): 7-day {c['churn7']:.3f}, "
-                     f"14-day {c['churn14']:.3f}.")  # fmt: skip
+    for h in (7, 14):
+        if f"latest_churn{h}" in eng:
+            c = eng[f"latest_churn{h}"]
+            lines.append(f"{h}-day churn of the users active in the week to {c['date']}: "
+                         f"{c['value']:.3f}.")  # fmt: skip
     lines += ["", "## Alarms", ""]
     lines += [f"- {a['segment']}: {a['metric']} {a['value']:.3f} < {a['threshold']:.3f}"
               for a in summary["alarms"]] or ["none"]  # fmt: skip

@@ -40,8 +40,13 @@ def _timed(name: str, fn: Callable[[], Any], timings: dict[str, float]) -> Any:
     return out
 
 
-def run_pipeline(ws: Any, preset: str = "demo", seed: int = 7) -> dict[str, Any]:
-    """Run stages 1-6 on a fresh world in ``ws``; returns paths, metrics and timings."""
+def run_pipeline(ws: Any, preset: str = "demo", seed: int = 7, gate: bool = True) -> dict[str, Any]:
+    """Run stages 1-6 on a fresh world in ``ws``; returns paths, metrics, the gate's decision
+    and timings. With ``gate`` the model is published only if the champion/challenger gate
+    promotes it (against most-popular when the workspace has no champion yet); a model kept
+    out leaves the champion's bundle serving. ``gate=False`` publishes unconditionally (the
+    tiny test world, whose catalogue is too small for any model to beat most-popular clearly,
+    uses it to test the plumbing)."""
     from data.features.build import FeatureConfig, build_features
     from data.ingest.job import run_ingest
     from evaluation.evaluate import evaluate_temporal
@@ -57,11 +62,25 @@ def run_pipeline(ws: Any, preset: str = "demo", seed: int = 7) -> dict[str, Any]
     _timed("features", lambda: build_features(ws, FeatureConfig()), timings)
     run_dir = _timed("train", lambda: train_two_tower(ws, train_cfg), timings)
     metrics = _timed("evaluate", lambda: evaluate_temporal(ws, run_dir), timings)
-    bundle = _timed("export", lambda: export_bundle(ws, run_dir), timings)
+    decision = None
+    if gate:
+        from tastemaker.daily import DailyConfig, gate_and_publish
+
+        decision, version, champion = _timed(
+            "gate", lambda: gate_and_publish(ws, Path(run_dir), metrics, DailyConfig(train=train_cfg)),
+            timings,
+        )  # fmt: skip
+        if version is None and (champion is None or champion.bundle_version is None):
+            raise RuntimeError(f"the model was kept out by the gate and no earlier champion "
+                               f"exists to serve: {decision.summary()}")  # fmt: skip
+        bundle = ws.bundles / (version or champion.bundle_version)
+    else:
+        bundle = _timed("export", lambda: export_bundle(ws, run_dir), timings)
     return {
         "run_dir": Path(run_dir),
         "bundle": Path(bundle),
         "metrics": metrics,
+        "decision": decision,
         "timings": timings,
     }
 
@@ -85,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     print("\nEvaluation on the held-out last week (full catalogue, seen artists excluded):\n")
     print(format_table(out["metrics"]))
     print("\nStage timings: " + json.dumps({k: round(v, 1) for k, v in out["timings"].items()}))
+    if out["decision"] is not None:
+        print("Gate: " + out["decision"].summary())
     print(f"Run dir: {out['run_dir']}\nBundle:  {out['bundle']}")
     if args.no_serve:
         return 0
