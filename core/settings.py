@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     slate_max_age_s: Annotated[float, Field(gt=0)] = 36 * 3600.0  # precomputed slates older -> live
     event_bus_url: str | None = None  # redis://... : POST /v1/events and slate logs go to the
     # stream the subscriber drains; unset: batches are written to the raw object store
+    event_stream: str = "tastemaker:events"  # the stream key the subscriber drains
     events_store_url: str | None = None  # raw object store; default <workspace>/raw
     slate_store_url: str | None = (
         None  # precomputed slates; default <workspace>/online/slates.sqlite

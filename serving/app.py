@@ -43,7 +43,9 @@ def create_app(settings: Settings | None = None, store: OnlineStore | None = Non
     recommender = Recommender(
         holder, guarded, pseudonym_key(settings), slates, settings.slate_max_age_s
     )
-    events = EventSink(settings.event_bus_url, settings.events_store_target)
+    events = EventSink(
+        settings.event_bus_url, settings.events_store_target, stream=settings.event_stream
+    )
     load = LoadState(settings.max_queue_ms, settings.max_inflight, settings.retry_after_s)
 
     @asynccontextmanager

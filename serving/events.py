@@ -100,6 +100,7 @@ class EventSink:
         self,
         bus_url: str | None,
         store_url: str,
+        stream: str = DEFAULT_STREAM,
         flush_s: float = 0.25,
         batch: int = 2000,
         max_queued: int = 100_000,
@@ -118,7 +119,7 @@ class EventSink:
             from data.ingest.objectstore import ObjectStore
 
             self._store = ObjectStore(store_url)
-        self.stream = DEFAULT_STREAM
+        self.stream = stream
         self.flush_s, self.batch = flush_s, batch
         self._slates: deque[ServedSlate] = deque(maxlen=max_queued)
         self._lines: deque[bytes] = deque(maxlen=max_queued)

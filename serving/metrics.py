@@ -7,7 +7,9 @@ each replica/worker and sums (set ``PROMETHEUS_MULTIPROC_DIR`` for one merged en
 from __future__ import annotations
 
 import time
+from collections import Counter as Counter_
 from datetime import datetime
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -66,3 +68,20 @@ def set_bundle(version: str, created_at: str | None) -> None:
             return
         BUNDLE_CREATED.set(ts)
         BUNDLE_AGE.set_function(lambda: time.time() - ts)
+
+
+_requests: dict[str, Any] = {}
+_items: dict[str, Any] = {}
+
+
+def count_served(source: str, item_sources: list[str]) -> None:
+    """Count one served list and its items (label children cached: ``labels()`` is slow)."""
+    child = _requests.get(source)
+    if child is None:
+        child = _requests[source] = REQUESTS_BY_SOURCE.labels(source=source)
+    child.inc()
+    for s, n in Counter_(item_sources).items():
+        item = _items.get(s)
+        if item is None:
+            item = _items[s] = ITEMS_BY_SOURCE.labels(source=s)
+        item.inc(n)

@@ -21,7 +21,7 @@ log = logging.getLogger("tastemaker.serving")
 
 
 class ModelHolder:
-    def __init__(self, source: Path, onnx_threads: int = 1, faiss_threads: int = 1) -> None:
+    def __init__(self, source: Path, onnx_threads: int = 1, faiss_threads: int | None = 1) -> None:
         self.source = Path(source)  # a bundles dir (follows CURRENT) or one version folder
         self.onnx_threads = onnx_threads
         self.faiss_threads = faiss_threads

@@ -15,17 +15,18 @@ from typing import Annotated, Any
 from uuid import uuid4
 
 import orjson
-from fastapi import APIRouter, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from core.settings import MAX_K
 from index import CorruptBundleError
 from serving.events import ServedSlate, validate_events
-from serving.metrics import ITEMS_BY_SOURCE, READY, REQUESTS_BY_SOURCE
+from serving.metrics import READY, count_served
 from serving.recommender import RecommendationList
 from serving.schemas import (
     MAX_K_DOC,
+    MAX_USER_ID_BYTES,
     EventsRequest,
     EventsResponse,
     Health,
@@ -65,9 +66,7 @@ def _answer(request: Request, result: RecommendationList, user_id: str | None) -
         }
         for rank, r in enumerate(result.items, start=1)
     ]
-    REQUESTS_BY_SOURCE.labels(source=result.source).inc()
-    for r in result.items:
-        ITEMS_BY_SOURCE.labels(source=r.source).inc()
+    count_served(result.source, [r.source for r in result.items])
     state = request.app.state
     if user_id is not None and state.events is not None:
         state.events.log_slate(
@@ -99,27 +98,49 @@ def _k(request: Request, k: int | None) -> int:
     return k
 
 
+_PARAMS = [  # documented here because the route parses them itself (see below)
+    {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"},
+     "description": f"account id, at most {MAX_USER_ID_BYTES} bytes, no control characters"},
+    {"name": "k", "in": "query", "required": False,
+     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_K},
+     "description": f"{MAX_K_DOC} Default: settings.default_k."},
+    {"name": "country", "in": "query", "required": False, "schema": {"type": "string"},
+     "description": "ISO 3166-1 alpha-2; a hint for unknown users"},
+]  # fmt: skip
+
+
 @router.get(
     "/v1/users/{user_id}/recommendations",
     response_model=None,
     responses={200: {"model": RecommendationsResponse}, 503: {"description": "shed"}},
+    openapi_extra={"parameters": _PARAMS},
 )
-async def recommendations(
-    request: Request,
-    user_id: str,
-    k: Annotated[
-        int | None, Query(ge=1, le=MAX_K, description=f"{MAX_K_DOC} Default: settings.default_k.")
-    ] = None,
-    country: Annotated[
-        str | None, Query(description="ISO 3166-1 alpha-2; a hint for unknown users")
-    ] = None,
-) -> Response:
+async def recommendations(request: Request) -> Response:
+    """Top-k artists for an account id.
+
+    Parameters are read from the request directly: FastAPI's per-parameter validation cost
+    ~0.15 ms a request (profiled), a third of the whole precomputed path."""
+    user_id: str = request.path_params["user_id"]
     if problem := user_id_problem(user_id):
         raise HTTPException(status_code=422, detail=problem)
+    query = request.query_params
+    k = _parse_k(query.get("k"))
     result = request.app.state.recommender.recommend(
-        user_id, _k(request, k), country=_check_country(country)
+        user_id, _k(request, k), country=_check_country(query.get("country"))
     )
     return _answer(request, result, user_id)
+
+
+def _parse_k(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    try:
+        k = int(raw)
+    except ValueError:
+        raise HTTPException(status_code=422, detail="k must be an integer") from None
+    if not 1 <= k <= MAX_K:
+        raise HTTPException(status_code=422, detail=f"k must be in 1..{MAX_K}")
+    return k
 
 
 @router.post(

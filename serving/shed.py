@@ -49,6 +49,17 @@ class ArrivalStampingProtocol(HttpToolsProtocol):
         self.scope[ARRIVAL] = time.perf_counter()  # type: ignore[literal-required]
 
 
+_children: dict[tuple[str, int], Any] = {}
+
+
+def _latency(route: str, status: int) -> Any:
+    """The histogram child for (route, status), cached (``labels()`` costs ~3 us)."""
+    child = _children.get((route, status))
+    if child is None:
+        child = _children[(route, status)] = LATENCY.labels(route=route, status=str(status))
+    return child
+
+
 def route_label(path: str) -> str:
     for prefix, label in ROUTES.items():
         if path.startswith(prefix):
@@ -110,7 +121,7 @@ class ShedMiddleware:
                 await send(self._start)
                 await send(self._body)
                 SHED.labels(reason=reason).inc()
-                LATENCY.labels(route=label, status="503").observe(time.perf_counter() - t0)
+                _latency(label, 503).observe(time.perf_counter() - t0)
                 return
         status = [500]
 
@@ -124,4 +135,4 @@ class ShedMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             state.inflight -= 1
-            LATENCY.labels(route=label, status=str(status[0])).observe(time.perf_counter() - t0)
+            _latency(label, status[0]).observe(time.perf_counter() - t0)

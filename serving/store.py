@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import orjson
+
 from data.features.online_store import RedisOnlineStore, SqliteOnlineStore
 from serving.features import OnlineStore
 from serving.metrics import STORE_ERRORS
@@ -57,7 +59,10 @@ def open_serving_store(target: str, timeout_ms: float) -> OnlineStore:
             f"online store file {path} does not exist; run `tastemaker features` to publish "
             "user features, or point --online-store / TASTEMAKER_ONLINE_STORE_URL at the store"
         )
-    return SqliteOnlineStore(path)
+    try:
+        return SqliteOnlineStore(path)
+    except sqlite3.Error as exc:
+        raise StoreUnavailableError(f"online store file {path} is unusable: {exc}") from exc
 
 
 class GuardedStore:
@@ -106,9 +111,16 @@ class GuardedStore:
     def _count(self) -> int:
         store: Any = self.store
         if isinstance(store, SqliteOnlineStore):
-            # one indexed probe row is enough to prove the table is readable and not empty
-            hit = store._db.execute("SELECT 1 FROM user_features LIMIT 1").fetchone()
-            store.get("__probe__")  # the lookup statement itself works
+            # a fresh read-only connection sees the file as it is now (the serving connection
+            # may answer from its page cache); one row that decodes proves "readable, not empty"
+            db = sqlite3.connect(f"file:{store.path}?mode=ro", uri=True, timeout=self.timeout_s)
+            try:
+                hit = db.execute("SELECT row FROM user_features LIMIT 1").fetchone()
+            finally:
+                db.close()
+            if hit is not None:
+                orjson.loads(hit[0])
+            store.get("__probe__")  # the serving connection answers too
             return 0 if hit is None else 1
         if isinstance(store, RedisOnlineStore):
             version = store._r.get(f"{store.prefix}:current")
