@@ -22,7 +22,7 @@ from pathlib import Path
 
 from core.atomic import write_bytes
 
-AREAS = ("ingest", "features", "eval", "serving", "hetrec")
+AREAS = ("ingest", "features", "eval", "serving", "ann", "precompute", "hetrec")
 HERE = Path(__file__).resolve().parent
 
 

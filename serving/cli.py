@@ -87,7 +87,8 @@ def serve(args: argparse.Namespace) -> int:
         f"  curl '{base}/v1/users/<user_id>/recommendations?k=10'\n"
         f"  curl -X POST {base}/v1/recommendations -H 'content-type: application/json' "
         """-d '{"history": ["<artist_id>"], "k": 10}'\n"""
-        f"  curl {base}/readyz ; curl {base}/metrics"
+        f"  curl {base}/healthz ; curl {base}/readyz ; curl {base}/metrics\n"
+        f"  curl -X POST {base}/admin/reload -H 'X-Admin-Token: <token>'"
     )
     common: dict[str, Any] = dict(
         host=args.host,
