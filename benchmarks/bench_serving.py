@@ -1,8 +1,11 @@
-"""Serving latency: raw FAISS search vs the recommender core vs the HTTP endpoint.
+"""Serving under load: the real-time and precomputed paths against a bare FastAPI app.
 
-A synthetic bundle of 20,000 artists x 64 dims (real ONNX tower, real FAISS index, real SQLite
-online store), flat and HNSW. The baseline is the raw FAISS search for the same user vectors,
-measured in the same run, so the table reads as "what the rest of the stack costs".
+A synthetic HetRec-sized bundle (20,000 artists x 64 dims, real ONNX tower, flat FAISS index),
+2,000 users with a 50-artist history in a real SQLite online store, and their precomputed
+slates. Each server is one uvicorn process pinned to core 0 (``taskset``); the load generator
+runs in its own process on core 1: ``wrk`` (closed loop, 32 connections) for saturation, and
+``benchmarks.loadgen`` (open loop, latency from the scheduled send time, 1 s client timeout)
+for fixed rates. The bare app (``benchmarks.bare_app``) is measured in the same run.
 
     TASTEMAKER_DEMO=1 .venv/bin/python -m benchmarks.bench_serving [--quick]
 """
@@ -10,74 +13,83 @@ measured in the same run, so the table reads as "what the rest of the stack cost
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import numpy as np
 
-from core.settings import Settings
-
+ROOT = Path(__file__).resolve().parents[1]
 N_ARTISTS, DIM, K = 20_000, 64, 10
-FETCH = K + 112  # what the core asks FAISS for: k + excluded (110) + pad/unk
+UVICORN = ["--http", "serving.shed:ArrivalStampingProtocol", "--loop", "uvloop", "--no-access-log"]
 
 
-def _percentiles(fn: Callable[[int], object], n: int) -> np.ndarray:
-    for i in range(min(20, n)):  # warm-up: caches, lazy inits, thread pool
-        fn(i)
-    times = np.empty(n)
-    for i in range(n):
-        t0 = time.perf_counter()
-        fn(i)
-        times[i] = time.perf_counter() - t0
-    return np.percentile(times, [50, 95, 99]) * 1e3  # ms
+def _pin(core: int) -> list[str]:
+    return ["taskset", "-c", str(core)] if shutil.which("taskset") and os.cpu_count() else []
 
 
 @contextmanager
-def _server(settings: Settings) -> Iterator[str]:
-    """A real ``uvicorn`` process on 127.0.0.1 (its own GIL, like production); yields its URL."""
+def _server(app: list[str], env: dict[str, str]) -> Iterator[str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {
-        **os.environ,
-        "TASTEMAKER_WORKSPACE": str(settings.workspace),
-        "TASTEMAKER_BUNDLE_DIR": str(settings.bundles_path),
-        "TASTEMAKER_ONLINE_STORE_URL": settings.online_store_target,
-        "TASTEMAKER_RELOAD_INTERVAL_S": "0",
-    }
-    cmd = [sys.executable, "-m", "uvicorn", "serving.app:create_app", "--factory"]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, env=env, cwd=Path(__file__).resolve().parents[1])
+    cmd = [*_pin(0), sys.executable, "-m", "uvicorn", *app, "--port", str(port), *UVICORN]
+    cmd += ["--log-level", "warning"]
+    proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"uvicorn did not start for the benchmark (exit {proc.returncode})"
-                )
+                raise RuntimeError(f"server {app} did not start (exit {proc.returncode})")
             try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
+                httpx.get(f"{base}/v1/users/warm/recommendations", timeout=1)
+                break
             except httpx.TransportError:
-                time.sleep(0.05)
+                time.sleep(0.1)
         yield base
     finally:
         proc.terminate()
         proc.wait(timeout=10)
 
 
-def _users(
-    n: int, artists: list[str], rng: np.random.Generator, key: bytes
-) -> tuple[list[str], list[dict]]:
+def _saturation(base: str, lua: Path, seconds: int) -> float:
+    out = subprocess.run(
+        [*_pin(1), "wrk", "-t1", "-c32", f"-d{seconds}s", "-s", str(lua), base],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    rate = float(match.group(1)) if match else 0.0
+    if non2xx:  # count only answered-with-content requests as throughput
+        total = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+        rate *= 1 - int(non2xx.group(1)) / total
+    return rate
+
+
+def _open(base: str, paths: Path, rate: float, seconds: float, probe: str | None = None) -> dict:
+    cmd = [*_pin(1), sys.executable, "-m", "benchmarks.loadgen", "--url", base]
+    cmd += ["--paths", str(paths), "--rate", str(rate), "--duration", str(seconds)]
+    if probe:
+        cmd += ["--probe", probe]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    return json.loads(out)
+
+
+def _users(n: int, artists: list[str], rng: np.random.Generator, key: bytes) -> tuple:
     from data.pii import pseudonymise
     from data.schemas import USER_DENSE_FIELDS, USER_FEATURES, USER_SEGMENT_FIELDS
 
@@ -106,98 +118,142 @@ def _users(
     return ids, rows
 
 
+def _fmt(r: dict) -> str:
+    ok = r["ok"] or {"p50": "-", "p99": "-"}
+    st = r["status"]
+    return (
+        f"{r['rate']:.0f} | {st.get('200', 0)} | {st.get('503', 0)} | {r['timeouts']} "
+        f"| {ok['p50']} | {ok['p99']} | {(r['probe'] or {}).get('max', '-')}"
+    )
+
+
 def main(quick: bool = False) -> str:
     os.environ.setdefault("TASTEMAKER_DEMO", "1")  # synthetic users only: the demo key is fine
-    from data.features.online_store import open_online_store
+    from data.features.online_store import open_online_store, table_from_rows
     from data.pii import pseudonym_key
-    from index import IndexSpec
-    from serving.recommender import Recommender
     from serving.reload import ModelHolder
+    from serving.slates import open_slate_store, score_table, slate_blobs
     from serving.synthetic import SyntheticSpec, artist_ids, publish_synthetic
 
-    n_req = 200 if quick else 2000
-    n_users = 200 if quick else 1000
-    key = pseudonym_key()
+    sat_s, open_s = (3, 4) if quick else (8, 10)
+    rates = (200, 500, 1000)
     rng = np.random.default_rng(0)
-    specs = {
-        "flat": IndexSpec(kind="flat"),
-        "hnsw": IndexSpec(kind="hnsw", m=32, ef_construction=100, ef_search=128),
-    }
-    lines = [
-        "## Serving latency (`benchmarks/bench_serving.py`)",
-        "",
-        f"`TASTEMAKER_DEMO=1 .venv/bin/python -m benchmarks.bench_serving{' --quick' if quick else ''}`"
-        f" — {N_ARTISTS:,} artists x {DIM} dims, {n_users} users in a SQLite online store "
-        f"(50-artist history, 110 excluded), k={K}, {n_req} sequential requests, one process.",
-        "",
-        "| index | build s | recall@10 vs flat | raw FAISS p50/p95/p99 ms | core p50/p95/p99 ms "
-        "| HTTP p50/p95/p99 ms | core / FAISS (p50) | HTTP / FAISS (p50) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    key = pseudonym_key()
+    lines: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        store_path = root / "users.sqlite"
-        spec0 = SyntheticSpec(
-            n_artists=N_ARTISTS, n_clusters=DIM, dim=DIM, history_len=100, noise=0.1
-        )
-        uids, rows = _users(n_users, artist_ids(spec0), rng, key)
-        store = open_online_store(store_path)
+        spec = SyntheticSpec(n_artists=N_ARTISTS, n_clusters=DIM, dim=DIM, history_len=100)
+        bundles = root / "bundles"
+        publish_synthetic(bundles, spec, version="20240101T000000Z-bench")
+        uids, rows = _users(400 if quick else 2000, artist_ids(spec), rng, key)
+        store = open_online_store(root / "users.sqlite")
         store.put_many(rows)
-        flat_top: np.ndarray | None = None
-        for name, ispec in specs.items():
-            t0 = time.perf_counter()
-            bundles = root / name
-            publish_synthetic(bundles, SyntheticSpec(**{**vars(spec0), "index": ispec}))
-            build_s = time.perf_counter() - t0
-            holder = ModelHolder(bundles)
-            model = holder.current
-            user_vecs = model.user_vectors(rows)  # (U, d)
-            top, _ = model.index.search(user_vecs, K)  # (U, K)
-            if flat_top is None:
-                flat_top = top
-            recall = np.mean([len(set(a) & set(b)) / K for a, b in zip(top, flat_top, strict=True)])
-            faiss_p = _percentiles(
-                lambda i, m=model, v=user_vecs: m.index.search(
-                    v[i % n_users : i % n_users + 1], FETCH
-                ),
-                n_req,
-            )
-            rec = Recommender(holder, store, key)
-            core_p = _percentiles(lambda i, r=rec: r.recommend(uids[i % n_users], K), n_req)
-            settings = Settings(
-                workspace=root,
-                bundle_dir=bundles,
-                online_store_url=str(store_path),
-                reload_interval_s=0,
-            )
-            with (
-                _server(settings) as base,
-                httpx.Client(base_url=base) as client,
-            ):
-                http_p = _percentiles(
-                    lambda i, c=client: c.get(
-                        f"/v1/users/{uids[i % n_users]}/recommendations?k={K}"
-                    ),
-                    n_req,
-                )
-
-            def fmt(p: np.ndarray) -> str:
-                return " / ".join(f"{x:.2f}" for x in p)
-
-            lines.append(
-                f"| {name} | {build_s:.1f} | {recall:.3f} | {fmt(faiss_p)} | {fmt(core_p)} | {fmt(http_p)} "
-                f"| {core_p[0] / faiss_p[0]:.1f}x | {http_p[0] / faiss_p[0]:.1f}x |"
-            )
         store.close()
-    load = os.getloadavg()[0]
-    lines += [
-        "",
-        f"Machine: {os.cpu_count()} cores, 1-min load average {load:.1f} at the end of the run "
-        "(latency on a shared box is mostly queueing; compare the ratios).",
-        "Core = pseudonymise + online-store lookup + encode + ONNX user tower + FAISS top-(k+excluded) "
-        "+ filter + explain. HTTP adds uvicorn, FastAPI validation, the thread-pool hop and JSON, over a keep-alive httpx client on 127.0.0.1.",
-    ]
+        model = ModelHolder(bundles).current
+        slates = open_slate_store(str(root / "slates.sqlite"), create=True)
+        slates.replace_all(slate_blobs(score_table(model, table_from_rows(rows))))
+        slates.close()
+        paths = root / "paths.txt"
+        paths.write_text("".join(f"/v1/users/{u}/recommendations?k={K}\n" for u in uids))
+        lua = root / "paths.lua"
+        lua.write_text(
+            'local paths = {}\nfor line in io.lines("' + str(paths) + '") do '
+            "paths[#paths + 1] = line end\nlocal i = 0\n"
+            "request = function()\n  i = i % #paths + 1\n"
+            '  return wrk.format("GET", paths[i])\nend\n'
+        )
+        env = {
+            "TASTEMAKER_WORKSPACE": str(root),
+            "TASTEMAKER_BUNDLE_DIR": str(bundles),
+            "TASTEMAKER_ONLINE_STORE_URL": str(root / "users.sqlite"),
+            "TASTEMAKER_RELOAD_INTERVAL_S": "0",
+            "TASTEMAKER_ADMIN_TOKEN": "bench",
+        }
+        servers = {
+            "bare FastAPI (baseline)": (["benchmarks.bare_app:app"], env),
+            "real-time (ONNX + FAISS)": (
+                ["serving.app:create_app", "--factory"],
+                {**env, "TASTEMAKER_SLATE_STORE_URL": str(root / "none.sqlite")},
+            ),
+            "precomputed slates": (
+                ["serving.app:create_app", "--factory"],
+                {**env, "TASTEMAKER_SLATE_STORE_URL": str(root / "slates.sqlite")},
+            ),
+        }
+        sat: dict[str, float] = {}
+        runs: dict[str, list[dict]] = {}
+        over: dict = {}
+        swap: dict = {}
+        for name, (app, app_env) in servers.items():
+            with _server(app, app_env) as base:
+                _saturation(base, lua, 1)  # warm-up
+                sat[name] = _saturation(base, lua, sat_s)
+                runs[name] = [_open(base, paths, r, open_s) for r in rates]
+                if name.startswith("real-time"):
+                    over = _open(base, paths, 2 * sat[name], open_s, probe="/healthz")
+                    swap = _swap_under_load(base, bundles, spec, paths, open_s)
+        bare = sat["bare FastAPI (baseline)"]
+        load = os.getloadavg()[0]
+        cmd = f"TASTEMAKER_DEMO=1 .venv/bin/python -m benchmarks.bench_serving{' --quick' if quick else ''}"
+        lines += [
+            "## Serving under load (`benchmarks/bench_serving.py`)",
+            "",
+            f"`{cmd}` — {N_ARTISTS:,} artists x {DIM} dims (flat index), {len(uids):,} users "
+            f"(50-artist history) in SQLite, k={K}; server: one uvicorn process on core 0; "
+            "load: core 1. Saturation: `wrk -t1 -c32` (closed loop, "
+            f"{sat_s} s, 2xx only). Open loop: `benchmarks.loadgen`, {open_s} s per rate, "
+            "latency from the scheduled send time, 1 s client timeout.",
+            "",
+            "| server | saturation req/s | vs bare |",
+            "|---|---|---|",
+        ]
+        for name, rps in sat.items():
+            lines.append(f"| {name} | {rps:,.0f} | {rps / bare:.2f}x |")
+        lines += [
+            "",
+            "| server | offered req/s | 200 | 503 | timeouts | p50 ms (200s) | p99 ms (200s) "
+            "| max /healthz ms |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name, rs in runs.items():
+            lines += [f"| {name} | {_fmt(r)} |" for r in rs]
+        lines.append(f"| real-time, 2x saturation | {_fmt(over)} |")
+        lines += [
+            "",
+            f"Swap under load (real-time, 200 req/s, {swap['swaps']} swaps via `/admin/reload`): "
+            f"{swap['with']['status']} answered, {swap['with']['timeouts']} timeouts, "
+            f"{swap['with']['errors']} errors; max latency {swap['with']['all'].get('max')} ms "
+            f"with swaps vs {swap['without']['all'].get('max')} ms without, p99 "
+            f"{swap['with']['all'].get('p99')} vs {swap['without']['all'].get('p99')} ms.",
+            "",
+            f"Machine: {os.cpu_count()} cores shared with other jobs, 1-min load average "
+            f"{load:.1f} at the end (absolute numbers are noisy; compare the ratios).",
+        ]
     return "\n".join(lines) + "\n"
+
+
+def _swap_under_load(base: str, bundles: Path, spec: object, paths: Path, seconds: float) -> dict:
+    """200 req/s with and without bundle swaps in the middle; the swaps are real publishes."""
+    from serving.synthetic import publish_synthetic
+
+    without = _open(base, paths, 200, seconds)
+    n_swaps = 4
+    done: list[int] = []
+
+    def swapper() -> None:
+        time.sleep(1.0)
+        for i in range(n_swaps):
+            publish_synthetic(bundles, spec, version=f"2024020{i}T000000Z-swap")  # type: ignore[arg-type]
+            r = httpx.post(f"{base}/admin/reload", headers={"X-Admin-Token": "bench"}, timeout=60)
+            if r.status_code == 200 and r.json()["swapped"]:
+                done.append(i)
+            time.sleep(max(0.5, seconds / (n_swaps + 1) - 1))
+
+    t = threading.Thread(target=swapper)
+    t.start()
+    with_swaps = _open(base, paths, 200, seconds)
+    t.join()
+    return {"with": with_swaps, "without": without, "swaps": len(done)}
 
 
 if __name__ == "__main__":

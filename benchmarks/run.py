@@ -22,7 +22,7 @@ from pathlib import Path
 
 from core.atomic import write_bytes
 
-AREAS = ("ingest", "features", "eval", "serving", "hetrec", "simulate")
+AREAS = ("ingest", "features", "eval", "serving", "ann", "precompute", "hetrec", "simulate")
 HERE = Path(__file__).resolve().parent
 
 

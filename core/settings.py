@@ -33,10 +33,33 @@ class Settings(BaseSettings):
     admin_token: str | None = None  # when set, /admin/* needs header X-Admin-Token
     onnx_threads: Annotated[int, Field(ge=1)] = 1  # per request; replicas scale out, not threads
     faiss_threads: Annotated[int, Field(ge=1)] = 1  # OpenMP per query; >1 only adds waits
+    # the 6 a.m. burst (serving/): shed instead of queueing, time out instead of hanging
+    max_queue_ms: Annotated[float, Field(gt=0)] = 25.0  # a request that waited longer -> 503
+    max_inflight: Annotated[int, Field(ge=1)] = 64  # concurrent API requests per process
+    retry_after_s: Annotated[int, Field(ge=1)] = 1  # Retry-After on a shed 503
+    store_timeout_ms: Annotated[float, Field(gt=0)] = 50.0  # per online-store call (Redis)
+    store_cooldown_s: Annotated[float, Field(ge=0)] = 1.0  # after a store failure, skip it
+    health_interval_s: Annotated[float, Field(gt=0)] = 1.0  # background readiness probe period
+    slate_max_age_s: Annotated[float, Field(gt=0)] = 36 * 3600.0  # precomputed slates older -> live
+    event_bus_url: str | None = None  # redis://... : POST /v1/events and slate logs go to the
+    # stream the subscriber drains; unset: batches are written to the raw object store
+    event_stream: str = "tastemaker:events"  # the stream key the subscriber drains
+    events_store_url: str | None = None  # raw object store; default <workspace>/raw
+    slate_store_url: str | None = (
+        None  # precomputed slates; default <workspace>/online/slates.sqlite
+    )
 
     @property
     def bundles_path(self) -> Path:
         return self.bundle_dir or self.workspace / "bundles"
+
+    @property
+    def slate_store_target(self) -> str:
+        return self.slate_store_url or str(self.workspace / "online" / "slates.sqlite")
+
+    @property
+    def events_store_target(self) -> str:
+        return self.events_store_url or str(self.workspace / "raw")
 
     @property
     def online_store_target(self) -> str:

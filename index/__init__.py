@@ -8,6 +8,7 @@ from index.bundle import (
     load_bundle,
     publish_bundle,
 )
+from index.choose import RecallGateError, build_checked_index, spec_for
 from index.faiss_index import ArtistIndex, IndexLoadError, IndexSpec, build_index
 
 __all__ = [
@@ -18,6 +19,9 @@ __all__ = [
     "CorruptBundleError",
     "IndexLoadError",
     "IndexSpec",
+    "RecallGateError",
+    "build_checked_index",
+    "spec_for",
     "build_index",
     "load_bundle",
     "publish_bundle",

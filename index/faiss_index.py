@@ -159,6 +159,12 @@ class ArtistIndex:
         scores = np.where(ids == PAD_ID, -np.inf, scores).astype(np.float32)  # (B, k)
         return ids.astype(np.int64, copy=False), scores
 
+    def set_ef_search(self, ef_search: int) -> None:
+        """HNSW only: the search-time candidate list (saved with the index)."""
+        if self.kind != "hnsw":
+            raise ValueError(f"ef_search applies to hnsw indexes, not {self.kind}")
+        self._inner.hnsw.efSearch = int(ef_search)
+
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """Every stored (id, vector): ids (N,) int64 and vectors (N, d) float32."""
         if self.kind == "ivf":

@@ -1,32 +1,52 @@
-"""The HTTP app factory. It only wires: settings -> bundle holder + online store -> the routes
-of :mod:`serving.routes`. Interactive docs at ``/docs``."""
+"""The HTTP app factory. It only wires: settings -> bundle holder, guarded online store, slates,
+event sink, load shedder -> the routes of :mod:`serving.routes`. Interactive docs at ``/docs``."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 
 from core.settings import Settings
-from data.features.online_store import open_online_store
 from data.pii import pseudonym_key
+from serving.events import EventSink
 from serving.features import OnlineStore
 from serving.recommender import Recommender
 from serving.reload import ModelHolder, Watcher
 from serving.routes import router
+from serving.shed import LoadState, ShedMiddleware
+from serving.slates import SlateStore, open_slate_store
+from serving.store import GuardedStore, Prober, open_serving_store
 
 log = logging.getLogger("tastemaker.serving")
 
 
+def _slates(settings: Settings) -> SlateStore | None:
+    target = settings.slate_store_target
+    if not target.startswith(("redis://", "rediss://", "unix://")) and not Path(target).is_file():
+        log.info("no precomputed slates at %s: every request is computed in real time", target)
+        return None
+    return open_slate_store(target, timeout_s=settings.store_timeout_ms / 1000.0)
+
+
 def create_app(settings: Settings | None = None, store: OnlineStore | None = None) -> FastAPI:
-    """Load the bundle now (a missing or corrupt one fails here, before serving starts)."""
+    """Load the bundle and open the store now (missing or corrupt ones fail here)."""
     settings = settings or Settings()
     holder = ModelHolder(settings.bundles_path, settings.onnx_threads, settings.faiss_threads)
     owned = store is None
-    store = store or open_online_store(settings.online_store_target)
-    recommender = Recommender(holder, store, pseudonym_key(settings))
+    raw_store = store or open_serving_store(settings.online_store_target, settings.store_timeout_ms)
+    guarded = GuardedStore(raw_store, settings.store_timeout_ms, settings.store_cooldown_s)
+    slates = _slates(settings)
+    recommender = Recommender(
+        holder, guarded, pseudonym_key(settings), slates, settings.slate_max_age_s
+    )
+    events = EventSink(
+        settings.event_bus_url, settings.events_store_target, stream=settings.event_stream
+    )
+    load = LoadState(settings.max_queue_ms, settings.max_inflight, settings.retry_after_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -34,13 +54,21 @@ def create_app(settings: Settings | None = None, store: OnlineStore | None = Non
         if settings.reload_interval_s > 0:
             watcher = Watcher(holder, settings.reload_interval_s)
             watcher.start()
+        prober = Prober(guarded, settings.health_interval_s)
+        prober.start()
+        events.start()
         try:
             yield
         finally:
+            events.stop()
+            events.close()
+            prober.stop()
             if watcher is not None:
                 watcher.stop()
             if owned:
-                store.close()
+                guarded.close()
+            if slates is not None:
+                slates.close()
 
     app = FastAPI(
         title="tastemaker",
@@ -49,6 +77,8 @@ def create_app(settings: Settings | None = None, store: OnlineStore | None = Non
     )
     app.state.settings = settings
     app.state.recommender = recommender
-
+    app.state.events = events
+    app.state.load = load
+    app.add_middleware(ShedMiddleware, state=load)
     app.include_router(router)
     return app

@@ -3,23 +3,30 @@
 user_id -> user_key (HMAC, data.pii) -> online features -> ONNX user vector -> FAISS top
 (k + excluded) -> drop followed / seen / pad / unk -> backfill from trending (the user's
 segment first, then global) -> explain. Users without an online row, or with no history yet,
-get trending for their segment when known, else global trending.
+get trending for their segment when known, else global trending. A user with a fresh slate
+precomputed for the served bundle (``serving.slates``) is answered from it with one lookup.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from core.constants import UNK_INDEX
 from data.pii import pseudonymise
 from serving.features import OnlineStore
+from serving.metrics import STORE_ERRORS
 from serving.model import ServingModel
 from serving.reload import ModelHolder
+from serving.store import GuardedStore
+
+if TYPE_CHECKING:
+    from serving.slates import Slate, SlateStore
 
 log = logging.getLogger("tastemaker.serving")
 
@@ -42,7 +49,7 @@ class Recommendation:
 @dataclass(frozen=True)
 class RecommendationList:
     items: tuple[Recommendation, ...]
-    source: Literal["model", "trending"]
+    source: Literal["precomputed", "model", "trending"]
     bundle_version: str
 
 
@@ -137,39 +144,90 @@ def recommend_from_row(model: ServingModel, row: Mapping[str, Any], k: int) -> R
     return RecommendationList(tuple(chosen), "model", model.version)
 
 
+def from_slate(model: ServingModel, slate: Slate, k: int) -> RecommendationList:
+    """A precomputed slate (scored for this bundle) as the first ``k`` recommendations."""
+    enc = model.encoder
+    chosen = []
+    for i, s, b in zip(slate.ids[:k], slate.scores[:k], slate.because[:k], strict=True):
+        artist = enc.artist_id(i)
+        reason = (
+            f"because you listen to {model.name(enc.artist_id(b))}"
+            if b > UNK_INDEX
+            else "picked for your taste profile"
+        )
+        chosen.append(Recommendation(artist, model.name(artist), s, "model", reason))
+    if len(chosen) < k:
+        fill_from_trending(model, chosen, k, [], set(), "backfill")
+    return RecommendationList(tuple(chosen), "precomputed", model.version)
+
+
+def trending_list(model: ServingModel, k: int, country: str | None) -> RecommendationList:
+    chosen: list[Recommendation] = []
+    segments = segment_keys({"country": country}) if country else []
+    fill_from_trending(model, chosen, k, segments, set(), "trending")
+    return RecommendationList(tuple(chosen), "trending", model.version)
+
+
 class Recommender:
     """Serves recommendations for account ids from the holder's current bundle."""
 
-    def __init__(self, holder: ModelHolder, store: OnlineStore, key: bytes) -> None:
+    def __init__(
+        self,
+        holder: ModelHolder,
+        store: GuardedStore | OnlineStore,
+        key: bytes,
+        slates: SlateStore | None = None,
+        slate_max_age_s: float = 36 * 3600.0,
+    ) -> None:
         self.holder = holder
-        self.store = store
+        self.store = store if isinstance(store, GuardedStore) else GuardedStore(store, 50.0, 1.0)
+        self.slates = slates
+        self.slate_max_age_ms = slate_max_age_s * 1000.0
         self._key = key
 
+    def user_key(self, user_id: str) -> str:
+        return pseudonymise(user_id, self._key)
+
     def features(self, user_id: str) -> dict[str, Any] | None:
-        user_key = pseudonymise(user_id, self._key)
-        try:
-            return self.store.get(user_key)
-        except Exception:  # a broken feature store degrades to trending, it does not 500
-            log.exception("online store lookup failed; serving trending instead")
+        """The user's online row; None when unknown *or* when the store failed (counted)."""
+        return self.store.get(self.user_key(user_id))[0]
+
+    def slate(self, user_key: str, version: str) -> Slate | None:
+        """A fresh slate precomputed for ``version``, else None (then: real time)."""
+        if self.slates is None:
             return None
+        try:
+            slate = self.slates.get(user_key)
+        except Exception as exc:
+            STORE_ERRORS.labels(kind="slates").inc()
+            log.warning("slate lookup failed (%s); computing in real time", type(exc).__name__)
+            return None
+        if slate is None or slate.version != version:
+            return None
+        if time.time() * 1000 - slate.computed_ms > self.slate_max_age_ms:
+            return None
+        return slate
 
     def recommend(self, user_id: str, k: int, country: str | None = None) -> RecommendationList:
         """Top-``k`` for an account id. ``country`` is a hint used only for unknown users."""
         if k < 1:
             raise ValueError(f"k must be >= 1; got {k}")
         model = self.holder.current  # one reference for the whole request: swaps can't tear it
-        row = self.features(user_id)
+        user_key = self.user_key(user_id)
+        slate = self.slate(user_key, model.version)
+        if slate is not None:
+            return from_slate(model, slate, k)
+        row = self.store.get(user_key)[0]
         if row is not None:
             return recommend_from_row(model, row, k)
-        chosen: list[Recommendation] = []
-        segments = segment_keys({"country": country}) if country else []
-        fill_from_trending(model, chosen, k, segments, set(), "trending")
-        return RecommendationList(tuple(chosen), "trending", model.version)
+        return trending_list(model, k, country)
 
-    def store_reachable(self) -> bool:
-        try:
-            self.store.get("__healthz__")
-        except Exception:
-            log.warning("online store unreachable", exc_info=True)
-            return False
-        return True
+    def recommend_history(
+        self, history: Sequence[str], k: int, country: str | None = None
+    ) -> RecommendationList:
+        """Top-``k`` for a listener known only by a history (most recent first)."""
+        model = self.holder.current
+        row: dict[str, Any] = {"history": list(history), "seen": list(history)}
+        if country:
+            row["country"] = country
+        return recommend_from_row(model, row, k)

@@ -13,45 +13,88 @@ import threading
 from pathlib import Path
 
 from index import CorruptBundleError, load_bundle
-from index.bundle import current_version
+from index.bundle import current_version, list_versions
+from serving.metrics import set_bundle
 from serving.model import ServingModel
 
 log = logging.getLogger("tastemaker.serving")
 
 
 class ModelHolder:
-    def __init__(self, source: Path, onnx_threads: int = 1, faiss_threads: int = 1) -> None:
+    def __init__(self, source: Path, onnx_threads: int = 1, faiss_threads: int | None = 1) -> None:
         self.source = Path(source)  # a bundles dir (follows CURRENT) or one version folder
         self.onnx_threads = onnx_threads
         self.faiss_threads = faiss_threads
         self._lock = threading.Lock()  # one reload at a time; readers never take it
-        self._current = self._load()
+        self._failed: tuple[str, str] | None = None  # (version, why) of the last refused bundle
+        self._current = self._load_at_start()
+        set_bundle(self._current.version, self._current.created_at)
 
     @property
     def current(self) -> ServingModel:
         return self._current
 
-    def _load(self) -> ServingModel:
+    def _load(self, source: Path | None = None) -> ServingModel:
         return ServingModel.from_bundle(
-            load_bundle(self.source), self.onnx_threads, self.faiss_threads
+            load_bundle(source or self.source), self.onnx_threads, self.faiss_threads
         )
+
+    def _load_at_start(self) -> ServingModel:
+        """The bundle CURRENT names; if it is corrupt, the newest valid one, loudly.
+
+        A restart must not turn one bad publish into an outage while a good bundle is on disk.
+        A single version folder (no CURRENT) has nothing to fall back to and raises.
+        """
+        try:
+            return self._load()
+        except CorruptBundleError as exc:
+            named = current_version(self.source)
+            if named is None:
+                raise
+            for version in reversed(list_versions(self.source)):
+                if version == named:
+                    continue
+                try:
+                    model = self._load(self.source / version)
+                except CorruptBundleError:
+                    continue
+                log.error(
+                    "CURRENT names %s, which cannot be served (%s); FELL BACK to the newest "
+                    "valid bundle %s. Republish or fix CURRENT.",
+                    named,
+                    exc,
+                    version,
+                )
+                return model
+            raise
 
     def reload(self) -> tuple[bool, str, str]:
         """Load the bundle ``source`` points at now; (swapped, version, previous).
+
+        A no-op (nothing loaded) when CURRENT names the served version, or when ``source`` is a
+        single version folder. Loading and checking run in the caller's thread (the watcher,
+        or the admin route's worker thread), never on the event loop; the swap is one rebind.
 
         Raises :class:`CorruptBundleError` (after logging it) when the new bundle is bad; the
         current one keeps serving.
         """
         with self._lock:
             previous = self._current.version
+            pending = self.pending_version()
+            if pending is None:
+                return False, previous, previous  # already serving what CURRENT names: no-op
+            if self._failed is not None and self._failed[0] == pending:
+                raise CorruptBundleError(self._failed[1])  # checked once; versions are immutable
             try:
                 fresh = self._load()
-            except CorruptBundleError:
+            except CorruptBundleError as exc:
                 log.exception("refusing to swap to a corrupt bundle; still serving %s", previous)
+                self._failed = (pending, str(exc))
                 raise
             if fresh.version == previous:
                 return False, previous, previous
             self._current = fresh  # atomic rebind; in-flight requests keep the old reference
+            set_bundle(fresh.version, fresh.created_at)
             log.info("swapped bundle %s -> %s", previous, fresh.version)
             return True, fresh.version, previous
 

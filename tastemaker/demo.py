@@ -112,10 +112,18 @@ def run(args: argparse.Namespace) -> int:
     from data.accounts import default_accounts_url, open_accounts
 
     some_user = sorted(open_accounts(default_accounts_url(args.ws)).user_ids())[0]
-    print(
-        f"\nTry:  curl 'http://{args.host}:{args.port}/v1/users/{some_user}/recommendations?k=10'"
-    )
-    from serving.cli import serve
+    from serving.cli import precompute, serve
 
-    args.bundle, args.online_store = None, None
+    args.bundle, args.online_store, args.slates, args.users = None, None, None, None
+    args.workers, args.batch = 1, 2048
+    precompute(args)  # every demo user's top-100, served from the slate store
+    base = f"http://{args.host}:{args.port}"
+    event = (
+        f'{{"events": [{{"event_id": "demo-1", "event_type": "click", "user_id": "{some_user}", '
+        '"artist_id": "<artist_id from the list>", "client_ts": "2026-01-01T06:00:00+00:00"}]}'
+    )
+    print(
+        f"\nTry:  curl '{base}/v1/users/{some_user}/recommendations?k=10'\n"
+        f"      curl -X POST {base}/v1/events -H 'content-type: application/json' -d '{event}'"
+    )
     return serve(args)

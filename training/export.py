@@ -21,8 +21,9 @@ from core.constants import N_SPECIAL
 from core.workspace import Workspace
 from data.schemas import ARTIST_FEATURES, TRENDING, USER_DENSE_FIELDS
 from index.bundle import FILES, publish_bundle
-from index.faiss_index import IndexSpec, build_index
-from training.inference import LoadedRun, load_run
+from index.choose import RECALL_FLOOR, build_checked_index
+from index.faiss_index import IndexSpec
+from training.inference import LoadedRun, TwoTowerScorer, load_run
 
 log = logging.getLogger("tastemaker.training")
 # the exporter warns once per optional torchvision op it cannot register: noise for a user
@@ -101,7 +102,10 @@ def _trending_json(ws: Workspace) -> dict:
 
 
 def export_bundle(
-    ws: Workspace, run_dir: str | Path | None = None, spec: IndexSpec | None = None
+    ws: Workspace,
+    run_dir: str | Path | None = None,
+    spec: IndexSpec | None = None,
+    recall_floor: float = RECALL_FLOOR,
 ) -> Path:
     """Export ``run_dir`` (default: the latest run) as a new bundle; return its folder."""
     run_dir = Path(run_dir) if run_dir else ws.latest_run()
@@ -117,7 +121,10 @@ def export_bundle(
     with torch.no_grad():
         vectors = run.model.artist_tower.all_vectors().numpy().astype(np.float32)  # (A, d)
     ids = np.arange(N_SPECIAL, len(vectors), dtype=np.int64)  # FAISS id = vocab index; no specials
-    index = build_index(vectors[N_SPECIAL:], spec or IndexSpec(kind="flat", metric="ip"), ids=ids)
+    # index kind by catalogue size; an approximate one must keep recall@100 on real users
+    index, index_record = build_checked_index(
+        vectors[N_SPECIAL:], ids, lambda: _user_vector_sample(ws, run), spec, recall_floor
+    )
     catalogue = pq.read_table(artist_features).select(ARTIST_FEATURES.names)
     in_vocab = pc.is_in(catalogue.column("artist_id"), value_set=_vocab_array(run))
     catalogue = catalogue.filter(in_vocab)
@@ -138,6 +145,7 @@ def export_bundle(
             "metrics": metrics.get("validation", {})
             | {k: v for k, v in metrics.items() if k not in ("validation", "history")},
             "onnx_parity_max_abs_diff": diff,
+            "index": index_record,
             "model": {
                 "dim": run.config.dim,
                 "history_len": run.config.history_len,
@@ -149,6 +157,14 @@ def export_bundle(
         version = publish_bundle(ws.bundles, files, manifest)
     log.info("exported run %s as bundle %s (onnx parity %.1e)", run.run_id, version, diff)
     return ws.bundles / version
+
+
+def _user_vector_sample(ws: Workspace, run: LoadedRun, n: int = 1000) -> np.ndarray:
+    """(Q, d) user vectors of up to ``n`` users of the features stage (the recall gate's
+    queries; only needed for an approximate index)."""
+    users = pq.read_table(ws.features / "user_features.parquet")
+    sample = np.random.default_rng(0).permutation(users.num_rows)[:n]
+    return TwoTowerScorer(run).user_vectors(users.take(sample))
 
 
 def _vocab_array(run: LoadedRun):

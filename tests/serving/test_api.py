@@ -20,9 +20,14 @@ from serving.synthetic import cluster_of, publish_synthetic
 ROOT = Path(__file__).resolve().parents[2]
 
 
+ADMIN = "test-admin-token"
+
+
 @pytest.fixture
 def client(settings):
-    with TestClient(create_app(settings)) as c:
+    # /admin/reload now refuses every call unless a token is configured (issue 10)
+    with TestClient(create_app(settings.model_copy(update={"admin_token": ADMIN}))) as c:
+        c.headers["X-Admin-Token"] = ADMIN
         yield c
 
 
@@ -88,8 +93,9 @@ def test_healthz_reports_unreachable_store(settings) -> None:
     app = create_app(settings)
     app.state.recommender.store.close()  # a store that can no longer answer
     with TestClient(app) as c:
-        resp = c.get("/healthz")
-        assert resp.status_code == 503 and resp.json()["online_store"] is False
+        resp = c.get("/healthz")  # liveness stays 200 (issue 10); readiness says 503
+        assert resp.status_code == 200 and resp.json()["online_store"] is False
+        assert c.get("/readyz").status_code == 503
         assert recs(c, "alice", k=2).json()["source"] == "trending", "degrade, don't 500"
 
 

@@ -1,0 +1,156 @@
+"""The online store as the service sees it: bounded in time, honest about its health.
+
+* Opening: a SQLite store file must exist (a missing file is a deployment error, not an empty
+  database created on the spot); a Redis store gets socket and connect timeouts.
+* Every lookup is bounded (Redis: ``store_timeout_ms``; SQLite is a local file read). A failing
+  call is counted, the request degrades to trending, and the store is skipped for
+  ``store_cooldown_s`` so that a hung Redis costs one timeout per cool-down, not one per request.
+* :meth:`GuardedStore.probe` (run by a background thread, never on a request) checks that the
+  store answers *and holds rows*: corrupt or empty counts as failing. ``/readyz`` reads the last
+  probe's verdict, so it never waits on the store itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import orjson
+
+from data.features.online_store import RedisOnlineStore, SqliteOnlineStore
+from serving.features import OnlineStore
+from serving.metrics import STORE_ERRORS
+
+log = logging.getLogger("tastemaker.serving")
+DEFAULT_PREFIX = "tastemaker:users"
+
+
+class StoreUnavailableError(RuntimeError):
+    """The online store cannot be opened (missing file, unreachable server)."""
+
+
+def _redis_parts(url: str, timeout_s: float) -> tuple[str, str]:
+    """``redis://h:p/db?prefix=P`` -> (URL with socket timeouts, prefix)."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    prefix = query.pop("prefix", DEFAULT_PREFIX)
+    query.setdefault("socket_timeout", str(timeout_s))
+    query.setdefault("socket_connect_timeout", str(timeout_s))
+    return urlunsplit(parts._replace(query=urlencode(query))), prefix
+
+
+def open_serving_store(target: str, timeout_ms: float) -> OnlineStore:
+    """Open the configured online store for serving; raise if it is not there."""
+    timeout_s = timeout_ms / 1000.0
+    if target.startswith(("redis://", "rediss://", "unix://")):
+        url, prefix = _redis_parts(target, timeout_s)
+        try:
+            return RedisOnlineStore(url, prefix=prefix)
+        except Exception as exc:  # ConnectionError, TimeoutError: both mean "not there"
+            raise StoreUnavailableError(f"online store at {target}: {exc}") from exc
+    path = Path(target[len("sqlite:///") :] if target.startswith("sqlite:///") else target)
+    if not path.is_file():
+        raise StoreUnavailableError(
+            f"online store file {path} does not exist; run `tastemaker features` to publish "
+            "user features, or point --online-store / TASTEMAKER_ONLINE_STORE_URL at the store"
+        )
+    try:
+        return SqliteOnlineStore(path)
+    except sqlite3.Error as exc:
+        raise StoreUnavailableError(f"online store file {path} is unusable: {exc}") from exc
+
+
+class GuardedStore:
+    """Wraps an online store with a cool-down after failures and a cached health verdict."""
+
+    def __init__(self, store: OnlineStore, timeout_ms: float, cooldown_s: float) -> None:
+        self.store = store
+        self.timeout_s = timeout_ms / 1000.0
+        self.cooldown_s = cooldown_s
+        self._down_until = 0.0
+        self.healthy = True  # the last probe's verdict (optimistic until the first probe)
+        self.reason = ""
+
+    def get(self, user_key: str) -> tuple[dict[str, Any] | None, bool]:
+        """(row or None, ok). ``ok`` is False when the store failed or is cooling down."""
+        if time.monotonic() < self._down_until:
+            STORE_ERRORS.labels(kind="skipped").inc()
+            return None, False
+        try:
+            return self.store.get(user_key), True
+        except Exception as exc:
+            kind = "timeout" if "timeout" in type(exc).__name__.lower() else "error"
+            STORE_ERRORS.labels(kind=kind).inc()
+            self._down_until = time.monotonic() + self.cooldown_s
+            self.healthy = False
+            self.reason = f"lookup failed: {type(exc).__name__}: {exc}"[:200]
+            log.warning("online store %s; serving trending for %.1f s", kind, self.cooldown_s)
+            return None, False
+
+    def probe(self) -> tuple[bool, str]:
+        """Does the store answer and hold rows? Sets :attr:`healthy`; called off-request."""
+        try:
+            n = self._count()
+        except (sqlite3.Error, Exception) as exc:  # corrupt file, closed handle, timeout
+            ok, reason = False, f"{type(exc).__name__}: {exc}"[:200]
+        else:
+            ok, reason = (n > 0), ("" if n > 0 else "the online store holds no users")
+        if ok and not self.healthy:
+            log.info("online store answers again")
+            self._down_until = 0.0
+        elif not ok and self.healthy:
+            log.error("online store failing: %s", reason)
+        self.healthy, self.reason = ok, reason
+        return ok, reason
+
+    def _count(self) -> int:
+        store: Any = self.store
+        if isinstance(store, SqliteOnlineStore):
+            # a fresh read-only connection sees the file as it is now (the serving connection
+            # may answer from its page cache); one row that decodes proves "readable, not empty"
+            db = sqlite3.connect(f"file:{store.path}?mode=ro", uri=True, timeout=self.timeout_s)
+            try:
+                hit = db.execute("SELECT row FROM user_features LIMIT 1").fetchone()
+            finally:
+                db.close()
+            if hit is not None:
+                orjson.loads(hit[0])
+            store.get("__probe__")  # the serving connection answers too
+            return 0 if hit is None else 1
+        if isinstance(store, RedisOnlineStore):
+            version = store._r.get(f"{store.prefix}:current")
+            if version is None:
+                return 0
+            return int(store._r.hlen(f"{store.prefix}:v{int(version)}"))
+        store.get("__probe__")  # an unknown store: answering is all we can check
+        return 1
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class Prober:
+    """Runs :meth:`GuardedStore.probe` every ``interval_s`` in a daemon thread."""
+
+    def __init__(self, store: GuardedStore, interval_s: float) -> None:
+        self.store = store
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="store-prober", daemon=True)
+
+    def start(self) -> None:
+        self.store.probe()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.store.probe()
