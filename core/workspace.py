@@ -83,6 +83,11 @@ class Workspace:
         return self.root / "bundles"
 
     @property
+    def dashboard_state(self) -> Path:
+        """The snapshot the batch jobs write for the web dashboard (no PII in it)."""
+        return self.root / "dashboard" / "state.json"
+
+    @property
     def latest_run_pointer(self) -> Path:
         """``runs/LATEST``: the id of the last run a training job finished, written by that job."""
         return self.runs / "LATEST"

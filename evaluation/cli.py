@@ -56,6 +56,13 @@ def cmd_compare(args: Any) -> int:
     return 0
 
 
+def cmd_dashboard(args: Any) -> int:
+    from evaluation.dashboard import write_dashboard
+
+    print(f"dashboard snapshot: {write_dashboard(args.ws)}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser("evaluate", help="evaluate a run against the baselines; write the report")
     ev.add_argument("--run", help="run dir (default: the last run `tastemaker train` finished)")
@@ -79,3 +86,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     cmp_.add_argument("runs", nargs="+")
     cmp_.add_argument("--out", help="also write the table to this file")
     cmp_.set_defaults(func=cmd_compare)
+
+    dash = sub.add_parser(
+        "dashboard", help="refresh the web dashboard's snapshot from the workspace"
+    )
+    dash.set_defaults(func=cmd_dashboard)

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from core.settings import Settings
 from data.pii import pseudonym_key
@@ -20,6 +21,8 @@ from serving.routes import router
 from serving.shed import LoadState, ShedMiddleware
 from serving.slates import SlateStore, open_slate_store
 from serving.store import GuardedStore, Prober, open_serving_store
+from serving.web import STATIC
+from serving.web import router as web_router
 
 log = logging.getLogger("tastemaker.serving")
 
@@ -81,4 +84,6 @@ def create_app(settings: Settings | None = None, store: OnlineStore | None = Non
     app.state.load = load
     app.add_middleware(ShedMiddleware, state=load)
     app.include_router(router)
+    app.include_router(web_router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -84,6 +84,7 @@ def run_day(
     from data.features.build import build_features
     from data.ingest.job import run_ingest
     from evaluation.alarm import check
+    from evaluation.dashboard import write_dashboard
     from evaluation.engagement import engagement_table
     from evaluation.evaluate import evaluate_temporal
     from training.train import train_two_tower
@@ -127,6 +128,7 @@ def run_day(
         log.warning(alarm.line())
     write_table(out_dir / "engagement.parquet", _arrow(eng))
     plots = step("plots", lambda: _plots(eng, out_dir))
+    step("dashboard", lambda: write_dashboard(ws, config.registry_url))
     summary = {
         "day": day.isoformat(),
         "challenger": run_dir.name,

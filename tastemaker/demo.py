@@ -76,6 +76,9 @@ def run_pipeline(ws: Any, preset: str = "demo", seed: int = 7, gate: bool = True
         bundle = ws.bundles / (version or champion.bundle_version)
     else:
         bundle = _timed("export", lambda: export_bundle(ws, run_dir), timings)
+    from evaluation.dashboard import write_dashboard
+
+    _timed("dashboard", lambda: write_dashboard(ws), timings)
     return {
         "run_dir": Path(run_dir),
         "bundle": Path(bundle),

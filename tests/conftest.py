@@ -10,9 +10,10 @@
 * ``redis_url`` — the test Redis (``$TASTEMAKER_TEST_REDIS_URL``, DB 15); skips if unreachable.
   Share the DB politely: prefix keys with ``redis_prefix`` and delete what you create.
 * ``hetrec_path`` — the HetRec 2011 Last.fm 2K folder; skips if it is absent.
+* ``chromium`` — ``/usr/bin/chromium`` for the browser tests; skips if it is absent.
 
 On a laptop without these, the tests that need them skip with the reason. Under
-``TASTEMAKER_REQUIRE_SERVICES=postgres,redis,hetrec`` (any subset; ``.ci/run`` sets it) the
+``TASTEMAKER_REQUIRE_SERVICES=postgres,redis,hetrec,browser`` (any subset; ``.ci/run`` sets it) the
 named fixtures fail instead, so a CI machine that lost a service cannot pass green.
 """
 
@@ -108,6 +109,15 @@ def redis_url() -> str:
 @pytest.fixture
 def redis_prefix() -> str:
     return f"tm-test-{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's Chromium for the browser tests (the project never runs `playwright install`)."""
+    path = Path("/usr/bin/chromium")
+    if not path.is_file():
+        skip_unless_required("browser", f"{path} not installed (apt-get install chromium)")
+    return str(path)
 
 
 @pytest.fixture
