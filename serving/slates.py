@@ -173,7 +173,7 @@ def score_table(
         )  # (B, k, H)
         sims = np.where(hist[:, None, :] > UNK_INDEX, sims, -np.inf)
         because = np.take_along_axis(hist, sims.argmax(axis=2), axis=1)  # (B, k)
-        has_known = np.asarray(hist > UNK_INDEX).any(axis=1)  # (B,)
+        has_known: np.ndarray = np.asarray(np.asarray(hist > UNK_INDEX).any(axis=1))  # (B,)
         because = np.where(has_known[:, None], because, -1)
         for i, row in enumerate(rows):
             n = int(n_keep[i])
