@@ -192,6 +192,9 @@ def main(quick: bool = False) -> str:
                 if name.startswith("real-time"):
                     over = _open(base, paths, 2 * sat[name], open_s, probe="/healthz")
                     swap = _swap_under_load(base, bundles, spec, paths, open_s)
+        # control: can the generator itself offer that rate? (the bare app is far from saturated)
+        with _server(*servers["bare FastAPI (baseline)"]) as base:
+            control = _open(base, paths, over["rate"], open_s, probe="/v1/users/x/recommendations")
         bare = sat["bare FastAPI (baseline)"]
         load = os.getloadavg()[0]
         cmd = f"TASTEMAKER_DEMO=1 .venv/bin/python -m benchmarks.bench_serving{' --quick' if quick else ''}"
@@ -218,6 +221,7 @@ def main(quick: bool = False) -> str:
         for name, rs in runs.items():
             lines += [f"| {name} | {_fmt(r)} |" for r in rs]
         lines.append(f"| real-time, 2x saturation | {_fmt(over)} |")
+        lines.append(f"| control: bare FastAPI at the same rate | {_fmt(control)} |")
         lines += [
             "",
             f"Swap under load (real-time, 200 req/s, {swap['swaps']} swaps via `/admin/reload`): "

@@ -165,6 +165,12 @@ class ArtistIndex:
             raise ValueError(f"ef_search applies to hnsw indexes, not {self.kind}")
         self._inner.hnsw.efSearch = int(ef_search)
 
+    def set_nprobe(self, nprobe: int) -> None:
+        """IVF only: inverted lists visited per query (saved with the index)."""
+        if self.kind != "ivf":
+            raise ValueError(f"nprobe applies to ivf indexes, not {self.kind}")
+        self._inner.nprobe = min(int(nprobe), int(self._inner.nlist))
+
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """Every stored (id, vector): ids (N,) int64 and vectors (N, d) float32."""
         if self.kind == "ivf":

@@ -73,11 +73,13 @@ def validate_events(events: Sequence[dict[str, Any]], now_ms: int) -> tuple[list
 
 
 def impression_lines(slate: ServedSlate) -> list[bytes]:
+    """One raw impression event per item; ``event_id`` = ``<request_id>-<position>``, so a
+    slate logged twice (a retried flush) dedupes in ingest."""
     ts = datetime.fromtimestamp(slate.served_ms / 1000, tz=timezone.utc).isoformat()
     return [
         orjson.dumps(
             {
-                "event_id": uuid.uuid4().hex,
+                "event_id": f"{slate.request_id}-{pos}",
                 "event_type": "impression",
                 "user_id": slate.user_id,
                 "artist_id": artist,

@@ -10,6 +10,7 @@ response-model pass (the models in ``serving.schemas`` still document them in ``
 from __future__ import annotations
 
 import hmac
+import itertools
 import time
 from typing import Annotated, Any
 from uuid import uuid4
@@ -53,8 +54,18 @@ def _check_country(country: str | None) -> str | None:
     return country.upper()
 
 
+_ID_PREFIX = uuid4().hex[:16]  # random per process (and per worker)
+_counter = itertools.count()
+
+
+def new_request_id() -> str:
+    """32 hex chars, unique: a random per-process prefix and a counter (uuid4 per request
+    cost a urandom syscall, ~13 us on this box)."""
+    return f"{_ID_PREFIX}{next(_counter):016x}"
+
+
 def _answer(request: Request, result: RecommendationList, user_id: str | None) -> Response:
-    request_id = uuid4().hex
+    request_id = new_request_id()
     items = [
         {
             "rank": rank,

@@ -20,7 +20,7 @@ class RecommendedArtist(BaseModel):
 
 
 class RecommendationsResponse(BaseModel):
-    user_id: str
+    user_id: str | None = Field(description="null for POST /v1/recommendations without one")
     request_id: str = Field(description="echo in click/impression events as request_id")
     bundle_version: str
     source: Literal["precomputed", "model", "trending"] = Field(
