@@ -89,9 +89,7 @@ def _train(args: argparse.Namespace) -> int:
             )
         from training.byod import train_interactions
 
-        out = train_interactions(
-            args.interactions, args.out, args.model, args.artist_meta, config
-        )
+        out = train_interactions(args.interactions, args.out, args.model, args.artist_meta, config)
         print(f"trained {args.model} on {args.interactions} -> {out}")
         return 0
     from training.train import train_two_tower

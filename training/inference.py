@@ -100,9 +100,7 @@ def load_run(run_dir: str | Path) -> LoadedRun:
         for k, v in state["state_dict"].items()
         if k.startswith("model.")
     }
-    model = TwoTower(
-        config, weights["artist_tower.tag_table"], weights["artist_tower.popularity"]
-    )
+    model = TwoTower(config, weights["artist_tower.tag_table"], weights["artist_tower.popularity"])
     model.load_state_dict(weights, strict=True)
     return LoadedRun(
         model.eval(),

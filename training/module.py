@@ -178,7 +178,7 @@ def _quiet_lightning() -> None:
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
-    """"auto": bf16 autocast on CUDA (the towers are small; bf16 halves memory traffic),
+    """ "auto": bf16 autocast on CUDA (the towers are small; bf16 halves memory traffic),
     full fp32 elsewhere (CPU bf16 autocast is slower than fp32 here)."""
     if precision != "auto":
         return precision

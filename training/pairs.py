@@ -66,6 +66,7 @@ class MaskedPairs(IterableDataset):
         swap: bool,
         seed: int,
         recency: np.ndarray | None = None,  # (N,) per stored entry, larger = more recent
+        dense: np.ndarray | None = None,  # (U, D) float32 per user
     ) -> None:
         m = matrix.tocsr()
         self.indptr = m.indptr.astype(np.int64)
@@ -73,6 +74,10 @@ class MaskedPairs(IterableDataset):
         self.user = np.repeat(np.arange(m.shape[0]), np.diff(self.indptr))  # (N,)
         self.lengths = np.diff(self.indptr)  # (U,)
         self.segments = torch.from_numpy(np.ascontiguousarray(segments, dtype=np.int64))
+        n_users = m.shape[0]
+        self.dense = torch.from_numpy(
+            np.zeros((n_users, 0), np.float32) if dense is None else dense.astype(np.float32)
+        )
         self.history_len = history_len
         self.batch_size = batch_size
         self.keep = keep
@@ -106,8 +111,10 @@ class MaskedPairs(IterableDataset):
         return [(torch.from_numpy(h), np.flatnonzero(p)) for h, p in views]
 
     def n_pairs(self) -> int:
-        return len(self.user) if self.swap and self.keep < 1.0 else int(
-            (len(self.user) * (1 - self.keep))
+        return (
+            len(self.user)
+            if self.swap and self.keep < 1.0
+            else int(len(self.user) * (1 - self.keep))
         )
 
     def __len__(self) -> int:
@@ -133,6 +140,6 @@ class MaskedPairs(IterableDataset):
             yield {
                 "history": hist[row_t[s]],  # (B, L)
                 "segments": self.segments[user_t[s]],  # (B, S)
-                "dense": torch.zeros((len(entry_t[s]), 0)),  # (B, 0)
+                "dense": self.dense[user_t[s]],  # (B, D)
                 "artist": self.items[entry_t[s]],  # (B,)
             }

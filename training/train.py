@@ -8,12 +8,12 @@ file, git sha, library versions) and ``report.md``.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
 import logging
 import platform
-import copy
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
@@ -101,6 +101,9 @@ def _datamodule(config: TrainConfig, features: Path, splits: tuple[str, ...]) ->
         repeat_weight=config.repeat_weight,
         segment_fields=() if config.user_features == "history" else USER_SEGMENT_FIELDS,
         train_splits=splits,
+        masked=config.lake_batches == "masked",
+        history_keep=config.history_keep,
+        swap_halves=config.swap_halves,
     )
     dm.setup("fit")
     return dm

@@ -51,6 +51,9 @@ class TrainConfig:
     # interactions: each half also predicts the other (every pair is a positive every epoch)
     swap_halves: bool = True
     val_fraction: float = 0.0  # interactions: hold out this share of each user for val metrics
+    # lake, "masked": every user's artist bag in halves as above (order kept: most recent
+    # first); "sequential": one example per event, history = the streams before it
+    lake_batches: str = "masked"
     patience: int = 3  # lake: epochs without a better val/recall@20 before stopping
     max_train_examples: int | None = 300_000  # lake
     # lake, "first": each (user, artist)'s first positive only (evaluation asks for new
@@ -71,6 +74,10 @@ class TrainConfig:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.lake_batches not in ("masked", "sequential"):
+            raise ValueError(
+                f"lake_batches must be 'masked' or 'sequential', got {self.lake_batches!r}"
+            )
         if not 0.0 < self.history_keep <= 1.0:
             raise ValueError(f"history_keep must be in (0, 1], got {self.history_keep}")
 
