@@ -24,9 +24,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from core.constants import N_SPECIAL
 
 _NEG = -1e9  # finite "minus infinity": keeps ONNX graphs free of inf/NaN on empty histories
 
@@ -219,3 +222,12 @@ class TwoTower(nn.Module):
             self.artist_embedding.weight[0].zero_()
         self.user_tower = UserTower(config, self.artist_embedding)
         self.artist_tower = ArtistTower(config, self.artist_embedding, tag_table, popularity)
+
+    @torch.no_grad()
+    def zero_untrained_ids(self, trained: torch.Tensor | np.ndarray) -> None:
+        """An artist no training pair touched keeps its random initial id embedding: noise.
+        Zero it, so the artist tower places that artist by its tag bag alone, as it does a
+        catalogue artist added after training (``training.export.with_catalogue``)."""
+        untrained = ~torch.as_tensor(trained, dtype=torch.bool)  # (A,)
+        untrained[:N_SPECIAL] = False  # <pad> stays zero by construction; <unk> keeps what it learnt
+        self.artist_embedding.weight[untrained] = 0.0

@@ -60,6 +60,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--run", default=None, help="run dir (default: the latest run)")
     e.set_defaults(func=_export)
 
+    idx = subparsers.add_parser("index", help="the serving bundle's artist index")
+    kinds = idx.add_subparsers(dest="index_command", required=True)
+    rb = kinds.add_parser(
+        "rebuild",
+        help="re-embed the current catalogue with the current model and publish a bundle "
+        "(no training; new artists are placed by their tags)",
+    )
+    rb.add_argument("--run", default=None, help="run dir (default: the latest run)")
+    rb.set_defaults(func=_rebuild)
+
 
 def config_from_args(args: argparse.Namespace) -> Any:
     from training.train_config import TrainConfig
@@ -105,5 +115,13 @@ def _export(args: argparse.Namespace) -> int:
     from training.export import export_bundle
 
     bundle = export_bundle(args.ws, args.run)
+    print(f"bundle {bundle}")
+    return 0
+
+
+def _rebuild(args: argparse.Namespace) -> int:
+    from training.export import export_bundle
+
+    bundle = export_bundle(args.ws, args.run, rebuild=True)
     print(f"bundle {bundle}")
     return 0

@@ -6,6 +6,7 @@ published; a mismatch raises :class:`ExportParityError` and nothing is written.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tempfile
@@ -13,15 +14,18 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
 from core.constants import N_SPECIAL
 from core.workspace import Workspace
+from data.features.vocab import FeatureVocabs, Vocab
 from data.schemas import ARTIST_FEATURES, TRENDING, USER_DENSE_FIELDS
 from index.bundle import FILES, publish_bundle
 from index.faiss_index import IndexSpec, build_index
+from models.two_tower import TwoTower
 from training.inference import LoadedRun, load_run
 
 log = logging.getLogger("tastemaker.training")
@@ -98,12 +102,62 @@ def _trending_json(ws: Workspace) -> dict:
     return out
 
 
+def with_catalogue(run: LoadedRun, catalogue: pa.Table) -> tuple[LoadedRun, int]:
+    """The run's model over the current catalogue: artists it never trained on are appended
+    to the vocabulary with a zero id embedding, so the artist tower places them by their tags
+    alone (tags outside the run's tag vocabulary are dropped). Returns (run, new artists)."""
+    known = set(run.vocabs.artists.tokens)
+    ids = [str(a) for a in catalogue.column("artist_id").to_pylist()]
+    new = [a for a in dict.fromkeys(ids) if a not in known]
+    if not new:
+        return run, 0
+    tags_of = dict(zip(ids, catalogue.column("tags").to_pylist(), strict=True))
+    artists = Vocab((*run.vocabs.artists.tokens, *new))
+    old = run.model
+    n_old = old.config.n_artists
+    config = dataclasses.replace(old.config, n_artists=len(artists))
+    tag_table = torch.zeros((len(artists), config.tags_per_artist), dtype=torch.long)  # (A', T)
+    tag_table[:n_old] = old.artist_tower.tag_table
+    for i, a in enumerate(new, start=n_old):
+        enc = [t for t in run.vocabs.tags.encode(list(tags_of.get(a) or [])) if t >= N_SPECIAL]
+        tag_table[i, : min(len(enc), config.tags_per_artist)] = torch.tensor(
+            enc[: config.tags_per_artist], dtype=torch.long
+        )
+    popularity = torch.zeros(len(artists))  # (A',) never trained: no popularity yet
+    popularity[:n_old] = old.artist_tower.popularity
+    model = TwoTower(config, tag_table, popularity)
+    state = old.state_dict()
+    for key in list(state):
+        if key.endswith("artist_embedding.weight"):
+            grown = torch.zeros((len(artists), state[key].shape[1]))  # (A', e) new rows zero
+            grown[:n_old] = state[key]
+            state[key] = grown
+    state["artist_tower.tag_table"], state["artist_tower.popularity"] = tag_table, popularity
+    model.load_state_dict(state, strict=True)
+    vocabs = FeatureVocabs(artists=artists, tags=run.vocabs.tags, segments=run.vocabs.segments)
+    grown_run = dataclasses.replace(run, model=model.eval(), vocabs=vocabs, config=config)
+    return grown_run, len(new)
+
+
 def export_bundle(
-    ws: Workspace, run_dir: str | Path | None = None, spec: IndexSpec | None = None
+    ws: Workspace,
+    run_dir: str | Path | None = None,
+    spec: IndexSpec | None = None,
+    rebuild: bool = False,
 ) -> Path:
-    """Export ``run_dir`` (default: the latest run) as a new bundle; return its folder."""
+    """Export ``run_dir`` (default: the latest run) as a new bundle; return its folder.
+
+    ``rebuild``: re-embed the workspace's *current* catalogue with the run's model (new
+    artists by their tags, see :func:`with_catalogue`) and publish it, without training."""
     run_dir = Path(run_dir) if run_dir else ws.latest_run()
     run = load_run(run_dir)
+    n_new = 0
+    if rebuild:
+        current = ws.features / "artist_features.parquet"
+        if not current.exists():
+            raise FileNotFoundError(f"{current} not found; run `tastemaker features` first")
+        run, n_new = with_catalogue(run, pq.read_table(current, columns=["artist_id", "tags"]))
+        log.info("rebuild: %d catalogue artists embedded from their tags alone", n_new)
     metrics = (
         json.loads((run_dir / "metrics.json").read_text())
         if (run_dir / "metrics.json").exists()
@@ -136,6 +190,7 @@ def export_bundle(
             "metrics": metrics.get("validation", {})
             | {k: v for k, v in metrics.items() if k not in ("validation", "history")},
             "onnx_parity_max_abs_diff": diff,
+            "rebuild": {"new_artists": n_new} if rebuild else None,
             "model": {
                 "dim": run.config.dim,
                 "history_len": run.config.history_len,
@@ -149,7 +204,5 @@ def export_bundle(
     return ws.bundles / version
 
 
-def _vocab_array(run: LoadedRun):
-    import pyarrow as pa
-
+def _vocab_array(run: LoadedRun) -> pa.Array:
     return pa.array(run.vocabs.artists.tokens[N_SPECIAL:], pa.string())

@@ -18,6 +18,7 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 
@@ -176,6 +177,9 @@ def train_two_tower(ws: Workspace, config: TrainConfig | None = None) -> Path:
     report = _report(run_id, config, module, best, dm)
     if config.refit:
         dm, model = _refit(config, ws, int(best["epoch"]) + 1)
+    trained = np.zeros(model.config.n_artists, dtype=bool)
+    trained[dm.train.artists] = True
+    model.zero_untrained_ids(trained)
     save_run(run_dir, model, dm.vocabs, config, "lake", run_id=run_id)
     write_json(
         run_dir / "metrics.json",

@@ -139,6 +139,9 @@ class TwoTowerRecommender:
         self.fit_seconds = time.perf_counter() - started
         self.val_history = module.val_history
         self.model = model.cpu().eval()
+        trained = np.zeros(model.config.n_artists, dtype=bool)
+        trained[train.indices + N_SPECIAL] = True
+        self.model.zero_untrained_ids(trained)
         self._matrix = matrix
         self._history = self._histories(matrix, _bag_order(matrix, interactions.timestamps))
         return self
