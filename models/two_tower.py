@@ -60,6 +60,9 @@ class TwoTowerConfig:
     # training only: the id embedding of a random share of candidate artists is zeroed, so the
     # tag bag alone must place an artist (what a catalogue artist never trained on gets)
     id_dropout: float = 0.0
+    # each distinct artist of a history counts once (a bag, like the masked training halves)
+    # rather than once per stream: serving histories repeat a favourite artist many times
+    dedupe_history: bool = True
 
 
 def _mlp(n_in: int, hidden: int, n_out: int, dropout: float) -> nn.Sequential:
@@ -89,12 +92,11 @@ class UserTower(nn.Module):
                 "embed_dim == dim"
             )
         seg_dim = config.segment_dim if config.user_mlp else config.dim
-        self.segment_embeddings = nn.ModuleList(
-            nn.Embedding(n, seg_dim) for n in config.segment_cardinalities
-        )
-        for table in self.segment_embeddings:
+        tables = [nn.Embedding(n, seg_dim) for n in config.segment_cardinalities]
+        for table in tables:
             if not config.user_mlp:
                 nn.init.zeros_(table.weight)  # start as the history alone; learn what helps
+        self.segment_embeddings = nn.ModuleList(tables)
         if config.pooling == "attention":
             self.position_bias = nn.Parameter(torch.zeros(config.history_len))
             self.item_score = nn.Linear(config.embed_dim, 1)
@@ -113,6 +115,9 @@ class UserTower(nn.Module):
             valid = valid & keep  # (B, L)
         weight = self.artist_embedding.weight  # (A, e)
         w = valid.to(weight.dtype)  # (B, L)
+        if self.config.dedupe_history:
+            same = (history.unsqueeze(2) == history.unsqueeze(1)) & valid.unsqueeze(1)  # (B, L, L)
+            w = w / same.sum(2).clamp(min=1).to(w.dtype)  # (B, L): 1 / copies of that artist
         count = w.sum(1, keepdim=True).clamp(min=1.0)  # (B, 1)
         if self.config.pooling == "mean" and not torch.onnx.is_in_onnx_export():
             # the same mean without materialising (B, L, e): 2x faster forward and backward
@@ -229,5 +234,7 @@ class TwoTower(nn.Module):
         Zero it, so the artist tower places that artist by its tag bag alone, as it does a
         catalogue artist added after training (``training.export.with_catalogue``)."""
         untrained = ~torch.as_tensor(trained, dtype=torch.bool)  # (A,)
-        untrained[:N_SPECIAL] = False  # <pad> stays zero by construction; <unk> keeps what it learnt
+        untrained[:N_SPECIAL] = (
+            False  # <pad> stays zero by construction; <unk> keeps what it learnt
+        )
         self.artist_embedding.weight[untrained] = 0.0

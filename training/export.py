@@ -22,7 +22,7 @@ import torch
 from core.constants import N_SPECIAL
 from core.workspace import Workspace
 from data.features.vocab import FeatureVocabs, Vocab
-from data.schemas import ARTIST_FEATURES, TRENDING, USER_DENSE_FIELDS
+from data.schemas import ARTIST_FEATURES, TRENDING, USER_DENSE_FIELDS, conform
 from index.bundle import FILES, publish_bundle
 from index.faiss_index import IndexSpec, build_index
 from models.two_tower import TwoTower
@@ -163,14 +163,18 @@ def export_bundle(
         if (run_dir / "metrics.json").exists()
         else {}
     )
-    artist_features = ws.features / "artist_features.parquet"
-    if not artist_features.exists():
-        raise FileNotFoundError(f"{artist_features} not found; run `tastemaker features` first")
     with torch.no_grad():
         vectors = run.model.artist_tower.all_vectors().numpy().astype(np.float32)  # (A, d)
     ids = np.arange(N_SPECIAL, len(vectors), dtype=np.int64)  # FAISS id = vocab index; no specials
     index = build_index(vectors[N_SPECIAL:], spec or IndexSpec(kind="flat", metric="ip"), ids=ids)
-    catalogue = pq.read_table(artist_features).select(ARTIST_FEATURES.names)
+    if run.kind == "interactions":
+        catalogue, trending = _interactions_catalogue(run, run_dir)
+    else:
+        artist_features = ws.features / "artist_features.parquet"
+        if not artist_features.exists():
+            raise FileNotFoundError(f"{artist_features} not found; run `tastemaker features` first")
+        catalogue = pq.read_table(artist_features).select(ARTIST_FEATURES.names)
+        trending = _trending_json(ws)
     in_vocab = pc.is_in(catalogue.column("artist_id"), value_set=_vocab_array(run))
     catalogue = catalogue.filter(in_vocab)
     with tempfile.TemporaryDirectory(prefix="tastemaker-export-") as tmp:
@@ -183,7 +187,7 @@ def export_bundle(
             FILES.artist_index: tmp_dir / FILES.artist_index,
             FILES.artists: tmp_dir / FILES.artists,
             FILES.vocab: json.dumps(run.vocabs.to_json(), sort_keys=True).encode(),
-            FILES.trending: json.dumps(_trending_json(ws), sort_keys=True).encode(),
+            FILES.trending: json.dumps(trending, sort_keys=True).encode(),
         }
         manifest = {
             "run_id": run.run_id,
@@ -202,6 +206,45 @@ def export_bundle(
         version = publish_bundle(ws.bundles, files, manifest)
     log.info("exported run %s as bundle %s (onnx parity %.1e)", run.run_id, version, diff)
     return ws.bundles / version
+
+
+def _interactions_catalogue(run: LoadedRun, run_dir: Path) -> tuple[pa.Table, dict]:
+    """An interactions run has no lake: its catalogue is the run's artists (names and tags
+    from the ``--artist-meta`` file when one was given, popularity from training) and its
+    trending list the most popular artists."""
+    ids = list(run.vocabs.artists.tokens[N_SPECIAL:])
+    meta_path = json.loads((run_dir / "config.json").read_text()).get("artist_meta")
+    names: dict[str, str] = {}
+    tags: dict[str, list[str]] = {}
+    if meta_path and Path(meta_path).exists():
+        from data.importers import read_artists
+
+        meta = read_artists(meta_path)
+        keys = [str(a) for a in meta.column("artist_id").to_pylist()]
+        names = dict(zip(keys, meta.column("name").to_pylist(), strict=True))
+        tags = dict(zip(keys, meta.column("tags").to_pylist(), strict=True))
+    popularity = run.model.artist_tower.popularity[N_SPECIAL:].numpy()  # (A,)
+    n = len(ids)
+    table = pa.table(
+        {
+            "artist_id": ids,
+            "as_of": pa.nulls(n, ARTIST_FEATURES.field("as_of").type),
+            "name": [names.get(a) or a for a in ids],
+            "tags": [list(tags.get(a) or []) for a in ids],
+            "followers": pa.nulls(n, pa.int64()),
+            "days_active": pa.nulls(n, pa.int32()),
+            "streams_7d": pa.nulls(n, pa.int64()),
+            "streams_28d": pa.nulls(n, pa.int64()),
+            "listeners_7d": pa.nulls(n, pa.int64()),
+            "listeners_28d": pa.nulls(n, pa.int64()),
+            "trending_rank": pa.nulls(n, pa.int32()),
+            "popularity": pa.array(popularity, pa.float32()),
+            "top_tracks": [[] for _ in ids],
+            "completion_rate": pa.nulls(n, pa.float32()),
+        }
+    )
+    top = [ids[i] for i in np.argsort(-popularity, kind="stable")[:100]]
+    return conform(table, ARTIST_FEATURES), {"global": top, "by_segment": {}}
 
 
 def _vocab_array(run: LoadedRun) -> pa.Array:

@@ -71,6 +71,8 @@ class TwoTowerModule(pl.LightningModule):
         if self.trainer is None or self.trainer.world_size == 1:
             return x
         out = self.all_gather(x, sync_grads=True)  # (W, B, ...)
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"all_gather returned {type(out).__name__}, expected a tensor")
         return out.reshape(-1, *x.shape[1:])
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

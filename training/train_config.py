@@ -22,6 +22,7 @@ def default_model() -> TwoTowerConfig:
     return TwoTowerConfig(
         n_artists=N_SPECIAL,
         history_len=50,
+        dedupe_history=True,
         dim=256,
         embed_dim=256,
         pooling="mean",
@@ -37,9 +38,9 @@ class TrainConfig:
     # "in-batch": softmax over the batch's positives (every rank's under DDP) with the logQ
     # correction and accidental hits masked; ``uniform_negatives`` > 0 mixes in catalogue draws
     objective: str = "in-batch"
-    epochs: int = 11  # interactions: exactly this many; lake: an upper bound (early stopping)
+    epochs: int = 8  # interactions: exactly this many; lake: an upper bound (early stopping)
     batch_size: int = 2048
-    lr: float = 3e-3
+    lr: float = 1e-2
     weight_decay: float = 0.0
     temperature: float = 0.1
     learn_temperature: bool = False

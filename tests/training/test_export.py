@@ -1,5 +1,5 @@
-from dataclasses import replace
 import json
+from dataclasses import replace
 
 import numpy as np
 import onnxruntime as ort

@@ -7,7 +7,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-import torch
 from two_tower_world import PER_GROUP, SEEN, build_world, eval_users, group_of
 
 from core.workspace import Workspace

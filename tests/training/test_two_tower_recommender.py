@@ -1,6 +1,7 @@
 """The two-tower on an interactions matrix: the recommender contract's known answer, the
 masked-pair batches, the run dir shared with the lake job, and the loss with gathered columns."""
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -159,3 +160,28 @@ def test_loss_with_gathered_columns_is_the_global_batch_loss():
         in_batch_softmax_loss(users[:1], artists, ids, log_q, 0.1, targets=torch.tensor([0])),
         expected,
     )
+
+
+@pytest.mark.slow
+def test_same_seed_same_validation_metrics_twice():
+    inter, _ = block_world()
+    cfg = replace(CONFIG, epochs=3, val_fraction=0.25)
+    first = TwoTowerRecommender(cfg).fit(inter).val_history
+    second = TwoTowerRecommender(cfg).fit(inter).val_history
+    assert len(first) == 3 and first == second
+    other = TwoTowerRecommender(replace(cfg, seed=1)).fit(inter).val_history
+    assert other != first, "a different seed must be able to change the numbers"
+
+
+@pytest.mark.slow
+def test_an_interactions_run_exports_a_servable_bundle(fitted, tmp_path):
+    from core.workspace import Workspace
+    from index.bundle import load_bundle
+    from training.export import export_bundle
+
+    rec, inter, _ = fitted
+    rec.save(tmp_path / "run")
+    bundle = load_bundle(export_bundle(Workspace(tmp_path / "ws"), tmp_path / "run"))
+    assert bundle.manifest["onnx_parity_max_abs_diff"] < 1e-4
+    trending = json.loads(bundle.file("trending.json").read_text())
+    assert len(trending["global"]) == inter.shape[1]
