@@ -41,7 +41,7 @@ def throughput(config: TrainConfig, inter: Interactions) -> tuple[float, int]:
 
 
 def main(quick: bool = False) -> str:
-    inter = synthetic(1_892 if quick else 8_000, 17_632, 50)
+    inter = synthetic(1_000 if quick else 4_000, 17_632, 50)
     rows = []
     for threads in (1, 2):
         torch.set_num_threads(threads)

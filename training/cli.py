@@ -24,6 +24,7 @@ _TRAIN_FLAGS: dict[str, tuple[str, Any]] = {
     "temperature": ("temperature", float),
     "uniform_negatives": ("uniform_negatives", int),
     "history_keep": ("history_keep", float),
+    "val_fraction": ("val_fraction", float),
     "positives": ("positives", str),
     "user_features": ("user_features", str),
     "max_train_examples": ("max_train_examples", int),
