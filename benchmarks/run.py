@@ -22,7 +22,16 @@ from pathlib import Path
 
 from core.atomic import write_bytes
 
-AREAS = ("ingest", "features", "eval", "serving", "hetrec", "two_tower_demo", "two_tower_speed")
+AREAS = (
+    "ingest",
+    "features",
+    "eval",
+    "serving",
+    "hetrec",
+    "two_tower_demo",
+    "two_tower_cold",
+    "two_tower_speed",
+)
 HERE = Path(__file__).resolve().parent
 
 
