@@ -88,7 +88,8 @@ def main(quick: bool = False) -> str:
         "`tastemaker import hetrec --split-seed S`, `tastemaker train --interactions "
         "train.tsv --artist-meta artists.tsv --out RUN` (defaults), `tastemaker evaluate "
         "--test test.tsv`. Full ranking over 17,632 artists, training artists excluded. "
-        "Seconds: training only (2 shared CPU cores, 1 torch thread per core).",
+        "Seconds: the Lightning fit only, on 2 CPU cores shared with other jobs (read them as "
+        "upper bounds when the machine was busy).",
         "",
         "| model | " + " | ".join(f"seed {s} R@20 / N@20 / s" for s in seeds) + " | mean R@20 | "
         "mean N@20 |",
