@@ -2,10 +2,11 @@
 bootstrap intervals, on the temporal protocol (the held-out last week, warm users, full
 catalogue, seen artists excluded).
 
-What each feature group carries in the world (``world/``): segments (age group, gender,
-country, tenure, activity) shift a user's taste prior and activity; the dense features
-(listen depth against other listeners, clicks per 100 impressions against the user's own
-rate, log streams) describe engagement, not taste. Followed artists are not a model input yet.
+What each feature group carries in the world: a user's genre preference is drawn from their
+age group and country (``world/taste.py``), so segments carry a taste prior the history
+already reveals for active users; the dense features (listen depth against other listeners,
+clicks per 100 impressions against the user's own rate, log streams) describe engagement,
+not taste. Followed artists are not a model input yet.
 """
 
 from __future__ import annotations
