@@ -1,131 +1,158 @@
-"""Two-tower on HetRec Last.fm 2K, per-user 80/20 random holdout (seed 0), Recall@20.
+"""The two-tower on HetRec Last.fm 2K against its peers, three 80/20 splits, through the CLI path.
 
-Run: ``.venv/bin/python -m benchmarks.bench_two_tower_hetrec [--quick] [--val] [key=value ...]``
-(``key=value`` overrides ``TwoTowerRecConfig`` / ``TwoTowerConfig`` fields for sweeps; a tuple
-field takes ``lo,hi``). ``--val`` never touches the test split: it holds out 10 % of every
-user's *training* artists (seed 1) and prints validation Recall@20 every ``every`` epochs
-(default 5), which is what settings are chosen by; the final number is then a refit on all
-training data scored once on the test split.
+Each split seed runs what a user would: ``tastemaker import hetrec --split-seed S`` (files),
+``tastemaker train --interactions train.tsv [--artist-meta artists.tsv] --out RUN`` with the
+defaults, ``tastemaker evaluate --run RUN --test test.tsv`` (full ranking over all artists,
+training artists excluded). Peers are fitted and scored the same way. Training seconds are the
+two-tower's ``fit_seconds`` (the Lightning fit) and the peers' fit; shared 2-core CPU.
+
+Settings were chosen on validation slices of the training part only
+(``python -m benchmarks.bench_two_tower_hetrec --val key=value ...``: 10 % of every user's
+training artists, seed 1); the test split is scored once per reported setting.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import pytorch_lightning as pl
-import scipy.sparse as sp
 
-from evaluation.metrics import ranking_metrics
-from evaluation.protocols import random_holdout
-from models.base import Interactions
-from training.two_tower_recommender import TwoTowerRecConfig, TwoTowerRecommender
+from data.datasets import hetrec_dir
+from data.importers import holdout_split, import_hetrec, write_artists, write_interactions
+from evaluation.runs import evaluate_run
+from training.byod import train_interactions
+from training.train_config import TrainConfig
 
 log = logging.getLogger("tastemaker.benchmarks")
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lastfm-hetrec-2k"
-COMMAND = ".venv/bin/python -m benchmarks.bench_two_tower_hetrec"
+COMMAND = "python -m benchmarks.run --only hetrec"
+SEEDS = (0, 1, 2)
+PEERS = ("popular", "itemknn", "ease", "als")
 
 
-def load_user_artists(folder: Path = DATA) -> Interactions:
-    df = pd.read_csv(folder / "user_artists.dat", sep="\t")
-    users, u = np.unique(df["userID"].to_numpy(), return_inverse=True)
-    artists, a = np.unique(df["artistID"].to_numpy(), return_inverse=True)
-    m = sp.csr_matrix((df["weight"].to_numpy(np.float32), (u, a)), shape=(len(users), len(artists)))
-    return Interactions(m, users.astype(str), artists.astype(str))
+def _files(tmp: Path, seed: int) -> tuple[Path, Path, Path]:
+    folder = hetrec_dir()
+    if folder is None:
+        raise FileNotFoundError("HetRec 2K not found under ../shared/data/lastfm-hetrec-2k")
+    interactions, artists = import_hetrec(folder)
+    train, test = holdout_split(interactions, 0.2, seed)
+    paths = (tmp / f"train{seed}.tsv", tmp / f"test{seed}.tsv", tmp / "artists.tsv")
+    write_interactions(train, paths[0])
+    write_interactions(test, paths[1])
+    write_artists(artists, paths[2])
+    return paths
 
 
-def _config(overrides: dict[str, str]) -> TwoTowerRecConfig:
-    cfg = TwoTowerRecConfig()
-    top = {f.name: f for f in dataclasses.fields(cfg)}
-    model = {f.name: f for f in dataclasses.fields(cfg.model)}
-    m_kw, t_kw = {}, {}
+def run_split(
+    seed: int, models: tuple[str, ...], config: TrainConfig | None = None
+) -> dict[str, dict[str, float]]:
+    """{model: {recall@20, ndcg@20, seconds}} on split ``seed``; "two-tower" uses the artist
+    file's tags, "two-tower (no meta)" does not."""
+    out: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="hetrec-") as tmp:
+        train, test, artists = _files(Path(tmp), seed)
+        for name in models:
+            run = Path(tmp) / name.replace(" ", "_")
+            started = time.perf_counter()
+            if name.startswith("two-tower"):
+                meta = None if "no meta" in name else artists
+                train_interactions(train, run, "two-tower", meta, config)
+                seconds = json.loads((run / "config.json").read_text())["fit_seconds"]
+            else:
+                train_interactions(train, run, name)
+                seconds = time.perf_counter() - started
+            m = evaluate_run(run, test, k=100)["models"]
+            metrics = next(iter(m.values()))
+            out[name] = {
+                "recall@20": metrics["test/recall@20"],
+                "ndcg@20": metrics["test/ndcg@20"],
+                "seconds": seconds,
+            }
+            log.info("seed %d %s: %s", seed, name, out[name])
+    return out
+
+
+def main(quick: bool = False) -> str:
+    models = ("two-tower", "two-tower (no meta)", *PEERS)
+    seeds = SEEDS[:1] if quick else SEEDS
+    rows = {s: run_split(s, models) for s in seeds}
+    lines = [
+        "## Two-tower on HetRec Last.fm 2K, three 80/20 splits",
+        "",
+        f"Command: `{COMMAND}{' --quick' if quick else ''}` — per split seed: "
+        "`tastemaker import hetrec --split-seed S`, `tastemaker train --interactions "
+        "train.tsv --artist-meta artists.tsv --out RUN` (defaults), `tastemaker evaluate "
+        "--test test.tsv`. Full ranking over 17,632 artists, training artists excluded. "
+        "Seconds: the Lightning fit only, on 2 CPU cores shared with other jobs (read them as "
+        "upper bounds when the machine was busy).",
+        "",
+        "| model | " + " | ".join(f"seed {s} R@20 / N@20 / s" for s in seeds) + " | mean R@20 | "
+        "mean N@20 |",
+        "|---" * (len(seeds) + 3) + "|",
+    ]
+    for name in models:
+        cells = [
+            f"{rows[s][name]['recall@20']:.4f} / {rows[s][name]['ndcg@20']:.4f} / "
+            f"{rows[s][name]['seconds']:.0f}"
+            for s in seeds
+        ]
+        r = np.mean([rows[s][name]["recall@20"] for s in seeds])
+        n = np.mean([rows[s][name]["ndcg@20"] for s in seeds])
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {r:.4f} | {n:.4f} |")
+    best_peer = {
+        s: max(rows[s][p]["recall@20"] for p in PEERS) for s in seeds
+    }  # the target is each seed's best peer + 0.02
+    margin = [rows[s]["two-tower"]["recall@20"] - best_peer[s] for s in seeds]
+    lines += [
+        "",
+        "Two-tower minus the best peer, Recall@20 per seed: "
+        + ", ".join(f"{m:+.4f}" for m in margin)
+        + ".",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _val(overrides: dict[str, str]) -> str:
+    """Validation Recall@20 per epoch for a config override (never touches the test split)."""
+    import torch
+
+    from evaluation.protocols import random_holdout
+    from evaluation.runs import interactions_from_table
+    from training.byod import read_artist_tags
+    from training.two_tower_recommender import TwoTowerRecommender
+
+    torch.set_num_threads(1)
+    folder = hetrec_dir()
+    if folder is None:
+        raise FileNotFoundError("HetRec 2K not found under ../shared/data/lastfm-hetrec-2k")
+    interactions, artists = import_hetrec(folder)
+    use_tags = overrides.pop("tags", "1") == "1"
+    cfg = TrainConfig(val_fraction=0.1)
+    top, model = {}, {}
     for k, v in overrides.items():
-        field = top.get(k) or model.get(k)
-        if field is None:
-            raise ValueError(f"unknown config field {k!r}")
-        cur = getattr(cfg, k) if k in top else getattr(cfg.model, k)
-        if isinstance(cur, bool):
-            val = v.lower() == "true"
-        elif isinstance(cur, tuple):
-            val = tuple(float(x) for x in v.split(","))
-        else:
-            val = type(cur)(v)
-        (t_kw if k in top else m_kw)[k] = val
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **m_kw), **t_kw)
-
-
-def evaluate(cfg: TwoTowerRecConfig) -> tuple[dict[str, float], float]:
-    holdout = random_holdout(load_user_artists(), test_fraction=0.2, seed=0)
-    t0 = time.perf_counter()
-    rec = TwoTowerRecommender(cfg).fit(holdout.train)
-    fit_s = time.perf_counter() - t0
-    rows = np.arange(holdout.train.shape[0])
-    ids, _ = rec.recommend(rows, k=100)
-    return ranking_metrics(ids, holdout.test), fit_s
-
-
-class _ValCurve(pl.Callback):
-    """Validation Recall/NDCG@20 every ``every`` epochs (model in eval mode meanwhile)."""
-
-    def __init__(self, rec: TwoTowerRecommender, targets: list[np.ndarray], every: int) -> None:
-        self.rec, self.targets, self.every = rec, targets, every
-        self.curve: list[tuple[int, float, float]] = []
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        epoch = trainer.current_epoch + 1
-        if epoch % self.every and epoch != trainer.max_epochs:
-            return
-        module.eval()
-        ids, _ = self.rec.recommend(np.arange(len(self.targets)), k=20)
-        module.train()
-        m = ranking_metrics(ids, self.targets, ks=(20,))
-        self.curve.append((epoch, m["recall@20"], m["ndcg@20"]))
-        log.info("val epoch %3d  recall@20 %.4f  ndcg@20 %.4f", *self.curve[-1])
-
-
-def validation_curve(cfg: TwoTowerRecConfig, every: int = 5) -> list[tuple[int, float, float]]:
-    """(epoch, val Recall@20, val NDCG@20): 90/10 of each user's training artists, seed 1."""
-    train = random_holdout(load_user_artists(), test_fraction=0.2, seed=0).train
-    val = random_holdout(train, test_fraction=0.1, seed=1)
-    rec = TwoTowerRecommender(cfg)
-    curve = _ValCurve(rec, val.test, every)
-    rec.fit(val.train, callbacks=[curve])
-    return curve.curve
-
-
-def main(quick: bool = False, overrides: dict[str, str] | None = None) -> str:
-    overrides = dict(overrides or {})
-    if quick:
-        overrides.setdefault("epochs", "5")
-    cfg = _config(overrides)
-    metrics, fit_s = evaluate(cfg)
-    return (
-        "## Two-tower on HetRec Last.fm 2K (per-user 80/20 holdout, seed 0)\n\n"
-        f"`{COMMAND}{' --quick' if quick else ''}`\n\n"
-        "| model | Recall@20 | NDCG@20 | fit s |\n|---|---|---|---|\n"
-        f"| two-tower | {metrics['recall@20']:.3f} | {metrics['ndcg@20']:.3f} | {fit_s:.0f} |\n"
-        "\nPublished peers on this protocol: EASE 0.274, ALS 0.281 (Recall@20).\n"
-    )
+        target = cfg if hasattr(cfg, k) else cfg.model
+        cur = getattr(target, k)
+        val = v.lower() == "true" if isinstance(cur, bool) else type(cur)(v)
+        (top if target is cfg else model)[k] = val
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **model), **top)
+    split = random_holdout(interactions_from_table(interactions), 0.2, 0)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_artists(artists, Path(tmp) / "a.tsv")
+        tags = read_artist_tags(Path(tmp) / "a.tsv") if use_tags else None
+    rec = TwoTowerRecommender(cfg, tags).fit(split.train)
+    curve = [(h["epoch"], round(h["val/recall@20"], 4)) for h in rec.val_history]
+    return f"{overrides} tags={use_tags}: {curve} ({rec.fit_seconds:.0f} s)"
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
-    import torch
-
-    torch.set_num_threads(1)  # the dev box has 2 shared cores; 1 thread is faster there
     args = sys.argv[1:]
-    kv = dict(a.split("=", 1) for a in args if "=" in a)
     if "--val" in args:
-        every = int(kv.pop("every", "5"))
-        t0 = time.perf_counter()
-        for epoch, r20, n20 in validation_curve(_config(kv), every):
-            print(f"val epoch {epoch:3d}  recall@20 {r20:.4f}  ndcg@20 {n20:.4f}")
-        print(f"{kv} {time.perf_counter() - t0:.0f}s")
+        print(_val(dict(a.split("=", 1) for a in args if "=" in a)))
     else:
-        print(main(quick="--quick" in args, overrides=kv))
+        print(main(quick="--quick" in args))

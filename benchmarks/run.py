@@ -22,7 +22,19 @@ from pathlib import Path
 
 from core.atomic import write_bytes
 
-AREAS = ("ingest", "features", "eval", "serving", "ann", "precompute", "hetrec", "simulate")
+AREAS = (
+    "ingest",
+    "features",
+    "eval",
+    "serving",
+    "ann",
+    "precompute",
+    "hetrec",
+    "two_tower_demo",
+    "two_tower_cold",
+    "two_tower_speed",
+    "simulate",
+)
 HERE = Path(__file__).resolve().parent
 
 

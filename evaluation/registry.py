@@ -40,10 +40,13 @@ BASELINES: dict[str, Callable[[], ScoringRecommender]] = {
 @dataclass(frozen=True)
 class ModelPlugin:
     """A recommender defined outside evaluation: ``make()`` -> a fresh unfitted recommender;
-    ``load_scorer(run_dir)`` -> an object with ``artist_ids`` and ``score_users(users)``."""
+    ``load_scorer(run_dir)`` -> an object with ``artist_ids`` and ``score_users(users)`` (a
+    lake run); ``load_fitted(run_dir, interactions)`` -> the fitted recommender of an
+    interactions run (``evaluation.runs``)."""
 
     make: Callable[[], Any]
     load_scorer: Callable[[Path], Any] | None = None
+    load_fitted: Callable[[Path, Any], Any] | None = None
 
 
 _PLUGINS: dict[str, ModelPlugin] = {}
@@ -73,6 +76,10 @@ def make_recommender(name: str) -> Any:
     return _plugin(name).make()
 
 
+def is_plugin(name: str) -> bool:
+    return name in _PLUGINS
+
+
 def is_run_model(name: str) -> bool:
     """Whether ``name`` is scored from a trained run dir rather than fitted on the fly."""
     return name in _PLUGINS and _PLUGINS[name].load_scorer is not None
@@ -83,6 +90,13 @@ def load_run_scorer(name: str, run_dir: Path) -> Any:
     if loader is None:
         raise ValueError(f"{name!r} has no run-dir scorer")
     return loader(run_dir)
+
+
+def load_fitted_plugin(name: str, run_dir: Path, interactions: Any) -> Any:
+    loader = _plugin(name).load_fitted
+    if loader is None:
+        raise ValueError(f"{name!r} cannot be loaded from an interactions run dir")
+    return loader(run_dir, interactions)
 
 
 def baseline_class(name: str) -> type[ScoringRecommender]:

@@ -4,8 +4,10 @@ Training one is :func:`training.byod.train_interactions`; everything after it li
 
 Run-dir format of a bring-your-own-data run (``tastemaker train --interactions ...``):
 
-* ``config.json`` — ``{"kind": "interactions", "model": NAME, "model_config": {...},
-  "interactions": PATH, "artist_meta": PATH | null, "created_at": ISO-8601 UTC}``;
+* ``config.json`` — ``{"kind": "interactions", "model_name": NAME, "interactions": PATH,
+  "artist_meta": PATH | null, "created_at": ISO-8601 UTC, ...}``; a baseline adds
+  ``"model": NAME, "model_config": {...}``, the two-tower its run-dir configs
+  (``training.inference``: ``train``, ``model``);
 * ``interactions.npz`` — the training matrix as CSR arrays ``data``, ``indices``, ``indptr``,
   ``shape`` plus ``user_ids`` and ``artist_ids`` (unicode arrays, the file's own ids);
 * ``model.npz`` — a non-neural model's ``state()`` arrays (numpy only, ``allow_pickle`` off):
@@ -13,7 +15,8 @@ Run-dir format of a bring-your-own-data run (``tastemaker train --interactions .
   ``global_scores``/``user_segment`` (trending), CSR ``data``/``indices``/``indptr``/``shape``
   of the item-item similarity (itemknn), ``active``/``weights``/``n_artists`` (ease),
   ``user_factors``/``artist_factors`` (als);
-* ``model.pkl`` — the fitted two-tower recommender (pickled object, torch modules inside).
+* the two-tower's ``vocab.json`` and ``checkpoint.ckpt`` (tensors only, read with
+  ``weights_only``): the same files as a lake run, so it can be exported and served too.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,7 @@ import scipy.sparse as sp
 
 from core.atomic import write_bytes, write_json, write_table
 from evaluation.metrics import DEFAULT_KS, catalogue_metrics, ranking_metrics
-from evaluation.registry import TWO_TOWER, baseline_class
+from evaluation.registry import baseline_class, is_plugin, load_fitted_plugin
 from evaluation.report import write_report
 from evaluation.temporal import UNKNOWN_TARGET
 from models.base import Interactions
@@ -93,8 +95,10 @@ def load_fitted(run_dir: str | Path) -> tuple[Any, Interactions, dict[str, Any]]
             f"{run} is not a bring-your-own-data run (config kind {cfg.get('kind')!r})"
         )
     inter = load_interactions(run / "interactions.npz")
-    if cfg["model"] == TWO_TOWER:
-        model = pickle.loads((run / "model.pkl").read_bytes())
+    name = cfg.get("model_name", cfg.get("model"))
+    cfg["model"] = name
+    if is_plugin(name):
+        model = load_fitted_plugin(name, run, inter)
     else:
         cls: Any = baseline_class(cfg["model"])  # a concrete baseline with its own cfg
         with np.load(run / "model.npz", allow_pickle=False) as z:

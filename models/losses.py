@@ -27,32 +27,41 @@ from torch import nn
 
 def in_batch_softmax_loss(
     user_vecs: torch.Tensor,  # (B, d)
-    artist_vecs: torch.Tensor,  # (B, d)
-    artist_ids: torch.Tensor,  # (B,) vocab index of each row's positive
-    log_q: torch.Tensor | None,  # (B,) log sampling probability of each row's artist
+    artist_vecs: torch.Tensor,  # (C, d) every positive of the (global) batch
+    artist_ids: torch.Tensor,  # (C,) vocab index of each column's artist
+    log_q: torch.Tensor | None,  # (C,) log sampling probability of each column's artist
     temperature: torch.Tensor | float,
     weights: torch.Tensor | None = None,  # (B,) per-example weights
     extra_vecs: torch.Tensor | None = None,  # (M, d) uniformly sampled negatives
     extra_ids: torch.Tensor | None = None,  # (M,)
     extra_log_count: float = 0.0,  # log(M / A): the uniform columns' expected count
+    targets: torch.Tensor | None = None,  # (B,) column of each row's positive; default arange
 ) -> torch.Tensor:
-    """Mean (weighted) cross-entropy of each user against its own positive among the batch."""
-    logits = user_vecs @ artist_vecs.T / temperature  # (B, B)
+    """Mean (weighted) cross-entropy of each user against its own positive among the batch.
+
+    With data parallelism the columns are the positives of *every* rank (gathered, ``C = W B``)
+    while the rows are this rank's users; ``targets`` then says where a row's own column is."""
+    if targets is None:
+        targets = torch.arange(len(user_vecs), device=user_vecs.device)  # (B,)
+    logits = user_vecs @ artist_vecs.T / temperature  # (B, C)
     if log_q is not None:
+        # expected count of a column's artist among C draws is C q(a); with only in-batch
+        # columns the constant log C cancels in the softmax, with uniform ones it does not
         shift = log_q + (math.log(len(artist_ids)) if extra_vecs is not None else 0.0)
-        logits = logits - shift.to(logits.dtype).unsqueeze(0)  # (B, B), per column
-    same = artist_ids.unsqueeze(0) == artist_ids.unsqueeze(1)  # (B, B)
-    eye = torch.eye(len(artist_ids), dtype=torch.bool, device=logits.device)  # (B, B)
-    logits = logits.masked_fill(same & ~eye, torch.finfo(logits.dtype).min)  # (B, B)
+        logits = logits - shift.to(logits.dtype).unsqueeze(0)  # (B, C), per column
+    own = artist_ids[targets]  # (B,)
+    same = artist_ids.unsqueeze(0) == own.unsqueeze(1)  # (B, C) accidental hits + the positive
+    is_target = torch.zeros_like(same)
+    is_target[torch.arange(len(targets), device=same.device), targets] = True  # (B, C)
+    logits = logits.masked_fill(same & ~is_target, torch.finfo(logits.dtype).min)  # (B, C)
     if extra_vecs is not None and extra_ids is not None:
         extra = user_vecs @ extra_vecs.T / temperature  # (B, M)
         if log_q is not None:
             extra = extra - extra_log_count
-        hit = extra_ids.unsqueeze(0) == artist_ids.unsqueeze(1)  # (B, M) positive drawn again
+        hit = extra_ids.unsqueeze(0) == own.unsqueeze(1)  # (B, M) positive drawn again
         extra = extra.masked_fill(hit, torch.finfo(extra.dtype).min)
-        logits = torch.cat([logits, extra], dim=1)  # (B, B + M)
-    target = torch.arange(len(artist_ids), device=logits.device)  # (B,)
-    loss = F.cross_entropy(logits.float(), target, reduction="none")  # (B,)
+        logits = torch.cat([logits, extra], dim=1)  # (B, C + M)
+    loss = F.cross_entropy(logits.float(), targets, reduction="none")  # (B,)
     if weights is None:
         return loss.mean()
     return (loss * weights).sum() / weights.sum().clamp(min=1e-12)
@@ -88,6 +97,7 @@ class InBatchSoftmax(nn.Module):
         extra_vecs: torch.Tensor | None = None,
         extra_ids: torch.Tensor | None = None,
         extra_log_count: float = 0.0,
+        targets: torch.Tensor | None = None,
     ) -> torch.Tensor:
         return in_batch_softmax_loss(
             user_vecs,
@@ -99,46 +109,5 @@ class InBatchSoftmax(nn.Module):
             extra_vecs,
             extra_ids,
             extra_log_count,
+            targets,
         )
-
-
-def multinomial_softmax_loss(
-    user_vecs: torch.Tensor,  # (B, d)
-    artist_vecs: torch.Tensor,  # (A, d), every artist of the catalogue
-    targets: torch.Tensor,  # (B, A) bool: the artists each user must predict
-    temperature: torch.Tensor | float,
-    exclude: torch.Tensor | None = None,  # (B, A) bool: left out of the softmax (e.g. history)
-    bias: torch.Tensor | None = None,  # (A,) per-artist logit bias
-) -> torch.Tensor:
-    """Full-catalogue multinomial likelihood (Liang et al. 2018, "Variational Autoencoders for
-    Collaborative Filtering", Mult-DAE): one softmax over the whole catalogue per user, the
-    loss the mean negative log-probability of that user's target artists. No sampling, so no
-    logQ correction is needed; the catalogue must fit in one (B, A) matrix."""
-    logits = user_vecs @ artist_vecs.T / temperature  # (B, A)
-    if bias is not None:
-        logits = logits + bias.to(logits.dtype).unsqueeze(0)  # (B, A)
-    if exclude is not None:
-        logits = logits.masked_fill(exclude & ~targets, torch.finfo(logits.dtype).min)
-    log_p = torch.log_softmax(logits.float(), dim=1)  # (B, A)
-    t = targets.float()  # (B, A)
-    per_user = -(log_p * t).sum(1) / t.sum(1).clamp(min=1.0)  # (B,)
-    return per_user[t.sum(1) > 0].mean()
-
-
-def catalogue_softmax_loss(
-    user_vecs: torch.Tensor,  # (B, d)
-    catalogue_vecs: torch.Tensor,  # (A, d), row = vocab index
-    artist_ids: torch.Tensor,  # (B,) vocab index of each row's positive
-    temperature: torch.Tensor | float,
-    weights: torch.Tensor | None = None,  # (B,)
-    n_special: int = 2,  # leading vocab rows (<pad>, <unk>) that are never a class
-) -> torch.Tensor:
-    """Exact softmax over the whole catalogue (no sampling, so no logQ): affordable when the
-    catalogue is small (thousands), an auxiliary term next to the in-batch loss."""
-    logits = user_vecs @ catalogue_vecs.T / temperature  # (B, A)
-    special = torch.arange(n_special, device=logits.device)  # (n_special,)
-    logits = logits.index_fill(1, special, torch.finfo(logits.dtype).min)  # (B, A)
-    loss = F.cross_entropy(logits.float(), artist_ids, reduction="none")  # (B,)
-    if weights is None:
-        return loss.mean()
-    return (loss * weights).sum() / weights.sum().clamp(min=1e-12)

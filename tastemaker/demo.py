@@ -31,6 +31,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def demo_train_config() -> Any:
+    """The defaults with a smaller batch and a larger history share, chosen on the demo
+    world's validation week (Recall@20): the lake has ~40k (user, artist) pairs, so 2,048-pair
+    batches leave too few steps an epoch (0.205 after 17 epochs at batch 2,048, lr 3e-3;
+    0.236 at batch 512, lr 1e-2); feeding 75 % of a bag as history rather than half: 0.243."""
+    from training.train_config import TrainConfig
+
+    return TrainConfig(batch_size=512, lr=1e-2, epochs=6, patience=2, history_keep=0.75)
+
+
 def _timed(name: str, fn: Callable[[], Any], timings: dict[str, float]) -> Any:
     started = time.perf_counter()
     log.info("stage %s ...", name)
@@ -55,7 +65,7 @@ def run_pipeline(ws: Any, preset: str = "demo", seed: int = 7, gate: bool = True
     from world.generate import WorldConfig, generate_world
 
     world_cfg = WorldConfig.preset(preset, seed)
-    train_cfg = TrainConfig() if preset == "demo" else TrainConfig(epochs=3, batch_size=256)
+    train_cfg = demo_train_config() if preset == "demo" else TrainConfig(epochs=3, batch_size=256)
     timings: dict[str, float] = {}
     _timed("world", lambda: generate_world(ws, world_cfg), timings)
     _timed("ingest", lambda: run_ingest(ws), timings)

@@ -25,4 +25,17 @@ def _load_two_tower_scorer(run_dir: Path) -> Any:
     return load_scorer(run_dir)
 
 
-register_model(TWO_TOWER, ModelPlugin(make=_make_two_tower, load_scorer=_load_two_tower_scorer))
+def _load_two_tower_fitted(run_dir: Path, interactions: Any) -> Any:
+    from training.two_tower_recommender import TwoTowerRecommender
+
+    return TwoTowerRecommender.load(run_dir, interactions)
+
+
+register_model(
+    TWO_TOWER,
+    ModelPlugin(
+        make=_make_two_tower,
+        load_scorer=_load_two_tower_scorer,
+        load_fitted=_load_two_tower_fitted,
+    ),
+)

@@ -1,13 +1,14 @@
 """Bring your own data: fit any model of the registry on an interactions file, no code.
 
-The run-dir format and everything done with a run afterwards (recommend, evaluate) is in
+The two-tower is fitted by :class:`training.two_tower_recommender.TwoTowerRecommender` (the
+same config, LightningModule and run-dir files as the lake job) and its run dir can be
+evaluated, recommended from and exported; everything done with a run afterwards is in
 :mod:`evaluation.runs`.
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,8 +21,17 @@ from evaluation.runs import (
     save_interactions,
 )
 from models.base import ScoringRecommender
+from training.train_config import TrainConfig
 
 log = logging.getLogger("tastemaker.training")
+
+
+def read_artist_tags(path: str | Path) -> dict[str, list[str]]:
+    from data.importers import read_artists
+
+    meta = read_artists(path)
+    ids = [str(a) for a in meta["artist_id"].to_pylist()]
+    return dict(zip(ids, meta["tags"].to_pylist(), strict=True))
 
 
 def train_interactions(
@@ -29,32 +39,34 @@ def train_interactions(
     out_dir: str | Path,
     model_name: str = TWO_TOWER,
     artist_meta_path: str | Path | None = None,
+    config: TrainConfig | None = None,
 ) -> Path:
     """Fit ``model_name`` on an interactions file and persist it in ``out_dir``."""
     out = Path(out_dir)
     inter = interactions_from_table(read_interactions_file(interactions_path))
     log.info("fitting %s on %d users x %d artists (%d pairs)", model_name, *inter.shape,
              inter.matrix.nnz)  # fmt: skip
-    model = make_recommender(model_name)
-    if model_name == TWO_TOWER and artist_meta_path is not None:
-        from data.importers import read_artists
-
-        meta = read_artists(artist_meta_path)
-        model.artist_tags = dict(zip(meta["artist_id"].to_pylist(), meta["tags"].to_pylist(),
-                                     strict=True))  # fmt: skip
-    model.fit(inter)
-    save_interactions(out / "interactions.npz", inter)
-    if isinstance(model, ScoringRecommender):
-        write_bytes(out / "model.npz", npz_bytes(model.state()))
-        model_config = model.config()
-    else:
-        write_bytes(out / "model.pkl", pickle.dumps(model))
-        model_config = {"repr": repr(getattr(model, "config", None))}
-    write_json(out / "config.json", {
-        "kind": "interactions", "model": model_name, "model_config": model_config,
+    common = {
+        "kind": "interactions", "model_name": model_name,
         "interactions": str(Path(interactions_path).resolve()),
         "artist_meta": None if artist_meta_path is None else str(Path(artist_meta_path).resolve()),
         "created_at": datetime.now(timezone.utc).isoformat(),
         "n_users": inter.shape[0], "n_artists": inter.shape[1], "n_pairs": int(inter.matrix.nnz),
-    })  # fmt: skip
+    }  # fmt: skip
+    if model_name == TWO_TOWER:
+        from training.two_tower_recommender import TwoTowerRecommender
+
+        tags = read_artist_tags(artist_meta_path) if artist_meta_path is not None else None
+        rec = TwoTowerRecommender(config, tags).fit(inter)
+        save_interactions(out / "interactions.npz", inter)
+        rec.save(out, {**common, "fit_seconds": round(rec.fit_seconds, 2)})
+        return out
+    model = make_recommender(model_name)
+    if not isinstance(model, ScoringRecommender):
+        raise ValueError(f"{model_name!r} cannot be persisted in a run dir")
+    model.fit(inter)
+    save_interactions(out / "interactions.npz", inter)
+    write_bytes(out / "model.npz", npz_bytes(model.state()))
+    write_json(out / "config.json", {**common, "model": model_name,
+                                     "model_config": model.config()})  # fmt: skip
     return out

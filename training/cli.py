@@ -1,8 +1,9 @@
-"""``tastemaker train`` and ``tastemaker export``.
+"""``tastemaker train``, ``tastemaker export`` and ``tastemaker index rebuild``.
 
-``train`` has two modes: on the workspace's features (the lake pipeline), or with
-``--interactions FILE --out DIR`` on a user's own interaction log (delegated to
-``training.byod``). Torch is imported inside the handlers so other commands stay light.
+``train`` feeds the one two-tower from either source: the workspace's features (the lake
+pipeline), or ``--interactions FILE --out DIR`` (a user's own interaction log, through
+``training.byod``). Every flag left out keeps ``training.train_config.TrainConfig``'s default.
+Torch is imported inside the handlers so other commands stay light.
 """
 
 from __future__ import annotations
@@ -11,46 +12,87 @@ import argparse
 import dataclasses
 import json
 import logging
+from typing import Any
 
 log = logging.getLogger("tastemaker.training")
 
+# flag -> (TrainConfig field, type); model fields live under TrainConfig.model
+_TRAIN_FLAGS: dict[str, tuple[str, Any]] = {
+    "epochs": ("epochs", int),
+    "batch_size": ("batch_size", int),
+    "lr": ("lr", float),
+    "temperature": ("temperature", float),
+    "uniform_negatives": ("uniform_negatives", int),
+    "history_keep": ("history_keep", float),
+    "val_fraction": ("val_fraction", float),
+    "positives": ("positives", str),
+    "user_features": ("user_features", str),
+    "max_train_examples": ("max_train_examples", int),
+    "accelerator": ("accelerator", str),
+    "precision": ("precision", str),
+    "seed": ("seed", int),
+}
+_MODEL_FLAGS = ("dim", "history_len", "pooling")
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from training.train_config import TrainConfig
-
-    defaults = TrainConfig()
-    p = subparsers.add_parser("train", help="train the two-tower model (lake or --interactions)")
-    p.add_argument("--epochs", type=int, default=defaults.epochs)
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    p.add_argument("--lr", type=float, default=defaults.lr)
-    p.add_argument("--dim", type=int, default=defaults.dim)
-    p.add_argument("--history-len", type=int, default=defaults.history_len)
-    p.add_argument("--pooling", choices=("mean", "attention"), default=defaults.pooling)
-    p.add_argument("--positives", choices=("first", "all"), default=defaults.positives)
-    p.add_argument(
-        "--user-features", choices=("history", "segments", "full"), default=defaults.user_features
+    p = subparsers.add_parser(
+        "train", help="train the two-tower model (on the lake, or on --interactions)"
     )
+    for flag, (_, typ) in _TRAIN_FLAGS.items():
+        p.add_argument("--" + flag.replace("_", "-"), type=typ, default=None)
+    p.add_argument("--devices", default=None, help="number of devices (>1: DDP), or 'auto'")
+    p.add_argument("--dim", type=int, default=None, help="vector size (embeddings too)")
+    p.add_argument("--history-len", type=int, default=None)
+    p.add_argument("--pooling", choices=("mean", "attention"), default=None)
     p.add_argument(
         "--refit",
         action=argparse.BooleanOptionalAction,
-        default=defaults.refit,
-        help="after picking the epoch count on valid, retrain on train + valid",
+        default=None,
+        help="lake: after picking the epoch count on valid, retrain on train + valid",
     )
-    p.add_argument("--max-train-examples", type=int, default=defaults.max_train_examples)
-    p.add_argument("--accelerator", default=defaults.accelerator, help="auto | cpu | gpu")
-    p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--interactions", default=None, help="bring-your-own-data: CSV/TSV/Parquet log")
     p.add_argument("--out", default=None, help="run dir for --interactions mode")
     p.add_argument("--model", default="two-tower", help="recommender for --interactions mode")
-    p.add_argument("--artist-meta", default=None, help="artist metadata for --interactions mode")
+    p.add_argument("--artist-meta", default=None, help="artists file with tags (--interactions)")
     p.set_defaults(func=_train)
 
     e = subparsers.add_parser("export", help="export a run as a serving bundle (ONNX + FAISS)")
     e.add_argument("--run", default=None, help="run dir (default: the latest run)")
     e.set_defaults(func=_export)
 
+    idx = subparsers.add_parser("index", help="the serving bundle's artist index")
+    kinds = idx.add_subparsers(dest="index_command", required=True)
+    rb = kinds.add_parser(
+        "rebuild",
+        help="re-embed the current catalogue with the current model and publish a bundle "
+        "(no training; new artists are placed by their tags)",
+    )
+    rb.add_argument("--run", default=None, help="run dir (default: the latest run)")
+    rb.set_defaults(func=_rebuild)
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    from training.train_config import TrainConfig
+
+    base = TrainConfig()
+    kw = {
+        field: getattr(args, flag)
+        for flag, (field, _) in _TRAIN_FLAGS.items()
+        if getattr(args, flag, None) is not None
+    }
+    if getattr(args, "refit", None) is not None:
+        kw["refit"] = args.refit
+    if getattr(args, "devices", None) is not None:
+        kw["devices"] = args.devices if args.devices == "auto" else int(args.devices)
+    model_kw = {f: getattr(args, f) for f in _MODEL_FLAGS if getattr(args, f, None) is not None}
+    if "dim" in model_kw:
+        model_kw["embed_dim"] = model_kw["dim"]
+    return dataclasses.replace(base, model=dataclasses.replace(base.model, **model_kw), **kw)
+
 
 def _train(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
     if args.interactions or args.out:
         if not (args.interactions and args.out):
             raise ValueError(
@@ -58,27 +100,11 @@ def _train(args: argparse.Namespace) -> int:
             )
         from training.byod import train_interactions
 
-        out = train_interactions(args.interactions, args.out, args.model, args.artist_meta)
+        out = train_interactions(args.interactions, args.out, args.model, args.artist_meta, config)
         print(f"trained {args.model} on {args.interactions} -> {out}")
         return 0
     from training.train import train_two_tower
-    from training.train_config import TrainConfig
 
-    config = dataclasses.replace(
-        TrainConfig(),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        dim=args.dim,
-        history_len=args.history_len,
-        pooling=args.pooling,
-        positives=args.positives,
-        user_features=args.user_features,
-        refit=args.refit,
-        max_train_examples=args.max_train_examples,
-        accelerator=args.accelerator,
-        seed=args.seed,
-    )
     run_dir = train_two_tower(args.ws, config)
     metrics = json.loads((run_dir / "metrics.json").read_text())["validation"]
     print(f"run {run_dir}")
@@ -90,5 +116,13 @@ def _export(args: argparse.Namespace) -> int:
     from training.export import export_bundle
 
     bundle = export_bundle(args.ws, args.run)
+    print(f"bundle {bundle}")
+    return 0
+
+
+def _rebuild(args: argparse.Namespace) -> int:
+    from training.export import export_bundle
+
+    bundle = export_bundle(args.ws, args.run, rebuild=True)
     print(f"bundle {bundle}")
     return 0

@@ -21,10 +21,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytorch_lightning as pl
+import scipy.sparse as sp
 import torch
 from torch.utils.data import DataLoader
 
-from core.constants import UNK_INDEX
+from core.constants import N_SPECIAL, UNK_INDEX
 from data.features.encoding import (
     UserInputs,
     encode_dense,
@@ -41,6 +42,7 @@ from data.schemas import (
     USER_SEGMENT_FIELDS,
     USER_SEQUENCES,
 )
+from training.pairs import MaskedPairs
 
 log = logging.getLogger("tastemaker.training")
 
@@ -179,6 +181,9 @@ class LakeDataModule(pl.LightningDataModule):
         repeat_weight: float = 1.0,
         segment_fields: Sequence[str] = USER_SEGMENT_FIELDS,
         train_splits: Sequence[str] = ("train",),
+        masked: bool = True,
+        history_keep: float = 0.5,
+        swap_halves: bool = True,
     ) -> None:
         super().__init__()
         self.features_dir = Path(features_dir)
@@ -191,6 +196,9 @@ class LakeDataModule(pl.LightningDataModule):
         self.repeat_weight = repeat_weight
         self.segment_fields = tuple(segment_fields)
         self.train_splits = tuple(train_splits)
+        self.masked = masked
+        self.history_keep = history_keep
+        self.swap_halves = swap_halves
         self._ready = False
 
     def setup(self, stage: str | None = None) -> None:
@@ -220,6 +228,10 @@ class LakeDataModule(pl.LightningDataModule):
         )
         self.train = self._examples(examples, sequences)
         self.log_q = log_sampling_probability(self.train.artists, len(self.vocabs.artists))
+        if self.masked:
+            self.pairs = self._masked_pairs(examples)
+            items = self.pairs.items.numpy()
+            self.log_q = log_sampling_probability(items, len(self.vocabs.artists))
         eval_users = _read(d / "eval.parquet", EVAL_USERS)
         valid = eval_users.filter(pc.equal(eval_users.column("split"), "valid"))
         self.eval_set = EvalSet(
@@ -263,7 +275,43 @@ class LakeDataModule(pl.LightningDataModule):
             weights=np.nan_to_num(weights, nan=1.0),
         )
 
+    def _masked_pairs(self, examples: pa.Table) -> MaskedPairs:
+        """Every user's bag of artists in the training window (most recent first), split in
+        halves each epoch as for an interactions file; segments and dense features are the
+        user's state at their last training event."""
+        frame = pd.DataFrame(
+            {
+                "user": pd.factorize(examples.column("user_key").to_numpy(zero_copy_only=False))[0],
+                "artist": self.train.artists,
+                "ts": examples.column("event_ts").cast(pa.int64()).to_numpy(zero_copy_only=False),
+                "row": np.arange(examples.num_rows),
+            }
+        )
+        last = frame.sort_values(["user", "ts"]).groupby("user")["row"].last().to_numpy()
+        pairs = frame.groupby(["user", "artist"], sort=True)["ts"].max().reset_index()
+        pairs = pairs[pairs["artist"] != UNK_INDEX]
+        n_users = int(frame["user"].max()) + 1
+        matrix = sp.csr_matrix(
+            (np.ones(len(pairs), np.float32), (pairs["user"], pairs["artist"] - N_SPECIAL)),
+            shape=(n_users, len(self.vocabs.artists) - N_SPECIAL),
+        )
+        matrix.sort_indices()
+        # csr of (user, artist) sorted keeps the groupby order, so recency aligns with entries
+        return MaskedPairs(
+            matrix,
+            self.train.segments[last],
+            self.history_len,
+            self.batch_size,
+            self.history_keep,
+            self.swap_halves,
+            self.seed,
+            recency=pairs["ts"].to_numpy().astype(np.float64),
+            dense=self.train.dense[last],
+        )
+
     def train_dataloader(self) -> DataLoader:
+        if self.masked:
+            return DataLoader(self.pairs, batch_size=None)
         return _row_loader(
             len(self.train.artists),
             self.batch_size,

@@ -6,6 +6,7 @@ published; a mismatch raises :class:`ExportParityError` and nothing is written.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tempfile
@@ -13,16 +14,19 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
 from core.constants import N_SPECIAL
 from core.workspace import Workspace
-from data.schemas import ARTIST_FEATURES, TRENDING, USER_DENSE_FIELDS
+from data.features.vocab import FeatureVocabs, Vocab
+from data.schemas import ARTIST_FEATURES, TRENDING, USER_DENSE_FIELDS, conform
 from index.bundle import FILES, publish_bundle
 from index.choose import RECALL_FLOOR, build_checked_index
 from index.faiss_index import IndexSpec
+from models.two_tower import TwoTower
 from training.inference import LoadedRun, TwoTowerScorer, load_run
 
 log = logging.getLogger("tastemaker.training")
@@ -101,23 +105,68 @@ def _trending_json(ws: Workspace) -> dict:
     return out
 
 
+def with_catalogue(run: LoadedRun, catalogue: pa.Table) -> tuple[LoadedRun, int]:
+    """The run's model over the current catalogue: artists it never trained on are appended
+    to the vocabulary with a zero id embedding, so the artist tower places them by their tags
+    alone (tags outside the run's tag vocabulary are dropped). Returns (run, new artists)."""
+    known = set(run.vocabs.artists.tokens)
+    ids = [str(a) for a in catalogue.column("artist_id").to_pylist()]
+    new = [a for a in dict.fromkeys(ids) if a not in known]
+    if not new:
+        return run, 0
+    tags_of = dict(zip(ids, catalogue.column("tags").to_pylist(), strict=True))
+    artists = Vocab((*run.vocabs.artists.tokens, *new))
+    old = run.model
+    n_old = old.config.n_artists
+    config = dataclasses.replace(old.config, n_artists=len(artists))
+    tag_table = torch.zeros((len(artists), config.tags_per_artist), dtype=torch.long)  # (A', T)
+    tag_table[:n_old] = old.artist_tower.tag_table
+    for i, a in enumerate(new, start=n_old):
+        enc = [t for t in run.vocabs.tags.encode(list(tags_of.get(a) or [])) if t >= N_SPECIAL]
+        tag_table[i, : min(len(enc), config.tags_per_artist)] = torch.tensor(
+            enc[: config.tags_per_artist], dtype=torch.long
+        )
+    popularity = torch.zeros(len(artists))  # (A',) never trained: no popularity yet
+    popularity[:n_old] = old.artist_tower.popularity
+    model = TwoTower(config, tag_table, popularity)
+    state = old.state_dict()
+    for key in list(state):
+        if key.endswith("artist_embedding.weight"):
+            grown = torch.zeros((len(artists), state[key].shape[1]))  # (A', e) new rows zero
+            grown[:n_old] = state[key]
+            state[key] = grown
+    state["artist_tower.tag_table"], state["artist_tower.popularity"] = tag_table, popularity
+    model.load_state_dict(state, strict=True)
+    vocabs = FeatureVocabs(artists=artists, tags=run.vocabs.tags, segments=run.vocabs.segments)
+    grown_run = dataclasses.replace(run, model=model.eval(), vocabs=vocabs, config=config)
+    return grown_run, len(new)
+
+
 def export_bundle(
     ws: Workspace,
     run_dir: str | Path | None = None,
     spec: IndexSpec | None = None,
     recall_floor: float = RECALL_FLOOR,
+    rebuild: bool = False,
 ) -> Path:
-    """Export ``run_dir`` (default: the latest run) as a new bundle; return its folder."""
+    """Export ``run_dir`` (default: the latest run) as a new bundle; return its folder.
+
+    ``rebuild``: re-embed the workspace's *current* catalogue with the run's model (new
+    artists by their tags, see :func:`with_catalogue`) and publish it, without training."""
     run_dir = Path(run_dir) if run_dir else ws.latest_run()
     run = load_run(run_dir)
+    n_new = 0
+    if rebuild:
+        current = ws.features / "artist_features.parquet"
+        if not current.exists():
+            raise FileNotFoundError(f"{current} not found; run `tastemaker features` first")
+        run, n_new = with_catalogue(run, pq.read_table(current, columns=["artist_id", "tags"]))
+        log.info("rebuild: %d catalogue artists embedded from their tags alone", n_new)
     metrics = (
         json.loads((run_dir / "metrics.json").read_text())
         if (run_dir / "metrics.json").exists()
         else {}
     )
-    artist_features = ws.features / "artist_features.parquet"
-    if not artist_features.exists():
-        raise FileNotFoundError(f"{artist_features} not found; run `tastemaker features` first")
     with torch.no_grad():
         vectors = run.model.artist_tower.all_vectors().numpy().astype(np.float32)  # (A, d)
     ids = np.arange(N_SPECIAL, len(vectors), dtype=np.int64)  # FAISS id = vocab index; no specials
@@ -125,7 +174,14 @@ def export_bundle(
     index, index_record = build_checked_index(
         vectors[N_SPECIAL:], ids, lambda: _user_vector_sample(ws, run), spec, recall_floor
     )
-    catalogue = pq.read_table(artist_features).select(ARTIST_FEATURES.names)
+    if run.kind == "interactions":
+        catalogue, trending = _interactions_catalogue(run, run_dir)
+    else:
+        artist_features = ws.features / "artist_features.parquet"
+        if not artist_features.exists():
+            raise FileNotFoundError(f"{artist_features} not found; run `tastemaker features` first")
+        catalogue = pq.read_table(artist_features).select(ARTIST_FEATURES.names)
+        trending = _trending_json(ws)
     in_vocab = pc.is_in(catalogue.column("artist_id"), value_set=_vocab_array(run))
     catalogue = catalogue.filter(in_vocab)
     with tempfile.TemporaryDirectory(prefix="tastemaker-export-") as tmp:
@@ -138,7 +194,7 @@ def export_bundle(
             FILES.artist_index: tmp_dir / FILES.artist_index,
             FILES.artists: tmp_dir / FILES.artists,
             FILES.vocab: json.dumps(run.vocabs.to_json(), sort_keys=True).encode(),
-            FILES.trending: json.dumps(_trending_json(ws), sort_keys=True).encode(),
+            FILES.trending: json.dumps(trending, sort_keys=True).encode(),
         }
         manifest = {
             "run_id": run.run_id,
@@ -146,6 +202,7 @@ def export_bundle(
             | {k: v for k, v in metrics.items() if k not in ("validation", "history")},
             "onnx_parity_max_abs_diff": diff,
             "index": index_record,
+            "rebuild": {"new_artists": n_new} if rebuild else None,
             "model": {
                 "dim": run.config.dim,
                 "history_len": run.config.history_len,
@@ -167,7 +224,44 @@ def _user_vector_sample(ws: Workspace, run: LoadedRun, n: int = 1000) -> np.ndar
     return TwoTowerScorer(run).user_vectors(users.take(sample))
 
 
-def _vocab_array(run: LoadedRun):
-    import pyarrow as pa
+def _interactions_catalogue(run: LoadedRun, run_dir: Path) -> tuple[pa.Table, dict]:
+    """An interactions run has no lake: its catalogue is the run's artists (names and tags
+    from the ``--artist-meta`` file when one was given, popularity from training) and its
+    trending list the most popular artists."""
+    ids = list(run.vocabs.artists.tokens[N_SPECIAL:])
+    meta_path = json.loads((run_dir / "config.json").read_text()).get("artist_meta")
+    names: dict[str, str] = {}
+    tags: dict[str, list[str]] = {}
+    if meta_path and Path(meta_path).exists():
+        from data.importers import read_artists
 
+        meta = read_artists(meta_path)
+        keys = [str(a) for a in meta.column("artist_id").to_pylist()]
+        names = dict(zip(keys, meta.column("name").to_pylist(), strict=True))
+        tags = dict(zip(keys, meta.column("tags").to_pylist(), strict=True))
+    popularity = run.model.artist_tower.popularity[N_SPECIAL:].numpy()  # (A,)
+    n = len(ids)
+    table = pa.table(
+        {
+            "artist_id": ids,
+            "as_of": pa.nulls(n, ARTIST_FEATURES.field("as_of").type),
+            "name": [names.get(a) or a for a in ids],
+            "tags": [list(tags.get(a) or []) for a in ids],
+            "followers": pa.nulls(n, pa.int64()),
+            "days_active": pa.nulls(n, pa.int32()),
+            "streams_7d": pa.nulls(n, pa.int64()),
+            "streams_28d": pa.nulls(n, pa.int64()),
+            "listeners_7d": pa.nulls(n, pa.int64()),
+            "listeners_28d": pa.nulls(n, pa.int64()),
+            "trending_rank": pa.nulls(n, pa.int32()),
+            "popularity": pa.array(popularity, pa.float32()),
+            "top_tracks": [[] for _ in ids],
+            "completion_rate": pa.nulls(n, pa.float32()),
+        }
+    )
+    top = [ids[i] for i in np.argsort(-popularity, kind="stable")[:100]]
+    return conform(table, ARTIST_FEATURES), {"global": top, "by_segment": {}}
+
+
+def _vocab_array(run: LoadedRun) -> pa.Array:
     return pa.array(run.vocabs.artists.tokens[N_SPECIAL:], pa.string())

@@ -1,19 +1,33 @@
-"""Load a trained run and score users against the whole catalogue (evaluation's entry point)."""
+"""The two-tower run dir (both sources) and scoring users against the whole catalogue.
+
+A run dir holds ``config.json`` (``kind`` "lake" | "interactions", ``run_id``, the training
+config with the model config nested under ``train.model`` and the fitted model config under
+``model``), ``vocab.json`` and ``checkpoint.ckpt`` (``{"state_dict": tensors}``, read with
+``torch.load(weights_only=True)``: no pickled objects). Lake runs add ``metrics.json``,
+``lineage.json`` and ``report.md``; interactions runs add ``interactions.npz``.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import torch
 
+from core.atomic import write_bytes, write_json
 from core.constants import N_SPECIAL
 from data.features.encoding import encode_users
 from data.features.vocab import FeatureVocabs
 from models.two_tower import TwoTower, TwoTowerConfig
+from training.train_config import TrainConfig, config_from_json
+
+RUN_FILES = ("config.json", "vocab.json", "checkpoint.ckpt")
 
 
 @dataclass(frozen=True)
@@ -22,28 +36,80 @@ class LoadedRun:
     vocabs: FeatureVocabs
     config: TwoTowerConfig
     run_id: str
+    train_config: TrainConfig
+    kind: str = "lake"
+
+
+def model_config_from_json(obj: dict) -> TwoTowerConfig:
+    kw = dict(obj)
+    kw["segment_cardinalities"] = tuple(kw.get("segment_cardinalities", ()))
+    return TwoTowerConfig(**kw)
+
+
+def checkpoint_bytes(model: TwoTower) -> bytes:
+    buf = io.BytesIO()
+    state = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state}, buf)
+    return buf.getvalue()
+
+
+def save_run(
+    run_dir: Path,
+    model: TwoTower,
+    vocabs: FeatureVocabs,
+    config: TrainConfig,
+    kind: str,
+    extra: dict | None = None,
+    run_id: str | None = None,
+) -> None:
+    """Write the three files every two-tower run has (atomically, checkpoint last-but-one)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_bytes(run_dir / "checkpoint.ckpt", checkpoint_bytes(model))
+    write_json(run_dir / "vocab.json", vocabs.to_json())
+    write_json(
+        run_dir / "config.json",
+        {
+            "kind": kind,
+            "model_name": "two-tower",
+            "run_id": run_id or run_dir.name,
+            "created_at": datetime.now(timezone.utc).isoformat(),
+            "train": dataclasses.asdict(config),
+            "model": dataclasses.asdict(model.config),
+            **(extra or {}),
+        },
+    )
 
 
 def load_run(run_dir: str | Path) -> LoadedRun:
     """Rebuild the towers from ``config.json`` + ``vocab.json`` and the checkpoint's weights."""
     run_dir = Path(run_dir)
-    for name in ("config.json", "vocab.json", "checkpoint.ckpt"):
+    for name in RUN_FILES:
         if not (run_dir / name).exists():
             raise FileNotFoundError(f"{run_dir / name} not found; is {run_dir} a two-tower run?")
     cfg_json = json.loads((run_dir / "config.json").read_text())
-    model_kw = dict(cfg_json["model"])
-    model_kw["segment_cardinalities"] = tuple(model_kw["segment_cardinalities"])
-    config = TwoTowerConfig(**model_kw)
+    if "train" not in cfg_json or "model" not in cfg_json:
+        raise ValueError(
+            f"{run_dir / 'config.json'} has no 'train'/'model' configs (keys: "
+            f"{', '.join(cfg_json)}); was it written by an older version? retrain it"
+        )
+    config = model_config_from_json(cfg_json["model"])
     vocabs = FeatureVocabs.from_json(json.loads((run_dir / "vocab.json").read_text()))
-    state = torch.load(run_dir / "checkpoint.ckpt", map_location="cpu", weights_only=False)
-    weights = state["state_dict"]
-    tag_table = weights["artist_tower.tag_table"]
-    popularity = weights["artist_tower.popularity"]
-    model = TwoTower(config, tag_table, popularity)
-    own = {k: v for k, v in weights.items() if k.startswith(("user_tower.", "artist_tower."))}
-    own["artist_embedding.weight"] = weights["user_tower.artist_embedding.weight"]
-    model.load_state_dict(own, strict=True)
-    return LoadedRun(model.eval(), vocabs, config, cfg_json.get("run_id", run_dir.name))
+    state = torch.load(run_dir / "checkpoint.ckpt", map_location="cpu", weights_only=True)
+    weights = {
+        k.removeprefix("model."): v
+        for k, v in state["state_dict"].items()
+        if k.startswith("model.")
+    }
+    model = TwoTower(config, weights["artist_tower.tag_table"], weights["artist_tower.popularity"])
+    model.load_state_dict(weights, strict=True)
+    return LoadedRun(
+        model.eval(),
+        vocabs,
+        config,
+        cfg_json.get("run_id", run_dir.name),
+        config_from_json(cfg_json["train"]),
+        cfg_json.get("kind", "lake"),
+    )
 
 
 class TwoTowerScorer:

@@ -1,32 +1,33 @@
 """The lake training job: features in the workspace -> ``runs/<run_id>/``.
 
-A run dir holds ``config.json`` (this job's and the model's configs), ``vocab.json``,
-``checkpoint.ckpt`` (best epoch by ``val/recall@20``), ``metrics.json`` (that epoch's
-validation metrics), ``lineage.json`` (sha256 of every input file, git sha, library versions)
-and ``report.md``.
+A run dir holds the files of every two-tower run (``training.inference``: ``config.json``,
+``vocab.json``, ``checkpoint.ckpt`` of the best epoch by ``val/recall@20``, or of the refit),
+``metrics.json`` (that epoch's validation metrics), ``lineage.json`` (sha256 of every input
+file, git sha, library versions) and ``report.md``.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
 import logging
 import platform
-import shutil
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 
 from core.atomic import write_bytes, write_json
 from core.workspace import Workspace
 from data.schemas import USER_SEGMENT_FIELDS
-from models.losses import InBatchSoftmax
 from models.two_tower import TwoTower, TwoTowerConfig
 from training.datamodule import LakeDataModule
+from training.inference import save_run
 from training.module import MONITOR, TwoTowerModule, make_trainer
 from training.train_config import TrainConfig
 
@@ -79,69 +80,67 @@ def lineage(features_dir: Path) -> dict:
 
 
 def model_config(config: TrainConfig, dm: LakeDataModule) -> TwoTowerConfig:
-    return TwoTowerConfig(
+    return dataclasses.replace(
+        config.model,
         n_artists=len(dm.vocabs.artists),
         n_tags=len(dm.vocabs.tags),
         segment_cardinalities=tuple(len(v) for v in dm.vocabs.segments.values()),
         n_dense=dm.eval_set.inputs.dense.shape[1],  # kept in the input contract either way
         use_dense=config.user_features == "full",
-        history_len=config.history_len,
-        tags_per_artist=config.tags_per_artist,
-        dim=config.dim,
-        embed_dim=config.embed_dim,
-        hidden=config.hidden,
-        pooling=config.pooling,
-        item_dropout=config.item_dropout,
     )
 
 
 def _datamodule(config: TrainConfig, features: Path, splits: tuple[str, ...]) -> LakeDataModule:
     dm = LakeDataModule(
         features,
-        config.history_len,
+        config.model.history_len,
         config.batch_size,
-        config.tags_per_artist,
+        config.model.tags_per_artist,
         config.max_train_examples,
         config.seed,
         positives=config.positives,
         repeat_weight=config.repeat_weight,
         segment_fields=() if config.user_features == "history" else USER_SEGMENT_FIELDS,
         train_splits=splits,
+        masked=config.lake_batches == "masked",
+        history_keep=config.history_keep,
+        swap_halves=config.swap_halves,
     )
     dm.setup("fit")
     return dm
 
 
-def _module(config: TrainConfig, dm: LakeDataModule) -> tuple[TwoTowerModule, TwoTowerConfig]:
-    mcfg = model_config(config, dm)
-    model = TwoTower(mcfg, torch.from_numpy(dm.tag_table), torch.from_numpy(dm.popularity))
-    module = TwoTowerModule(
-        model.user_tower,
-        model.artist_tower,
-        InBatchSoftmax(config.temperature, learnable=config.learn_temperature),
-        dm.log_q if config.log_q else None,
-        dm.eval_set,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        uniform_negatives=config.uniform_negatives,
-        catalogue_weight=config.catalogue_weight,
+def _module(config: TrainConfig, dm: LakeDataModule) -> TwoTowerModule:
+    model = TwoTower(
+        model_config(config, dm), torch.from_numpy(dm.tag_table), torch.from_numpy(dm.popularity)
     )
-    return module, mcfg
+    return TwoTowerModule(model, config, dm.log_q if config.log_q else None, dm.eval_set)
 
 
-def _refit(
-    config: TrainConfig, ws: Workspace, epochs: int, run_dir: Path
-) -> tuple[LakeDataModule, TwoTowerConfig]:
+class KeepBest(pl.Callback):
+    """Keeps the weights of the epoch with the best ``val/recall@20`` in memory."""
+
+    def __init__(self) -> None:
+        self.best = -1.0
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        value = trainer.callback_metrics.get(MONITOR)
+        if value is not None and float(value) > self.best:
+            self.best = float(value)
+            self.state = copy.deepcopy(module.state_dict())
+
+
+def _refit(config: TrainConfig, ws: Workspace, epochs: int) -> tuple[LakeDataModule, TwoTower]:
     """Retrain from scratch on train + valid for the selected number of epochs; the result
-    replaces ``checkpoint.ckpt`` (its validation numbers would be in-sample, so none are kept)."""
+    replaces the checkpoint (its validation numbers would be in-sample, so none are kept)."""
     pl.seed_everything(config.seed, workers=True, verbose=False)
     dm = _datamodule(config, ws.features, ("train", "valid"))
-    module, mcfg = _module(config, dm)
-    trainer = make_trainer(epochs, config.accelerator, None, str(run_dir), False, validate=False)
+    module = _module(config, dm)
+    trainer = make_trainer(config, epochs, validate=False, label="refit")
     log.info("refit on train + valid for %d epochs (%d examples)", epochs, len(dm.train.artists))
     trainer.fit(module, datamodule=dm)
-    trainer.save_checkpoint(run_dir / "checkpoint.ckpt")
-    return dm, mcfg
+    return dm, module.model
 
 
 def train_two_tower(ws: Workspace, config: TrainConfig | None = None) -> Path:
@@ -153,7 +152,7 @@ def train_two_tower(ws: Workspace, config: TrainConfig | None = None) -> Path:
         )
     pl.seed_everything(config.seed, workers=True, verbose=False)
     dm = _datamodule(config, ws.features, ("train",))
-    module, mcfg = _module(config, dm)
+    module = _module(config, dm)
     now = datetime.now(timezone.utc)
     run_id = (
         now.strftime("%Y%m%dT%H%M%SZ")
@@ -164,32 +163,24 @@ def train_two_tower(ws: Workspace, config: TrainConfig | None = None) -> Path:
     )
     run_dir = ws.runs / run_id
     run_dir.mkdir(parents=True, exist_ok=False)
-    ckpt = pl.callbacks.ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", filename="best", monitor=MONITOR, mode="max", save_top_k=1
-    )
+    keep = KeepBest()
     stop = pl.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=config.patience)
     logger = pl.loggers.CSVLogger(str(run_dir), name="logs", version="")
-    trainer = make_trainer(config.epochs, config.accelerator, [ckpt, stop], str(run_dir), logger)
+    trainer = make_trainer(config, config.epochs, [keep, stop], str(run_dir), logger)
     log.info("training run %s on %s", run_id, trainer.accelerator.__class__.__name__)
     trainer.fit(module, datamodule=dm)
-    if not ckpt.best_model_path:
+    if keep.state is None or not module.val_history:
         raise RuntimeError(f"run {run_id} produced no checkpoint (no validation epoch finished)")
-    shutil.move(ckpt.best_model_path, run_dir / "checkpoint.ckpt")
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    module.load_state_dict(keep.state)
+    model = module.model
     best = max(module.val_history, key=lambda m: m[MONITOR])
     report = _report(run_id, config, module, best, dm)
     if config.refit:
-        dm, mcfg = _refit(config, ws, int(best["epoch"]) + 1, run_dir)
-    write_json(
-        run_dir / "config.json",
-        {
-            "run_id": run_id,
-            "created_at": now.isoformat(),
-            "train": dataclasses.asdict(config),
-            "model": dataclasses.asdict(mcfg),
-        },
-    )
-    write_json(run_dir / "vocab.json", dm.vocabs.to_json())
+        dm, model = _refit(config, ws, int(best["epoch"]) + 1)
+    trained = np.zeros(model.config.n_artists, dtype=bool)
+    trained[dm.train.artists] = True
+    model.zero_untrained_ids(trained)
+    save_run(run_dir, model, dm.vocabs, config, "lake", run_id=run_id)
     write_json(
         run_dir / "metrics.json",
         {"validation": best, "history": module.val_history, "refit": config.refit},

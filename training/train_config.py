@@ -1,38 +1,92 @@
-"""The lake training job's knobs (no torch import, so the CLI can read the defaults)."""
+"""The one two-tower training config, for both sources (the lake and an interactions file).
+
+The model's own knobs are the nested :class:`models.two_tower.TwoTowerConfig` (its vocabulary
+sizes are filled in from the data at fit time); the rest is optimisation and data. Fields marked
+"lake" only apply to the lake source, "interactions" only to an interactions file.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from core.constants import N_SPECIAL
+from models.two_tower import TwoTowerConfig
+
+OBJECTIVES = ("in-batch",)  # in-batch softmax + logQ + accidental-hit masking (+ uniform)
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "auto")
+
+
+def default_model() -> TwoTowerConfig:
+    """Measured on HetRec validation slices (``benchmarks.bench_two_tower_hetrec --val``):
+    mean-pooled history, no MLP on either tower, id + tag bag artists, 256 dimensions."""
+    return TwoTowerConfig(
+        n_artists=N_SPECIAL,
+        history_len=50,
+        dedupe_history=True,
+        dim=256,
+        embed_dim=256,
+        pooling="mean",
+        user_mlp=False,
+        artist_mlp=False,
+        tags_per_artist=8,
+    )
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 12  # upper bound; early stopping on val/recall@20 picks the count
-    batch_size: int = 1024
-    lr: float = 3e-3
+    model: TwoTowerConfig = field(default_factory=default_model)
+    # "in-batch": softmax over the batch's positives (every rank's under DDP) with the logQ
+    # correction and accidental hits masked; ``uniform_negatives`` > 0 mixes in catalogue draws
+    objective: str = "in-batch"
+    epochs: int = 8  # interactions: exactly this many; lake: an upper bound (early stopping)
+    batch_size: int = 2048
+    lr: float = 1e-2
     weight_decay: float = 0.0
     temperature: float = 0.1
     learn_temperature: bool = False
     log_q: bool = True
-    patience: int = 3  # epochs without a better val/recall@20 before stopping
-    max_train_examples: int | None = 300_000
-    history_len: int = 50  # <= data.schemas.HISTORY_LEN
-    dim: int = 64
-    embed_dim: int = 64
-    hidden: int = 128
-    pooling: str = "mean"  # measured on the demo world: mean 0.204 vs attention 0.184 val/recall@20
-    item_dropout: float = 0.1
-    tags_per_artist: int = 8
-    # "first": train on each (user, artist)'s first positive only (evaluation asks for new
+    uniform_negatives: int = 0  # extra catalogue negatives per batch (mixed negative sampling)
+    # interactions: each epoch every user's artists are split at random, this share fed as the
+    # history and the rest as positives (the model learns to predict artists it did not see)
+    history_keep: float = 0.5
+    # interactions: each half also predicts the other (every pair is a positive every epoch)
+    swap_halves: bool = True
+    val_fraction: float = 0.0  # interactions: hold out this share of each user for val metrics
+    # lake, "masked": every user's artist bag in halves as above (order kept: most recent
+    # first); "sequential": one example per event, history = the streams before it
+    lake_batches: str = "masked"
+    patience: int = 3  # lake: epochs without a better val/recall@20 before stopping
+    max_train_examples: int | None = 300_000  # lake
+    # lake, "first": each (user, artist)'s first positive only (evaluation asks for new
     # artists); "all": every positive, repeats weighted by ``repeat_weight``
     positives: str = "first"
     repeat_weight: float = 1.0
-    uniform_negatives: int = 0  # extra catalogue negatives per batch (mixed negative sampling)
-    catalogue_weight: float = 0.0  # weight of an auxiliary exact full-catalogue softmax term
-    # after selecting the epoch count on valid, retrain on train + valid for that many epochs
-    # (the baselines are fitted on train + valid for the test window too)
+    # lake: after selecting the epoch count on valid, retrain on train + valid for that many
     refit: bool = True
-    # "history": the history alone; "segments": + segment fields; "full": + dense features
+    # lake, "history": the history alone; "segments": + segment fields; "full": + dense features
     user_features: str = "history"
     accelerator: str = "auto"
+    devices: int | str = 1
+    precision: str = "auto"  # "auto": bf16-mixed on CUDA, 32-true elsewhere
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.lake_batches not in ("masked", "sequential"):
+            raise ValueError(
+                f"lake_batches must be 'masked' or 'sequential', got {self.lake_batches!r}"
+            )
+        if not 0.0 < self.history_keep <= 1.0:
+            raise ValueError(f"history_keep must be in (0, 1], got {self.history_keep}")
+
+
+def config_from_json(obj: dict) -> TrainConfig:
+    """Inverse of ``dataclasses.asdict`` for a run's ``config.json["train"]``."""
+    kw = dict(obj)
+    model = dict(kw.pop("model"))
+    model["segment_cardinalities"] = tuple(model.get("segment_cardinalities", ()))
+    known = {f for f in TrainConfig.__dataclass_fields__}
+    return TrainConfig(model=TwoTowerConfig(**model), **{k: v for k, v in kw.items() if k in known})

@@ -1,20 +1,18 @@
-"""The two-tower model behind the ``models.base.Recommender`` contract (bring-your-own-data).
+"""The two-tower behind the ``models.base.Recommender`` contract, fitted on an interactions
+matrix (bring-your-own-data) with the same config, module and run-dir format as the lake job.
 
-A user is the bag of artists they have in the training matrix (most recent first when the
-interactions carry timestamps). Training turns every (user, artist) pair into an example whose
-positive is that artist and whose history is the user's *other* artists — the positive is
-always removed from its own history, or the model would learn to copy its input. Item dropout
-in the user tower makes it a denoising model of the bag, in the spirit of Mult-DAE
-(Liang et al. 2018); the loss is the shared in-batch softmax with logQ (``models.losses``) and
-the optimisation the shared ``training.module.TwoTowerModule``.
+A user is the bag of artists they have in the training matrix; training batches come from
+:class:`training.pairs.MaskedPairs` (half of each bag as history, the rest as positives, fresh
+each epoch); the loss and optimisation are :class:`training.module.TwoTowerModule`'s. Artist
+tags (``artist_tags``, e.g. from ``--artist-meta``) feed the artist tower.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any
+from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
@@ -22,110 +20,40 @@ import scipy.sparse as sp
 import torch
 from torch.utils.data import DataLoader
 
-from core.constants import N_SPECIAL
-from data.features.encoding import order_bag
-from data.features.vocab import Vocab
+from core.constants import N_SPECIAL, PAD, UNK
+from data.features.encoding import UserInputs
+from data.features.vocab import FeatureVocabs, Vocab
 from models.base import Interactions, ModelFitError
-from models.losses import InBatchSoftmax
 from models.topk import top_k
 from models.topk_torch import partition_torch
-from models.two_tower import TwoTower, TwoTowerConfig
-from training.datamodule import log_sampling_probability
+from models.two_tower import TwoTower
+from training.datamodule import EvalSet, log_sampling_probability, user_loader
 from training.module import TwoTowerModule, make_trainer
-from training.two_tower_multinomial import MultinomialModule, UserBatches
+from training.pairs import MaskedPairs, bag_histories
+from training.train_config import TrainConfig
 
 log = logging.getLogger("tastemaker.training")
 
 
-@dataclass(frozen=True)
-class TwoTowerRecConfig:
-    """Defaults = the best HetRec-2K setting (80/20 seed 0): multinomial objective, id-embedding
-    artist tower, per-artist bias, 100 cosine epochs -> Recall@20 0.273 / NDCG@20 0.277 (the
-    pair objective with in-batch softmax + logQ: 0.265 / 0.262). Chosen on a validation slice
-    of the training split (``benchmarks.bench_two_tower_hetrec --val``)."""
-
-    model: TwoTowerConfig = TwoTowerConfig(
-        n_artists=N_SPECIAL,
-        history_len=50,
-        pooling="mean",
-        item_dropout=0.5,
-        dim=64,
-        embed_dim=64,
-        artist_mlp=False,
-    )
-    epochs: int = 100
-    batch_size: int = 128
-    lr: float = 1e-2
-    weight_decay: float = 0.0
-    temperature: float = 0.1  # pairs on HetRec 80/20: 0.05 -> 0.256, 0.1 -> 0.265, 0.2 -> 0.254
-    learn_temperature: bool = False  # pairs only
-    log_q: bool = True  # pairs only
-    uniform_negatives: int = 0  # pairs: extra catalogue negatives per batch (mixed negatives)
-    weighting: str = "binary"  # pairs: "binary" | "log": example weight 1 or log1p(weight)
-    accelerator: str = "cpu"
-    seed: int = 0
-    # "pairs": one example per (user, artist), in-batch softmax + logQ (``models.losses``);
-    # "multinomial": one example per user, full-catalogue softmax (``two_tower_multinomial``)
-    objective: str = "multinomial"
-    target_fraction: tuple[float, float] = (0.2, 0.5)  # multinomial: share of a bag predicted
-    exclude_history: bool = True  # multinomial: a user's history is not in their softmax
-    item_bias: bool = True  # multinomial: learned per-artist logit bias
-    schedule: str = "cosine"  # multinomial: "constant" | "cosine" (5 % warm-up)
+def artist_tag_table(
+    artist_vocab: Vocab,
+    tag_vocab: Vocab,
+    tags_of: Mapping[str, Sequence[str]],
+    tags_per_artist: int,
+) -> np.ndarray:
+    """(A, T) tag indices per artist vocab index (0 = pad; unknown tags dropped)."""
+    table = np.zeros((len(artist_vocab), tags_per_artist), dtype=np.int64)
+    for i, a in enumerate(artist_vocab.tokens[N_SPECIAL:], start=N_SPECIAL):
+        enc = [t for t in tag_vocab.encode(list(tags_of.get(a, ()))) if t >= N_SPECIAL]
+        table[i, : min(len(enc), tags_per_artist)] = enc[:tags_per_artist]
+    return table
 
 
-class _PairBatches:
-    """Builds batches of (user history without the positive, positive artist) pairs."""
-
-    def __init__(
-        self,
-        matrix: sp.csr_matrix,
-        order: sp.csr_matrix | None,
-        history_len: int,
-        segments: np.ndarray,
-        weighting: str,
-        seed: int,
-    ) -> None:
-        self.indptr = matrix.indptr.astype(np.int64)
-        self.items = matrix.indices.astype(np.int64) + N_SPECIAL  # (N,) vocab indices
-        lengths = np.diff(self.indptr)
-        self.user = np.repeat(np.arange(matrix.shape[0]), lengths)  # (N,) example -> user
-        self.pos_in_user = np.arange(len(self.items)) - self.indptr[self.user]  # (N,)
-        # timestamps: larger = more recent = earlier in the history; without them, a bag
-        self.recency = None if order is None else order.data.astype(np.float64)
-        self.max_len = int(lengths.max()) if len(lengths) else 0
-        self.history_len = history_len
-        self.segments = segments
-        w = matrix.data.astype(np.float32)
-        self.weights = np.log1p(w) if weighting == "log" else np.ones_like(w)
-        self.rng = np.random.default_rng(seed)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def histories(
-        self, users: np.ndarray, drop: np.ndarray | None, rng: np.random.Generator
-    ) -> np.ndarray:
-        """(B, L) history per user row, leaving out position ``drop`` of each user's list.
-
-        Without timestamps the order is random (``rng``); it only matters to attention pooling
-        and to which items survive when a user has more than ``L``."""
-        j = np.arange(self.max_len)  # (M,)
-        length = np.diff(self.indptr)[users]  # (B,)
-        valid = j[None, :] < length[:, None]  # (B, M)
-        if drop is not None:
-            valid &= j[None, :] != drop[:, None]
-        pos = np.where(valid, self.indptr[users][:, None] + j[None, :], 0)  # (B, M)
-        return order_bag(self.items, pos, valid, self.recency, self.history_len, rng)
-
-    def batch(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
-        users = self.user[rows]
-        return {
-            "history": torch.from_numpy(self.histories(users, self.pos_in_user[rows], self.rng)),
-            "segments": torch.from_numpy(self.segments[users]),
-            "dense": torch.zeros((len(rows), 0)),
-            "artist": torch.from_numpy(self.items[rows]),
-            "weight": torch.from_numpy(self.weights[rows]),
-        }
+def _bag_order(matrix: sp.csr_matrix, timestamps: sp.csr_matrix | None) -> np.ndarray:
+    """(N,) sort key per stored entry: most recent first with timestamps, else most played."""
+    if timestamps is not None:
+        return -timestamps.tocsr().data.astype(np.float64)
+    return -matrix.data.astype(np.float64)
 
 
 class TwoTowerRecommender:
@@ -133,141 +61,157 @@ class TwoTowerRecommender:
 
     def __init__(
         self,
-        config: TwoTowerRecConfig | None = None,
+        config: TrainConfig | None = None,
         artist_tags: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
-        self.config = config or TwoTowerRecConfig()
+        self.config = config or TrainConfig()
         self.artist_tags = artist_tags
         self.model: TwoTower | None = None
+        self.vocabs: FeatureVocabs | None = None
+        self.val_history: list[dict[str, float]] = []
+        self.fit_seconds = 0.0
 
-    def _artist_tables(
-        self, inter: Interactions, tags_per_artist: int
-    ) -> tuple[Vocab, np.ndarray, np.ndarray]:
-        n = len(inter.artist_ids) + N_SPECIAL
+    def _vocabs(self, inter: Interactions) -> FeatureVocabs:
         tags_of = self.artist_tags or {}
-        tag_vocab = Vocab.build(
-            (t for a in inter.artist_ids for t in tags_of.get(str(a), ())), min_count=2
+        tags = Vocab.build((t for ts in tags_of.values() for t in ts), min_count=2)
+        artists = Vocab((PAD, UNK, *map(str, inter.artist_ids)))
+        return FeatureVocabs(artists=artists, tags=tags, segments={})
+
+    def build(self, inter: Interactions) -> TwoTower:
+        """The untrained model for ``inter``'s catalogue (vocab sizes filled in)."""
+        self.vocabs = vocabs = self._vocabs(inter)
+        mcfg = dataclasses.replace(
+            self.config.model,
+            n_artists=len(vocabs.artists),
+            n_tags=len(vocabs.tags),
+            segment_cardinalities=(),
+            n_dense=0,
         )
-        tag_table = np.zeros((n, tags_per_artist), dtype=np.int64)
-        for c, a in enumerate(inter.artist_ids):
-            enc = [i for i in tag_vocab.encode(list(tags_of.get(str(a), ()))) if i > 1]
-            tag_table[c + N_SPECIAL, : min(len(enc), tags_per_artist)] = enc[:tags_per_artist]
-        counts = np.zeros(n, dtype=np.float32)
+        tag_table = artist_tag_table(
+            vocabs.artists, vocabs.tags, self.artist_tags or {}, mcfg.tags_per_artist
+        )
+        counts = np.zeros(len(vocabs.artists), dtype=np.float32)
         counts[N_SPECIAL:] = np.diff(inter.matrix.tocsc().indptr)
-        popularity = np.log1p(counts) / max(np.log1p(counts).max(), 1e-6)
-        return tag_vocab, tag_table, popularity.astype(np.float32)
+        popularity = np.log1p(counts) / max(float(np.log1p(counts).max()), 1e-6)
+        return TwoTower(mcfg, torch.from_numpy(tag_table), torch.from_numpy(popularity))
+
+    def _histories(self, matrix: sp.csr_matrix, order: np.ndarray) -> np.ndarray:
+        keep = np.ones(matrix.nnz, dtype=bool)
+        hist_len = self.config.model.history_len
+        items = matrix.indices.astype(np.int64) + N_SPECIAL
+        return bag_histories(matrix.indptr.astype(np.int64), items, keep, order, hist_len)
 
     def fit(
         self, interactions: Interactions, callbacks: list[pl.Callback] | None = None
     ) -> TwoTowerRecommender:
+        import time
+
         cfg = self.config
-        if cfg.objective not in ("pairs", "multinomial"):
-            raise ValueError(f"objective must be 'pairs' or 'multinomial', got {cfg.objective!r}")
         matrix = interactions.matrix.tocsr().astype(np.float32)
         matrix.sort_indices()
         if matrix.nnz == 0:
             raise ModelFitError("interaction matrix is empty; nothing to train on")
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
-        meta = interactions.user_meta or {}
-        self.segment_vocabs = {f: Vocab.build(map(str, v)) for f, v in sorted(meta.items())}
-        segments = (
-            np.stack(
-                [
-                    self.segment_vocabs[f].encode(list(map(str, meta[f])))
-                    for f in self.segment_vocabs
-                ],
-                1,
-            )
-            if meta
-            else np.zeros((matrix.shape[0], 0), dtype=np.int64)
+        model = self.build(interactions)
+        order = _bag_order(matrix, interactions.timestamps)
+        train, eval_set = matrix, None
+        if cfg.val_fraction > 0:
+            train, eval_set = self._validation_split(interactions, cfg.val_fraction)
+            order = _bag_order(train, None)
+        pairs = MaskedPairs(
+            train,
+            np.zeros((train.shape[0], 0), dtype=np.int64),
+            cfg.model.history_len,
+            cfg.batch_size,
+            cfg.history_keep,
+            cfg.swap_halves,
+            cfg.seed,
+            recency=None if interactions.timestamps is None or cfg.val_fraction else -order,
         )
-        tag_vocab, tag_table, popularity = self._artist_tables(
-            interactions, cfg.model.tags_per_artist
-        )
-        mcfg = replace(
-            cfg.model,
-            n_artists=len(interactions.artist_ids) + N_SPECIAL,
-            n_tags=len(tag_vocab),
-            segment_cardinalities=tuple(len(v) for v in self.segment_vocabs.values()),
-            n_dense=0,
-        )
-        order = None
-        if interactions.timestamps is not None:
-            order = interactions.timestamps.tocsr()
-            order.sort_indices()
-        model = TwoTower(mcfg, torch.from_numpy(tag_table), torch.from_numpy(popularity))
-        self.model, self._matrix, self._segments = model, matrix, segments
-        module: pl.LightningModule
-        if cfg.objective == "multinomial":
-            pairs: _PairBatches | UserBatches = UserBatches(
-                matrix, order, mcfg.history_len, segments, cfg.target_fraction, cfg.seed
-            )
-            module = MultinomialModule(
-                model.user_tower,
-                model.artist_tower,
-                cfg.temperature,
-                cfg.lr,
-                cfg.weight_decay,
-                cfg.schedule,
-                cfg.exclude_history,
-                cfg.item_bias,
-            )
-        else:
-            pairs = _PairBatches(matrix, order, mcfg.history_len, segments, cfg.weighting, cfg.seed)
-            module = TwoTowerModule(
-                model.user_tower,
-                model.artist_tower,
-                InBatchSoftmax(cfg.temperature, learnable=cfg.learn_temperature),
-                log_sampling_probability(pairs.items, mcfg.n_artists) if cfg.log_q else None,
-                lr=cfg.lr,
-                weight_decay=cfg.weight_decay,
-                uniform_negatives=cfg.uniform_negatives,
-            )
-        self._pairs, self._module = pairs, module
-        indices: Any = range(len(pairs))  # a range is a map-style dataset of its indices
-        loader: DataLoader = DataLoader(
-            indices,
-            batch_size=cfg.batch_size,
-            shuffle=True,
-            drop_last=len(pairs) > cfg.batch_size,
-            generator=torch.Generator().manual_seed(cfg.seed),
-            collate_fn=lambda rows: pairs.batch(np.asarray(rows)),
-        )
-        trainer = make_trainer(
-            cfg.epochs, accelerator=cfg.accelerator, callbacks=callbacks, validate=False
-        )
-        trainer.fit(module, train_dataloaders=loader)
+        log_q = log_sampling_probability(train.indices.astype(np.int64) + N_SPECIAL,
+                                         model.config.n_artists)  # fmt: skip
+        module = TwoTowerModule(model, cfg, log_q, eval_set)
+        loader = DataLoader(pairs, batch_size=None)
+        val_loader = None if eval_set is None else user_loader(eval_set.inputs, 4096)
+        trainer = make_trainer(cfg, cfg.epochs, callbacks, validate=eval_set is not None)
+        started = time.perf_counter()
+        trainer.fit(module, train_dataloaders=loader, val_dataloaders=val_loader)
+        self.fit_seconds = time.perf_counter() - started
+        self.val_history = module.val_history
         self.model = model.cpu().eval()
+        trained = np.zeros(model.config.n_artists, dtype=bool)
+        trained[train.indices + N_SPECIAL] = True
+        self.model.zero_untrained_ids(trained)
+        self._matrix = matrix
+        self._history = self._histories(matrix, _bag_order(matrix, interactions.timestamps))
         return self
+
+    def _validation_split(
+        self, inter: Interactions, fraction: float
+    ) -> tuple[sp.csr_matrix, EvalSet]:
+        """Hold out ``fraction`` of every user's training artists (seed + 1): settings are
+        chosen on these, never on a test split."""
+        from evaluation.protocols import random_holdout
+
+        split = random_holdout(inter, fraction, self.config.seed + 1)
+        train = split.train.matrix.tocsr()
+        train.eliminate_zeros()
+        train.sort_indices()
+        hist = self._histories(train, _bag_order(train, None))
+        users = np.flatnonzero([len(t) for t in split.test])
+        inputs = UserInputs(
+            hist[users], np.zeros((len(users), 0), np.int64), np.zeros((len(users), 0), np.float32)
+        )
+        seen = [train.indices[train.indptr[u] : train.indptr[u + 1]] + N_SPECIAL for u in users]
+        targets = [split.test[u] + N_SPECIAL for u in users]
+        return train, EvalSet(inputs, seen, targets)
 
     @torch.no_grad()
     def user_vectors(self, user_rows: np.ndarray) -> torch.Tensor:
         if self.model is None:
             raise ModelFitError("TwoTowerRecommender.recommend called before fit")
         rows = np.asarray(user_rows, dtype=np.int64).reshape(-1)
-        n_users = self._matrix.shape[0]
+        n_users = self._history.shape[0]
         bad = rows[(rows < 0) | (rows >= n_users)]
         if len(bad):
             raise ValueError(
                 f"{self.name}: user rows {bad[:5].tolist()} are out of range for a model "
                 f"fitted on {n_users} users (unknown users have no row)"
             )
-        rng = np.random.default_rng(self.config.seed)  # same answer for the same user every call
-        hist = torch.from_numpy(self._pairs.histories(rows, None, rng))  # (U, L)
-        seg = torch.from_numpy(self._segments[rows])  # (U, S)
-        return self.model.user_tower(hist, seg, torch.zeros((len(rows), 0)))  # (U, d)
+        hist = torch.from_numpy(self._history[rows])  # (U, L)
+        empty = torch.zeros((len(rows), 0), dtype=torch.long)
+        return self.model.user_tower(hist, empty, torch.zeros((len(rows), 0)))  # (U, d)
 
     @torch.no_grad()
     def recommend(
         self, user_rows: np.ndarray, k: int, exclude_seen: bool = True
     ) -> tuple[np.ndarray, np.ndarray]:
         users = self.user_vectors(user_rows)  # (U, d)
-        if self.model is None:
-            raise ModelFitError("TwoTowerRecommender.recommend called before fit")
+        assert self.model is not None  # user_vectors raised otherwise
         artists = self.model.artist_tower.all_vectors()[N_SPECIAL:]  # (A, d)
-        if isinstance(self._module, MultinomialModule):
-            scores = self._module.scores(users, artists).numpy()  # (U, A)
-        else:
-            scores = (users @ artists.T).numpy()  # (U, A)
+        scores = (users @ artists.T).numpy()  # (U, A)
         exclude = self._matrix[np.asarray(user_rows).reshape(-1)] if exclude_seen else None
         return top_k(scores, k, exclude, partition_torch)
+
+    # --- the run dir: config.json + vocab.json + checkpoint.ckpt (no pickle) ---
+
+    def save(self, run_dir: Path, extra: dict | None = None) -> None:
+        from training.inference import save_run
+
+        if self.model is None or self.vocabs is None:
+            raise ModelFitError("TwoTowerRecommender.save called before fit")
+        save_run(Path(run_dir), self.model, self.vocabs, self.config, "interactions", extra)
+
+    @classmethod
+    def load(cls, run_dir: Path, interactions: Interactions) -> TwoTowerRecommender:
+        """The fitted recommender of an interactions run; ``interactions`` its training matrix."""
+        from training.inference import load_run
+
+        run = load_run(run_dir)
+        rec = cls(run.train_config)
+        rec.model, rec.vocabs = run.model, run.vocabs
+        matrix = interactions.matrix.tocsr().astype(np.float32)
+        matrix.sort_indices()
+        rec._matrix = matrix
+        rec._history = rec._histories(matrix, _bag_order(matrix, interactions.timestamps))
+        return rec

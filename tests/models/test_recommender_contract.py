@@ -147,7 +147,8 @@ class TestTwoTower(RecommenderContract):
     def make(self):
         from dataclasses import replace
 
-        from training.two_tower_recommender import TwoTowerRecConfig, TwoTowerRecommender
+        from training.train_config import TrainConfig
+        from training.two_tower_recommender import TwoTowerRecommender
 
-        cfg = TwoTowerRecConfig()
+        cfg = TrainConfig(accelerator="cpu")
         return TwoTowerRecommender(replace(cfg, epochs=60, batch_size=64))

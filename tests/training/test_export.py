@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import onnxruntime as ort
@@ -13,15 +14,13 @@ from training import export as export_mod
 from training.export import ExportParityError, export_bundle
 from training.inference import load_scorer
 from training.train import TrainConfig, train_two_tower
+from training.train_config import default_model
 
 QUICK = TrainConfig(
+    model=replace(default_model(), history_len=12, dim=8, embed_dim=8, hidden=16),
     epochs=2,
     batch_size=256,
     patience=5,
-    history_len=12,
-    dim=8,
-    embed_dim=8,
-    hidden=16,
     accelerator="cpu",
     max_train_examples=None,
 )

@@ -7,25 +7,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-import torch
 from two_tower_world import PER_GROUP, SEEN, build_world, eval_users, group_of
 
 from core.workspace import Workspace
 from data.features.encoding import encode_users
-from models.losses import catalogue_softmax_loss
 from training.datamodule import LakeDataModule, first_positive_mask, select_positives
 from training.inference import load_scorer
 from training.train import TrainConfig, train_two_tower
+from training.train_config import default_model
 
 TINY = TrainConfig(
+    model=dataclasses.replace(default_model(), history_len=20, dim=16, embed_dim=16, hidden=32),
     epochs=10,
     lr=1e-2,
     batch_size=128,
     patience=20,
-    history_len=20,
-    dim=16,
-    embed_dim=16,
-    hidden=32,
     accelerator="cpu",
     max_train_examples=None,
     positives="all",  # the block world's signal is in repeat streams of 8 artists per user
@@ -168,28 +164,11 @@ def test_datamodule_keeps_one_example_per_user_artist_pair(tmp_path):
     assert len(first.train.artists) == n_pairs
 
 
-def test_catalogue_softmax_equals_cross_entropy_over_real_artists():
-    g = torch.Generator().manual_seed(0)
-    users = torch.nn.functional.normalize(torch.randn(5, 4, generator=g), dim=-1)  # (B, d)
-    catalogue = torch.nn.functional.normalize(torch.randn(9, 4, generator=g), dim=-1)  # (A, d)
-    targets = torch.tensor([2, 3, 8, 2, 5])  # (B,)
-    expected = torch.nn.functional.cross_entropy(users @ catalogue[2:].T / 0.1, targets - 2)
-    got = catalogue_softmax_loss(users, catalogue, targets, 0.1)
-    torch.testing.assert_close(got, expected)
-    weights = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0])
-    first_only = torch.nn.functional.cross_entropy(
-        users[:1] @ catalogue[2:].T / 0.1, targets[:1] - 2
-    )
-    torch.testing.assert_close(
-        catalogue_softmax_loss(users, catalogue, targets, 0.1, weights), first_only
-    )
-
-
 @pytest.mark.slow
 def test_history_only_refit_run_scores_users(tmp_path):
     ws = build_world(Workspace(tmp_path))
     cfg = dataclasses.replace(
-        TINY, epochs=2, refit=True, user_features="history", catalogue_weight=0.5
+        TINY, epochs=2, refit=True, user_features="history", uniform_negatives=16
     )
     run = train_two_tower(ws, cfg)
     model = json.loads((run / "config.json").read_text())["model"]

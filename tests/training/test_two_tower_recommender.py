@@ -1,3 +1,7 @@
+"""The two-tower on an interactions matrix: the recommender contract's known answer, the
+masked-pair batches, the run dir shared with the lake job, and the loss with gathered columns."""
+
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -6,10 +10,10 @@ import scipy.sparse as sp
 import torch
 
 from models.base import Interactions, ModelFitError, Recommender
-from models.losses import multinomial_softmax_loss
-from models.two_tower import TwoTowerConfig
-from training.two_tower_multinomial import UserBatches
-from training.two_tower_recommender import TwoTowerRecConfig, TwoTowerRecommender
+from models.losses import in_batch_softmax_loss
+from training.pairs import MaskedPairs, bag_histories
+from training.train_config import TrainConfig, default_model
+from training.two_tower_recommender import TwoTowerRecommender
 
 GROUPS, USERS, ARTISTS = 3, 8, 6  # per group
 
@@ -34,21 +38,13 @@ def block_world() -> tuple[Interactions, np.ndarray]:
     return Interactions(m, users, artists), np.array(held)
 
 
-CONFIG = TwoTowerRecConfig(
-    model=TwoTowerConfig(
-        n_artists=2,
-        history_len=8,
-        pooling="mean",
-        item_dropout=0.3,
-        dim=16,
-        embed_dim=16,
-        hidden=32,
-    ),
-    epochs=60,
+CONFIG = TrainConfig(
+    model=replace(default_model(), history_len=8, dim=16, embed_dim=16),
+    epochs=40,
     batch_size=32,
     lr=1e-2,
     temperature=0.1,
-    objective="pairs",
+    accelerator="cpu",
 )
 
 
@@ -82,6 +78,20 @@ def test_seen_artists_are_excluded_and_short_lists_padded(fitted):
     np.testing.assert_array_equal(ids, again)
 
 
+@pytest.mark.slow
+def test_saved_run_answers_the_same_and_has_no_pickle(fitted, tmp_path):
+    rec, inter, _ = fitted
+    rec.save(tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "checkpoint.ckpt",
+        "config.json",
+        "vocab.json",
+    ]
+    again = TwoTowerRecommender.load(tmp_path / "run", inter)
+    rows = np.arange(inter.shape[0])
+    np.testing.assert_array_equal(rec.recommend(rows, 5)[0], again.recommend(rows, 5)[0])
+
+
 def test_empty_matrix_and_unfitted_are_named_errors():
     empty = Interactions(
         sp.csr_matrix((2, 3), dtype=np.float32), np.array(["a", "b"]), np.array(["x", "y", "z"])
@@ -92,67 +102,86 @@ def test_empty_matrix_and_unfitted_are_named_errors():
         TwoTowerRecommender(CONFIG).recommend(np.array([0]), k=2)
 
 
-def test_positive_is_dropped_from_its_own_history():
-    """Guards the copy-the-input bug: an example's history must not contain its positive."""
+def test_masked_pairs_never_feed_a_positive_as_its_own_history():
+    """Guards the copy-the-input bug: a pair's history must not contain its positive; the two
+    halves partition each bag, and with swapping every artist is a positive once an epoch."""
     inter, _ = block_world()
-    from training.two_tower_recommender import _PairBatches
-
     m = inter.matrix.tocsr()
-    pairs = _PairBatches(m, None, 8, np.zeros((m.shape[0], 0), np.int64), "binary", 0)
-    batch = pairs.batch(np.arange(len(pairs)))
+    segs = np.zeros((m.shape[0], 0), np.int64)
+    pairs = MaskedPairs(m, segs, 8, batch_size=10_000, keep=0.5, swap=True, seed=0)
+    batch = next(iter(pairs))
     hist, pos = batch["history"].numpy(), batch["artist"].numpy()
+    assert len(pos) == m.nnz
     assert not (hist == pos[:, None]).any()
-    assert ((hist > 0).sum(1) == ARTISTS - 2).all()  # the user's other artists, all of them
+    n_hist = (hist > 0).sum(1)
+    assert set(n_hist.tolist()) <= {2, 3}  # 5 artists a user: halves of 2 and 3 (or 3 and 2)
+    again = next(iter(pairs))["history"].numpy()
+    assert not np.array_equal(np.sort(hist, 1), np.sort(again, 1)), "a fresh split every epoch"
 
 
-MULTI = replace(CONFIG, objective="multinomial", epochs=80, batch_size=8, item_bias=True)
+def test_bag_histories_keep_order_and_pad():
+    indptr = np.array([0, 3, 3, 5])
+    items = np.array([10, 11, 12, 20, 21])
+    keep = np.array([True, False, True, True, True])
+    key = np.array([2.0, 0.0, 1.0, 5.0, 4.0])
+    out = bag_histories(indptr, items, keep, key, 3)
+    np.testing.assert_array_equal(out, [[12, 10, 0], [0, 0, 0], [21, 20, 0]])
 
 
-@pytest.mark.slow
-def test_multinomial_objective_ranks_held_out_artist_first():
-    inter, held = block_world()
-    rec = TwoTowerRecommender(MULTI).fit(inter)
-    ids, scores = rec.recommend(np.arange(inter.shape[0]), k=2)
-    assert (ids[:, 0] == held).mean() == 1.0, (ids[:, 0], held)
-    assert (np.diff(scores, axis=1) <= 0).all()
-
-
-def test_user_batches_split_each_bag_into_history_and_targets():
-    """Targets and history partition the user's bag; 20-50 % (at least one) are targets."""
-    inter, _ = block_world()
-    m = inter.matrix.tocsr()
-    batches = UserBatches(m, None, 8, np.zeros((m.shape[0], 0), np.int64), (0.2, 0.5), 0)
-    batch = batches.batch(np.arange(len(batches)))
-    targets, seen, hist = batch["targets"].numpy(), batch["seen"].numpy(), batch["history"].numpy()
-    assert targets.shape == (m.shape[0], m.shape[1] + 2)
-    assert not (targets & seen).any()
-    bag = np.zeros_like(targets)
-    bag[:, 2:] = m.toarray() > 0
-    np.testing.assert_array_equal(targets | seen, bag)
-    n_t = targets.sum(1)
-    assert ((n_t >= 1) & (n_t <= np.rint(0.5 * bag.sum(1)))).all()
-    for u in range(m.shape[0]):
-        assert set(hist[u][hist[u] > 0]) == set(np.flatnonzero(seen[u]))
-
-
-def test_unknown_user_row_is_out_of_range():
-    inter, _ = block_world()
-    rec = TwoTowerRecommender(replace(MULTI, epochs=1)).fit(inter)
+def test_unknown_user_row_is_out_of_range(fitted):
+    rec, inter, _ = fitted
     with pytest.raises(ValueError, match="out of range"):
         rec.recommend(np.array([inter.shape[0]]), k=3)
     with pytest.raises(ValueError, match="out of range"):
         rec.recommend(np.array([-1]), k=3)
 
 
-def test_multinomial_loss_is_zero_only_for_a_certain_model():
-    """A user whose vector points at its one target with a tiny temperature pays ~0 loss;
-    excluded (history) artists never take probability mass from the target."""
-    eye = torch.eye(4)  # (A, d): 4 orthogonal artists
-    targets = torch.tensor([[False, True, False, False]])  # (1, A)
-    sure = multinomial_softmax_loss(eye[1:2], eye, targets, 0.01)
-    assert sure.item() < 1e-6
-    hist = torch.tensor([[False, False, True, False]])
-    mixed = eye[1:2] + eye[2:3]  # (1, d): as close to a history artist as to the target
-    with_hist = multinomial_softmax_loss(mixed, eye, targets, 0.01)
-    without = multinomial_softmax_loss(mixed, eye, targets, 0.01, exclude=hist)
-    assert with_hist.item() > 0.5 and without.item() < 1e-6
+def test_loss_with_gathered_columns_is_the_global_batch_loss():
+    """Rank r's rows against every rank's columns (targets offset by r B) sum to the loss of
+    one big batch: what DDP's gathered negatives must compute."""
+    g = torch.Generator().manual_seed(0)
+    users = torch.nn.functional.normalize(torch.randn(8, 4, generator=g), dim=-1)  # (W B, d)
+    artists = torch.nn.functional.normalize(torch.randn(8, 4, generator=g), dim=-1)  # (W B, d)
+    ids = torch.tensor([5, 6, 7, 5, 8, 9, 10, 11])  # artist 5 twice: an accidental hit
+    log_q = torch.log(torch.rand(8, generator=g))
+    whole = in_batch_softmax_loss(users, artists, ids, log_q, 0.1)
+    halves = [
+        in_batch_softmax_loss(
+            users[r * 4 : (r + 1) * 4], artists, ids, log_q, 0.1, targets=torch.arange(4) + 4 * r
+        )
+        for r in range(2)
+    ]
+    torch.testing.assert_close((halves[0] + halves[1]) / 2, whole)
+    # the accidental hit is masked: row 0 never competes with column 3 (the same artist)
+    logits = users[:1] @ artists.T / 0.1 - log_q
+    keep = torch.tensor([True, True, True, False, True, True, True, True])
+    expected = -torch.log_softmax(logits[:, keep], dim=1)[0, 0]
+    torch.testing.assert_close(
+        in_batch_softmax_loss(users[:1], artists, ids, log_q, 0.1, targets=torch.tensor([0])),
+        expected,
+    )
+
+
+@pytest.mark.slow
+def test_same_seed_same_validation_metrics_twice():
+    inter, _ = block_world()
+    cfg = replace(CONFIG, epochs=3, val_fraction=0.25)
+    first = TwoTowerRecommender(cfg).fit(inter).val_history
+    second = TwoTowerRecommender(cfg).fit(inter).val_history
+    assert len(first) == 3 and first == second
+    other = TwoTowerRecommender(replace(cfg, seed=1)).fit(inter).val_history
+    assert other != first, "a different seed must be able to change the numbers"
+
+
+@pytest.mark.slow
+def test_an_interactions_run_exports_a_servable_bundle(fitted, tmp_path):
+    from core.workspace import Workspace
+    from index.bundle import load_bundle
+    from training.export import export_bundle
+
+    rec, inter, _ = fitted
+    rec.save(tmp_path / "run")
+    bundle = load_bundle(export_bundle(Workspace(tmp_path / "ws"), tmp_path / "run"))
+    assert bundle.manifest["onnx_parity_max_abs_diff"] < 1e-4
+    trending = json.loads(bundle.file("trending.json").read_text())
+    assert len(trending["global"]) == inter.shape[1]
