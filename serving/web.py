@@ -107,7 +107,8 @@ async def listener(request: Request, account: str, k: int = 10) -> Response:
     body = {
         "known": row is not None,
         "segment": {f: (row or {}).get(f) for f in SEGMENT_FIELDS},
-        "recent": _artists(request, list((row or {}).get("history") or [])[:10]),
+        # the history repeats an artist once per stream; the page lists each artist once
+        "recent": _artists(request, list(dict.fromkeys((row or {}).get("history") or []))[:10]),
         "follows": _artists(request, list((row or {}).get("followed") or [])[:10]),
         "request_id": request_id,
         "bundle_version": result.bundle_version,

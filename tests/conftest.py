@@ -133,6 +133,22 @@ def hetrec_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def demo_pipeline(tmp_path_factory: pytest.TempPathFactory):
+    """`make demo`'s pipeline (demo world, seed 7, through the gate), once per session; yields
+    ``(workspace, run_pipeline's result)``. The README's claims and the web pages' render
+    times are checked on it."""
+    from tastemaker.demo import run_pipeline
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TASTEMAKER_DEMO", "1")
+    mp.delenv("TASTEMAKER_PSEUDONYM_KEY", raising=False)
+    ws = Workspace(tmp_path_factory.mktemp("demo") / "ws").ensure()
+    out = run_pipeline(ws, preset="demo", seed=7)
+    yield ws, out
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
 def pipeline(tmp_path_factory: pytest.TempPathFactory):
     """Every stage (world → ingest → features → train → evaluate → export) on a tiny world,
     once per session; yields ``(workspace, run_pipeline's result)``. Log lines the pipeline

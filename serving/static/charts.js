@@ -13,7 +13,7 @@ function svg(tag, attrs, ...children) {
 }
 
 function frame(width, height) {
-  return { width, height, left: 44, right: 12, top: 10, bottom: 34 };
+  return { width, height, left: 44, right: 24, top: 10, bottom: 34 };
 }
 
 function axes(root, f, y0, y1, xLabels, yFmt) {

@@ -1,6 +1,7 @@
 """The web pages in real headless Chromium (Debian's /usr/bin/chromium driven by playwright).
 
-On the session's tiny pipeline (world -> ... -> bundle, dashboard snapshot): open each page,
+On the session's demo-world pipeline (what `make demo` builds: world -> ... -> gate -> bundle,
+dashboard snapshot): open each page,
 find a listener, see k recommendations, click one and see it recorded (and find the click in
 the raw object store), use the new-listener mode, and check that no page or API response
 carries a raw account id, email, birth date or coordinates of the test world. Each page must
@@ -38,13 +39,13 @@ def browser(chromium: str):
 
 
 @pytest.fixture(scope="module")
-def server(pipeline):
+def server(demo_pipeline):
     import uvicorn
 
     from core.settings import Settings
     from serving.app import create_app
 
-    ws, _ = pipeline
+    ws, _ = demo_pipeline
     settings = Settings(workspace=ws.root, reload_interval_s=0, demo=True)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -99,7 +100,7 @@ def _listener_with_history(ws) -> str:
                     return user_id
     finally:
         store.close()
-    raise AssertionError("no listener with history in the tiny world")
+    raise AssertionError("no listener with history in the demo world")
 
 
 def _rendered_ms(page) -> float:
