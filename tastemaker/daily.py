@@ -4,7 +4,8 @@
 
 1. **ingest** the raw objects that arrived up to ``D`` (later partitions wait for their day);
 2. **features** as of the end of the lake (point-in-time; the online store is refreshed);
-3. **train** a two-tower challenger (from scratch: warm starts are not built yet);
+3. **train** a two-tower challenger (from scratch, or with ``--warm-start`` from the champion's
+   weights, :mod:`training.warm_start`);
 4. **evaluate** it against the baselines on the fresh holdout (the last ``test_days``);
 5. **gate** it against the champion on the same holdout (:mod:`evaluation.gate`);
 6. **export + publish** its bundle only when the gate promotes it; otherwise the champion's
@@ -59,6 +60,7 @@ class DailyConfig:
     alarm: AlarmConfig = field(default_factory=AlarmConfig)
     accounts_url: str | None = None
     registry_url: str | None = None  # default: evaluation.model_registry.default_registry_url
+    warm_start: bool = False  # start the challenger from the champion's weights
 
 
 def day_dir(ws: Workspace, day: date) -> Path:
@@ -95,7 +97,6 @@ def run_day(
     if done.is_file():
         log.info("daily %s already done; nothing to re-run (%s)", day, done)
         return {**json.loads(done.read_text()), "already_done": True}
-    train_fn = train_fn or train_two_tower
     timings: dict[str, float] = {}
 
     def step(name: str, fn: Callable[[], Any]) -> Any:
@@ -113,7 +114,11 @@ def run_day(
     ingest = step("ingest", lambda: run_ingest(ws, accounts_url=config.accounts_url,
                                                 now=end_of_day, until=day))  # fmt: skip
     features = step("features", lambda: build_features(ws, config.features))
-    run_dir = Path(step("train", lambda: train_fn(ws, config.train)))
+    init_from = _champion_run(ws, config) if config.warm_start else None
+    if train_fn is None:
+        run_dir = Path(step("train", lambda: train_two_tower(ws, config.train, init_from)))
+    else:
+        run_dir = Path(step("train", lambda: train_fn(ws, config.train)))
     evaluation = step("evaluate", lambda: evaluate_temporal(ws, run_dir, models=(
         CHALLENGER_MODEL, "popular", "ease", "itemknn")))  # fmt: skip
     snapshot = {"to": day.isoformat(), "cutoffs": features.get("cutoffs"),
@@ -147,6 +152,18 @@ def run_day(
     write_bytes(out_dir / "report.md", render_summary(summary).encode())
     write_json(done, summary)  # last: the day counts as done only when everything is written
     return summary
+
+
+def _champion_run(ws: Workspace, config: DailyConfig) -> Path | None:
+    """The champion's run dir (the warm start's origin), or None without a champion."""
+    from evaluation.model_registry import default_registry_url, open_registry
+
+    with open_registry(config.registry_url or default_registry_url(ws, config.accounts_url)) as r:
+        champion = r.champion()
+    if champion is None:
+        return None
+    run_dir = Path(champion.artefacts["run_dir"])
+    return run_dir if run_dir.is_dir() else None
 
 
 def gate_and_publish(
@@ -291,6 +308,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="start", type=date.fromisoformat, help="replay from this day")
     p.add_argument("--to", dest="end", type=date.fromisoformat, help="... to this day")
     p.add_argument("--accounts-url", default=None)
+    p.add_argument("--warm-start", action="store_true",
+                   help="start each challenger from the champion's weights (default: scratch)")  # fmt: skip
     p.add_argument("--min-delta", type=float, default=GateConfig.min_delta,
                    help="Recall@20 margin a challenger must win by")  # fmt: skip
     p.set_defaults(func=_daily)
@@ -313,7 +332,7 @@ def _days(args: argparse.Namespace) -> list[date]:
 
 
 def _daily(args: argparse.Namespace) -> int:
-    config = DailyConfig(accounts_url=args.accounts_url,
+    config = DailyConfig(accounts_url=args.accounts_url, warm_start=args.warm_start,
                          gate=GateConfig(min_delta=args.min_delta))  # fmt: skip
     status = 0
     for day in _days(args):

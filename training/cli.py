@@ -55,6 +55,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="run dir for --interactions mode")
     p.add_argument("--model", default="two-tower", help="recommender for --interactions mode")
     p.add_argument("--artist-meta", default=None, help="artists file with tags (--interactions)")
+    p.add_argument(
+        "--init-from",
+        default=None,
+        help="lake mode: warm-start from this two-tower run dir (e.g. the champion's)",
+    )
     p.set_defaults(func=_train)
 
     e = subparsers.add_parser("export", help="export a run as a serving bundle (ONNX + FAISS)")
@@ -105,7 +110,7 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     from training.train import train_two_tower
 
-    run_dir = train_two_tower(args.ws, config)
+    run_dir = train_two_tower(args.ws, config, init_from=args.init_from)
     metrics = json.loads((run_dir / "metrics.json").read_text())["validation"]
     print(f"run {run_dir}")
     print(f"val/recall@20 {metrics['val/recall@20']:.4f}  val/ndcg@20 {metrics['val/ndcg@20']:.4f}")

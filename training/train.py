@@ -30,6 +30,7 @@ from training.datamodule import LakeDataModule
 from training.inference import save_run
 from training.module import MONITOR, TwoTowerModule, make_trainer
 from training.train_config import TrainConfig
+from training.warm_start import warm_start
 
 __all__ = ["TrainConfig", "train_two_tower"]
 
@@ -131,20 +132,28 @@ class KeepBest(pl.Callback):
             self.state = copy.deepcopy(module.state_dict())
 
 
-def _refit(config: TrainConfig, ws: Workspace, epochs: int) -> tuple[LakeDataModule, TwoTower]:
-    """Retrain from scratch on train + valid for the selected number of epochs; the result
-    replaces the checkpoint (its validation numbers would be in-sample, so none are kept)."""
+def _refit(
+    config: TrainConfig, ws: Workspace, epochs: int, init_from: str | Path | None = None
+) -> tuple[LakeDataModule, TwoTower]:
+    """Retrain (from scratch, or from ``init_from``'s weights) on train + valid for the selected
+    number of epochs; the result replaces the checkpoint (its validation numbers would be
+    in-sample, so none are kept)."""
     pl.seed_everything(config.seed, workers=True, verbose=False)
     dm = _datamodule(config, ws.features, ("train", "valid"))
     module = _module(config, dm)
+    if init_from is not None:
+        warm_start(module.model, dm.vocabs, init_from)
     trainer = make_trainer(config, epochs, validate=False, label="refit")
     log.info("refit on train + valid for %d epochs (%d examples)", epochs, len(dm.train.artists))
     trainer.fit(module, datamodule=dm)
     return dm, module.model
 
 
-def train_two_tower(ws: Workspace, config: TrainConfig | None = None) -> Path:
-    """Train on ``ws.features`` and return the new run dir."""
+def train_two_tower(
+    ws: Workspace, config: TrainConfig | None = None, init_from: str | Path | None = None
+) -> Path:
+    """Train on ``ws.features`` and return the new run dir; ``init_from`` (a two-tower run dir,
+    e.g. the champion's) warm-starts the weights (:mod:`training.warm_start`)."""
     config = config or TrainConfig()
     if config.user_features not in USER_FEATURE_SETS:
         raise ValueError(
@@ -153,6 +162,9 @@ def train_two_tower(ws: Workspace, config: TrainConfig | None = None) -> Path:
     pl.seed_everything(config.seed, workers=True, verbose=False)
     dm = _datamodule(config, ws.features, ("train",))
     module = _module(config, dm)
+    warm = None
+    if init_from is not None:
+        warm = {"from": str(init_from), **warm_start(module.model, dm.vocabs, init_from)}
     now = datetime.now(timezone.utc)
     run_id = (
         now.strftime("%Y%m%dT%H%M%SZ")
@@ -176,14 +188,19 @@ def train_two_tower(ws: Workspace, config: TrainConfig | None = None) -> Path:
     best = max(module.val_history, key=lambda m: m[MONITOR])
     report = _report(run_id, config, module, best, dm)
     if config.refit:
-        dm, model = _refit(config, ws, int(best["epoch"]) + 1)
+        dm, model = _refit(config, ws, int(best["epoch"]) + 1, init_from)
     trained = np.zeros(model.config.n_artists, dtype=bool)
     trained[dm.train.artists] = True
     model.zero_untrained_ids(trained)
     save_run(run_dir, model, dm.vocabs, config, "lake", run_id=run_id)
     write_json(
         run_dir / "metrics.json",
-        {"validation": best, "history": module.val_history, "refit": config.refit},
+        {
+            "validation": best,
+            "history": module.val_history,
+            "refit": config.refit,
+            "warm_start": warm,
+        },
     )
     write_json(run_dir / "lineage.json", lineage(ws.features))
     write_bytes(run_dir / "report.md", report.encode())
