@@ -37,7 +37,7 @@ from core.workspace import Workspace
 from data.features.config import FeatureConfig
 from evaluation.alarm import AlarmConfig
 from evaluation.gate import GateConfig
-from training.train_config import TrainConfig
+from training.train_config import TrainConfig, lake_config
 
 log = logging.getLogger("tastemaker.daily")
 ALARM_EXIT = 3  # `tastemaker daily` exit status when the regression alarm fires
@@ -54,7 +54,7 @@ class DailyStepError(RuntimeError):
 
 @dataclass(frozen=True)
 class DailyConfig:
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainConfig = field(default_factory=lake_config)  # what `tastemaker demo` trains
     features: FeatureConfig = field(default_factory=FeatureConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     alarm: AlarmConfig = field(default_factory=AlarmConfig)

@@ -32,13 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def demo_train_config() -> Any:
-    """The defaults with a smaller batch and a larger history share, chosen on the demo
-    world's validation week (Recall@20): the lake has ~40k (user, artist) pairs, so 2,048-pair
-    batches leave too few steps an epoch (0.205 after 17 epochs at batch 2,048, lr 3e-3;
-    0.236 at batch 512, lr 1e-2); feeding 75 % of a bag as history rather than half: 0.243."""
-    from training.train_config import TrainConfig
+    """The lake's training config (:func:`training.train_config.lake_config`)."""
+    from training.train_config import lake_config
 
-    return TrainConfig(batch_size=512, lr=1e-2, epochs=6, patience=2, history_keep=0.75)
+    return lake_config()
 
 
 def _timed(name: str, fn: Callable[[], Any], timings: dict[str, float]) -> Any:
