@@ -132,7 +132,7 @@ def run_day(
     for alarm in alarms:
         log.warning(alarm.line())
     write_table(out_dir / "engagement.parquet", _arrow(eng))
-    plots = step("plots", lambda: _plots(eng, out_dir))
+    plots = step("plots", lambda: [*_plots(eng, out_dir), _gate_plot(decision, out_dir)])
     step("dashboard", lambda: write_dashboard(ws, config.registry_url))
     summary = {
         "day": day.isoformat(),
@@ -272,6 +272,31 @@ def _plots(eng: Any, out_dir: Path) -> list[Path]:
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+def _gate_plot(decision: Any, out_dir: Path) -> Path:
+    """Champion against challenger on the gate's metric, the delta's interval as a whisker."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    champ, chall = decision.champion_score, decision.challenger_score
+    lo, hi = decision.ci
+    ax.bar([0, 1], [champ, chall], color=["#98a2b3", "#1f7a5c" if decision.promote else "#b42318"])
+    ax.errorbar([1], [champ + decision.delta], yerr=[[decision.delta - lo], [hi - decision.delta]],
+                color="#101828", capsize=6)  # fmt: skip
+    ax.set_xticks([0, 1], [decision.champion.split(" (")[0][:24], decision.challenger[:24]],
+                  fontsize=7)  # fmt: skip
+    ax.set_ylabel(f"{decision.metric} ({decision.n_users} users)")
+    ax.set_title("promoted" if decision.promote else "kept out", fontsize=9)
+    fig.tight_layout()
+    path = out_dir / "champion_vs_challenger.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
 
 
 def render_summary(summary: dict[str, Any]) -> str:

@@ -105,4 +105,5 @@ def test_three_days_champion_then_rejection_then_segment_alarm(tmp_path, demo_mo
     flagged = {(a["segment"], a["metric"]) for a in day3["alarms"]}
     assert {s for s, _ in flagged} == {f"country={country}"}, flagged
     assert (f"country={country}", "ctr") in flagged
-    assert (ws.root / "daily" / DAYS[2].isoformat() / "ctr_by_segment.png").is_file()
+    for plot in ("ctr_by_segment.png", "churn7_by_segment.png", "champion_vs_challenger.png"):
+        assert (ws.root / "daily" / DAYS[2].isoformat() / plot).is_file()
