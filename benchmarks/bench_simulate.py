@@ -28,7 +28,7 @@ def main(quick: bool = False) -> str:
     from tastemaker.simulate import simulate
     from training.export import export_bundle
     from training.train import train_two_tower
-    from training.train_config import TrainConfig
+    from training.train_config import lake_config
     from world.config import WorldConfig
     from world.generate import generate_world
 
@@ -40,7 +40,7 @@ def main(quick: bool = False) -> str:
         generate_world(ws, world)
         run_ingest(ws)
         build_features(ws, FeatureConfig())
-        run_dir = train_two_tower(ws, TrainConfig())
+        run_dir = train_two_tower(ws, lake_config())
         export_bundle(ws, run_dir)
         pipeline_s = time.perf_counter() - started
         started = time.perf_counter()
