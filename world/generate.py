@@ -33,8 +33,7 @@ from data.catalog import CATALOG_FILE
 from world.config import WorldConfig
 from world.emit import deliver, write_partitions
 from world.events import simulate
-from world.people import make_people
-from world.taste import make_catalogue, make_roster, user_genre_preferences
+from world.population import draw
 
 __all__ = ["WorldConfig", "generate_world", "CATALOG_FILE", "MANIFEST_FILE"]
 
@@ -46,13 +45,9 @@ MANIFEST_FILE = "world.json"
 def generate_world(ws: Workspace, config: WorldConfig, accounts_url: str | None = None) -> dict:
     """Write a whole world into ``ws`` (replacing any earlier one); return summary counts."""
     t0 = time.perf_counter()
-    seeds = np.random.SeedSequence(config.seed).spawn(5)
-    rng_people, rng_cat, rng_taste, rng_events, rng_emit = (np.random.default_rng(s) for s in seeds)
-    people = make_people(config, rng_people)
-    cat = make_catalogue(config, rng_cat)
-    theta = user_genre_preferences(config, people, rng_taste)
-    roster = make_roster(config, people, theta, cat, rng_taste)
-    events = simulate(config, people, cat, theta, roster, rng_events)
+    population, rng_events, rng_emit = draw(config)
+    people, cat = population.people, population.catalogue
+    events = simulate(config, people, cat, population.theta, population.roster, rng_events)
     delivered = deliver(config, events, people, cat, rng_emit)
     t_sim = time.perf_counter() - t0
 

@@ -98,16 +98,22 @@ class Population:
         return 1.0 - np.exp(-self.people.activity[users])
 
 
-def rebuild(config: WorldConfig) -> Population:
-    """The population of ``config``'s world, with the random streams ``generate_world`` used."""
+def draw(config: WorldConfig) -> tuple[Population, np.random.Generator, np.random.Generator]:
+    """``config``'s listeners, catalogue, tastes and rosters, and the random streams of its
+    history's events and of their delivery (what :func:`world.generate.generate_world` uses)."""
     seeds = np.random.SeedSequence(config.seed).spawn(5)
-    rng_people, rng_cat, rng_taste, rng_events, _ = (np.random.default_rng(s) for s in seeds)
+    rng_people, rng_cat, rng_taste, rng_events, rng_emit = (np.random.default_rng(s) for s in seeds)
     people = make_people(config, rng_people)
     cat = make_catalogue(config, rng_cat)
     theta = user_genre_preferences(config, people, rng_taste)
     roster = make_roster(config, people, theta, cat, rng_taste)
     world = _World(config, people, cat, theta, roster, rng_events)
-    return Population(config, people, cat, theta, roster, world)
+    return Population(config, people, cat, theta, roster, world), rng_events, rng_emit
+
+
+def rebuild(config: WorldConfig) -> Population:
+    """The population of ``config``'s world, exactly as ``generate_world`` drew it."""
+    return draw(config)[0]
 
 
 def end_ms(config: WorldConfig) -> int:
