@@ -58,27 +58,6 @@ def gather_history(
     return np.where(valid, out, PAD_INDEX).astype(np.int64)
 
 
-def order_bag(
-    items: np.ndarray,  # (N,) vocab indices of all users' items, concatenated
-    pos: np.ndarray,  # (B, M) positions in ``items`` of each row's candidates
-    keep: np.ndarray,  # (B, M) which candidates belong in the history
-    recency: np.ndarray | None,  # (N,) larger = more recent; None = an unordered bag
-    history_len: int,
-    rng: np.random.Generator,
-) -> np.ndarray:
-    """(B, L) kept items most recent first (random order for a bag), 0-padded.
-
-    The bring-your-own-data batches (pairs and multinomial) build histories with this, so
-    their item order matches the most-recent-first layout of :func:`gather_history`."""
-    key = rng.random(pos.shape) if recency is None else -recency[pos]  # (B, M)
-    key = np.where(keep, key, np.inf)
-    order = np.argsort(key, axis=1, kind="stable")[:, :history_len]  # (B, L)
-    hist = np.take_along_axis(np.where(keep, items[pos], PAD_INDEX), order, axis=1)  # (B, L)
-    if hist.shape[1] < history_len:
-        hist = np.pad(hist, ((0, 0), (0, history_len - hist.shape[1])))
-    return hist.astype(np.int64)
-
-
 def encode_history_lists(
     lists: pa.ChunkedArray | pa.Array, vocab: Vocab, history_len: int
 ) -> np.ndarray:
