@@ -134,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(
         f"\nTry:  curl '{base}/v1/users/{some_user}/recommendations?k=10'\n"
-        f"      curl -X POST {base}/v1/events -H 'content-type: application/json' -d '{event}'"
+        f"      curl -X POST {base}/v1/events -H 'content-type: application/json' -d '{event}'\n"
+        f"Pages: {base}/ (a listener: try account {some_user}) · {base}/new · {base}/dashboard"
     )
     return serve(args)
