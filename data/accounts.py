@@ -218,21 +218,23 @@ class AccountTable:
         self.close()
 
 
-def open_accounts(url: str) -> AccountTable:
-    """Connect to ``sqlite:///path`` or ``postgresql://user[:pw]@host[:port]/db[?options]``.
+def connect_sql(url: str, what: str) -> tuple[Any, str]:
+    """``(connection, dialect)`` for ``sqlite:///path`` or
+    ``postgresql://user[:pw]@host[:port]/db[?options]``; ``what`` names the table in errors.
 
     An unreachable database raises :class:`ConnectionError` naming the URL without password.
+    Shared by the account table and the model registry.
     """
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme == "sqlite":
         path = Path(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else None
         if path is None or not str(path):
-            raise ValueError(f"SQLite account URL must look like sqlite:///path/to.db; got {url!r}")
+            raise ValueError(f"SQLite {what} URL must look like sqlite:///path/to.db; got {url!r}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            return AccountTable(sqlite3.connect(path), "sqlite", url)
+            return sqlite3.connect(path), "sqlite"
         except (OSError, sqlite3.Error) as exc:
-            raise ConnectionError(f"cannot open the account table at {url}: {exc}") from exc
+            raise ConnectionError(f"cannot open the {what} at {url}: {exc}") from exc
     if scheme in ("postgresql", "postgres"):
         import psycopg
 
@@ -244,12 +246,16 @@ def open_accounts(url: str) -> AccountTable:
             if password:
                 reason = reason.replace(password, "***")
             raise ConnectionError(
-                f"cannot reach the account table at {redact_url(url)}: {reason}"
+                f"cannot reach the {what} at {redact_url(url)}: {reason}"
             ) from None
-        return AccountTable(conn, "postgresql", url)
-    raise ValueError(
-        f"unsupported account table URL {redact_url(url)!r}: use sqlite:/// or postgresql://"
-    )
+        return conn, "postgresql"
+    raise ValueError(f"unsupported {what} URL {redact_url(url)!r}: use sqlite:/// or postgresql://")
+
+
+def open_accounts(url: str) -> AccountTable:
+    """The account table at ``url`` (see :func:`connect_sql`)."""
+    conn, dialect = connect_sql(url, "account table")
+    return AccountTable(conn, dialect, url)
 
 
 def default_accounts_url(ws: Workspace) -> str:

@@ -13,16 +13,14 @@ one transaction; the caller points the serving bundle at the new champion.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from core.workspace import Workspace
-from data.accounts import redact_url
+from data.accounts import connect_sql, redact_url
 
 STATUSES = ("champion", "challenger", "rejected", "retired")
 _JSON_FIELDS = ("config", "data_snapshot", "metrics", "segment_metrics", "artefacts", "decision")
@@ -233,27 +231,9 @@ class _Cursor:
 
 
 def open_registry(url: str) -> ModelRegistry:
-    """``sqlite:///path`` or ``postgresql://...``; an unreachable database raises
-    :class:`ConnectionError` naming the URL without its password."""
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme == "sqlite" and url.startswith("sqlite:///"):
-        path = Path(url[len("sqlite:///") :])
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            return ModelRegistry(sqlite3.connect(path), "sqlite", url)
-        except (OSError, sqlite3.Error) as exc:
-            raise ConnectionError(f"cannot open the model registry at {url}: {exc}") from exc
-    if scheme in ("postgresql", "postgres"):
-        import psycopg
-
-        try:
-            conn = psycopg.connect(url, connect_timeout=5)
-        except psycopg.Error as exc:
-            raise ConnectionError(
-                f"cannot reach the model registry at {redact_url(url)}: {type(exc).__name__}"
-            ) from None
-        return ModelRegistry(conn, "postgresql", url)
-    raise ValueError(f"registry URL must be sqlite:///path or postgresql://...; got {url!r}")
+    """``sqlite:///path`` or ``postgresql://...`` (:func:`data.accounts.connect_sql`)."""
+    conn, dialect = connect_sql(url, "model registry")
+    return ModelRegistry(conn, dialect, url)
 
 
 def _now() -> str:

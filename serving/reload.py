@@ -16,6 +16,7 @@ from index import CorruptBundleError, load_bundle
 from index.bundle import current_version, list_versions
 from serving.metrics import set_bundle
 from serving.model import ServingModel
+from serving.periodic import Periodic
 
 log = logging.getLogger("tastemaker.serving")
 
@@ -113,27 +114,17 @@ class ModelHolder:
             return False
 
 
-class Watcher:
+class Watcher(Periodic):
     """Polls ``CURRENT`` every ``interval_s`` seconds in a daemon thread."""
 
     def __init__(self, holder: ModelHolder, interval_s: float) -> None:
+        super().__init__("bundle-watcher", interval_s)
         self.holder = holder
-        self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bundle-watcher", daemon=True)
         self._failed: str | None = None
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            pending = self.holder.pending_version()
-            if pending is None or pending == self._failed:
-                continue  # don't re-verify (and re-log) the same corrupt bundle every tick
-            if not self.holder.check_for_update():
-                self._failed = pending
+    def tick(self) -> None:
+        pending = self.holder.pending_version()
+        if pending is None or pending == self._failed:
+            return  # don't re-verify (and re-log) the same corrupt bundle every tick
+        if not self.holder.check_for_update():
+            self._failed = pending

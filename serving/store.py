@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import orjson
 from data.features.online_store import RedisOnlineStore, SqliteOnlineStore
 from serving.features import OnlineStore
 from serving.metrics import STORE_ERRORS
+from serving.periodic import Periodic
 
 log = logging.getLogger("tastemaker.serving")
 DEFAULT_PREFIX = "tastemaker:users"
@@ -134,23 +134,16 @@ class GuardedStore:
         self.store.close()
 
 
-class Prober:
-    """Runs :meth:`GuardedStore.probe` every ``interval_s`` in a daemon thread."""
+class Prober(Periodic):
+    """Runs :meth:`GuardedStore.probe` now and then every ``interval_s`` in a daemon thread."""
 
     def __init__(self, store: GuardedStore, interval_s: float) -> None:
+        super().__init__("store-prober", interval_s)
         self.store = store
-        self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="store-prober", daemon=True)
 
     def start(self) -> None:
         self.store.probe()
-        self._thread.start()
+        super().start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.store.probe()
+    def tick(self) -> None:
+        self.store.probe()
