@@ -97,7 +97,7 @@ class ServingModel:
         }
         trending = json.loads(paths[FILES.trending].read_text())
         ranker = (
-            ServingRanker.from_bundle(bundle, catalogue, trending)
+            ServingRanker.from_bundle(bundle, catalogue, trending, encoder)
             if "ranker" in bundle.manifest
             else None
         )

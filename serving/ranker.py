@@ -13,7 +13,7 @@ one small matrix, one thread.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import xgboost as xgb
 
+from data.features.encoding import FeatureEncoder
 from data.features.ranker import (
     N_FEATURES,
     SERVING_POSITION,
@@ -41,11 +42,16 @@ class ServingRanker:
     context: RankerContext = field(repr=False)
     candidates: int  # retrieval candidates re-ordered per request
     position: int  # the slate position every candidate is scored at
+    # (V,) context row of each artist vocabulary index (-1: not in the catalogue), so a request
+    # maps its candidates and history with one take instead of string lookups
+    rows_of_vocab: np.ndarray = field(repr=False)
+    artist_index: Callable[[str], int] = field(repr=False)  # the encoder's id -> vocab index
 
     @classmethod
     def from_bundle(
-        cls, bundle: Bundle, artists: pa.Table, trending: Mapping[str, Any]
-    ) -> ServingRanker:
+        cls, bundle: Bundle, artists: pa.Table, trending: Mapping[str, Any],
+        encoder: FeatureEncoder,
+    ) -> ServingRanker:  # fmt: skip
         """The bundle's ranker; :class:`RankerSpecError` when its features are not ours."""
         section = bundle.manifest.get("ranker")
         if not isinstance(section, dict):
@@ -61,27 +67,38 @@ class ServingRanker:
         candidates = int(section.get("candidates", DEFAULT_CANDIDATES))
         if candidates < 1:
             raise ValueError(f"bundle {bundle.version}: ranker candidates must be >= 1")
+        context = RankerContext.build(artists, trending_lists(trending))
+        rows_of_vocab = np.append(context.rows(list(encoder.artist_tokens)), -1)  # [-1]: unknown
         return cls(
             booster=booster,
-            context=RankerContext.build(artists, trending_lists(trending)),
+            context=context,
             candidates=candidates,
             position=int(section.get("serving_position", SERVING_POSITION)),
+            rows_of_vocab=rows_of_vocab,
+            artist_index=encoder.artist_index,
         )
 
-    def score(self, row: Mapping[str, Any], artist_ids: Sequence[str], retrieval: np.ndarray
+    def features(self, row: Mapping[str, Any], vocab_idx: np.ndarray, retrieval: np.ndarray
+                 ) -> np.ndarray:  # fmt: skip
+        """(n, F) features of candidates given by vocab index in retrieval order (rank =
+        place + 1)."""
+        history = [self.artist_index(a) for a in (row.get("history") or ())]
+        profile = self.context.tag_profile_rows(self.rows_of_vocab[np.asarray(history, np.int64)])
+        return candidate_features(
+            self.context, row, self.rows_of_vocab[vocab_idx], retrieval,
+            np.arange(1, len(vocab_idx) + 1), self.position, profile,
+        )  # fmt: skip
+
+    def score(self, row: Mapping[str, Any], vocab_idx: np.ndarray, retrieval: np.ndarray
               ) -> np.ndarray:  # fmt: skip
-        """(n,) ranker scores of candidates given in retrieval order (rank = place + 1)."""
-        n = len(artist_ids)
-        if not n:
+        """(n,) ranker scores of the candidates, higher is better."""
+        if not len(vocab_idx):
             return np.zeros(0, np.float32)
-        x = candidate_features(
-            self.context, row, self.context.rows(artist_ids), retrieval,
-            np.arange(1, n + 1), self.position,
-        )  # (n, F)  # fmt: skip
+        x = self.features(row, vocab_idx, retrieval)  # (n, F)
         return np.asarray(self.booster.inplace_predict(x, validate_features=False), np.float32)
 
-    def rerank(self, row: Mapping[str, Any], artist_ids: Sequence[str], retrieval: np.ndarray
+    def rerank(self, row: Mapping[str, Any], vocab_idx: np.ndarray, retrieval: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         """(order, scores): the candidates' places best first and their ranker scores."""
-        scores = self.score(row, artist_ids, retrieval)
+        scores = self.score(row, vocab_idx, retrieval)
         return np.argsort(-scores, kind="stable"), scores

@@ -120,9 +120,9 @@ def rerank(
     (with its scores); unchanged when the bundle has none."""
     if model.ranker is None or not keep:
         return keep
-    enc = model.encoder
+    idx = np.array([i for i, _ in keep], dtype=np.int64)  # (n,) vocab indices
     retrieval = np.array([s for _, s in keep], dtype=np.float32)  # (n,)
-    order, scores = model.ranker.rerank(row, [enc.artist_id(i) for i, _ in keep], retrieval)
+    order, scores = model.ranker.rerank(row, idx, retrieval)
     return [(keep[j][0], float(scores[j])) for j in order]
 
 

@@ -171,10 +171,14 @@ class RankerContext:
 
     def tag_profile(self, history: Sequence[str]) -> np.ndarray:
         """(T,) share of the history's streams (repeats count) on each tag."""
-        if not history:
+        return self.tag_profile_rows(self.rows(history))
+
+    def tag_profile_rows(self, rows: np.ndarray) -> np.ndarray:
+        """:meth:`tag_profile` of a history given as context rows (-1 = unknown artist)."""
+        if not len(rows):
             return np.zeros(self.n_tags, np.float64)
-        tags, _ = self._tag_rows(self.rows(history))
-        return np.bincount(tags, minlength=self.n_tags) / float(len(history))
+        tags, _ = self._tag_rows(rows)
+        return np.bincount(tags, minlength=self.n_tags) / float(len(rows))
 
 
 def candidate_features(
@@ -205,15 +209,16 @@ def candidate_features(
         profile = ctx.tag_profile(history)
     known = rows >= 0
     if n and ctx.n_tags:
-        tags, owner = ctx._tag_rows(rows)
-        vals = profile[tags]
-        n_tags = np.bincount(owner, minlength=n)
-        x[:, _COL["tag_share"]] = np.bincount(owner, weights=vals, minlength=n) / np.maximum(
-            n_tags, 1
-        )
-        best = np.zeros(n)
-        np.maximum.at(best, owner, vals)
-        x[:, _COL["tag_max_share"]] = best
+        tags, owner = ctx._tag_rows(rows)  # owner ascending: each candidate's tags together
+        if len(tags):
+            vals = profile[tags]
+            n_tags = np.bincount(owner, minlength=n)
+            x[:, _COL["tag_share"]] = np.bincount(owner, weights=vals, minlength=n) / np.maximum(
+                n_tags, 1
+            )
+            has = n_tags > 0
+            starts = np.cumsum(n_tags) - n_tags
+            x[has, _COL["tag_max_share"]] = np.maximum.reduceat(vals, starts[has])
     safe = np.maximum(rows, 0)
     for j, name in enumerate(_ARTIST_NUMERIC):
         x[:, _COL[name]] = np.where(known, ctx.numeric[safe, j], 0.0)

@@ -112,3 +112,21 @@ def test_tampered_ranker_fails_its_checksum(tmp_path: Path) -> None:
     (folder / RANKER_FILE).write_bytes(b"not a booster")
     with pytest.raises(CorruptBundleError, match="checksum"):
         load_bundle(folder)
+
+
+def test_served_features_equal_the_offline_function(tmp_path: Path) -> None:
+    """Serving maps candidates and history by vocab index; the values must be those of
+    ``candidate_features`` on artist ids, the function the training slates use."""
+    from data.features.ranker import candidate_features
+
+    model = ServingModel.from_bundle(load_bundle(publish(tmp_path, worst_first_ranker())))
+    assert model.ranker is not None
+    ranker = model.ranker
+    row = {**USERS["alice"], "history": [*USERS["alice"]["history"], "never-heard-of"]}
+    ids = ["c1a00001", "c0a00010", "c1a00003"]
+    idx = np.array([model.encoder.artist_index(a) for a in ids])
+    scores = np.array([0.9, 0.4, 0.1], np.float32)
+    offline = candidate_features(ranker.context, row, ranker.context.rows(ids), scores,
+                                 np.arange(1, 4), ranker.position)  # fmt: skip
+    np.testing.assert_array_equal(ranker.features(row, idx, scores), offline)
+    assert offline[:, RANKER_FEATURES.index("tag_share")].any()  # the check reads real values
