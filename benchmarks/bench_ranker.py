@@ -32,7 +32,7 @@ from serving.model import ServingModel
 from serving.recommender import recommend_from_row
 from tastemaker.simulate import simulate
 from training.export import export_bundle
-from training.ranker import RankerJobConfig, train_ranker
+from training.ranker import RankerJobConfig, segment_table, train_ranker
 from training.train import train_two_tower
 from training.train_config import TrainConfig, lake_config
 from world.generate import WorldConfig, generate_world
@@ -162,6 +162,14 @@ def main(quick: bool = False) -> str:
         lines.append(f"| {m} | {_ci(v['two-tower'])} | {_ci(v['two-tower+ranker'])} | "
                      f"{_ci(v['difference'])} |")  # fmt: skip
     imp = list(result["importance"].items())[:8]
+    lines += [
+        "",
+        f"Gate (the daily loop's rules, `evaluation.gate.decide`): {t['gate']['summary']}",
+        "",
+        "Segments (Recall@20, two-tower top-200 → ranker vs the two-tower alone):",
+        "",
+        *segment_table(t),
+    ]
     lines += [
         "",
         "Feature importance (share of total gain, top 8): "

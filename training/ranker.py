@@ -52,9 +52,10 @@ from data.features.ranker import (
     trending_from_table,
 )
 from data.features.user import user_features_at
-from evaluation.gate import paired_bootstrap
+from data.schemas import USER_SEGMENT_FIELDS
+from evaluation.gate import GateConfig, decide, paired_bootstrap
 from evaluation.metrics import per_user_metrics
-from evaluation.segments import bootstrap_ci
+from evaluation.segments import bootstrap_ci, collapse_rare, segment_metrics
 from evaluation.temporal import index_lists, lists_to_csr, load_temporal
 from models.ranker import Ranker, RankerConfig, RankingSet, fit_ranker
 from models.topk import top_k
@@ -286,6 +287,21 @@ def evaluate_temporal_rerank(
     base = per_user_metrics(cand, targets, ks)
     rank = per_user_metrics(reranked, targets, ks)
     out: dict[str, Any] = {"n_users": len(warm), "candidates": config.candidates}
+    seg = {f: users[f].to_numpy(zero_copy_only=False) for f in USER_SEGMENT_FIELDS}
+    seg["country"] = collapse_rare(seg["country"])
+    # the daily gate's rules (evaluation.gate.decide): "retrieval + ranker" is a challenger of
+    # "retrieval alone" on the same users, per-user Recall@20, paired interval, segments
+    gm = GateConfig().metric
+    decision = decide(base[gm], rank[gm], seg, GateConfig(n_boot=max(config.n_boot, 100)),
+                      ("retrieval alone", "retrieval + ranker"))  # fmt: skip
+    out["gate"] = {**decision.as_dict(), "summary": decision.summary()}
+    only = {m: v for m, v in base.items() if m in (f"recall@{ks[-1]}", f"ndcg@{ks[-1]}")}
+    out["segments"] = {
+        "two-tower": segment_metrics(only, seg, config.n_boot, config.seed),
+        "two-tower+ranker": segment_metrics(
+            {m: rank[m] for m in only}, seg, config.n_boot, config.seed
+        ),
+    }
     for k in ks:
         for m in (f"recall@{k}", f"ndcg@{k}"):
             a, b = rank[m], base[m]
@@ -381,6 +397,20 @@ def _ci(v: Mapping[str, float], digits: int = 4) -> str:
     return f"{v['mean']:.{digits}f} [{v['lo']:.{digits}f}, {v['hi']:.{digits}f}]"
 
 
+def segment_table(t: Mapping[str, Any], metric: str = "recall@20") -> list[str]:
+    """Markdown rows: ``metric`` per segment value, two-tower vs re-ranked, with intervals."""
+    base, ranked = t["segments"]["two-tower"], t["segments"]["two-tower+ranker"]
+    lines = [f"| segment | users | {metric} two-tower | {metric} two-tower → ranker |",
+             "|---|---|---|---|"]  # fmt: skip
+    for name, values in base.items():
+        for value, row in values.items():
+            other = ranked[name][value]
+            a, b = row[metric], other[metric]
+            lines.append(f"| {name}={value} | {row['n_users']} | {a[0]:.3f} [{a[1]:.3f}, "
+                         f"{a[2]:.3f}] | {b[0]:.3f} [{b[1]:.3f}, {b[2]:.3f}] |")  # fmt: skip
+    return lines
+
+
 def render_report(result: Mapping[str, Any]) -> str:
     s = result["held_out_slates"]
     lines = [
@@ -408,9 +438,11 @@ def render_report(result: Mapping[str, Any]) -> str:
         "|---|---|---|---|",
     ]
     for m, v in t.items():
-        if isinstance(v, dict):
+        if isinstance(v, dict) and "two-tower" in v and "difference" in v:
             lines.append(f"| {m} | {_ci(v['two-tower'])} | {_ci(v['two-tower+ranker'])} | "
                          f"{_ci(v['difference'])} |")  # fmt: skip
+    lines += ["", f"Gate (the daily loop's rules): {t['gate']['summary']}", ""]
+    lines += segment_table(t)
     lines += ["", "## Feature importance (share of total gain)", "", "| feature | share |",
               "|---|---|"]  # fmt: skip
     lines += [f"| {k} | {v:.3f} |" for k, v in result["importance"].items()]

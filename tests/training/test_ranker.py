@@ -95,6 +95,9 @@ def test_ranker_from_lake_to_served_bundle(pipeline, tmp_path: Path) -> None:
         assert 0.0 <= held[name]["ndcg@10"]["mean"] <= 1.0
     t = result["temporal"]["recall@20"]
     assert t["difference"]["lo"] <= t["difference"]["mean"] <= t["difference"]["hi"]
+    gate = result["temporal"]["gate"]
+    assert gate["challenger"] == "retrieval + ranker" and gate["champion"] == "retrieval alone"
+    assert gate["promote"] == (gate["ci"][0] > 0 and not gate["segment_regressions"])
     assert "## Feature importance" in (run / RANKER_DIR / "report.md").read_text()
 
     from index import RANKER_FILE, load_bundle
