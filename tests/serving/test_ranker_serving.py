@@ -130,3 +130,21 @@ def test_served_features_equal_the_offline_function(tmp_path: Path) -> None:
                                  np.arange(1, 4), ranker.position)  # fmt: skip
     np.testing.assert_array_equal(ranker.features(row, idx, scores), offline)
     assert offline[:, RANKER_FEATURES.index("tag_share")].any()  # the check reads real values
+
+
+def test_precomputed_slates_follow_the_ranker_too(tmp_path: Path) -> None:
+    """``tastemaker precompute`` must serve what the real-time path would: the re-ranked list."""
+    from data.features.online_store import table_from_rows
+    from serving.slates import Slate, score_table
+
+    model = ServingModel.from_bundle(load_bundle(publish(tmp_path, worst_first_ranker())))
+    rows = [USERS["alice"], USERS["bob"]]
+    slates = dict(score_table(model, table_from_rows(rows), k=8))
+    for row in rows:
+        slate = Slate.from_blob(slates[row["user_key"]])
+        ids = [model.encoder.artist_id(i) for i in slate.ids]
+        realtime = [r for r in recommend_from_row(model, row, 8).items if r.source == "model"]
+        assert ids == [r.artist_id for r in realtime]
+        assert list(slate.scores) == pytest.approx([r.score for r in realtime])
+        plain = dataclasses.replace(model, ranker=None)
+        assert ids != [r.artist_id for r in recommend_from_row(plain, row, 8).items][: len(ids)]
