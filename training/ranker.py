@@ -72,6 +72,9 @@ _LAKE_COLS = ["event_type", "user_key", "artist_id", "request_id", "position", "
 class RankerJobConfig:
     model: RankerConfig = field(default_factory=RankerConfig)
     candidates: int = 200  # retrieval depth the ranker re-orders (temporal protocol, serving)
+    # unshown top retrieval candidates added to each clicked training slate as non-clicks
+    # (their true label is unknown: off by default, measured in the README)
+    extra_negatives: int = 0
     ks: tuple[int, ...] = (10, 20)
     n_boot: int = 500
     seed: int = 0
@@ -134,11 +137,14 @@ def build_slates(
     start_ms: int,
     end_ms: int,
     config: FeatureConfig,
+    extra_negatives: int = 0,
 ) -> Slates:
     """Features and labels of the slates shown in [start_ms, end_ms), day by day, point in time.
 
     ``scorer`` answers ``training.inference.TwoTowerScorer``'s ``artist_ids`` and
-    ``score_users(users)``."""
+    ``score_users(users)``. ``extra_negatives`` > 0 adds to every clicked slate that many of
+    the user's best retrieval candidates that it did not show (and the user did not have), as
+    non-clicks at the position after the slate's last."""
     ts = labelled.column("ts_ms").to_numpy()
     window = labelled.filter(pa.array((ts >= start_ms) & (ts < end_ms)))
     df = window.to_pandas()
@@ -179,6 +185,25 @@ def build_slates(
             days.append(np.full(len(imp), int(day)))
             rets.append(scores[u, col])
             logged.append(imp["position"].to_numpy())
+            if extra_negatives <= 0:
+                continue
+            best = np.argsort(ranks[u], kind="stable")  # the user's candidates, best first
+            for req, shown in imp.groupby("request_id", sort=False):
+                if not shown["label"].any():
+                    continue
+                taken = set(excluded[u]) | set(artist_col.get_indexer(shown["artist_id"]))
+                extra = [int(c) for c in best[: extra_negatives + len(taken)] if c not in taken]
+                extra_col = np.asarray(extra[:extra_negatives], np.int64)
+                unshown = int(shown["position"].max()) + 1
+                xs.append(candidate_features(
+                    ctx, rows[u], ctx.rows(list(artist_col[extra_col])), scores[u, extra_col],
+                    ranks[u, extra_col], unshown,
+                ))  # fmt: skip
+                ys.append(np.zeros(len(extra_col), np.float32))
+                qids.append(np.full(len(extra_col), req_codes.get_loc(req)))
+                days.append(np.full(len(extra_col), int(day)))
+                rets.append(scores[u, extra_col])
+                logged.append(np.full(len(extra_col), unshown))
         log.info("ranker slates: day %s, %d impressions of %d users", pd.Timestamp(at, unit="ms").date(),
                  len(part), len(rows))  # fmt: skip
     if not xs:
@@ -341,7 +366,8 @@ def train_ranker(
     labelled = read_labelled(ws)
     stop_day = cut["test"] - DAY_MS
     log.info("ranker: building slates (train, early stopping, held out)")
-    fit_part = build_slates(labelled, ev, scorer, cut["valid"], cut["test"], fconfig)
+    fit_part = build_slates(labelled, ev, scorer, cut["valid"], cut["test"], fconfig,
+                            config.extra_negatives)  # fmt: skip
     held = build_slates(labelled, ev, scorer, cut["test"], cut["end"], fconfig)
     train_part = fit_part.take(fit_part.day < stop_day // DAY_MS)
     valid_part = fit_part.take(fit_part.day >= stop_day // DAY_MS)

@@ -17,6 +17,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-depth", type=int, default=None)
     p.add_argument("--eta", type=float, default=None)
     p.add_argument("--threads", type=int, default=None, help="XGBoost threads (default 2)")
+    p.add_argument(
+        "--extra-negatives",
+        type=int,
+        default=0,
+        help="unshown top retrieval candidates added to each clicked slate as non-clicks",
+    )
     p.set_defaults(func=_train_ranker)
 
 
@@ -37,6 +43,7 @@ def _train_ranker(args: argparse.Namespace) -> int:
     config = RankerJobConfig(model=dataclasses.replace(RankerConfig(), **model_kw))
     if args.candidates is not None:
         config = dataclasses.replace(config, candidates=args.candidates)
+    config = dataclasses.replace(config, extra_negatives=args.extra_negatives)
     result = train_ranker(args.ws, args.run, config)
     s = result["held_out_slates"]
     t = result["temporal"]["recall@20"]

@@ -113,3 +113,24 @@ def test_ranker_from_lake_to_served_bundle(pipeline, tmp_path: Path) -> None:
     items = recommend_from_row(model, row, 10).items
     assert len(items) == 10 and len({r.artist_id for r in items}) == 10
     assert not {r.artist_id for r in items} & set(row["seen"] or [])
+
+
+def test_extra_negatives_are_unshown_non_clicks_of_clicked_slates(pipeline) -> None:
+    ws, out = pipeline
+    config = FeatureConfig()
+    ev = load_event_log(ws, config)
+    cut = cutoffs(ev, config)
+    labelled = read_labelled(ws)
+    scorer = load_scorer(out["run_dir"])
+    plain = build_slates(labelled, ev, scorer, cut["valid"], cut["test"], config)
+    more = build_slates(labelled, ev, scorer, cut["valid"], cut["test"], config, 3)
+    clicked = np.unique(plain.data.qid[plain.data.y > 0])
+    added = len(more.data.y) - len(plain.data.y)
+    assert 0 < added <= 3 * len(clicked)
+    assert more.data.y.sum() == plain.data.y.sum()  # no new clicks
+    for q in clicked[:20]:
+        shown = plain.logged[plain.data.qid == q]
+        extra = more.logged[more.data.qid == q][len(shown) :]  # stable sort: shown rows first
+        assert len(extra) and (extra == shown.max() + 1).all()
+        np.testing.assert_array_equal(more.data.y[more.data.qid == q][len(shown) :], 0)
+    assert set(np.unique(more.data.qid)) == set(np.unique(plain.data.qid))
