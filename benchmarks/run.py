@@ -34,6 +34,7 @@ AREAS = (
     "two_tower_cold",
     "two_tower_speed",
     "simulate",
+    "ranker",
 )
 HERE = Path(__file__).resolve().parent
 

@@ -2,6 +2,7 @@
 
 from index.bundle import (
     FILES,
+    RANKER_FILE,
     Bundle,
     BundleNotFoundError,
     CorruptBundleError,
@@ -13,6 +14,7 @@ from index.faiss_index import ArtistIndex, IndexLoadError, IndexSpec, build_inde
 
 __all__ = [
     "FILES",
+    "RANKER_FILE",
     "ArtistIndex",
     "Bundle",
     "BundleNotFoundError",

@@ -44,6 +44,9 @@ class BundleFiles:
 
 
 FILES = BundleFiles()
+# Optional: the ranking stage's booster, present when the manifest has a "ranker" section
+# (feature names, serving position, candidates); checksummed like every other file.
+RANKER_FILE = "ranker.ubj"
 CURRENT = "CURRENT"
 DEFAULT_KEEP = 3
 _CHUNK = 1 << 20

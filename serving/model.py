@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from core.constants import UNK_INDEX
 from data.features.encoding import FeatureEncoder
 from index import FILES, ArtistIndex, Bundle, CorruptBundleError
+from serving.ranker import ServingRanker
 
 log = logging.getLogger("tastemaker.serving")
 
@@ -36,6 +37,8 @@ class ServingModel:
     names: Mapping[str, str] = field(repr=False)  # artist_id -> display name
     trending_global: tuple[str, ...] = field(repr=False)
     trending_by_segment: Mapping[str, tuple[str, ...]] = field(repr=False)
+    # the ranking stage, when the bundle carries one (serving.ranker); None: retrieval order
+    ranker: ServingRanker | None = field(default=None, repr=False)
 
     @classmethod
     def from_bundle(
@@ -84,7 +87,8 @@ class ServingModel:
         artist_vectors = np.zeros((n_vocab, index.dim), dtype=np.float32)  # (V, d)
         artist_vectors[ids] = vecs
 
-        table = pq.read_table(paths[FILES.artists], columns=["artist_id", "name"])
+        catalogue = pq.read_table(paths[FILES.artists])
+        table = catalogue.select(["artist_id", "name"])
         names = {
             a: (n or a)
             for a, n in zip(
@@ -92,6 +96,11 @@ class ServingModel:
             )
         }
         trending = json.loads(paths[FILES.trending].read_text())
+        ranker = (
+            ServingRanker.from_bundle(bundle, catalogue, trending, encoder)
+            if "ranker" in bundle.manifest
+            else None
+        )
         known = encoder.is_known
         model = cls(
             version=bundle.version,
@@ -106,13 +115,15 @@ class ServingModel:
                 seg: tuple(a for a in lst if known(a))
                 for seg, lst in trending.get("by_segment", {}).items()
             },
+            ranker=ranker,
         )
         log.info(
-            "loaded bundle %s: %d artists indexed (%s), %d-dim user tower",
+            "loaded bundle %s: %d artists indexed (%s), %d-dim user tower, %s",
             bundle.version,
             index.ntotal,
             index.kind,
             index.dim,
+            f"ranker over the top {ranker.candidates}" if ranker else "retrieval order",
         )
         return model
 

@@ -1,8 +1,9 @@
 """The recommender core: account id -> ranked, filtered, explained artists.
 
 user_id -> user_key (HMAC, data.pii) -> online features -> ONNX user vector -> FAISS top
-(k + excluded) -> drop followed / seen / pad / unk -> backfill from trending (the user's
-segment first, then global) -> explain. Users without an online row, or with no history yet,
+(k + excluded) -> drop followed / seen / pad / unk -> [when the bundle carries a ranker: the
+top ``ranker.candidates`` re-ordered by it, ``serving.ranker``] -> backfill from trending (the
+user's segment first, then global) -> explain. Users without an online row, or with no history yet,
 get trending for their segment when known, else global trending. A user with a fresh slate
 precomputed for the served bundle (``serving.slates``) is answered from it with one lookup.
 """
@@ -112,6 +113,19 @@ def explain(model: ServingModel, history: Sequence[str], ids: np.ndarray) -> lis
     return [f"because you listen to {model.name(kept[j])}" for j in sims.argmax(axis=1)]
 
 
+def rerank(
+    model: ServingModel, row: Mapping[str, Any], keep: list[tuple[int, float]]
+) -> list[tuple[int, float]]:
+    """Retrieval candidates (vocab index, score), best first, re-ordered by the bundle's ranker
+    (with its scores); unchanged when the bundle has none."""
+    if model.ranker is None or not keep:
+        return keep
+    idx = np.array([i for i, _ in keep], dtype=np.int64)  # (n,) vocab indices
+    retrieval = np.array([s for _, s in keep], dtype=np.float32)  # (n,)
+    order, scores = model.ranker.rerank(row, idx, retrieval)
+    return [(keep[j][0], float(scores[j])) for j in order]
+
+
 def recommend_from_row(model: ServingModel, row: Mapping[str, Any], k: int) -> RecommendationList:
     """Model recommendations for one online feature row (or trending when it has no history)."""
     history = list(row.get("history") or [])
@@ -125,14 +139,15 @@ def recommend_from_row(model: ServingModel, row: Mapping[str, Any], k: int) -> R
     user_vec = model.user_vectors([row])  # (1, d)
     enc = model.encoder
     excluded_idx = {i for i in map(enc.artist_index, exclude) if i > UNK_INDEX}
-    fetch = min(model.index.ntotal, k + len(excluded_idx) + 2)  # +2: pad and unk may be indexed
+    depth = max(k, model.ranker.candidates) if model.ranker is not None else k
+    fetch = min(model.index.ntotal, depth + len(excluded_idx) + 2)  # +2: pad and unk may be indexed
     ids, scores = model.index.search(user_vec, max(fetch, 1))  # (1, fetch), (1, fetch)
     keep = [
         (int(i), float(s))
         for i, s in zip(ids[0], scores[0], strict=True)
         if i > UNK_INDEX and i not in excluded_idx
     ]
-    keep = keep[:k]
+    keep = rerank(model, row, keep[:depth])[:k]
     if keep:
         picked = np.array([i for i, _ in keep], dtype=np.int64)  # (n,)
         reasons = explain(model, history, picked)

@@ -29,8 +29,9 @@ import numpy as np
 import pyarrow as pa
 
 from core.constants import UNK_INDEX
+from data.features.ranker import RANKER_USER_FIELDS
 from serving.model import ServingModel
-from serving.recommender import EXPLAIN_HISTORY
+from serving.recommender import EXPLAIN_HISTORY, rerank
 
 log = logging.getLogger("tastemaker.serving")
 SLATE_K = 100
@@ -146,7 +147,10 @@ def score_table(
     enc = model.encoder
     now = int(time.time() * 1000)
     cols = ["user_key", "history", "followed", "seen", *enc.segment_fields, *enc.dense_fields]
+    if model.ranker is not None:  # the ranker reads more of the row (data.features.ranker)
+        cols += [c for c in RANKER_USER_FIELDS if c in users.column_names]
     users = users.select(list(dict.fromkeys(cols)))
+    depth = max(k, model.ranker.candidates) if model.ranker is not None else k
     for start in range(0, users.num_rows, batch):
         rows = [r for r in users.slice(start, batch).to_pylist() if r["history"]]
         if not rows:
@@ -160,13 +164,21 @@ def score_table(
         excl = np.full((len(rows), width), -2, dtype=np.int64)  # (B, E), -2 matches nothing
         for i, lst in enumerate(excl_lists):
             excl[i, : len(lst)] = lst
-        fetch = max(1, min(model.index.ntotal, k + width + 2))
+        fetch = max(1, min(model.index.ntotal, depth + width + 2))
         ids, scores = model.index.search(vecs, fetch)  # (B, F)
         drop = np.asarray((ids <= UNK_INDEX) | (ids[:, :, None] == excl[:, None, :]).any(axis=2))
-        order = np.argsort(drop, axis=1, kind="stable")[:, :k]  # kept first, in score order
-        top = np.take_along_axis(ids, order, axis=1)  # (B, k)
-        top_s = np.take_along_axis(scores, order, axis=1)  # (B, k)
+        order = np.argsort(drop, axis=1, kind="stable")[:, :depth]  # kept first, in score order
+        top = np.take_along_axis(ids, order, axis=1)  # (B, depth)
+        top_s = np.take_along_axis(scores, order, axis=1)  # (B, depth)
         n_keep = np.minimum((~drop).sum(axis=1), k)  # (B,)
+        if model.ranker is not None:  # the real-time path's re-rank (serving.recommender.rerank)
+            for i, row in enumerate(rows):
+                n = int(min((~drop[i]).sum(), depth))
+                pairs = list(zip(top[i, :n].tolist(), top_s[i, :n].tolist(), strict=True))
+                picked = rerank(model, row, pairs)
+                top[i, :n] = [j for j, _ in picked]
+                top_s[i, :n] = [v for _, v in picked]
+        top, top_s = top[:, :k], top_s[:, :k]  # (B, k)
         hist = feed["history"][:, :EXPLAIN_HISTORY]  # (B, H) vocab indices, most recent first
         sims = np.einsum(
             "bkd,bhd->bkh", model.artist_vectors[np.maximum(top, 0)], model.artist_vectors[hist]

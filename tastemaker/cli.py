@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "data.ingest.cli",  # ingest, publish, subscribe
     "data.features.cli",  # features
     "training.cli",  # train, export (and registers the two-tower with evaluation)
+    "training.ranker_cli",  # train-ranker: the XGBoost ranking stage
     "evaluation.cli",  # evaluate, recommend, compare
     "serving.cli",  # serve
     "tastemaker.daily",

@@ -12,8 +12,12 @@ the difference with its interval and the listeners per arm a test would need to 
 
 Policies (``--policy NAME``, two or more):
 
-* ``model`` — the serving path itself: the current bundle (ONNX user tower + FAISS) and the
-  online feature store, through :class:`serving.recommender.Recommender`;
+* ``model`` — the serving path itself: the current bundle (ONNX user tower + FAISS, and its
+  ranker when it carries one) and the online feature store, through
+  :func:`serving.recommender.recommend_from_row`;
+* ``retrieval`` — the same bundle with its ranker switched off (two-tower order);
+* ``model+ranker`` — the same bundle, which must carry a ranker (``tastemaker train-ranker``,
+  then ``tastemaker export``): the ranking stage against ``retrieval`` on the same listeners;
 * ``popular``, ``ease``, ``itemknn``, ``als`` — the baselines of :mod:`evaluation.registry`
   fitted on every positive of the lake (``features/examples.parquet``);
 * ``random`` — uniform over the catalogue.
@@ -87,28 +91,49 @@ def _baseline_lists(ws: Workspace, name: str, user_keys: np.ndarray, artist_ids:
     return np.where(cols >= 0, to_world[np.maximum(cols, 0)], -1)
 
 
-def _model_lists(ws: Workspace, user_ids: np.ndarray, artist_ids: np.ndarray) -> np.ndarray:
+MODEL_POLICIES = ("model", "retrieval", "model+ranker")
+
+
+def _model_lists(ws: Workspace, user_ids: np.ndarray, artist_ids: np.ndarray, policy: str = "model"
+                 ) -> np.ndarray:  # fmt: skip
+    """Lists from the served bundle: as it is (``model``), without its ranker (``retrieval``),
+    or with the ranker it must carry (``model+ranker``)."""
+    import dataclasses
+
     import pandas as pd
 
     from core.settings import Settings
     from data.features.online_store import open_online_store
-    from data.pii import pseudonym_key
-    from serving.recommender import Recommender
+    from data.pii import pseudonym_key, pseudonymise
+    from serving.recommender import recommend_from_row, trending_list
     from serving.reload import ModelHolder
 
     settings = Settings(workspace=ws.root)
+    model = ModelHolder(settings.bundles_path).current
+    if policy == "model+ranker" and model.ranker is None:
+        raise ValueError(
+            f"policy model+ranker: bundle {model.version} carries no ranker; run "
+            "`tastemaker train-ranker` and `tastemaker export` first"
+        )
+    if policy == "retrieval":
+        model = dataclasses.replace(model, ranker=None)
+    key = pseudonym_key(settings)
     store = open_online_store(settings.online_store_target)
     try:
-        rec = Recommender(ModelHolder(settings.bundles_path), store, pseudonym_key(settings))
         index = pd.Index(artist_ids)
         out = np.full((len(user_ids), LIST_LEN), -1, dtype=np.int64)
         for i, user_id in enumerate(user_ids):
-            ids = [r.artist_id for r in rec.recommend(str(user_id), LIST_LEN).items]
-            found = index.get_indexer(ids)
+            row = store.get(pseudonymise(str(user_id), key))
+            recs = (
+                recommend_from_row(model, row, LIST_LEN)
+                if row is not None
+                else trending_list(model, LIST_LEN, None)
+            )
+            found = index.get_indexer([r.artist_id for r in recs.items])
             found = found[found >= 0]
             out[i, : len(found)] = found
             if (i + 1) % 1000 == 0:
-                log.info("model policy: %d/%d listeners ranked", i + 1, len(user_ids))
+                log.info("%s policy: %d/%d listeners ranked", policy, i + 1, len(user_ids))
         return out
     finally:
         store.close()
@@ -124,14 +149,15 @@ def policy_lists(ws: Workspace, policy: str, population: Any, users: np.ndarray,
     if policy == "random":
         released = population.released(_start_ms(population))
         return np.stack([rng.choice(released, LIST_LEN, replace=False) for _ in users])
-    if policy == "model":
-        return _model_lists(ws, user_ids, artist_ids)
+    if policy in MODEL_POLICIES:
+        return _model_lists(ws, user_ids, artist_ids, policy)
     if policy in BASELINES:
         key = pseudonym_key()
         keys = np.array([pseudonymise(str(u), key) for u in user_ids], dtype=object)
         return _baseline_lists(ws, policy, keys, artist_ids)
     raise ValueError(
-        f"unknown policy {policy!r}; choose from model, random, {', '.join(BASELINES)}"
+        f"unknown policy {policy!r}; choose from {', '.join(MODEL_POLICIES)}, random, "
+        f"{', '.join(BASELINES)}"
     )
 
 
@@ -307,7 +333,8 @@ def render(summary: dict[str, Any]) -> str:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="A/B test policies on the synthetic listeners")
     p.add_argument("--policy", action="append", required=True,
-                   help="model | popular | ease | itemknn | als | random (two or more)")  # fmt: skip
+                   help="model | retrieval | model+ranker | popular | ease | itemknn | als | "
+                        "random (two or more)")  # fmt: skip
     p.add_argument("--days", type=int, default=14)
     p.add_argument("--users", type=int, default=None, help="listeners in the test (default: all)")
     p.add_argument("--k", type=int, default=10, help="slate size")

@@ -70,3 +70,22 @@ def test_bad_arguments_are_refused(pipeline) -> None:
         simulate(ws, ["model"], days=7)
     with pytest.raises(ValueError, match="unknown policy"):
         simulate(ws, ["model", "oracle"], days=1)
+
+
+def test_ranker_arms_on_a_bundle_without_ranker(pipeline, demo_mode) -> None:
+    """Without a ranker in the bundle, ``retrieval`` is the served model's own list and the
+    ``model+ranker`` arm is refused rather than silently run as retrieval."""
+    import numpy as np
+
+    from tastemaker.simulate import _model_lists, world_config
+    from world.population import rebuild
+
+    ws, _ = pipeline
+    population = rebuild(world_config(ws))
+    artist_ids = np.asarray(population.catalogue.artist_id, dtype=object)
+    users = np.asarray(population.people.user_id)[:20]
+    served = _model_lists(ws, users, artist_ids, "model")
+    assert (served >= 0).any()
+    np.testing.assert_array_equal(_model_lists(ws, users, artist_ids, "retrieval"), served)
+    with pytest.raises(ValueError, match="carries no ranker"):
+        _model_lists(ws, users, artist_ids, "model+ranker")

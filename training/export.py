@@ -23,11 +23,12 @@ from core.constants import N_SPECIAL
 from core.workspace import Workspace
 from data.features.vocab import FeatureVocabs, Vocab
 from data.schemas import ARTIST_FEATURES, TRENDING, USER_DENSE_FIELDS, conform
-from index.bundle import FILES, publish_bundle
+from index.bundle import FILES, RANKER_FILE, publish_bundle
 from index.choose import RECALL_FLOOR, build_checked_index
 from index.faiss_index import IndexSpec
 from models.two_tower import TwoTower
 from training.inference import LoadedRun, TwoTowerScorer, load_run
+from training.ranker import bundle_ranker
 
 log = logging.getLogger("tastemaker.training")
 # the exporter warns once per optional torchvision op it cannot register: noise for a user
@@ -211,6 +212,9 @@ def export_bundle(
                 "opset": OPSET,
             },
         }
+        ranker = bundle_ranker(run_dir)  # the ranking stage fitted against this run, if any
+        if ranker is not None:
+            files[RANKER_FILE], manifest["ranker"] = ranker
         version = publish_bundle(ws.bundles, files, manifest)
     log.info("exported run %s as bundle %s (onnx parity %.1e)", run.run_id, version, diff)
     return ws.bundles / version
