@@ -13,6 +13,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -96,9 +98,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_uvicorn_protocol_stamps_arrival_end_to_end(settings) -> None:
-    """With a zero queue budget every recommendation request is shed by the real server, which
-    proves the arrival stamp reaches the middleware; /healthz is still answered."""
+@contextmanager
+def _uvicorn(settings, **env: str) -> Iterator[int]:
+    """The service in a real uvicorn process (the arrival-stamping protocol); yields its port."""
     import httpx
 
     port = _free_port()
@@ -108,26 +110,62 @@ def test_uvicorn_protocol_stamps_arrival_end_to_end(settings) -> None:
         "TASTEMAKER_BUNDLE_DIR": str(settings.bundles_path),
         "TASTEMAKER_ONLINE_STORE_URL": settings.online_store_target,
         "TASTEMAKER_RELOAD_INTERVAL_S": "0",
-        "TASTEMAKER_MAX_QUEUE_MS": "0.000001",
+        **env,
     }
     cmd = [sys.executable, "-m", "uvicorn", "serving.app:create_app", "--factory", "--port"]
     cmd += [str(port), "--http", "serving.shed:ArrivalStampingProtocol", "--log-level", "error"]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
     try:
-        base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while True:
             try:
-                assert httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+                assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
                 break
             except httpx.TransportError:
                 assert time.monotonic() < deadline and proc.poll() is None
                 time.sleep(0.1)
-        resp = httpx.get(f"{base}/v1/users/alice/recommendations")
-        assert resp.status_code == 503 and resp.headers["retry-after"] == "1"
+        yield port
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_uvicorn_protocol_stamps_arrival_end_to_end(settings) -> None:
+    """With a zero queue budget every recommendation request is shed by the real server, which
+    proves the arrival stamp reaches the middleware; /healthz is still answered."""
+    import httpx
+
+    with _uvicorn(settings, TASTEMAKER_MAX_QUEUE_MS="0.000001") as port:
+        resp = httpx.get(f"http://127.0.0.1:{port}/v1/users/alice/recommendations")
+        assert resp.status_code == 503 and resp.headers["retry-after"] == "1"
+
+
+async def _burst(port: int, paths: list[str]) -> list[bytes]:
+    """Send one GET per path, each on its own connection, all before reading any answer."""
+    conns = [await asyncio.open_connection("127.0.0.1", port) for _ in paths]
+    for (_, writer), path in zip(conns, paths, strict=True):
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+    heads = []
+    for reader, writer in conns:  # a hung request fails the test through pytest's own timeout
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.close()
+    return heads
+
+
+def test_an_overloaded_server_sheds_with_503_and_answers_everyone(settings) -> None:
+    """200 requests land at once on a real server with a 2 ms queue budget: each takes well
+    over 10 us of CPU, so the later ones wait past the budget. Every request is answered, the
+    excess with 503 + Retry-After (none left hanging), and liveness is still answered."""
+    with _uvicorn(settings, TASTEMAKER_MAX_QUEUE_MS="2", TASTEMAKER_RETRY_AFTER_S="3") as port:
+        users = list(USERS)
+        paths = [f"/v1/users/{users[i % len(users)]}/recommendations?k=5" for i in range(199)]
+        heads = asyncio.run(_burst(port, [*paths, "/healthz"]))
+    status = [int(h[9:12]) for h in heads]
+    assert len(status) == 200
+    assert status[-1] == 200, "/healthz is never shed"
+    assert set(status[:-1]) == {200, 503}
+    shed = [h for h, s in zip(heads, status, strict=True) if s == 503]
+    assert all(b"\r\nretry-after: 3\r\n" in h.lower() for h in shed)
 
 
 def test_stalled_redis_times_out_degrades_to_trending_and_is_not_ready(
