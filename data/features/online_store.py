@@ -286,7 +286,7 @@ class RedisOnlineStore:
         if version is None:
             return None
         blob = self._r.hrandfield(self._hash(int(version)), 1, withvalues=True)
-        return orjson.loads(blob[1]) if blob else None  # type: ignore[index]
+        return orjson.loads(blob[1]) if blob else None  # type: ignore[index,arg-type]
 
     def drop(self) -> None:
         """Delete every key of this prefix (tests, decommissioning)."""
