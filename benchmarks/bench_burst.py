@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bench_serving import ROOT, _pin, _saturation, _server, prepare
+from benchmarks.bench_serving import ROOT, _check_source, _pin, _saturation, _server, prepare
 
 START_USERS, PEAK_USERS, WINDOW_S = 100, 200_000, 600.0
 UTILISATION = 0.7
@@ -78,6 +78,7 @@ def main(quick: bool = False) -> str:
         app = ["serving.app:create_app", "--factory"]
         env = {**env, "TASTEMAKER_SLATE_STORE_URL": str(root / "slates.sqlite")}
         with _server(app, env) as base:
+            _check_source(base, uids[0], "precomputed")
             _saturation(base, lua, 1)  # warm-up
             per_core, cpu_us = _saturation(base, lua, 3 if quick else 8)
             cores = max(1, math.ceil(peak / (UTILISATION * per_core)))

@@ -77,6 +77,14 @@ def _server(app: list[str], env: dict[str, str]) -> Iterator[Server]:
         proc.wait(timeout=10)
 
 
+def _check_source(base: str, user_id: str, want: str) -> None:
+    """Refuse to measure a path other than the one named (the precomputed rows of an earlier
+    run were real time: a bundle swap had made every slate stale)."""
+    got = httpx.get(f"{base}/v1/users/{user_id}/recommendations?k={K}").json()["source"]
+    if got != want:
+        raise RuntimeError(f"{base} answers from {got!r}, not {want!r}")
+
+
 def _saturation(base: Server, lua: Path, seconds: int) -> tuple[float, float]:
     """(2xx requests/s, server CPU microseconds per request) under ``wrk -c8``.
 
@@ -194,15 +202,15 @@ def main(quick: bool = False) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         bundles, spec, uids, paths, lua, env = prepare(root, 400 if quick else 2000)
-        servers = {
+        servers = {  # real-time last: its swap test publishes bundles the slates don't match
             "bare FastAPI (baseline)": (["benchmarks.bare_app:app"], env),
-            "real-time (ONNX + FAISS)": (
-                ["serving.app:create_app", "--factory"],
-                {**env, "TASTEMAKER_SLATE_STORE_URL": str(root / "none.sqlite")},
-            ),
             "precomputed slates": (
                 ["serving.app:create_app", "--factory"],
                 {**env, "TASTEMAKER_SLATE_STORE_URL": str(root / "slates.sqlite")},
+            ),
+            "real-time (ONNX + FAISS)": (
+                ["serving.app:create_app", "--factory"],
+                {**env, "TASTEMAKER_SLATE_STORE_URL": str(root / "none.sqlite")},
             ),
         }
         sat: dict[str, tuple[float, float]] = {}
@@ -211,6 +219,8 @@ def main(quick: bool = False) -> str:
         swap: dict = {}
         for name, (app, app_env) in servers.items():
             with _server(app, app_env) as base:
+                if name != "bare FastAPI (baseline)":
+                    _check_source(base, uids[0], "precomputed" if "slates" in name else "model")
                 _saturation(base, lua, 1)  # warm-up
                 sat[name] = _saturation(base, lua, sat_s)
                 runs[name] = [_open(base, paths, r, open_s) for r in rates]
