@@ -3,7 +3,7 @@
 A synthetic HetRec-sized bundle (20,000 artists x 64 dims, real ONNX tower, flat FAISS index),
 2,000 users with a 50-artist history in a real SQLite online store, and their precomputed
 slates. Each server is one uvicorn process pinned to core 0 (``taskset``); the load generator
-runs in its own process on core 1: ``wrk`` (closed loop, 32 connections) for saturation, and
+runs in its own process on core 1: ``wrk`` (closed loop, 8 connections; server CPU per request from ``/proc``) for saturation, and
 ``benchmarks.loadgen`` (open loop, latency from the scheduled send time, 1 s client timeout)
 for fixed rates. The bare app (``benchmarks.bare_app``) is measured in the same run.
 
