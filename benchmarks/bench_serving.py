@@ -90,6 +90,8 @@ def _saturation(base: Server, lua: Path, seconds: int) -> tuple[float, float]:
 
     8 connections keep one server core busy while the queue stays inside the shedding budget
     (32 pushed the real-time path past it, and then measured shedding, not capacity)."""
+    if shutil.which("wrk") is None:
+        raise FileNotFoundError("the serving benchmarks need wrk: apt-get install wrk")
     cpu0 = cpu_seconds(base.pid)
     out = subprocess.run(
         [*_pin(1), "wrk", "-t1", "-c8", f"-d{seconds}s", "-s", str(lua), base],
