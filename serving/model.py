@@ -84,7 +84,10 @@ class ServingModel:
         artist_vectors = np.zeros((n_vocab, index.dim), dtype=np.float32)  # (V, d)
         artist_vectors[ids] = vecs
 
-        table = pq.read_table(paths[FILES.artists], columns=["artist_id", "name"])
+        # one thread: a reload runs beside the request path, and a pool would take its core
+        table = pq.read_table(
+            paths[FILES.artists], columns=["artist_id", "name"], use_threads=False
+        )
         names = {
             a: (n or a)
             for a, n in zip(
