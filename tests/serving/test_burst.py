@@ -154,17 +154,24 @@ async def _burst(port: int, paths: list[str]) -> list[bytes]:
 
 
 def test_an_overloaded_server_sheds_with_503_and_answers_everyone(settings) -> None:
-    """200 requests land at once on a real server with a 2 ms queue budget: each takes well
-    over 10 us of CPU, so the later ones wait past the budget. Every request is answered, the
+    """300 requests land at once on a real server with a 5 ms queue budget: each takes well
+    over 20 us of CPU, so the later ones wait past the budget. Every request is answered, the
     excess with 503 + Retry-After (none left hanging), and liveness is still answered."""
-    with _uvicorn(settings, TASTEMAKER_MAX_QUEUE_MS="2", TASTEMAKER_RETRY_AFTER_S="3") as port:
-        users = list(USERS)
-        paths = [f"/v1/users/{users[i % len(users)]}/recommendations?k=5" for i in range(199)]
+    import httpx
+
+    users = list(USERS)
+    with _uvicorn(settings, TASTEMAKER_MAX_QUEUE_MS="5", TASTEMAKER_RETRY_AFTER_S="3") as port:
+        idle = [  # not overloaded: served (a few tries: a busy test machine can stall 5 ms)
+            httpx.get(f"http://127.0.0.1:{port}/v1/users/alice/recommendations").status_code
+            for _ in range(5)
+        ]
+        paths = [f"/v1/users/{users[i % len(users)]}/recommendations?k=5" for i in range(299)]
         heads = asyncio.run(_burst(port, [*paths, "/healthz"]))
+    assert 200 in idle
     status = [int(h[9:12]) for h in heads]
-    assert len(status) == 200
+    assert len(status) == 300
     assert status[-1] == 200, "/healthz is never shed"
-    assert set(status[:-1]) == {200, 503}
+    assert set(status[:-1]) <= {200, 503} and 503 in status
     shed = [h for h, s in zip(heads, status, strict=True) if s == 503]
     assert all(b"\r\nretry-after: 3\r\n" in h.lower() for h in shed)
 
