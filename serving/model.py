@@ -87,7 +87,8 @@ class ServingModel:
         artist_vectors = np.zeros((n_vocab, index.dim), dtype=np.float32)  # (V, d)
         artist_vectors[ids] = vecs
 
-        catalogue = pq.read_table(paths[FILES.artists])
+        # one thread: a reload runs beside the request path, and a pool would take its core
+        catalogue = pq.read_table(paths[FILES.artists], use_threads=False)
         table = catalogue.select(["artist_id", "name"])
         names = {
             a: (n or a)

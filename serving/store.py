@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import orjson
-
 from data.features.online_store import RedisOnlineStore, SqliteOnlineStore
 from serving.features import OnlineStore
 from serving.metrics import STORE_ERRORS
@@ -95,11 +93,14 @@ class GuardedStore:
     def probe(self) -> tuple[bool, str]:
         """Does the store answer and hold rows? Sets :attr:`healthy`; called off-request."""
         try:
-            n = self._count()
-        except (sqlite3.Error, Exception) as exc:  # corrupt file, closed handle, timeout
+            row = self.store.sample(self.timeout_s)
+        except Exception as exc:  # corrupt file, closed handle, timeout, undecodable row
             ok, reason = False, f"{type(exc).__name__}: {exc}"[:200]
         else:
-            ok, reason = (n > 0), ("" if n > 0 else "the online store holds no users")
+            ok, reason = (
+                (row is not None),
+                ("" if row is not None else "the online store holds no users"),
+            )
         if ok and not self.healthy:
             log.info("online store answers again")
             self._down_until = 0.0
@@ -107,28 +108,6 @@ class GuardedStore:
             log.error("online store failing: %s", reason)
         self.healthy, self.reason = ok, reason
         return ok, reason
-
-    def _count(self) -> int:
-        store: Any = self.store
-        if isinstance(store, SqliteOnlineStore):
-            # a fresh read-only connection sees the file as it is now (the serving connection
-            # may answer from its page cache); one row that decodes proves "readable, not empty"
-            db = sqlite3.connect(f"file:{store.path}?mode=ro", uri=True, timeout=self.timeout_s)
-            try:
-                hit = db.execute("SELECT row FROM user_features LIMIT 1").fetchone()
-            finally:
-                db.close()
-            if hit is not None:
-                orjson.loads(hit[0])
-            store.get("__probe__")  # the serving connection answers too
-            return 0 if hit is None else 1
-        if isinstance(store, RedisOnlineStore):
-            version = store._r.get(f"{store.prefix}:current")
-            if version is None:
-                return 0
-            return int(store._r.hlen(f"{store.prefix}:v{int(version)}"))
-        store.get("__probe__")  # an unknown store: answering is all we can check
-        return 1
 
     def close(self) -> None:
         self.store.close()

@@ -39,6 +39,7 @@ class OnlineStore(Protocol):
     def replace_pairs(self, pairs: Iterable[tuple[str, str | bytes]]) -> int: ...
     def get(self, user_key: str) -> dict[str, Any] | None: ...
     def get_many(self, user_keys: Iterable[str]) -> list[dict[str, Any] | None]: ...
+    def sample(self, timeout_s: float = 1.0) -> dict[str, Any] | None: ...
     def close(self) -> None: ...
 
 
@@ -190,6 +191,20 @@ class SqliteOnlineStore:
     def get_many(self, user_keys: Iterable[str]) -> list[dict[str, Any] | None]:
         return [self.get(k) for k in user_keys]
 
+    def sample(self, timeout_s: float = 1.0) -> dict[str, Any] | None:
+        """One row, decoded, read fresh from the file (None when the store is empty).
+
+        For health checks: a new read-only connection sees the file as it is now (the serving
+        connection may answer from its page cache), and the serving connection must answer
+        too. Raises ``sqlite3.Error`` / ``orjson.JSONDecodeError`` on a corrupt store."""
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=timeout_s)
+        try:
+            hit = db.execute("SELECT row FROM user_features LIMIT 1").fetchone()
+        finally:
+            db.close()
+        self._db.execute("SELECT 1 FROM user_features LIMIT 1").fetchone()
+        return orjson.loads(hit[0]) if hit else None
+
     def __len__(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM user_features").fetchone()[0])
 
@@ -263,6 +278,15 @@ class RedisOnlineStore:
         if not hits:
             return [None] * len(keys)
         return [orjson.loads(h) if h is not None else None for h in hits]
+
+    def sample(self, timeout_s: float = 1.0) -> dict[str, Any] | None:
+        """One row of the current snapshot, decoded (None when there is none); for health
+        checks. Raises redis errors (the client's socket timeout applies) or a decode error."""
+        version = self._r.get(self._current)
+        if version is None:
+            return None
+        blob = self._r.hrandfield(self._hash(int(version)), 1, withvalues=True)
+        return orjson.loads(blob[1]) if blob else None  # type: ignore[index,arg-type]
 
     def drop(self) -> None:
         """Delete every key of this prefix (tests, decommissioning)."""

@@ -128,3 +128,14 @@ def test_column_wise_json_matches_per_row_json(lake, store_url):
         assert table_from_rows([store.get("u\n0")]).equals(ctrl.slice(0, 1))
     finally:
         store.close()
+
+
+def test_sample_reads_one_stored_row_or_none_when_empty(store_url):
+    """The health probe's public read: None on an empty store, a stored row once published."""
+    store = open_online_store(store_url)
+    try:
+        assert store.sample() is None
+        store.replace_all([{"user_key": "u1", "history": ["a1"]}])
+        assert store.sample() == {"user_key": "u1", "history": ["a1"]}
+    finally:
+        store.close()
