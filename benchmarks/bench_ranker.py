@@ -26,13 +26,23 @@ import xgboost as xgb
 
 from core.workspace import Workspace
 from data.features.build import FeatureConfig, build_features
+from data.features.ranker import RANKER_FEATURES
 from data.ingest.job import run_ingest
 from index import load_bundle
+from models.ranker import Ranker, RankerConfig, fit_ranker
 from serving.model import ServingModel
+from serving.ranker import DensePredictor
 from serving.recommender import recommend_from_row
 from tastemaker.simulate import simulate
 from training.export import export_bundle
-from training.ranker import RankerJobConfig, segment_table, train_ranker
+from training.ranker import (
+    RankerJobConfig,
+    build_slates,
+    evaluate_slates,
+    read_labelled,
+    segment_table,
+    train_ranker,
+)
 from training.train import train_two_tower
 from training.train_config import TrainConfig, lake_config
 from world.generate import WorldConfig, generate_world
@@ -62,42 +72,76 @@ def _pcts(ns: list[int]) -> tuple[float, float]:
     return float(np.percentile(a, 50)), float(np.percentile(a, 99))
 
 
-def latency(ws: Workspace, bundle: Path, n_users: int, repeats: int) -> dict[str, Any]:
-    """Per-call times (ms) of each step the ranker adds, and of the whole request path."""
+# the ranker config before the latency work, fitted on the same slates for comparison
+FORMER = RankerConfig(max_depth=6, eta=0.05)
+
+
+def fit_former(ws: Workspace, run: Path) -> tuple[Ranker, dict[str, Any], dict[str, Any]]:
+    """:data:`FORMER` fitted exactly as ``train_ranker`` fits the default (same windows, same
+    slates), with its held-out slate metrics; (ranker, fit record, held-out evaluation)."""
+    from core.constants import DAY_MS
+    from data.features.build import cutoffs, load_event_log
+    from training.inference import load_scorer
+
+    fconfig = FeatureConfig()
+    ev = load_event_log(ws, fconfig)
+    cut = cutoffs(ev, fconfig)
+    scorer, labelled = load_scorer(run), read_labelled(ws)
+    fit_part = build_slates(labelled, ev, scorer, cut["valid"], cut["test"], fconfig)
+    held = build_slates(labelled, ev, scorer, cut["test"], cut["end"], fconfig)
+    stop = (cut["test"] - DAY_MS) // DAY_MS
+    ranker, record = fit_ranker(fit_part.take(fit_part.day < stop).data,
+                                fit_part.take(fit_part.day >= stop).data, RANKER_FEATURES,
+                                FORMER)  # fmt: skip
+    ranker.booster.set_param({"nthread": 1})
+    return ranker, record, evaluate_slates(ranker, held, 1000, 0)
+
+
+def latency(
+    ws: Workspace, bundle: Path, n_users: int, repeats: int, former: Ranker
+) -> dict[str, Any]:
+    """Per-call times (ms) of each step the ranker adds, and of the whole request path, all
+    interleaved per call so that a busy machine slows every row alike."""
     model = ServingModel.from_bundle(load_bundle(bundle))
     assert model.ranker is not None
     ranker = model.ranker
     plain = dataclasses.replace(model, ranker=None)
+    fast_former = DensePredictor(former.booster, len(RANKER_FEATURES))
     rows = [r for r in pq.read_table(ws.features / "user_features.parquet").to_pylist()
             if r["history"]]  # fmt: skip
     rows = [rows[i] for i in np.random.default_rng(0).permutation(len(rows))[:n_users]]
-    times: dict[str, list[int]] = {k: [] for k in
-                                   ("features", "inplace_predict", "dmatrix_predict", "rerank",
-                                    "request_retrieval", "request_ranker")}  # fmt: skip
+    steps = {
+        "features": lambda row, ids, sc, x: ranker.features(row, ids, sc),
+        "inplace_predict": lambda row, ids, sc, x: ranker.booster.inplace_predict(
+            x, validate_features=False),
+        "direct_predict": lambda row, ids, sc, x: ranker.predict(x),
+        "dmatrix_predict": lambda row, ids, sc, x: ranker.booster.predict(
+            xgb.DMatrix(x, nthread=1), validate_features=False),
+        "former_inplace": lambda row, ids, sc, x: former.booster.inplace_predict(
+            x, validate_features=False),
+        "former_direct": lambda row, ids, sc, x: fast_former(x),
+        "rerank": lambda row, ids, sc, x: ranker.rerank(row, ids, sc),
+        "request_retrieval": lambda row, ids, sc, x: recommend_from_row(plain, row, 10),
+        "request_ranker": lambda row, ids, sc, x: recommend_from_row(model, row, 10),
+    }  # fmt: skip
+    times: dict[str, list[int]] = {k: [] for k in steps}
     n_cands = []
     for row in rows:
         ids, scores = _candidates(model, row, ranker.candidates)
         n_cands.append(len(ids))
+        x = ranker.features(row, ids, scores)
         for _ in range(repeats):
-            t0 = time.perf_counter_ns()
-            x = ranker.features(row, ids, scores)
-            t1 = time.perf_counter_ns()
-            ranker.booster.inplace_predict(x, validate_features=False)
-            t2 = time.perf_counter_ns()
-            ranker.booster.predict(xgb.DMatrix(x, nthread=1), validate_features=False)
-            t3 = time.perf_counter_ns()
-            ranker.rerank(row, ids, scores)
-            t4 = time.perf_counter_ns()
-            recommend_from_row(plain, row, 10)
-            t5 = time.perf_counter_ns()
-            recommend_from_row(model, row, 10)
-            t6 = time.perf_counter_ns()
-            for k, v in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5),
-                            strict=True):  # fmt: skip
-                times[k].append(v)
+            for name, fn in steps.items():
+                t0 = time.perf_counter_ns()
+                fn(row, ids, scores, x)
+                times[name].append(time.perf_counter_ns() - t0)
     out: dict[str, Any] = {k: _pcts(v) for k, v in times.items()}
     out["candidates"] = int(np.median(n_cands))
     out["calls"] = len(times["rerank"])
+    out["users"] = len(rows)
+    out["direct"] = ranker.predict.fast
+    out["trees"] = ranker.booster.num_boosted_rounds()
+    out["former_trees"] = former.booster.num_boosted_rounds()
     return out
 
 
@@ -117,7 +161,8 @@ def main(quick: bool = False) -> str:
         result = train_ranker(ws, run, RankerJobConfig(n_boot=n_boot))
         fit_s = time.perf_counter() - t0
         bundle = export_bundle(ws, run)
-        lat = latency(ws, bundle, 50 if quick else 300, 3 if quick else 5)
+        former, former_fit, former_held = fit_former(ws, run)
+        lat = latency(ws, bundle, 50 if quick else 300, 3 if quick else 5, former)
         t0 = time.perf_counter()
         sim = simulate(ws, ["retrieval", "model+ranker"], days=SIM_DAYS, seed=0)
         sim_s = time.perf_counter() - t0
@@ -181,22 +226,42 @@ def main(quick: bool = False) -> str:
         "",
         sim["markdown"].strip(),
         "",
-        f"**Added latency in-process** ({lat['calls']:,} calls: {lat['calls'] // 5 if not quick else lat['calls'] // 3} "
-        f"users, median {lat['candidates']} candidates, one thread; ms p50 / p99):",
+        f"**Ranker size** (same slates, same windows): the default (depth "
+        f"{result['job']['model']['max_depth']}, eta {result['job']['model']['eta']}) stopped at "
+        f"{lat['trees']} trees with held-out NDCG@10 {_ci(s['ranker']['ndcg@10'])}, AUC "
+        f"{_ci(s['ranker']['auc'])}; the first version's config (depth {FORMER.max_depth}, eta "
+        f"{FORMER.eta}) stopped at {lat['former_trees']} trees with NDCG@10 "
+        f"{_ci(former_held['ranker']['ndcg@10'])}, AUC {_ci(former_held['ranker']['auc'])} "
+        f"(valid NDCG@10 {result['fit']['valid/ndcg@10']:.4f} vs "
+        f"{former_fit['valid/ndcg@10']:.4f}).",
+        "",
+        f"**Added latency in-process** ({lat['calls']:,} calls: {lat['users']} users, median "
+        f"{lat['candidates']} candidates, one thread, every step timed in turn on each call so a "
+        "busy machine shows in all rows alike, the retrieval-only request included; ms; "
+        f"direct predict {'on' if lat['direct'] else 'OFF (fell back to inplace_predict)'}):",
         "",
         "| step | p50 ms | p99 ms |",
         "|---|---|---|",
     ]
     for k, label in (
-        ("features", "features (`ServingRanker.features`)"),
-        ("inplace_predict", "XGBoost `inplace_predict`"),
-        ("dmatrix_predict", "XGBoost `DMatrix` + `predict` (for comparison)"),
-        ("rerank", "**re-rank: features + inplace_predict + sort (added)**"),
-        ("request_retrieval", "whole request, retrieval only (k = 10)"),
+        ("features", "features (`ServingRanker.features`, 200 × 22 float32)"),
+        ("inplace_predict", f"XGBoost `inplace_predict`, {lat['trees']} trees"),
+        ("direct_predict", f"XGBoost dense predict called directly (`DensePredictor`), "
+                           f"{lat['trees']} trees"),
+        ("dmatrix_predict", f"XGBoost `DMatrix` + `predict`, {lat['trees']} trees"),
+        ("former_inplace", f"first version: `inplace_predict`, {lat['former_trees']} trees"),
+        ("former_direct", f"first version's trees, direct predict ({lat['former_trees']})"),
+        ("rerank", "**re-rank as served: features + direct predict + sort (added)**"),
+        ("request_retrieval", "whole request, retrieval only (k = 10): the same-run baseline"),
         ("request_ranker", "whole request with the ranker (k = 10, 200 candidates fetched)"),
-    ):
+    ):  # fmt: skip
         p50, p99 = lat[k]
         lines.append(f"| {label} | {p50:.3f} | {p99:.3f} |")
+    r50, r99 = lat["request_retrieval"]
+    k50, k99 = lat["request_ranker"]
+    lines += ["", f"Added to the whole request (with ranker − retrieval only): p50 "
+              f"{k50 - r50:+.3f} ms, p99 {k99 - r99:+.3f} ms; load average during the run "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

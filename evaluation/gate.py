@@ -18,7 +18,7 @@ be either side.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,13 +52,22 @@ class GateConfig:
             raise ValueError(f"GateConfig.n_boot must be >= 100; got {self.n_boot}")
 
 
+# (today's temporal data, metric) -> (U_warm,) per-user values: a contender scored by its owner
+PerUser = Callable[[TemporalData, str], np.ndarray]
+
+
 @dataclass(frozen=True)
 class Contender:
-    """A side of the comparison: a model name and, for run-dir models, its run dir."""
+    """A side of the comparison: a model name and, for run-dir models, its run dir.
+
+    ``per_user`` scores a contender the registry cannot build (the daily loop's "two-tower +
+    ranker", which lives in ``training``): it returns the per-user metric on the warm users
+    in the order of ``np.flatnonzero(data.warm)``, as :func:`per_user_metric` does."""
 
     label: str
     model: str
     run_dir: Path | None = None
+    per_user: PerUser | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,12 @@ def per_user_metric(
 ) -> np.ndarray:
     """``(U_warm,)`` per-user ``metric`` of ``contender`` on ``data``'s warm users (NaN =
     no target), in the order of ``np.flatnonzero(data.warm)``."""
+    if contender.per_user is not None:
+        values = np.asarray(contender.per_user(data, metric), dtype=np.float64)
+        if values.shape != (int(data.warm.sum()),):
+            raise ValueError(f"{contender.label}: {values.shape} per-user values for "
+                             f"{int(data.warm.sum())} warm users")  # fmt: skip
+        return values
     if is_run_model(contender.model):
         if contender.run_dir is None:
             raise ValueError(f"{contender.label}: model {contender.model!r} needs a run dir")

@@ -7,9 +7,15 @@
 3. **train** a two-tower challenger (from scratch, or with ``--warm-start`` from the champion's
    weights, :mod:`training.warm_start`);
 4. **evaluate** it against the baselines on the fresh holdout (the last ``test_days``);
-5. **gate** it against the champion on the same holdout (:mod:`evaluation.gate`);
-6. **export + publish** its bundle only when the gate promotes it; otherwise the champion's
-   bundle keeps serving and the registry records the challenger as ``rejected``;
+4b. with ``--ranker``: the two-tower trains without the refit on the validation week, and
+   the **ranker** (:mod:`training.ranker`) is fitted on that week's logged slates against it
+   (so its retrieval scores there are out of sample), then "retrieval + ranker" is gated
+   against "retrieval alone" of the same run with the same rules; the winner of the two is
+   the day's challenger (both are registered, the other one ``rejected``);
+5. **gate** the challenger against the champion on the same holdout (:mod:`evaluation.gate`);
+6. **export + publish** its bundle only when the gate promotes it (with ``ranker.ubj`` only
+   when the challenger is "retrieval + ranker"); otherwise the champion's bundle keeps serving
+   and the registry records the challenger as ``rejected``;
 7. **engagement** (CTR, stream-through, follow rate, 7/14-day churn by segment) from the lake,
    the **regression alarm** for ``D``, plots, and a summary in ``daily/<D>/``.
 
@@ -61,6 +67,10 @@ class DailyConfig:
     accounts_url: str | None = None
     registry_url: str | None = None  # default: evaluation.model_registry.default_registry_url
     warm_start: bool = False  # start the challenger from the champion's weights
+    # fit the ranking stage against a no-refit two-tower and gate "retrieval + ranker" against
+    # "retrieval alone" (off by default: it costs the two-tower the validation week, and on the
+    # demo world the ranker loses Recall@20, README "The ranking stage")
+    ranker: bool = False
 
 
 def day_dir(ws: Workspace, day: date) -> Path:
@@ -115,17 +125,21 @@ def run_day(
                                                 now=end_of_day, until=day))  # fmt: skip
     features = step("features", lambda: build_features(ws, config.features))
     init_from = _champion_run(ws, config) if config.warm_start else None
+    # the ranker learns from the validation week's slates: its two-tower must not have seen them
+    train_cfg = dataclasses.replace(config.train, refit=False) if config.ranker else config.train
     if train_fn is None:
-        run_dir = Path(step("train", lambda: train_two_tower(ws, config.train, init_from)))
+        run_dir = Path(step("train", lambda: train_two_tower(ws, train_cfg, init_from)))
     else:
-        run_dir = Path(step("train", lambda: train_fn(ws, config.train)))
+        run_dir = Path(step("train", lambda: train_fn(ws, train_cfg)))
     evaluation = step("evaluate", lambda: evaluate_temporal(ws, run_dir, models=(
         CHALLENGER_MODEL, "popular", "ease", "itemknn")))  # fmt: skip
+    ranker = step("ranker", lambda: _fit_ranker(ws, run_dir, config)) if config.ranker else None
     snapshot = {"to": day.isoformat(), "cutoffs": features.get("cutoffs"),
                 "lake_manifest": ingest.get("run_id"), "events_read": ingest["read"]}  # fmt: skip
     decision, bundle_version, serving = gate_and_publish(
-        ws, run_dir, evaluation, config, day=day.isoformat(), snapshot=snapshot, step=step
-    )
+        ws, run_dir, evaluation, config, day=day.isoformat(), snapshot=snapshot, step=step,
+        ranker=ranker,
+    )  # fmt: skip
 
     eng = step("engagement", lambda: engagement_table(ws))
     alarms = check(eng, day.isoformat(), config.alarm)
@@ -136,8 +150,9 @@ def run_day(
     step("dashboard", lambda: write_dashboard(ws, config.registry_url))
     summary = {
         "day": day.isoformat(),
-        "challenger": run_dir.name,
+        "challenger": _challenger_id(run_dir, ranker),
         "decision": decision.as_dict(),
+        "ranker": _ranker_summary(run_dir, ranker, serving),
         "promoted": decision.promote,
         "bundle_version": bundle_version,
         "serving_run": serving.run_id if serving else None,
@@ -152,6 +167,37 @@ def run_day(
     write_bytes(out_dir / "report.md", render_summary(summary).encode())
     write_json(done, summary)  # last: the day counts as done only when everything is written
     return summary
+
+
+def _fit_ranker(ws: Workspace, run_dir: Path, config: DailyConfig) -> dict[str, Any]:
+    """Fit the ranker against ``run_dir`` (a no-refit two-tower) and gate "retrieval + ranker"
+    against "retrieval alone" with the daily gate's rules; the job's record."""
+    from training.ranker import RankerJobConfig, train_ranker
+
+    job = RankerJobConfig(n_boot=config.gate.n_boot, gate=config.gate)
+    return dict(train_ranker(ws, run_dir, job, config.features))
+
+
+def _challenger_id(run_dir: Path, ranker: dict[str, Any] | None) -> str:
+    """The registry id of the day's challenger: the run, or ``<run>+ranker`` when the ranker
+    beat its own retrieval."""
+    if ranker is not None and ranker["temporal"]["gate"]["promote"]:
+        return f"{run_dir.name}+ranker"
+    return run_dir.name
+
+
+def _ranker_summary(run_dir: Path, ranker: dict[str, Any] | None, serving: Any) -> Any:
+    if ranker is None:
+        return None
+    gate = ranker["temporal"]["gate"]
+    s = ranker["held_out_slates"]
+    return {
+        "run_id": f"{run_dir.name}+ranker",
+        "decision": {k: v for k, v in gate.items() if k != "summary"},
+        "summary": gate["summary"],
+        "held_out_ndcg@10": {k: s[k]["ndcg@10"]["mean"] for k in ("ranker", "retrieval")},
+        "serving": bool(serving is not None and serving.run_id == f"{run_dir.name}+ranker"),
+    }
 
 
 def _champion_run(ws: Workspace, config: DailyConfig) -> Path | None:
@@ -174,14 +220,22 @@ def gate_and_publish(
     day: str | None = None,
     snapshot: dict[str, Any] | None = None,
     step: Callable[[str, Callable[[], Any]], Any] | None = None,
+    ranker: dict[str, Any] | None = None,
 ) -> tuple[Any, str | None, Any]:
     """Register ``run_dir``'s two-tower, gate it against the champion (most-popular when there
     is none) and publish its bundle only when it is promoted. Returns ``(decision,
     bundle_version or None, the champion record after the decision)``. Shared by the daily
-    cycle and ``tastemaker demo``."""
-    from evaluation.gate import Contender, run_gate
+    cycle and ``tastemaker demo``.
+
+    ``ranker``: the record of ``training.ranker.train_ranker`` against ``run_dir``. Then
+    "retrieval + ranker" is registered too (``<run>+ranker``, model ``two-tower+ranker``); when
+    its gate against "retrieval alone" (in the record) promoted it, it is the challenger the
+    champion faces and the published bundle carries the ranker, and the plain run is
+    ``rejected``; otherwise the ranker row is ``rejected`` and the bundle has no ranker."""
+    from evaluation.gate import run_gate
     from evaluation.model_registry import ModelRecord, default_registry_url, open_registry
     from training.export import export_bundle
+    from training.ranker import RANKED_MODEL
 
     def run(name: str, fn: Callable[[], Any]) -> Any:
         return step(name, fn) if step is not None else fn()
@@ -189,7 +243,7 @@ def gate_and_publish(
     registry = open_registry(config.registry_url or default_registry_url(ws, config.accounts_url))
     try:
         champion = registry.champion()
-        registry.register(ModelRecord(
+        record = ModelRecord(
             run_id=run_dir.name,
             model=CHALLENGER_MODEL,
             day=day,
@@ -200,25 +254,76 @@ def gate_and_publish(
             metrics=evaluation["models"],
             segment_metrics=evaluation["segments"].get(CHALLENGER_MODEL, {}),
             artefacts={"run_dir": str(run_dir), "report": str(run_dir / "report.md")},
-        ))  # fmt: skip
+        )  # fmt: skip
+        registry.register(record)
+        ranked_wins = False
+        if ranker is not None:
+            registry.register(_ranker_record(record, run_dir, ranker))
+            ranked_wins = bool(ranker["temporal"]["gate"]["promote"])
         reference = None
         if champion is not None:
-            reference = Contender(f"champion {champion.run_id}", champion.model,
-                                  Path(champion.artefacts["run_dir"]))  # fmt: skip
-        challenger = Contender(f"challenger {run_dir.name}", CHALLENGER_MODEL, run_dir)
+            reference = _contender(ws, config, f"champion {champion.run_id}", champion.model,
+                                   Path(champion.artefacts["run_dir"]))  # fmt: skip
+        model = RANKED_MODEL if ranked_wins else CHALLENGER_MODEL
+        run_id = f"{run_dir.name}+ranker" if ranked_wins else run_dir.name
+        challenger = _contender(ws, config, f"challenger {run_id}", model, run_dir)
         overfit = bool(evaluation["overfit_flags"].get(CHALLENGER_MODEL, False))
         decision = run("gate", lambda: run_gate(ws, reference, challenger, config.gate, overfit))
+        if ranker is not None:  # the loser of "retrieval + ranker" vs "retrieval alone"
+            sibling = run_dir.name if ranked_wins else f"{run_dir.name}+ranker"
+            gate = {k: v for k, v in ranker["temporal"]["gate"].items() if k != "summary"}
+            registry.set_decision(sibling, "rejected", {**gate, "ranker_gate": True})
         bundle_version = None
         if decision.promote:
-            bundle_version = Path(run("export", lambda: export_bundle(ws, run_dir))).name
-            registry.set_decision(run_dir.name, "challenger", decision.as_dict())
-            registry.set_bundle(run_dir.name, bundle_version)
-            registry.promote(run_dir.name)
+            bundle_version = Path(run("export", lambda: export_bundle(
+                ws, run_dir, ranker=ranked_wins))).name  # fmt: skip
+            registry.set_decision(run_id, "challenger", decision.as_dict())
+            registry.set_bundle(run_id, bundle_version)
+            registry.promote(run_id)
         else:
-            registry.set_decision(run_dir.name, "rejected", decision.as_dict())
+            registry.set_decision(run_id, "rejected", decision.as_dict())
         return decision, bundle_version, registry.champion()
     finally:
         registry.close()
+
+
+def _ranker_record(base: Any, run_dir: Path, ranker: dict[str, Any]) -> Any:
+    """The registry row of "``run_dir``'s two-tower re-ranked by its ranker"."""
+    from training.ranker import RANKED_MODEL, RANKER_DIR
+
+    t = ranker["temporal"]
+    metrics = {
+        RANKED_MODEL: {f"test/{m}": v["two-tower+ranker"]["mean"] for m, v in t.items()
+                       if isinstance(v, dict) and "difference" in v},
+        CHALLENGER_MODEL: {f"test/{m}": v["two-tower"]["mean"] for m, v in t.items()
+                           if isinstance(v, dict) and "difference" in v},
+        "held_out_slates": {k: ranker["held_out_slates"][k]["ndcg@10"]["mean"]
+                            for k in ("ranker", "retrieval", "logged")},
+        "importance": ranker["importance"],
+    }  # fmt: skip
+    return dataclasses.replace(
+        base,
+        run_id=f"{run_dir.name}+ranker",
+        model=RANKED_MODEL,
+        config={**base.config, "ranker": ranker["job"], "ranker_fit": ranker["fit"]},
+        metrics=metrics,
+        segment_metrics=t["segments"]["two-tower+ranker"],
+        artefacts={"run_dir": str(run_dir),
+                   "report": str(run_dir / RANKER_DIR / "report.md"),
+                   "ranker": str(run_dir / RANKER_DIR)},
+    )  # fmt: skip
+
+
+def _contender(ws: Workspace, config: DailyConfig, label: str, model: str, run_dir: Path) -> Any:
+    """A gate contender; "two-tower+ranker" is scored by re-ranking its run's two-tower."""
+    from evaluation.gate import Contender
+    from training.ranker import RANKED_MODEL, ranked_per_user
+
+    if model != RANKED_MODEL:
+        return Contender(label, model, run_dir)
+    return Contender(label, model, run_dir,
+                     per_user=lambda data, metric: ranked_per_user(ws, run_dir, data, metric,
+                                                                   config.features))  # fmt: skip
 
 
 def _arrow(frame: Any) -> Any:
@@ -309,6 +414,13 @@ def render_summary(summary: dict[str, Any]) -> str:
              f"Serving: run `{summary['serving_run']}`, bundle `{summary['serving_bundle']}`.",
              "", "| model | test Recall@20 |", "|---|---|"]  # fmt: skip
     lines += [f"| {m} | {v:.4f} |" for m, v in summary["test_recall@20"].items() if v is not None]
+    r = summary.get("ranker")
+    if r:
+        ndcg = r["held_out_ndcg@10"]
+        lines += ["", f"Ranker `{r['run_id']}` (held-out slates NDCG@10 {ndcg['ranker']:.4f} vs "
+                  f"retrieval {ndcg['retrieval']:.4f}): {r['summary']}. "
+                  + ("The serving bundle carries it." if r["serving"]
+                     else "The serving bundle has no ranker from this day.")]  # fmt: skip
     if "today" in eng:
         t, y = eng["today"], eng.get("yesterday")
         lines += ["", f"CTR today {t['ctr']:.2f} per 100 impressions"
@@ -335,6 +447,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--accounts-url", default=None)
     p.add_argument("--warm-start", action="store_true",
                    help="start each challenger from the champion's weights (default: scratch)")  # fmt: skip
+    p.add_argument("--ranker", action="store_true",
+                   help="train the two-tower without refit, fit the XGBoost ranker against it and "
+                        "gate 'retrieval + ranker' against 'retrieval alone'")  # fmt: skip
     p.add_argument("--min-delta", type=float, default=GateConfig.min_delta,
                    help="Recall@20 margin a challenger must win by")  # fmt: skip
     p.set_defaults(func=_daily)
@@ -358,7 +473,7 @@ def _days(args: argparse.Namespace) -> list[date]:
 
 def _daily(args: argparse.Namespace) -> int:
     config = DailyConfig(accounts_url=args.accounts_url, warm_start=args.warm_start,
-                         gate=GateConfig(min_delta=args.min_delta))  # fmt: skip
+                         gate=GateConfig(min_delta=args.min_delta), ranker=args.ranker)  # fmt: skip
     status = 0
     for day in _days(args):
         summary = run_day(args.ws, day, config)
@@ -366,6 +481,8 @@ def _daily(args: argparse.Namespace) -> int:
         again = " (already done)" if summary.get("already_done") else ""
         print(f"{summary['day']}{again}: challenger {summary['challenger']} "
               f"{'PROMOTED' if d['promote'] else 'kept out'} — {'; '.join(d['reasons'])}")  # fmt: skip
+        if summary.get("ranker"):
+            print(f"  ranker: {summary['ranker']['summary']}")
         print(f"  serving bundle {summary['serving_bundle']}; "
               f"engagement {json.dumps(summary['engagement'].get('today', {}))}")  # fmt: skip
         for a in summary["alarms"]:

@@ -107,3 +107,62 @@ def test_three_days_champion_then_rejection_then_segment_alarm(tmp_path, demo_mo
     assert (f"country={country}", "ctr") in flagged
     for plot in ("ctr_by_segment.png", "churn7_by_segment.png", "champion_vs_challenger.png"):
         assert (ws.root / "daily" / DAYS[2].isoformat() / plot).is_file()
+
+
+def test_daily_ranker_is_gated_recorded_and_shipped_only_when_it_wins(tmp_path, demo_mode) -> None:
+    """`daily --ranker`: the two-tower trains without refit, the ranker is fitted against it,
+    "retrieval + ranker" is gated against "retrieval alone"; both are registered with their
+    decisions, and the published bundle carries ranker.ubj iff the ranker is the champion."""
+    import json
+
+    from evaluation.gate import Contender, run_gate
+    from index import load_bundle
+    from tastemaker.daily import DailyConfig, _contender, run_day
+    from training.export import export_bundle
+    from training.ranker import RANKED_MODEL
+
+    ws = Workspace(tmp_path / "ws").ensure()
+    generate_world(ws, WORLD)
+    gate = GateConfig(n_boot=200, segment_min_users=40, segment_max_drop=0.08)
+    config = DailyConfig(train=TrainConfig(epochs=4, batch_size=512),
+                         features=FeatureConfig(test_days=3, valid_days=3), gate=gate,
+                         ranker=True)  # fmt: skip
+    day = run_day(ws, DAYS[0], config)
+    run_dir = ws.root / "runs" / day["ranker"]["run_id"].removesuffix("+ranker")
+    assert json.loads((run_dir / "config.json").read_text())["train"]["refit"] is False
+    ranker_won = day["ranker"]["decision"]["promote"]
+    assert day["ranker"]["decision"]["challenger"] == "retrieval + ranker"
+    assert day["challenger"] == run_dir.name + ("+ranker" if ranker_won else "")
+
+    with open_registry(default_registry_url(ws)) as registry:
+        rows = {r.run_id: r for r in registry.runs()}
+    assert set(rows) == {run_dir.name, f"{run_dir.name}+ranker"}
+    ranked = rows[f"{run_dir.name}+ranker"]
+    assert ranked.model == RANKED_MODEL and ranked.artefacts["run_dir"] == str(run_dir)
+    assert "reasons" in ranked.decision and ranked.metrics[RANKED_MODEL]["test/recall@20"] >= 0
+    loser = rows[run_dir.name if ranker_won else f"{run_dir.name}+ranker"]
+    assert loser.status == "rejected" and loser.decision["ranker_gate"]
+    winner = rows[day["challenger"]]
+    assert winner.status == ("champion" if day["promoted"] else "rejected")
+    assert winner.decision["promote"] == day["promoted"]
+
+    current = current_version(ws.bundles)
+    if day["promoted"]:
+        bundle = load_bundle(ws.bundles / current)
+        assert current == day["bundle_version"] == winner.bundle_version
+        has = (ws.bundles / current / "ranker.ubj").is_file()
+        assert has == ranker_won == ("ranker" in bundle.manifest), (has, ranker_won)
+        assert day["ranker"]["serving"] == ranker_won
+    # the export follows the decision either way: the same run with and without its ranker
+    for carry in (False, True):
+        path = export_bundle(ws, run_dir, ranker=carry)
+        assert (path / "ranker.ubj").is_file() == carry
+        assert ("ranker" in load_bundle(path).manifest) == carry
+
+    # the gate scores a "two-tower+ranker" contender as the ranker job did on the same users
+    again = run_gate(ws, Contender("retrieval", "two-tower", run_dir),
+                     _contender(ws, config, "ranked", RANKED_MODEL, run_dir), gate)  # fmt: skip
+    job = day["ranker"]["decision"]
+    assert again.n_users == job["n_users"]
+    assert again.challenger_score == pytest.approx(job["challenger_score"], abs=1e-6)
+    assert again.champion_score == pytest.approx(job["champion_score"], abs=0.01)

@@ -149,8 +149,12 @@ def export_bundle(
     spec: IndexSpec | None = None,
     recall_floor: float = RECALL_FLOOR,
     rebuild: bool = False,
+    ranker: bool = True,
 ) -> Path:
     """Export ``run_dir`` (default: the latest run) as a new bundle; return its folder.
+
+    ``ranker``: carry the ranking stage fitted against the run when there is one (the daily
+    loop passes False when its gate kept "retrieval + ranker" out).
 
     ``rebuild``: re-embed the workspace's *current* catalogue with the run's model (new
     artists by their tags, see :func:`with_catalogue`) and publish it, without training."""
@@ -212,9 +216,9 @@ def export_bundle(
                 "opset": OPSET,
             },
         }
-        ranker = bundle_ranker(run_dir)  # the ranking stage fitted against this run, if any
-        if ranker is not None:
-            files[RANKER_FILE], manifest["ranker"] = ranker
+        ranked = bundle_ranker(run_dir) if ranker else None  # fitted against this run, if any
+        if ranked is not None:
+            files[RANKER_FILE], manifest["ranker"] = ranked
         version = publish_bundle(ws.bundles, files, manifest)
     log.info("exported run %s as bundle %s (onnx parity %.1e)", run.run_id, version, diff)
     return ws.bundles / version

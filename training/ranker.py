@@ -48,6 +48,7 @@ from data.features.ranker import (
     SERVING_POSITION,
     RankerContext,
     candidate_features,
+    check_spec,
     label_impressions,
     trending_from_table,
 )
@@ -78,6 +79,9 @@ class RankerJobConfig:
     ks: tuple[int, ...] = (10, 20)
     n_boot: int = 500
     seed: int = 0
+    # the rules "retrieval + ranker" must pass against "retrieval alone" (the daily loop passes
+    # its own); None: the gate's defaults with ``n_boot`` resamples (at least 100)
+    gate: GateConfig | None = None
 
 
 @dataclass
@@ -293,6 +297,57 @@ def rerank_top(
     return out
 
 
+# the registry's name of a run's two-tower re-ranked by its ranker (the daily loop's challenger)
+RANKED_MODEL = "two-tower+ranker"
+
+
+def reranked_metrics(
+    ev: EventLog, scorer: Any, ranker: Ranker, users: pa.Table, at_ms: int, candidates: int,
+    ks: tuple[int, ...], fconfig: FeatureConfig,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:  # fmt: skip
+    """Per-user metrics (``per_user_metrics`` at ``ks``) of ``users`` (``EVAL_USERS`` rows):
+    (two-tower top-``candidates`` in retrieval order, the same re-ranked by ``ranker`` with
+    the artist context as of ``at_ms``)."""
+    artist_ids = np.asarray(scorer.artist_ids)
+    scores = scorer.score_users(users).astype(np.float32)  # (U, A)
+    seen = index_lists(users["seen"], artist_ids)
+    targets = index_lists(users["targets"], artist_ids)
+    cand, cand_scores = top_k(scores, candidates, lists_to_csr(seen, len(artist_ids)))
+    ctx = context_at(ev, at_ms, fconfig)
+    reranked = rerank_top(ranker, ctx, users.to_pylist(), artist_ids, cand, cand_scores)
+    return per_user_metrics(cand, targets, ks), per_user_metrics(reranked, targets, ks)
+
+
+def load_ranker(run_dir: Path) -> Ranker:
+    """The ranker fitted against ``run_dir`` (``<run>/ranker/``), its spec checked."""
+    folder = Path(run_dir) / RANKER_DIR
+    record = json.loads((folder / RANKER_RECORD).read_text())
+    check_spec(record["features"], f"{folder}")
+    return Ranker.from_bytes((folder / RANKER_MODEL).read_bytes(), record["features"])
+
+
+def ranked_per_user(
+    ws: Workspace, run_dir: Path, data: Any, metric: str, fconfig: FeatureConfig | None = None
+) -> np.ndarray:
+    """``(U_warm,)`` per-user ``metric`` of "``run_dir``'s two-tower top-N re-ranked by its
+    ranker" on ``data``'s (``evaluation.temporal.TemporalData``) warm users, in the order of
+    ``np.flatnonzero(data.warm)``: what ``evaluation.gate`` needs of a ``"two-tower+ranker"``
+    contender. The artist context is taken as of the test cutoff of today's features."""
+    from training.inference import load_scorer
+
+    fconfig = fconfig or FeatureConfig()
+    record = json.loads((Path(run_dir) / RANKER_DIR / RANKER_RECORD).read_text())
+    ev = load_event_log(ws, fconfig)
+    users = data.users.take(pa.array(np.flatnonzero(data.warm)))
+    k = int(metric.split("@")[1]) if "@" in metric else 20
+    _, ranked = reranked_metrics(ev, load_scorer(run_dir), load_ranker(run_dir), users,
+                                 cutoffs(ev, fconfig)["test"], int(record["job"]["candidates"]),
+                                 (k,), fconfig)  # fmt: skip
+    if metric not in ranked:
+        raise ValueError(f"unknown gate metric {metric!r}; have {sorted(ranked)}")
+    return np.asarray(ranked[metric], np.float64)
+
+
 def evaluate_temporal_rerank(
     ws: Workspace, ev: EventLog, scorer: Any, ranker: Ranker, at_ms: int, config: RankerJobConfig,
     fconfig: FeatureConfig,
@@ -301,24 +356,18 @@ def evaluate_temporal_rerank(
     data = load_temporal(ws, "test")
     warm = np.flatnonzero(data.warm)
     users = data.users.take(pa.array(warm))
-    artist_ids = np.asarray(scorer.artist_ids)
-    scores = scorer.score_users(users).astype(np.float32)  # (U, A)
-    seen = index_lists(users["seen"], artist_ids)
-    targets = index_lists(users["targets"], artist_ids)
-    cand, cand_scores = top_k(scores, config.candidates, lists_to_csr(seen, len(artist_ids)))
-    ctx = context_at(ev, at_ms, fconfig)
-    reranked = rerank_top(ranker, ctx, users.to_pylist(), artist_ids, cand, cand_scores)
     ks = config.ks
-    base = per_user_metrics(cand, targets, ks)
-    rank = per_user_metrics(reranked, targets, ks)
+    gate = config.gate or GateConfig(n_boot=max(config.n_boot, 100))
+    gk = int(gate.metric.split("@")[1]) if "@" in gate.metric else 20
+    base, rank = reranked_metrics(ev, scorer, ranker, users, at_ms, config.candidates,
+                                  tuple(sorted({*ks, gk})), fconfig)  # fmt: skip
     out: dict[str, Any] = {"n_users": len(warm), "candidates": config.candidates}
     seg = {f: users[f].to_numpy(zero_copy_only=False) for f in USER_SEGMENT_FIELDS}
     seg["country"] = collapse_rare(seg["country"])
     # the daily gate's rules (evaluation.gate.decide): "retrieval + ranker" is a challenger of
     # "retrieval alone" on the same users, per-user Recall@20, paired interval, segments
-    gm = GateConfig().metric
-    decision = decide(base[gm], rank[gm], seg, GateConfig(n_boot=max(config.n_boot, 100)),
-                      ("retrieval alone", "retrieval + ranker"))  # fmt: skip
+    gm = gate.metric
+    decision = decide(base[gm], rank[gm], seg, gate, ("retrieval alone", "retrieval + ranker"))
     out["gate"] = {**decision.as_dict(), "summary": decision.summary()}
     only = {m: v for m, v in base.items() if m in (f"recall@{ks[-1]}", f"ndcg@{ks[-1]}")}
     out["segments"] = {

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -81,7 +81,20 @@ _ARTIST_NUMERIC = (
     "artist_log_days_active",
     "artist_completion",
 )
-_TRENDING_KEYS = (("country_trending", "country"), ("age_trending", "age_group"))
+_USER_COLS = (
+    "user_listen_ratio",
+    "user_ctr",
+    "user_ctr_relative",
+    "user_log_streams",
+    "user_activity",
+    "user_new",
+    "user_log_history",
+)
+# the artist and user blocks are contiguous in the spec: filled with one slice each
+_ARTIST_SLICE = slice(_COL[_ARTIST_NUMERIC[0]], _COL[_ARTIST_NUMERIC[-1]] + 1)
+_USER_SLICE = slice(_COL[_USER_COLS[0]], _COL[_USER_COLS[-1]] + 1)
+assert [RANKER_FEATURES[i] for i in range(N_FEATURES)[_ARTIST_SLICE]] == list(_ARTIST_NUMERIC)
+assert [RANKER_FEATURES[i] for i in range(N_FEATURES)[_USER_SLICE]] == list(_USER_COLS)
 
 
 class RankerSpecError(ValueError):
@@ -116,6 +129,11 @@ class RankerContext:
     tag_ids: np.ndarray  # (nnz,) int64 tag ids
     n_tags: int
     trending: Mapping[str, np.ndarray]  # "global" / "country=DE" ... -> (A,) float32 1/rank
+    # the same, laid out for one gather per request (row A: an unknown artist, all zeros):
+    artist_block: np.ndarray = field(repr=False)  # (A + 1, 7) ``numeric``, zero row appended
+    tag_pad: np.ndarray = field(repr=False)  # (A + 1, L) each artist's tag ids, padded n_tags
+    tag_count: np.ndarray = field(repr=False)  # (A + 1,) float64 tags per artist
+    trending_pad: Mapping[str, np.ndarray] = field(repr=False)  # key -> (A + 1,) float32
 
     @classmethod
     def build(
@@ -154,7 +172,17 @@ class RankerContext:
                 if row >= 0 and arr[row] == 0:
                     arr[row] = 1.0 / (r + 1)
             lists[key] = arr
-        return cls(index, numeric, ptr, np.asarray(flat, np.int64), len(vocab), lists)
+        n_tags = len(vocab)
+        tag_pad = np.full((len(ids) + 1, max(int(lengths.max(initial=0)), 1)), n_tags, np.int64)
+        owner = np.repeat(np.arange(len(ids)), lengths)
+        tag_pad[owner, np.arange(len(flat)) - np.repeat(ptr[:-1], lengths)] = flat
+        return cls(
+            index, numeric, ptr, np.asarray(flat, np.int64), n_tags, lists,
+            artist_block=np.vstack([numeric, np.zeros((1, numeric.shape[1]), np.float32)]),
+            tag_pad=tag_pad,
+            tag_count=np.append(lengths, 0).astype(np.float64),
+            trending_pad={k: np.append(v, np.float32(0)) for k, v in lists.items()},
+        )  # fmt: skip
 
     def rows(self, artist_ids: Sequence[str]) -> np.ndarray:
         """Context row of each artist, -1 when the context does not know it."""
@@ -200,47 +228,46 @@ def candidate_features(
     the user's history) may be passed when the caller already has it.
     """
     n = len(rows)
-    x = np.zeros((n, N_FEATURES), np.float32)
+    x = np.empty((n, N_FEATURES), np.float32)
     x[:, _COL["retrieval_score"]] = scores
     x[:, _COL["retrieval_log_rank"]] = np.log1p(np.asarray(ranks, np.float64))
     x[:, _COL["position"]] = positions
     history = list(user.get("history") or [])
     if profile is None:
         profile = ctx.tag_profile(history)
-    known = rows >= 0
-    if n and ctx.n_tags:
-        tags, owner = ctx._tag_rows(rows)  # owner ascending: each candidate's tags together
-        if len(tags):
-            vals = profile[tags]
-            n_tags = np.bincount(owner, minlength=n)
-            x[:, _COL["tag_share"]] = np.bincount(owner, weights=vals, minlength=n) / np.maximum(
-                n_tags, 1
-            )
-            has = n_tags > 0
-            starts = np.cumsum(n_tags) - n_tags
-            x[has, _COL["tag_max_share"]] = np.maximum.reduceat(vals, starts[has])
-    safe = np.maximum(rows, 0)
-    for j, name in enumerate(_ARTIST_NUMERIC):
-        x[:, _COL[name]] = np.where(known, ctx.numeric[safe, j], 0.0)
-    for name, field in _TRENDING_KEYS:
-        value = user.get(field)
-        lst = ctx.trending.get(f"{field}={value}") if isinstance(value, str) else None
-        if lst is not None:
-            x[:, _COL[name]] = np.where(known, lst[safe], 0.0)
-    if "global" in ctx.trending:
-        x[:, _COL["global_trending"]] = np.where(known, ctx.trending["global"][safe], 0.0)
-    for name, field in (
-        ("user_listen_ratio", "listen_ratio"),
-        ("user_ctr", "ctr_per_100"),
-        ("user_ctr_relative", "ctr_relative"),
-        ("user_log_streams", "log_streams"),
+    # one gather per block: row A of the padded tables is the unknown artist (all zeros)
+    safe = np.where(rows >= 0, rows, len(ctx.index))
+    # each candidate's tags' shares of the user's history (pad tag id n_tags -> share 0)
+    vals = np.append(profile, 0.0)[ctx.tag_pad[safe]]  # (n, L)
+    x[:, _COL["tag_share"]] = vals.sum(axis=1) / np.maximum(ctx.tag_count[safe], 1.0)
+    x[:, _COL["tag_max_share"]] = vals.max(axis=1, initial=0.0)
+    x[:, _ARTIST_SLICE] = ctx.artist_block[safe]
+    for name, key in (
+        ("country_trending", _trending_key(user, "country")),
+        ("age_trending", _trending_key(user, "age_group")),
+        ("global_trending", "global"),
     ):
-        v = user.get(field)
-        x[:, _COL[name]] = float(v) if v is not None and np.isfinite(v) else 0.0
-    x[:, _COL["user_activity"]] = _ACTIVITY.get(str(user.get("activity_level")), 0.0)
-    x[:, _COL["user_new"]] = float(user.get("tenure_bucket") == "new")
-    x[:, _COL["user_log_history"]] = np.log1p(len(history))
+        lst = ctx.trending_pad.get(key) if key is not None else None
+        x[:, _COL[name]] = lst[safe] if lst is not None else 0.0
+    x[:, _USER_SLICE] = _user_values(user, len(history))
     return x
+
+
+def _trending_key(user: Mapping[str, Any], name: str) -> str | None:
+    value = user.get(name)
+    return f"{name}={value}" if isinstance(value, str) else None
+
+
+def _user_values(user: Mapping[str, Any], n_history: int) -> np.ndarray:
+    """The user block (``user_listen_ratio`` ... ``user_log_history``) of every row."""
+    out = np.zeros(len(_USER_COLS), np.float32)
+    for j, name in enumerate(("listen_ratio", "ctr_per_100", "ctr_relative", "log_streams")):
+        v = user.get(name)
+        out[j] = float(v) if v is not None and np.isfinite(v) else 0.0
+    out[4] = _ACTIVITY.get(str(user.get("activity_level")), 0.0)
+    out[5] = float(user.get("tenure_bucket") == "new")
+    out[6] = np.log1p(n_history)
+    return out
 
 
 def trending_lists(trending: Mapping[str, Any]) -> dict[str, list[str]]:

@@ -148,3 +148,34 @@ def test_precomputed_slates_follow_the_ranker_too(tmp_path: Path) -> None:
         assert list(slate.scores) == pytest.approx([r.score for r in realtime])
         plain = dataclasses.replace(model, ranker=None)
         assert ids != [r.artist_id for r in recommend_from_row(plain, row, 8).items][: len(ids)]
+
+
+def test_direct_predict_equals_inplace_predict_and_falls_back(tmp_path: Path) -> None:
+    """The served predict (XGBoost's dense predict called without the wrapper) gives the very
+    scores of ``inplace_predict``, for any row count and a non-contiguous float64 input; when
+    the internals it calls are missing it falls back to ``inplace_predict``."""
+    from serving.ranker import DensePredictor
+
+    model = ServingModel.from_bundle(load_bundle(publish(tmp_path, worst_first_ranker())))
+    assert model.ranker is not None
+    fast = model.ranker.predict
+    assert fast.fast
+    rng = np.random.default_rng(1)
+    big = rng.normal(size=(300, 2 * len(RANKER_FEATURES)))
+    big[:, 2 * RANK] = np.log1p(rng.integers(1, 31, size=300))  # the column the trees read
+    for n in (1, 7, 200, 300):
+        x = big[:n, ::2]  # float64, strided: converted like inplace_predict would read it
+        want = model.ranker.booster.inplace_predict(
+            np.ascontiguousarray(x, np.float32), validate_features=False
+        )
+        got = fast(x)
+        assert got.dtype == np.float32 and got.shape == (n,)
+        np.testing.assert_array_equal(got, want)
+        assert len(np.unique(got)) > 1 or n == 1  # a real, non-constant model
+    assert fast(np.zeros((0, len(RANKER_FEATURES)), np.float32)).shape == (0,)
+
+    booster = model.ranker.booster
+    broken = DensePredictor(booster, len(RANKER_FEATURES) + 1)  # its probe check fails
+    assert not broken.fast
+    x = rng.normal(size=(20, len(RANKER_FEATURES))).astype(np.float32)
+    np.testing.assert_array_equal(broken(x), booster.inplace_predict(x, validate_features=False))
