@@ -22,6 +22,7 @@ an artist a user streamed and the same artist as a candidate start from the same
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,6 +64,32 @@ class TwoTowerConfig:
     # each distinct artist of a history counts once (a bag, like the masked training halves)
     # rather than once per stream: serving histories repeat a favourite artist many times
     dedupe_history: bool = True
+    # an ensemble in one model: the vectors are ``members`` independent blocks of
+    # ``dim // members`` entries, each L2-normalised and trained by its own loss, concatenated
+    # and scaled by 1/sqrt(members), so a dot product is the members' mean cosine (one ONNX
+    # tower and one index serve the average of K models); needs pooling "mean" and no MLPs
+    members: int = 1
+
+    def __post_init__(self) -> None:
+        if self.members < 1:
+            raise ValueError(f"members must be >= 1, got {self.members}")
+        if self.members > 1:
+            if self.dim % self.members:
+                raise ValueError(f"dim {self.dim} is not divisible by members {self.members}")
+            if self.pooling != "mean" or self.user_mlp or self.artist_mlp:
+                raise ValueError(
+                    "members > 1 needs pooling='mean', user_mlp=False and artist_mlp=False "
+                    "(every operation must act on each member's block alone)"
+                )
+
+
+def normalize_members(x: torch.Tensor, members: int) -> torch.Tensor:
+    """(B, d) -> (B, d): each of the ``members`` blocks L2-normalised, all scaled by
+    1/sqrt(members) (one block: a plain L2 normalisation)."""
+    if members == 1:
+        return F.normalize(x, dim=-1)
+    blocks = F.normalize(x.reshape(x.shape[0], members, -1), dim=-1)  # (B, K, d/K)
+    return blocks.reshape(x.shape[0], -1) / math.sqrt(members)  # (B, d)
 
 
 def _mlp(n_in: int, hidden: int, n_out: int, dropout: float) -> nn.Sequential:
@@ -144,7 +171,7 @@ class UserTower(nn.Module):
                 x = x + table(segments[:, i])  # (B, d)
             if use_dense:
                 x = x + self.dense_proj(dense.to(x.dtype))  # (B, d)
-            return F.normalize(x, dim=-1)  # (B, d)
+            return normalize_members(x, self.config.members)  # (B, d)
         parts = [pooled]
         for i, table in enumerate(self.segment_embeddings):
             parts.append(table(segments[:, i]))  # (B, s)
@@ -198,7 +225,7 @@ class ArtistTower(nn.Module):
             min=1.0
         )  # (B, e)
         if not self.config.artist_mlp:
-            return F.normalize(ids + tag_bag, dim=-1)  # (B, d)
+            return normalize_members(ids + tag_bag, self.config.members)  # (B, d)
         pop = self.popularity[artists].unsqueeze(-1).to(ids.dtype)  # (B, 1)
         x = torch.cat([ids, tag_bag, pop], dim=1)  # (B, 2e + 1)
         return F.normalize(self.mlp(x), dim=-1)  # (B, d)

@@ -13,6 +13,7 @@ from core.constants import N_SPECIAL
 from models.two_tower import TwoTowerConfig
 
 OBJECTIVES = ("in-batch",)  # in-batch softmax + logQ + accidental-hit masking (+ uniform)
+LR_SCHEDULES = ("constant", "cosine", "onecycle")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "auto")
 
 
@@ -42,6 +43,8 @@ class TrainConfig:
     batch_size: int = 2048
     lr: float = 1e-2
     weight_decay: float = 0.0
+    # "constant", "cosine" (decay to 0 over the fit) or "onecycle" (10 % warm-up, then cosine)
+    lr_schedule: str = "constant"
     temperature: float = 0.1
     learn_temperature: bool = False
     log_q: bool = True
@@ -79,6 +82,8 @@ class TrainConfig:
             raise ValueError(
                 f"lake_batches must be 'masked' or 'sequential', got {self.lake_batches!r}"
             )
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if not 0.0 < self.history_keep <= 1.0:
             raise ValueError(f"history_keep must be in (0, 1], got {self.history_keep}")
 
