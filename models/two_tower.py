@@ -69,6 +69,9 @@ class TwoTowerConfig:
     # and scaled by 1/sqrt(members), so a dot product is the members' mean cosine (one ONNX
     # tower and one index serve the average of K models); needs pooling "mean" and no MLPs
     members: int = 1
+    # the user tower reads each history artist as the artist tower does (id embedding + the
+    # mean of its tag embeddings), not by its id alone
+    history_tags: bool = False
 
     def __post_init__(self) -> None:
         if self.members < 1:
@@ -105,8 +108,12 @@ class UserTower(nn.Module):
     logits are a learned per-position bias (recency) plus a learned per-item relevance score.
     """
 
+    tag_table: torch.Tensor  # (A, T) buffer, only with ``history_tags``
+    tag_embedding: nn.Embedding  # the artist tower's, only with ``history_tags``
+
     def __init__(self, config: TwoTowerConfig, artist_embedding: nn.Embedding) -> None:
         super().__init__()
+        self.with_tags = bool(config.history_tags and config.use_tags)
         if config.pooling not in ("mean", "attention"):
             raise ValueError(f"pooling must be 'mean' or 'attention', got {config.pooling!r}")
         self.config = config
@@ -146,10 +153,22 @@ class UserTower(nn.Module):
             same = (history.unsqueeze(2) == history.unsqueeze(1)) & valid.unsqueeze(1)  # (B, L, L)
             w = w / same.sum(2).clamp(min=1).to(w.dtype)  # (B, L): 1 / copies of that artist
         count = w.sum(1, keepdim=True).clamp(min=1.0)  # (B, 1)
+        if self.with_tags:
+            tags = self.tag_table[history]  # (B, L, T)
+            tag_w = (tags > 0).to(weight.dtype)  # (B, L, T)
+            tag_w = tag_w / tag_w.sum(2, keepdim=True).clamp(min=1.0)  # each artist's tag mean
         if self.config.pooling == "mean" and not torch.onnx.is_in_onnx_export():
             # the same mean without materialising (B, L, e): 2x faster forward and backward
-            return F.embedding_bag(history, weight, per_sample_weights=w / count, mode="sum")
+            pooled = F.embedding_bag(history, weight, per_sample_weights=w / count, mode="sum")
+            if self.with_tags:
+                tw = (tag_w * (w / count).unsqueeze(-1)).flatten(1)  # (B, L T)
+                pooled = pooled + F.embedding_bag(
+                    tags.flatten(1), self.tag_embedding.weight, per_sample_weights=tw, mode="sum"
+                )  # (B, e)
+            return pooled
         emb = self.artist_embedding(history)  # (B, L, e)
+        if self.with_tags:
+            emb = emb + (self.tag_embedding(tags) * tag_w.unsqueeze(-1)).sum(2)  # (B, L, e)
         mean = (emb * w.unsqueeze(-1)).sum(1) / count  # (B, e)
         if self.config.pooling == "mean":
             return mean
@@ -254,6 +273,9 @@ class TwoTower(nn.Module):
             self.artist_embedding.weight[0].zero_()
         self.user_tower = UserTower(config, self.artist_embedding)
         self.artist_tower = ArtistTower(config, self.artist_embedding, tag_table, popularity)
+        if self.user_tower.with_tags:  # one tag table and embedding, read by both towers
+            self.user_tower.tag_embedding = self.artist_tower.tag_embedding
+            self.user_tower.register_buffer("tag_table", tag_table.long())
 
     @torch.no_grad()
     def zero_untrained_ids(self, trained: torch.Tensor | np.ndarray) -> None:

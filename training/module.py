@@ -19,6 +19,7 @@ import time
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.types import OptimizerLRScheduler
 from torch import nn
 
 from core.constants import N_SPECIAL, PAD_INDEX, UNK_INDEX
@@ -128,7 +129,7 @@ class TwoTowerModule(pl.LightningModule):
         self.val_history.append({"epoch": self.current_epoch, **metrics})
         self.log_dict(metrics, prog_bar=False, sync_dist=False)
 
-    def configure_optimizers(self):  # type: ignore[no-untyped-def]
+    def configure_optimizers(self) -> OptimizerLRScheduler:
         params: list[nn.Parameter] = [p for p in self.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
         if self.config.lr_schedule == "constant":

@@ -105,3 +105,19 @@ def test_members_need_a_blockwise_model():
         replace(base, members=2, pooling="attention")
     with pytest.raises(ValueError, match="members must be"):
         TwoTowerConfig(n_artists=4, members=0)
+
+
+@pytest.mark.slow
+def test_history_tags_export_with_parity_and_learn(tmp_path):
+    """History artists read through their tags too: the ONNX graph (the explicit per-item
+    path) matches the torch tower (the embedding-bag path), and the block world is learnt."""
+    inter, held = block_world()
+    tags = {a: [f"g{int(a[1:]) // 6}", "all"] for a in inter.artist_ids}
+    cfg = replace(ENSEMBLE, model=replace(ENSEMBLE.model, history_tags=True))
+    rec = TwoTowerRecommender(cfg, tags).fit(inter)
+    assert "user_tower.tag_table" in rec.model.state_dict()
+    idx, _ = rec.recommend(np.arange(inter.shape[0]), 1)
+    assert (idx[:, 0] == held).mean() > 0.9
+    rec.save(tmp_path / "run")
+    bundle = load_bundle(export_bundle(Workspace(tmp_path / "ws"), tmp_path / "run"))
+    assert bundle.manifest["onnx_parity_max_abs_diff"] < 1e-4
