@@ -32,6 +32,7 @@ from torch import nn
 
 from core.constants import N_SPECIAL
 
+POOLINGS = ("mean", "attention", "self-attention")
 _NEG = -1e9  # finite "minus infinity": keeps ONNX graphs free of inf/NaN on empty histories
 
 
@@ -47,7 +48,10 @@ class TwoTowerConfig:
     embed_dim: int = 64  # artist / tag embedding size
     segment_dim: int = 8
     hidden: int = 128
-    pooling: str = "attention"  # "mean" | "attention" (mean + recency-aware attention)
+    # "mean" | "attention" (mean + recency-aware attention) | "self-attention" (one
+    # single-head self-attention layer over the ordered history with position embeddings,
+    # residual, then the mean: an order-aware set encoder)
+    pooling: str = "attention"
     item_dropout: float = 0.0  # training only: drop history items (denoising)
     dropout: float = 0.0  # MLP dropout
     use_dense: bool = True  # False: the dense input keeps its (B, n_dense) shape but is ignored
@@ -104,7 +108,7 @@ def _mlp(n_in: int, hidden: int, n_out: int, dropout: float) -> nn.Sequential:
 class UserTower(nn.Module):
     """``forward(history (B, L) int64, segments (B, S) int64, dense (B, D) float32) -> (B, d)``.
 
-    History pooling: the mean of the valid items, concatenated with an attention pool whose
+    History pooling ("attention"): the mean of the valid items, concatenated with a pool whose
     logits are a learned per-position bias (recency) plus a learned per-item relevance score.
     """
 
@@ -114,8 +118,8 @@ class UserTower(nn.Module):
     def __init__(self, config: TwoTowerConfig, artist_embedding: nn.Embedding) -> None:
         super().__init__()
         self.with_tags = bool(config.history_tags and config.use_tags)
-        if config.pooling not in ("mean", "attention"):
-            raise ValueError(f"pooling must be 'mean' or 'attention', got {config.pooling!r}")
+        if config.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {config.pooling!r}")
         self.config = config
         self.artist_embedding = artist_embedding
         n_pool = 2 if config.pooling == "attention" else 1
@@ -134,6 +138,14 @@ class UserTower(nn.Module):
         if config.pooling == "attention":
             self.position_bias = nn.Parameter(torch.zeros(config.history_len))
             self.item_score = nn.Linear(config.embed_dim, 1)
+        if config.pooling == "self-attention":
+            e = config.embed_dim
+            self.position = nn.Parameter(torch.zeros(config.history_len, e))
+            self.norm = nn.LayerNorm(e)
+            self.qkv = nn.Linear(e, 3 * e)
+            self.attn_out = nn.Linear(e, e)
+            nn.init.zeros_(self.attn_out.weight)  # starts as the plain mean; learns the rest
+            nn.init.zeros_(self.attn_out.bias)
         n_dense = config.n_dense if config.use_dense else 0
         if config.user_mlp:
             n_in = n_pool * config.embed_dim + len(config.segment_cardinalities) * seg_dim + n_dense
@@ -173,6 +185,13 @@ class UserTower(nn.Module):
         if self.config.pooling == "mean":
             return mean
         length = history.shape[1]
+        if self.config.pooling == "self-attention":
+            x = emb + self.position[:length]  # (B, L, e)
+            q, k, v = self.qkv(self.norm(x)).chunk(3, dim=-1)  # (B, L, e) each
+            scores = q @ k.transpose(1, 2) / math.sqrt(q.shape[-1])  # (B, L, L)
+            scores = scores.masked_fill(~valid.unsqueeze(1), _NEG)  # keys: valid items only
+            mixed = self.attn_out(torch.softmax(scores, dim=-1) @ v)  # (B, L, e)
+            return ((emb + mixed) * w.unsqueeze(-1)).sum(1) / count  # (B, e)
         logits = self.item_score(emb).squeeze(-1) + self.position_bias[:length]  # (B, L)
         logits = logits.masked_fill(~valid, _NEG)  # (B, L)
         attn = torch.softmax(logits, dim=1) * w  # (B, L), zero everywhere for empty history

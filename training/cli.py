@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--devices", default=None, help="number of devices (>1: DDP), or 'auto'")
     p.add_argument("--dim", type=int, default=None, help="vector size (embeddings too)")
     p.add_argument("--history-len", type=int, default=None)
-    p.add_argument("--pooling", choices=("mean", "attention"), default=None)
+    p.add_argument("--pooling", choices=("mean", "attention", "self-attention"), default=None)
     p.add_argument(
         "--members",
         type=int,

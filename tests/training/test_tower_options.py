@@ -1,6 +1,7 @@
-"""An ensemble in one two-tower (``TwoTowerConfig.members``): its served vectors are the
+"""Two-tower options, each exported and served: an ensemble in one two-tower (``TwoTowerConfig.members``): its served vectors are the
 members' unit vectors concatenated (scaled by 1/sqrt(K)), so one ONNX user tower and one FAISS
-index answer with the members' mean cosine; checked against the members rebuilt one by one."""
+index answer with the members' mean cosine, checked against the members rebuilt one by one;
+history artists read through their tags; the self-attention history encoder."""
 
 from dataclasses import replace
 
@@ -8,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from test_two_tower_recommender import CONFIG as CONFIG_ONE
 from test_two_tower_recommender import block_world
 
 from core.workspace import Workspace
@@ -118,6 +120,19 @@ def test_history_tags_export_with_parity_and_learn(tmp_path):
     assert "user_tower.tag_table" in rec.model.state_dict()
     idx, _ = rec.recommend(np.arange(inter.shape[0]), 1)
     assert (idx[:, 0] == held).mean() > 0.9
+    rec.save(tmp_path / "run")
+    bundle = load_bundle(export_bundle(Workspace(tmp_path / "ws"), tmp_path / "run"))
+    assert bundle.manifest["onnx_parity_max_abs_diff"] < 1e-4
+
+
+@pytest.mark.slow
+def test_self_attention_encoder_exports_with_parity_and_learns(tmp_path):
+    inter, held = block_world()
+    model = replace(CONFIG_ONE.model, pooling="self-attention")
+    rec = TwoTowerRecommender(replace(CONFIG_ONE, model=model)).fit(inter)
+    idx, _ = rec.recommend(np.arange(inter.shape[0]), 1)
+    assert (idx[:, 0] == held).mean() > 0.9
+    assert float(rec.model.user_tower.attn_out.weight.abs().sum()) > 0  # it was trained
     rec.save(tmp_path / "run")
     bundle = load_bundle(export_bundle(Workspace(tmp_path / "ws"), tmp_path / "run"))
     assert bundle.manifest["onnx_parity_max_abs_diff"] < 1e-4
