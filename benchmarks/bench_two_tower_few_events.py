@@ -52,8 +52,8 @@ def main(quick: bool = False) -> str:
             seen = index_lists(data.users["seen"], artist_ids)
             targets = index_lists(data.users["targets"], artist_ids)
             per_model[name] = {}
-            for group, (lo, hi) in GROUPS.items():
-                pos = np.flatnonzero((n_streams >= lo) & (n_streams <= hi))
+            for group, (low, high) in GROUPS.items():
+                pos = np.flatnonzero((n_streams >= low) & (n_streams <= high))
                 _, per_user = _rank_and_score(score_fn, artist_ids, pos, seen, targets, 100, (20,))
                 values = np.stack([per_user[m] for m in METRICS], 1)  # (U, M)
                 per_model[name][group] = np.nan_to_num(values)  # NaN only without targets
