@@ -14,10 +14,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,10 +35,11 @@ from world.generate import WorldConfig, generate_world
 log = logging.getLogger("tastemaker.benchmarks")
 COMMAND = "python -m benchmarks.run --only two_tower_demo"
 METRICS = ("recall@20", "ndcg@20")
-ABLATION = {
-    "history only": "history",
-    "+ segments": "segments",
-    "+ segments + dense (listen depth, CTR, streams)": "full",
+ABLATION: dict[str, dict[str, Any]] = {  # row -> TrainConfig / model overrides
+    "history only": {"user_features": "history"},
+    "+ segments": {"user_features": "segments"},
+    "+ segments + dense (listen depth, CTR, streams)": {"user_features": "full"},
+    "history only, self-attention encoder (order-aware)": {"pooling": "self-attention"},
 }
 PEERS = ("itemknn", "ease", "als", "popular")
 
@@ -48,6 +49,13 @@ def demo_config() -> TrainConfig:
     from tastemaker.demo import demo_train_config
 
     return demo_train_config()
+
+
+def _with(base: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """``base`` with fields of the training config or of its nested model config replaced."""
+    top = {k: v for k, v in overrides.items() if hasattr(base, k) and k != "model"}
+    model = {k: v for k, v in overrides.items() if k not in top}
+    return dataclasses.replace(base, model=dataclasses.replace(base.model, **model), **top)
 
 
 def _world(root: Path, seed: int = 7) -> Workspace:
@@ -79,7 +87,8 @@ def _cell(v: list) -> str:
     return f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
 
 
-def main(quick: bool = False) -> str:
+def main(quick: bool = False, only: list[str] | None = None, peers: tuple[str, ...] = PEERS) -> str:
+    """The table; ``only`` (ABLATION labels) and ``peers`` narrow it (``--rows``, ``--no-peers``)."""
     # the demo world is synthetic: its pseudonyms may use the public demo key, as `make demo`
     os.environ.setdefault("TASTEMAKER_DEMO", "1")
     n_boot = 200 if quick else 1000
@@ -87,14 +96,16 @@ def main(quick: bool = False) -> str:
     rows: list[tuple[str, dict[str, list], float]] = []
     with tempfile.TemporaryDirectory(prefix="demo-ablation-") as tmp:
         ws = _world(Path(tmp))
-        groups = {"history only": "history"} if quick else ABLATION
-        for label, features in groups.items():
-            cfg = dataclasses.replace(base, user_features=features)
+        groups = {"history only": ABLATION["history only"]} if quick else ABLATION
+        if only is not None:
+            groups = {k: ABLATION[k] for k in only}
+        for label, overrides in groups.items():
+            cfg = _with(base, overrides)
             started = time.perf_counter()
             run = train_two_tower(ws, cfg)
             seconds = time.perf_counter() - started
             rows.append((f"two-tower, {label}", _scores(ws, "two-tower", run, n_boot), seconds))
-        for peer in PEERS:
+        for peer in peers:
             started = time.perf_counter()
             result = _scores(ws, peer, None, n_boot)
             rows.append((peer, result, time.perf_counter() - started))
@@ -115,5 +126,12 @@ def main(quick: bool = False) -> str:
 
 
 if __name__ == "__main__":
+    import argparse
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    print(main(quick="--quick" in sys.argv[1:]))
+    parser = argparse.ArgumentParser(description="two-tower demo-world ablation")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rows", nargs="*", choices=list(ABLATION), default=None)
+    parser.add_argument("--no-peers", action="store_true")
+    args = parser.parse_args()
+    print(main(args.quick, args.rows, () if args.no_peers else PEERS))

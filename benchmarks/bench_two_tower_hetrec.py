@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -62,16 +63,21 @@ def run_split(
             if name.startswith("two-tower"):
                 meta = None if "no meta" in name else artists
                 train_interactions(train, run, "two-tower", meta, config)
-                seconds = json.loads((run / "config.json").read_text())["fit_seconds"]
+                timing = json.loads((run / "config.json").read_text())
+                seconds, cpu = timing["fit_seconds"], timing["fit_cpu_seconds"]
             else:
+                cpu_started = time.process_time()
                 train_interactions(train, run, name)
                 seconds = time.perf_counter() - started
+                cpu = time.process_time() - cpu_started
             m = evaluate_run(run, test, k=100)["models"]
             metrics = next(iter(m.values()))
             out[name] = {
                 "recall@20": metrics["test/recall@20"],
                 "ndcg@20": metrics["test/ndcg@20"],
                 "seconds": seconds,
+                "cpu_seconds": cpu,
+                "load": os.getloadavg()[0],
             }
             log.info("seed %d %s: %s", seed, name, out[name])
     return out
@@ -88,17 +94,21 @@ def main(quick: bool = False) -> str:
         "`tastemaker import hetrec --split-seed S`, `tastemaker train --interactions "
         "train.tsv --artist-meta artists.tsv --out RUN` (defaults), `tastemaker evaluate "
         "--test test.tsv`. Full ranking over 17,632 artists, training artists excluded. "
-        "Seconds: the Lightning fit only, on 2 CPU cores shared with other jobs (read them as "
-        "upper bounds when the machine was busy).",
+        "Seconds: the fit only (for the two-tower the Lightning fit), wall / CPU (the "
+        "process's CPU time, all threads), on 2 cores shared with other jobs: wall time is an "
+        "upper bound when the machine was busy (1-minute load average at the end of each "
+        "two-tower fit: "
+        + ", ".join(f"seed {s} {rows[s]['two-tower']['load']:.1f}" for s in seeds)
+        + ").",
         "",
-        "| model | " + " | ".join(f"seed {s} R@20 / N@20 / s" for s in seeds) + " | mean R@20 | "
-        "mean N@20 |",
+        "| model | " + " | ".join(f"seed {s} R@20 / N@20 / s / CPU s" for s in seeds) + " | "
+        "mean R@20 | mean N@20 |",
         "|---" * (len(seeds) + 3) + "|",
     ]
     for name in models:
         cells = [
             f"{rows[s][name]['recall@20']:.4f} / {rows[s][name]['ndcg@20']:.4f} / "
-            f"{rows[s][name]['seconds']:.0f}"
+            f"{rows[s][name]['seconds']:.0f} / {rows[s][name]['cpu_seconds']:.0f}"
             for s in seeds
         ]
         r = np.mean([rows[s][name]["recall@20"] for s in seeds])

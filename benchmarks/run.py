@@ -33,6 +33,7 @@ AREAS = (
     "hetrec",
     "two_tower_demo",
     "two_tower_cold",
+    "two_tower_few_events",
     "two_tower_speed",
     "simulate",
     "ranker",

@@ -22,6 +22,7 @@ an artist a user streamed and the same artist as a candidate start from the same
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,7 @@ from torch import nn
 
 from core.constants import N_SPECIAL
 
+POOLINGS = ("mean", "attention", "self-attention")
 _NEG = -1e9  # finite "minus infinity": keeps ONNX graphs free of inf/NaN on empty histories
 
 
@@ -46,7 +48,10 @@ class TwoTowerConfig:
     embed_dim: int = 64  # artist / tag embedding size
     segment_dim: int = 8
     hidden: int = 128
-    pooling: str = "attention"  # "mean" | "attention" (mean + recency-aware attention)
+    # "mean" | "attention" (mean + recency-aware attention) | "self-attention" (one
+    # single-head self-attention layer over the ordered history with position embeddings,
+    # residual, then the mean: an order-aware set encoder)
+    pooling: str = "attention"
     item_dropout: float = 0.0  # training only: drop history items (denoising)
     dropout: float = 0.0  # MLP dropout
     use_dense: bool = True  # False: the dense input keeps its (B, n_dense) shape but is ignored
@@ -63,6 +68,35 @@ class TwoTowerConfig:
     # each distinct artist of a history counts once (a bag, like the masked training halves)
     # rather than once per stream: serving histories repeat a favourite artist many times
     dedupe_history: bool = True
+    # an ensemble in one model: the vectors are ``members`` independent blocks of
+    # ``dim // members`` entries, each L2-normalised and trained by its own loss, concatenated
+    # and scaled by 1/sqrt(members), so a dot product is the members' mean cosine (one ONNX
+    # tower and one index serve the average of K models); needs pooling "mean" and no MLPs
+    members: int = 1
+    # the user tower reads each history artist as the artist tower does (id embedding + the
+    # mean of its tag embeddings), not by its id alone
+    history_tags: bool = False
+
+    def __post_init__(self) -> None:
+        if self.members < 1:
+            raise ValueError(f"members must be >= 1, got {self.members}")
+        if self.members > 1:
+            if self.dim % self.members:
+                raise ValueError(f"dim {self.dim} is not divisible by members {self.members}")
+            if self.pooling != "mean" or self.user_mlp or self.artist_mlp:
+                raise ValueError(
+                    "members > 1 needs pooling='mean', user_mlp=False and artist_mlp=False "
+                    "(every operation must act on each member's block alone)"
+                )
+
+
+def normalize_members(x: torch.Tensor, members: int) -> torch.Tensor:
+    """(B, d) -> (B, d): each of the ``members`` blocks L2-normalised, all scaled by
+    1/sqrt(members) (one block: a plain L2 normalisation)."""
+    if members == 1:
+        return F.normalize(x, dim=-1)
+    blocks = F.normalize(x.reshape(x.shape[0], members, -1), dim=-1)  # (B, K, d/K)
+    return blocks.reshape(x.shape[0], -1) / math.sqrt(members)  # (B, d)
 
 
 def _mlp(n_in: int, hidden: int, n_out: int, dropout: float) -> nn.Sequential:
@@ -74,14 +108,18 @@ def _mlp(n_in: int, hidden: int, n_out: int, dropout: float) -> nn.Sequential:
 class UserTower(nn.Module):
     """``forward(history (B, L) int64, segments (B, S) int64, dense (B, D) float32) -> (B, d)``.
 
-    History pooling: the mean of the valid items, concatenated with an attention pool whose
+    History pooling ("attention"): the mean of the valid items, concatenated with a pool whose
     logits are a learned per-position bias (recency) plus a learned per-item relevance score.
     """
 
+    tag_table: torch.Tensor  # (A, T) buffer, only with ``history_tags``
+    tag_embedding: nn.Embedding  # the artist tower's, only with ``history_tags``
+
     def __init__(self, config: TwoTowerConfig, artist_embedding: nn.Embedding) -> None:
         super().__init__()
-        if config.pooling not in ("mean", "attention"):
-            raise ValueError(f"pooling must be 'mean' or 'attention', got {config.pooling!r}")
+        self.with_tags = bool(config.history_tags and config.use_tags)
+        if config.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {config.pooling!r}")
         self.config = config
         self.artist_embedding = artist_embedding
         n_pool = 2 if config.pooling == "attention" else 1
@@ -100,6 +138,14 @@ class UserTower(nn.Module):
         if config.pooling == "attention":
             self.position_bias = nn.Parameter(torch.zeros(config.history_len))
             self.item_score = nn.Linear(config.embed_dim, 1)
+        if config.pooling == "self-attention":
+            e = config.embed_dim
+            self.position = nn.Parameter(torch.zeros(config.history_len, e))
+            self.norm = nn.LayerNorm(e)
+            self.qkv = nn.Linear(e, 3 * e)
+            self.attn_out = nn.Linear(e, e)
+            nn.init.zeros_(self.attn_out.weight)  # starts as the plain mean; learns the rest
+            nn.init.zeros_(self.attn_out.bias)
         n_dense = config.n_dense if config.use_dense else 0
         if config.user_mlp:
             n_in = n_pool * config.embed_dim + len(config.segment_cardinalities) * seg_dim + n_dense
@@ -119,14 +165,33 @@ class UserTower(nn.Module):
             same = (history.unsqueeze(2) == history.unsqueeze(1)) & valid.unsqueeze(1)  # (B, L, L)
             w = w / same.sum(2).clamp(min=1).to(w.dtype)  # (B, L): 1 / copies of that artist
         count = w.sum(1, keepdim=True).clamp(min=1.0)  # (B, 1)
+        if self.with_tags:
+            tags = self.tag_table[history]  # (B, L, T)
+            tag_w = (tags > 0).to(weight.dtype)  # (B, L, T)
+            tag_w = tag_w / tag_w.sum(2, keepdim=True).clamp(min=1.0)  # each artist's tag mean
         if self.config.pooling == "mean" and not torch.onnx.is_in_onnx_export():
             # the same mean without materialising (B, L, e): 2x faster forward and backward
-            return F.embedding_bag(history, weight, per_sample_weights=w / count, mode="sum")
+            pooled = F.embedding_bag(history, weight, per_sample_weights=w / count, mode="sum")
+            if self.with_tags:
+                tw = (tag_w * (w / count).unsqueeze(-1)).flatten(1)  # (B, L T)
+                pooled = pooled + F.embedding_bag(
+                    tags.flatten(1), self.tag_embedding.weight, per_sample_weights=tw, mode="sum"
+                )  # (B, e)
+            return pooled
         emb = self.artist_embedding(history)  # (B, L, e)
+        if self.with_tags:
+            emb = emb + (self.tag_embedding(tags) * tag_w.unsqueeze(-1)).sum(2)  # (B, L, e)
         mean = (emb * w.unsqueeze(-1)).sum(1) / count  # (B, e)
         if self.config.pooling == "mean":
             return mean
         length = history.shape[1]
+        if self.config.pooling == "self-attention":
+            x = emb + self.position[:length]  # (B, L, e)
+            q, k, v = self.qkv(self.norm(x)).chunk(3, dim=-1)  # (B, L, e) each
+            scores = q @ k.transpose(1, 2) / math.sqrt(q.shape[-1])  # (B, L, L)
+            scores = scores.masked_fill(~valid.unsqueeze(1), _NEG)  # keys: valid items only
+            mixed = self.attn_out(torch.softmax(scores, dim=-1) @ v)  # (B, L, e)
+            return ((emb + mixed) * w.unsqueeze(-1)).sum(1) / count  # (B, e)
         logits = self.item_score(emb).squeeze(-1) + self.position_bias[:length]  # (B, L)
         logits = logits.masked_fill(~valid, _NEG)  # (B, L)
         attn = torch.softmax(logits, dim=1) * w  # (B, L), zero everywhere for empty history
@@ -144,7 +209,7 @@ class UserTower(nn.Module):
                 x = x + table(segments[:, i])  # (B, d)
             if use_dense:
                 x = x + self.dense_proj(dense.to(x.dtype))  # (B, d)
-            return F.normalize(x, dim=-1)  # (B, d)
+            return normalize_members(x, self.config.members)  # (B, d)
         parts = [pooled]
         for i, table in enumerate(self.segment_embeddings):
             parts.append(table(segments[:, i]))  # (B, s)
@@ -198,7 +263,7 @@ class ArtistTower(nn.Module):
             min=1.0
         )  # (B, e)
         if not self.config.artist_mlp:
-            return F.normalize(ids + tag_bag, dim=-1)  # (B, d)
+            return normalize_members(ids + tag_bag, self.config.members)  # (B, d)
         pop = self.popularity[artists].unsqueeze(-1).to(ids.dtype)  # (B, 1)
         x = torch.cat([ids, tag_bag, pop], dim=1)  # (B, 2e + 1)
         return F.normalize(self.mlp(x), dim=-1)  # (B, d)
@@ -227,6 +292,9 @@ class TwoTower(nn.Module):
             self.artist_embedding.weight[0].zero_()
         self.user_tower = UserTower(config, self.artist_embedding)
         self.artist_tower = ArtistTower(config, self.artist_embedding, tag_table, popularity)
+        if self.user_tower.with_tags:  # one tag table and embedding, read by both towers
+            self.user_tower.tag_embedding = self.artist_tower.tag_embedding
+            self.user_tower.register_buffer("tag_table", tag_table.long())
 
     @torch.no_grad()
     def zero_untrained_ids(self, trained: torch.Tensor | np.ndarray) -> None:

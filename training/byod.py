@@ -59,7 +59,11 @@ def train_interactions(
         tags = read_artist_tags(artist_meta_path) if artist_meta_path is not None else None
         rec = TwoTowerRecommender(config, tags).fit(inter)
         save_interactions(out / "interactions.npz", inter)
-        rec.save(out, {**common, "fit_seconds": round(rec.fit_seconds, 2)})
+        timing = {
+            "fit_seconds": round(rec.fit_seconds, 2),
+            "fit_cpu_seconds": round(rec.fit_cpu_seconds, 2),
+        }
+        rec.save(out, {**common, **timing})
         return out
     model = make_recommender(model_name)
     if not isinstance(model, ScoringRecommender):

@@ -21,6 +21,7 @@ _TRAIN_FLAGS: dict[str, tuple[str, Any]] = {
     "epochs": ("epochs", int),
     "batch_size": ("batch_size", int),
     "lr": ("lr", float),
+    "lr_schedule": ("lr_schedule", str),
     "temperature": ("temperature", float),
     "uniform_negatives": ("uniform_negatives", int),
     "history_keep": ("history_keep", float),
@@ -32,7 +33,7 @@ _TRAIN_FLAGS: dict[str, tuple[str, Any]] = {
     "precision": ("precision", str),
     "seed": ("seed", int),
 }
-_MODEL_FLAGS = ("dim", "history_len", "pooling")
+_MODEL_FLAGS = ("dim", "history_len", "pooling", "members")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,7 +45,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--devices", default=None, help="number of devices (>1: DDP), or 'auto'")
     p.add_argument("--dim", type=int, default=None, help="vector size (embeddings too)")
     p.add_argument("--history-len", type=int, default=None)
-    p.add_argument("--pooling", choices=("mean", "attention"), default=None)
+    p.add_argument("--pooling", choices=("mean", "attention", "self-attention"), default=None)
+    p.add_argument(
+        "--members",
+        type=int,
+        default=None,
+        help="an ensemble of this many two-towers in one model (dim is split between them)",
+    )
     p.add_argument(
         "--refit",
         action=argparse.BooleanOptionalAction,

@@ -137,6 +137,8 @@ def with_catalogue(run: LoadedRun, catalogue: pa.Table) -> tuple[LoadedRun, int]
             grown[:n_old] = state[key]
             state[key] = grown
     state["artist_tower.tag_table"], state["artist_tower.popularity"] = tag_table, popularity
+    if "user_tower.tag_table" in state:
+        state["user_tower.tag_table"] = tag_table
     model.load_state_dict(state, strict=True)
     vocabs = FeatureVocabs(artists=artists, tags=run.vocabs.tags, segments=run.vocabs.segments)
     grown_run = dataclasses.replace(run, model=model.eval(), vocabs=vocabs, config=config)

@@ -19,6 +19,7 @@ import time
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.types import OptimizerLRScheduler
 from torch import nn
 
 from core.constants import N_SPECIAL, PAD_INDEX, UNK_INDEX
@@ -90,17 +91,23 @@ class TwoTowerModule(pl.LightningModule):
             extra_ids = torch.randint(N_SPECIAL, n_real + N_SPECIAL, (m,), device=users.device)
             extra = self.artist_tower(extra_ids)  # (M, d)
         self.n_candidates = len(all_ids)
-        loss = self.loss(
-            users,
-            all_artists,
-            all_ids,
-            log_q,
-            batch.get("weight"),
-            extra,
-            extra_ids,
-            math.log(max(m, 1) / max(n_real, 1)),
-            targets,
-        )
+        k = self.model.config.members
+        # an ensemble's members each learn from their own softmax over the same batch; a
+        # member's block times sqrt(k) is its unit vector (``models.two_tower.normalize_members``)
+        losses = [
+            self.loss(
+                *(_block(x, i, k) for x in (users, all_artists)),
+                all_ids,
+                log_q,
+                batch.get("weight"),
+                None if extra is None else _block(extra, i, k),
+                extra_ids,
+                math.log(max(m, 1) / max(n_real, 1)),
+                targets,
+            )
+            for i in range(k)
+        ]
+        loss = losses[0] if k == 1 else torch.stack(losses).mean()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss is {loss.item()} at step {self.global_step}")
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(users))
@@ -122,9 +129,29 @@ class TwoTowerModule(pl.LightningModule):
         self.val_history.append({"epoch": self.current_epoch, **metrics})
         self.log_dict(metrics, prog_bar=False, sync_dist=False)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> OptimizerLRScheduler:
         params: list[nn.Parameter] = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
+        opt = torch.optim.AdamW(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
+        if self.config.lr_schedule == "constant":
+            return opt
+        steps = max(int(self.trainer.estimated_stepping_batches), 1)
+        if self.config.lr_schedule == "cosine":
+            sched: torch.optim.lr_scheduler.LRScheduler = (
+                torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+            )
+        else:  # "onecycle": warm up over the first 10 % of steps, then cosine down
+            sched = torch.optim.lr_scheduler.OneCycleLR(
+                opt, max_lr=self.config.lr, total_steps=steps, pct_start=0.1
+            )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _block(x: torch.Tensor, i: int, members: int) -> torch.Tensor:
+    """Member ``i``'s unit vectors out of (N, d) ensemble vectors: (N, d / members)."""
+    if members == 1:
+        return x
+    width = x.shape[1] // members
+    return x[:, i * width : (i + 1) * width] * math.sqrt(members)
 
 
 class EpochProgress(pl.Callback):

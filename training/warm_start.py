@@ -19,7 +19,7 @@ from models.two_tower import TwoTower
 from training.inference import load_run
 
 log = logging.getLogger("tastemaker.training")
-DATA_BUFFERS = ("artist_tower.tag_table", "artist_tower.popularity")
+DATA_BUFFERS = ("artist_tower.tag_table", "artist_tower.popularity", "user_tower.tag_table")
 
 
 def _copy_rows(dst: torch.Tensor, src: torch.Tensor, new: Vocab, old: Vocab) -> int:
@@ -45,7 +45,9 @@ def warm_start(model: TwoTower, vocabs: FeatureVocabs, champion_run: str | Path)
         if name in DATA_BUFFERS or name not in src:
             continue
         old = src[name]
-        if name.endswith("artist_embedding.weight"):
+        if old.shape[1:] != tensor.shape[1:]:  # another width (dim, members): start fresh
+            counts["fresh"] += 1
+        elif name.endswith("artist_embedding.weight"):
             n = _copy_rows(tensor, old, vocabs.artists, champion.vocabs.artists)
             counts["artists"] = max(counts["artists"], n)  # one table, shared by both towers
         elif name.endswith("tag_embedding.weight"):
