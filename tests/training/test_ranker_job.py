@@ -30,13 +30,17 @@ def _slate_days(labelled, lo: int, hi: int) -> list[int]:
     return sorted({int(t // DAY_MS) for t in ts if lo <= t < hi})
 
 
-def test_features_of_a_day_never_see_that_day_or_later(pipeline) -> None:
+def _slate_inputs(pipeline):
+    """The tiny pipeline's workspace, feature config, event log, cutoffs, labelled slates and
+    two-tower scorer: what building ranker slates needs."""
     ws, out = pipeline
     config = FeatureConfig()
     ev = load_event_log(ws, config)
-    cut = cutoffs(ev, config)
-    labelled = read_labelled(ws)
-    scorer = load_scorer(out["run_dir"])
+    return ws, config, ev, cutoffs(ev, config), read_labelled(ws), load_scorer(out["run_dir"])
+
+
+def test_features_of_a_day_never_see_that_day_or_later(pipeline) -> None:
+    ws, config, ev, cut, labelled, scorer = _slate_inputs(pipeline)
     day = _slate_days(labelled, cut["valid"], cut["test"])[-2] * DAY_MS
     full = build_slates(labelled, ev, scorer, day, day + DAY_MS, config)
     cut_log = build_slates(labelled, ev.truncate(day), scorer, day, day + DAY_MS, config)
@@ -116,12 +120,7 @@ def test_ranker_from_lake_to_served_bundle(pipeline, tmp_path: Path) -> None:
 
 
 def test_extra_negatives_are_unshown_non_clicks_of_clicked_slates(pipeline) -> None:
-    ws, out = pipeline
-    config = FeatureConfig()
-    ev = load_event_log(ws, config)
-    cut = cutoffs(ev, config)
-    labelled = read_labelled(ws)
-    scorer = load_scorer(out["run_dir"])
+    ws, config, ev, cut, labelled, scorer = _slate_inputs(pipeline)
     plain = build_slates(labelled, ev, scorer, cut["valid"], cut["test"], config)
     more = build_slates(labelled, ev, scorer, cut["valid"], cut["test"], config, 3)
     clicked = np.unique(plain.data.qid[plain.data.y > 0])
