@@ -16,7 +16,6 @@ import numpy as np
 import onnxruntime as ort
 import pyarrow.parquet as pq
 
-from core.constants import UNK_INDEX
 from data.features.encoding import FeatureEncoder
 from index import FILES, ArtistIndex, Bundle, CorruptBundleError
 from serving.ranker import ServingRanker
@@ -134,12 +133,6 @@ class ServingModel:
     def user_vectors(self, rows: list[Mapping[str, Any]]) -> np.ndarray:
         """(B, d) L2-normalised user vectors from online feature rows."""
         return self.session.run(None, self.encoder.encode(rows))[0]  # (B, d)
-
-    def vectors_of(self, artist_ids: list[str]) -> tuple[list[str], np.ndarray]:
-        """Known artists among ``artist_ids`` and their vectors (n, d)."""
-        kept = [a for a in artist_ids if self.encoder.artist_index(a) > UNK_INDEX]
-        idx = [self.encoder.artist_index(a) for a in kept]
-        return kept, self.artist_vectors[idx]  # (n, d)
 
     @property
     def created_at(self) -> str | None:

@@ -104,13 +104,24 @@ def fill_from_trending(
         chosen.append(Recommendation(artist, model.name(artist), None, source, reason))
 
 
-def explain(model: ServingModel, history: Sequence[str], ids: np.ndarray) -> list[str]:
-    """ "because you listen to X" with X the recent history artist closest to each pick."""
-    kept, hist_vecs = model.vectors_of(list(history[:EXPLAIN_HISTORY]))  # (h, d)
-    if not kept:
-        return ["picked for your taste profile"] * len(ids)
-    sims = model.artist_vectors[ids] @ hist_vecs.T  # (n, h)
-    return [f"because you listen to {model.name(kept[j])}" for j in sims.argmax(axis=1)]
+def reason_for(model: ServingModel, because: int) -> str:
+    """The explanation of a pick whose closest history artist has vocab index ``because``
+    (``<= UNK_INDEX``: none known)."""
+    if because > UNK_INDEX:
+        return f"because you listen to {model.name(model.encoder.artist_id(because))}"
+    return "picked for your taste profile"
+
+
+def explain(model: ServingModel, history_idx: np.ndarray, ids: np.ndarray) -> list[str]:
+    """ "because you listen to X" with X the recent history artist closest to each pick.
+
+    ``history_idx`` (h,): vocab indices of the most recent history artists (the encoder's
+    ``history`` row, so no artist id is looked up twice); pad and unknown ones are skipped."""
+    kept = history_idx[history_idx > UNK_INDEX]  # (h',)
+    if not len(kept):
+        return [reason_for(model, UNK_INDEX)] * len(ids)
+    sims = model.artist_vectors[ids] @ model.artist_vectors[kept].T  # (n, h')
+    return [reason_for(model, b) for b in kept[sims.argmax(axis=1)].tolist()]
 
 
 def rerank(
@@ -128,7 +139,7 @@ def rerank(
 
 def recommend_from_row(model: ServingModel, row: Mapping[str, Any], k: int) -> RecommendationList:
     """Model recommendations for one online feature row (or trending when it has no history)."""
-    history = list(row.get("history") or [])
+    history = row.get("history") or []
     exclude = set(row.get("followed") or []) | set(row.get("seen") or [])
     segments = segment_keys(row)
     chosen: list[Recommendation] = []
@@ -136,24 +147,33 @@ def recommend_from_row(model: ServingModel, row: Mapping[str, Any], k: int) -> R
         fill_from_trending(model, chosen, k, segments, exclude, "trending")
         return RecommendationList(tuple(chosen), "trending", model.version)
 
-    user_vec = model.user_vectors([row])  # (1, d)
     enc = model.encoder
-    excluded_idx = {i for i in map(enc.artist_index, exclude) if i > UNK_INDEX}
+    feed = enc.encode([row])  # what model.user_vectors runs; its history row is reused below
+    user_vec = model.session.run(None, feed)[0]  # (1, d)
     depth = max(k, model.ranker.candidates) if model.ranker is not None else k
-    fetch = min(model.index.ntotal, depth + len(excluded_idx) + 2)  # +2: pad and unk may be indexed
+    # Excluded artists are matched by id, not mapped to vocab indices first (120 lookups in
+    # the artist vocabulary cost more than the search's own bookkeeping); len(exclude) bounds
+    # the indexed ones among them. +2: pad and unk may be indexed.
+    fetch = min(model.index.ntotal, depth + len(exclude) + 2)
     ids, scores = model.index.search(user_vec, max(fetch, 1))  # (1, fetch), (1, fetch)
+    tokens = enc.artist_tokens
     keep = [
-        (int(i), float(s))
-        for i, s in zip(ids[0], scores[0], strict=True)
-        if i > UNK_INDEX and i not in excluded_idx
+        (i, s)
+        for i, s in zip(ids[0].tolist(), scores[0].tolist(), strict=True)
+        if i > UNK_INDEX and tokens[i] not in exclude
     ]
     keep = rerank(model, row, keep[:depth])[:k]
     if keep:
         picked = np.array([i for i, _ in keep], dtype=np.int64)  # (n,)
-        reasons = explain(model, history, picked)
+        if enc.history_len >= EXPLAIN_HISTORY:
+            history_idx = feed["history"][0, :EXPLAIN_HISTORY]  # (h,)
+        else:  # the tower saw fewer than the explanations look at
+            history_idx = np.array([enc.artist_index(a) for a in history[:EXPLAIN_HISTORY]])
+        reasons = explain(model, history_idx, picked)
+        names = model.names
         for (i, s), reason in zip(keep, reasons, strict=True):
-            artist = enc.artist_id(i)
-            chosen.append(Recommendation(artist, model.name(artist), s, "model", reason))
+            artist = tokens[i]
+            chosen.append(Recommendation(artist, names.get(artist, artist), s, "model", reason))
     if len(chosen) < k:
         fill_from_trending(model, chosen, k, segments, exclude, "backfill")
     return RecommendationList(tuple(chosen), "model", model.version)
@@ -165,12 +185,7 @@ def from_slate(model: ServingModel, slate: Slate, k: int) -> RecommendationList:
     chosen = []
     for i, s, b in zip(slate.ids[:k], slate.scores[:k], slate.because[:k], strict=True):
         artist = enc.artist_id(i)
-        reason = (
-            f"because you listen to {model.name(enc.artist_id(b))}"
-            if b > UNK_INDEX
-            else "picked for your taste profile"
-        )
-        chosen.append(Recommendation(artist, model.name(artist), s, "model", reason))
+        chosen.append(Recommendation(artist, model.name(artist), s, "model", reason_for(model, b)))
     if len(chosen) < k:
         fill_from_trending(model, chosen, k, [], set(), "backfill")
     return RecommendationList(tuple(chosen), "precomputed", model.version)
