@@ -40,6 +40,7 @@ ABLATION: dict[str, dict[str, Any]] = {  # row -> TrainConfig / model overrides
     "+ segments": {"user_features": "segments"},
     "+ segments + dense (listen depth, CTR, streams)": {"user_features": "full"},
     "history only, self-attention encoder (order-aware)": {"pooling": "self-attention"},
+    "history + followed artists": {"follows_len": 50},
 }
 PEERS = ("itemknn", "ease", "als", "popular")
 
