@@ -6,7 +6,9 @@ What each feature group carries in the world: a user's genre preference is drawn
 age group and country (``world/taste.py``), so segments carry a taste prior the history
 already reveals for active users; the dense features (listen depth against other listeners,
 clicks per 100 impressions against the user's own rate, log streams) describe engagement,
-not taste. Followed artists are not a model input yet.
+not taste. Followed artists (``follows_len``): a follow is the first organic stream of a
+roster artist that passes ``follow_prob`` (``world/events.py``), so it marks lasting taste
+among streamed artists, which repeats in the history also show, and never names a new artist.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ ABLATION: dict[str, dict[str, Any]] = {  # row -> TrainConfig / model overrides
     "+ segments": {"user_features": "segments"},
     "+ segments + dense (listen depth, CTR, streams)": {"user_features": "full"},
     "history only, self-attention encoder (order-aware)": {"pooling": "self-attention"},
+    "history + followed artists": {"follows_len": 50},
 }
 PEERS = ("itemknn", "ease", "als", "popular")
 

@@ -76,6 +76,10 @@ class TwoTowerConfig:
     # the user tower reads each history artist as the artist tower does (id embedding + the
     # mean of its tag embeddings), not by its id alone
     history_tags: bool = False
+    # > 0: the user tower also reads up to this many followed artists (most recent follow
+    # first), mean-pooled from the shared artist id table and added (no MLP) or concatenated
+    # (MLP) through a learned gate; 0 (default): no follows input
+    follows_len: int = 0
 
     def __post_init__(self) -> None:
         if self.members < 1:
@@ -147,8 +151,17 @@ class UserTower(nn.Module):
             nn.init.zeros_(self.attn_out.weight)  # starts as the plain mean; learns the rest
             nn.init.zeros_(self.attn_out.bias)
         n_dense = config.n_dense if config.use_dense else 0
+        if config.follows_len > 0:
+            # starts at 0: the model begins as the history alone and learns what follows add
+            self.follows_gate = nn.Parameter(torch.zeros(config.embed_dim))
+        n_follow = config.embed_dim if config.follows_len > 0 else 0
         if config.user_mlp:
-            n_in = n_pool * config.embed_dim + len(config.segment_cardinalities) * seg_dim + n_dense
+            n_in = (
+                n_pool * config.embed_dim
+                + len(config.segment_cardinalities) * seg_dim
+                + n_dense
+                + n_follow
+            )
             self.mlp = _mlp(n_in, config.hidden, config.dim, config.dropout)
         elif n_dense:
             self.dense_proj = nn.Linear(n_dense, config.dim, bias=False)
@@ -198,13 +211,31 @@ class UserTower(nn.Module):
         attended = (emb * attn.unsqueeze(-1)).sum(1)  # (B, e)
         return torch.cat([mean, attended], dim=1)  # (B, 2e)
 
+    def pool_follows(self, follows: torch.Tensor) -> torch.Tensor:
+        """(B, F) followed artist indices (0 = pad) -> (B, e) gated masked mean of their id
+        embeddings (zero for a user who follows nobody)."""
+        weight = self.artist_embedding.weight  # (A, e)
+        w = (follows > 0).to(weight.dtype)  # (B, F)
+        count = w.sum(1, keepdim=True).clamp(min=1.0)  # (B, 1)
+        mean = (self.artist_embedding(follows) * w.unsqueeze(-1)).sum(1) / count  # (B, e)
+        return mean * self.follows_gate  # (B, e)
+
     def forward(
-        self, history: torch.Tensor, segments: torch.Tensor, dense: torch.Tensor
+        self,
+        history: torch.Tensor,
+        segments: torch.Tensor,
+        dense: torch.Tensor,
+        follows: torch.Tensor | None = None,
     ) -> torch.Tensor:
         pooled = self.pool_history(history)  # (B, e) or (B, 2e)
         use_dense = bool(self.config.n_dense and self.config.use_dense)
+        followed = None
+        if self.config.follows_len > 0:
+            if follows is None:
+                raise ValueError(f"follows_len={self.config.follows_len} needs a follows input")
+            followed = self.pool_follows(follows)  # (B, e)
         if not self.config.user_mlp:
-            x = pooled  # (B, d)
+            x = pooled if followed is None else pooled + followed  # (B, d)
             for i, table in enumerate(self.segment_embeddings):
                 x = x + table(segments[:, i])  # (B, d)
             if use_dense:
@@ -215,6 +246,8 @@ class UserTower(nn.Module):
             parts.append(table(segments[:, i]))  # (B, s)
         if use_dense:
             parts.append(dense.to(pooled.dtype))  # (B, D)
+        if followed is not None:
+            parts.append(followed)  # (B, e)
         x = torch.cat(parts, dim=1)  # (B, n_in)
         return F.normalize(self.mlp(x), dim=-1)  # (B, d)
 

@@ -29,6 +29,7 @@ from core.constants import N_SPECIAL, UNK_INDEX
 from data.features.encoding import (
     UserInputs,
     encode_dense,
+    encode_history_lists,
     encode_segments,
     encode_users,
     gather_history,
@@ -65,17 +66,21 @@ class ExampleArrays:
     segments: np.ndarray  # (E, S)
     dense: np.ndarray  # (E, D)
     weights: np.ndarray  # (E,)
+    follows: np.ndarray | None = None  # (E, F) followed before each example, or None
 
     def batch(self, rows: np.ndarray, history_len: int) -> dict[str, torch.Tensor]:
         end = self.seq_start[rows] + self.hist_end[rows]  # (B,)
         history = gather_history(self.flat, end - 1, self.hist_end[rows], history_len, step=-1)
-        return {
+        out = {
             "history": torch.from_numpy(history),  # (B, L)
             "segments": torch.from_numpy(self.segments[rows]),  # (B, S)
             "dense": torch.from_numpy(self.dense[rows]),  # (B, D)
             "artist": torch.from_numpy(self.artists[rows]),  # (B,)
             "weight": torch.from_numpy(self.weights[rows]),  # (B,)
         }
+        if self.follows is not None:
+            out["follows"] = torch.from_numpy(self.follows[rows])  # (B, F)
+        return out
 
 
 def _read(path: Path, schema: pa.Schema) -> pa.Table:
@@ -184,6 +189,7 @@ class LakeDataModule(pl.LightningDataModule):
         masked: bool = True,
         history_keep: float = 0.5,
         swap_halves: bool = True,
+        follows_len: int = 0,
     ) -> None:
         super().__init__()
         self.features_dir = Path(features_dir)
@@ -199,6 +205,7 @@ class LakeDataModule(pl.LightningDataModule):
         self.masked = masked
         self.history_keep = history_keep
         self.swap_halves = swap_halves
+        self.follows_len = follows_len
         self._ready = False
 
     def setup(self, stage: str | None = None) -> None:
@@ -235,7 +242,7 @@ class LakeDataModule(pl.LightningDataModule):
         eval_users = _read(d / "eval.parquet", EVAL_USERS)
         valid = eval_users.filter(pc.equal(eval_users.column("split"), "valid"))
         self.eval_set = EvalSet(
-            inputs=encode_users(valid, self.vocabs, self.history_len),
+            inputs=encode_users(valid, self.vocabs, self.history_len, follows_len=self.follows_len),
             seen=encode_targets(valid.column("seen").to_pylist(), self.vocabs.artists),
             targets=encode_targets(valid.column("targets").to_pylist(), self.vocabs.artists),
         )
@@ -273,7 +280,19 @@ class LakeDataModule(pl.LightningDataModule):
             segments=encode_segments(examples, self.vocabs),
             dense=encode_dense(examples, USER_DENSE_FIELDS),
             weights=np.nan_to_num(weights, nan=1.0),
+            follows=self._follows(examples),
         )
+
+    def _follows(self, examples: pa.Table) -> np.ndarray | None:
+        """(E, F) each example's followed artists (strictly before it), or None when off."""
+        if self.follows_len <= 0:
+            return None
+        if "followed" not in examples.column_names:
+            raise ValueError(
+                "examples.parquet has no 'followed' column; rebuild it with `tastemaker features`"
+            )
+        col = examples.column("followed")
+        return encode_history_lists(col, self.vocabs.artists, self.follows_len)
 
     def _masked_pairs(self, examples: pa.Table) -> MaskedPairs:
         """Every user's bag of artists in the training window (most recent first), split in
@@ -307,6 +326,7 @@ class LakeDataModule(pl.LightningDataModule):
             self.seed,
             recency=pairs["ts"].to_numpy().astype(np.float64),
             dense=self.train.dense[last],
+            follows=None if self.train.follows is None else self.train.follows[last],
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -341,11 +361,14 @@ def user_loader(inputs: UserInputs, batch_size: int) -> DataLoader:
 
     def collate(rows: list[int]) -> dict[str, torch.Tensor]:
         r = np.asarray(rows)
-        return {
+        out = {
             "history": torch.from_numpy(inputs.history[r]),
             "segments": torch.from_numpy(inputs.segments[r]),
             "dense": torch.from_numpy(inputs.dense[r]),
         }
+        if inputs.follows is not None:
+            out["follows"] = torch.from_numpy(inputs.follows[r])
+        return out
 
     indices: Any = range(len(inputs))  # a range is a map-style dataset of its indices
     return DataLoader(indices, batch_size=batch_size, shuffle=False, collate_fn=collate)

@@ -57,13 +57,19 @@ def _probe_inputs(run: LoadedRun, batch: int = 7, seed: int = 0) -> tuple[torch.
         else torch.zeros((batch, 0), dtype=torch.long)
     )  # (B, S)
     dense = torch.randn((batch, cfg.n_dense), generator=g)  # (B, D)
-    return history, segments, dense
+    if cfg.follows_len <= 0:
+        return history, segments, dense
+    follows = torch.randint(1, cfg.n_artists, (batch, cfg.follows_len), generator=g)  # (B, F)
+    for i in range(batch):
+        follows[i, (i * cfg.follows_len) // max(batch - 1, 1) :] = 0  # row 0 full .. last empty
+    return history, segments, dense, follows
 
 
 def export_user_tower(run: LoadedRun, path: Path) -> float:
     """Write the ONNX user tower to ``path``; return the max abs diff against torch."""
     tower = run.model.user_tower.eval()
     probe = _probe_inputs(run)
+    names = ["history", "segments", "dense", "follows"][: len(probe)]
     batch = torch.export.Dim("batch", min=1)
     torch.onnx.export(
         tower,
@@ -71,9 +77,9 @@ def export_user_tower(run: LoadedRun, path: Path) -> float:
         str(path),
         dynamo=True,
         opset_version=OPSET,
-        input_names=["history", "segments", "dense"],
+        input_names=names,
         output_names=["user_vec"],
-        dynamic_shapes={"history": {0: batch}, "segments": {0: batch}, "dense": {0: batch}},
+        dynamic_shapes={name: {0: batch} for name in names},
         external_data=False,
         verbose=False,
     )
@@ -213,6 +219,7 @@ def export_bundle(
             "model": {
                 "dim": run.config.dim,
                 "history_len": run.config.history_len,
+                "follows_len": run.config.follows_len,
                 "segment_fields": list(run.vocabs.segment_fields),
                 "dense_fields": list(USER_DENSE_FIELDS[: run.config.n_dense]),
                 "opset": OPSET,

@@ -123,9 +123,13 @@ class TwoTowerScorer:
 
     @torch.no_grad()
     def user_vectors(self, users: pa.Table) -> np.ndarray:
-        x = encode_users(users, self.run.vocabs, self.run.config.history_len)
+        cfg = self.run.config
+        x = encode_users(users, self.run.vocabs, cfg.history_len, follows_len=cfg.follows_len)
         out = self.run.model.user_tower(
-            torch.from_numpy(x.history), torch.from_numpy(x.segments), torch.from_numpy(x.dense)
+            torch.from_numpy(x.history),
+            torch.from_numpy(x.segments),
+            torch.from_numpy(x.dense),
+            None if x.follows is None else torch.from_numpy(x.follows),
         )  # (U, d)
         return out.numpy()
 

@@ -77,7 +77,9 @@ class TwoTowerModule(pl.LightningModule):
         return out.reshape(-1, *x.shape[1:])
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        users = self.user_tower(batch["history"], batch["segments"], batch["dense"])  # (B, d)
+        users = self.user_tower(
+            batch["history"], batch["segments"], batch["dense"], batch.get("follows")
+        )  # (B, d)
         artists = self.artist_tower(batch["artist"])  # (B, d)
         ids = batch["artist"]  # (B,)
         rank = self.trainer.global_rank if self.trainer is not None else 0
@@ -114,7 +116,9 @@ class TwoTowerModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        vecs = self.user_tower(batch["history"], batch["segments"], batch["dense"])  # (B, d)
+        vecs = self.user_tower(
+            batch["history"], batch["segments"], batch["dense"], batch.get("follows")
+        )  # (B, d)
         self._val_vecs.append(vecs.float())
 
     def on_validation_epoch_end(self) -> None:

@@ -52,6 +52,14 @@ def bag_histories(
     return out
 
 
+def history_follows(follows: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+    """(B, F) followed artists with those outside the row's (B, L) history half zeroed: every
+    follow is an artist streamed before it, so a follow in the held-out half would hand the
+    model its positive. What is left marks which fed artists the user follows."""
+    inside = (follows.unsqueeze(2) == history.unsqueeze(1)).any(2)  # (B, F)
+    return torch.where(inside, follows, torch.zeros_like(follows))
+
+
 class MaskedPairs(IterableDataset):
     """Yields dict batches ``history (B, L)``, ``segments (B, S)``, ``dense (B, 0)``,
     ``artist (B,)``; one pass is one epoch with a fresh split of every user's bag."""
@@ -67,6 +75,7 @@ class MaskedPairs(IterableDataset):
         seed: int,
         recency: np.ndarray | None = None,  # (N,) per stored entry, larger = more recent
         dense: np.ndarray | None = None,  # (U, D) float32 per user
+        follows: np.ndarray | None = None,  # (U, F) int64 per user, most recent follow first
     ) -> None:
         m = matrix.tocsr()
         self.indptr = m.indptr.astype(np.int64)
@@ -78,6 +87,7 @@ class MaskedPairs(IterableDataset):
         self.dense = torch.from_numpy(
             np.zeros((n_users, 0), np.float32) if dense is None else dense.astype(np.float32)
         )
+        self.follows = None if follows is None else torch.from_numpy(follows.astype(np.int64))
         self.history_len = history_len
         self.batch_size = batch_size
         self.keep = keep
@@ -137,9 +147,12 @@ class MaskedPairs(IterableDataset):
         size = min(self.batch_size, len(entry) // world) if len(entry) >= world else len(entry)
         for b in range(rank, n_batches, world):
             s = slice(b * size, (b + 1) * size)
-            yield {
+            batch = {
                 "history": hist[row_t[s]],  # (B, L)
                 "segments": self.segments[user_t[s]],  # (B, S)
                 "dense": self.dense[user_t[s]],  # (B, D)
                 "artist": self.items[entry_t[s]],  # (B,)
             }
+            if self.follows is not None:
+                batch["follows"] = history_follows(self.follows[user_t[s]], batch["history"])
+            yield batch

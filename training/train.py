@@ -106,6 +106,7 @@ def _datamodule(config: TrainConfig, features: Path, splits: tuple[str, ...]) ->
         masked=config.lake_batches == "masked",
         history_keep=config.history_keep,
         swap_halves=config.swap_halves,
+        follows_len=config.model.follows_len,
     )
     dm.setup("fit")
     return dm

@@ -80,6 +80,9 @@ class TwoTowerRecommender:
 
     def build(self, inter: Interactions) -> TwoTower:
         """The untrained model for ``inter``'s catalogue (vocab sizes filled in)."""
+        if self.config.model.follows_len > 0:
+            raise ValueError("follows_len > 0 needs the lake (followed artists); an interactions "
+                             "file has none: set follows_len=0")  # fmt: skip
         self.vocabs = vocabs = self._vocabs(inter)
         mcfg = dataclasses.replace(
             self.config.model,

@@ -10,6 +10,8 @@ them together:
 - ``segments`` (B, S) int64: one value per field in ``segment_fields`` order, mapped through
   that field's vocabulary (unknown or null -> 1).
 - ``dense`` (B, D) float32: the ``dense_fields`` values as stored (null/NaN -> 0.0).
+- ``follows`` (B, F) int64, only for a model with ``follows_len`` F > 0: the ``followed``
+  artists (most recent follow first), laid out as ``history``.
 
 Training examples point into a user's oldest-first stream sequence; :func:`gather_history`
 walks that sequence backwards from ``hist_end - 1`` so the layout is identical to a
@@ -37,6 +39,7 @@ class UserInputs:
     history: np.ndarray  # (B, L) int64
     segments: np.ndarray  # (B, S) int64
     dense: np.ndarray  # (B, D) float32
+    follows: np.ndarray | None = None  # (B, F) int64, only with ``follows_len`` > 0
 
     def __len__(self) -> int:
         return len(self.history)
@@ -98,14 +101,22 @@ def encode_users(
     vocabs: FeatureVocabs,
     history_len: int,
     dense_fields: Sequence[str] = USER_DENSE_FIELDS,
+    follows_len: int = 0,
 ) -> UserInputs:
-    """Encode a USER_FEATURES / EVAL_USERS table (``history`` most recent first)."""
+    """Encode a USER_FEATURES / EVAL_USERS table (``history`` most recent first; with
+    ``follows_len`` > 0 also ``followed``)."""
     if "history" not in table.column_names:
         raise ValueError(f"user table has no 'history' column; found: {table.column_names}")
+    follows = None
+    if follows_len > 0:
+        if "followed" not in table.column_names:
+            raise ValueError(f"user table has no 'followed' column; found: {table.column_names}")
+        follows = encode_history_lists(table.column("followed"), vocabs.artists, follows_len)
     return UserInputs(
         history=encode_history_lists(table.column("history"), vocabs.artists, history_len),
         segments=encode_segments(table, vocabs),
         dense=encode_dense(table, dense_fields),
+        follows=follows,
     )
 
 
@@ -125,6 +136,7 @@ class FeatureEncoder:
     segment_vocabs: Mapping[str, tuple[str, ...]]  # field -> tokens, in the model's order
     dense_fields: tuple[str, ...]
     history_len: int
+    follows_len: int = 0  # > 0: also a ``follows`` input (the model's ``follows_len``)
     _artists: dict[str, int] = field(init=False, repr=False, compare=False)
     _segments: dict[str, dict[str, int]] = field(init=False, repr=False, compare=False)
 
@@ -159,6 +171,7 @@ class FeatureEncoder:
             segment_vocabs={f: tuple(vocab["segments"][f]) for f in fields},
             dense_fields=tuple(model["dense_fields"]),
             history_len=int(model["history_len"]),
+            follows_len=int(model.get("follows_len", 0)),
         )
 
     @property
@@ -175,7 +188,8 @@ class FeatureEncoder:
         return self._artists.get(artist_id, UNK_INDEX) > UNK_INDEX
 
     def encode(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
-        """ONNX feed for ``rows``: history (B, L) int64, segments (B, S), dense (B, D)."""
+        """ONNX feed for ``rows``: history (B, L) int64, segments (B, S), dense (B, D); and
+        follows (B, F) int64 when ``follows_len`` > 0."""
         b, lh = len(rows), self.history_len
         history = np.zeros((b, lh), dtype=np.int64)  # (B, L)
         segments = np.full((b, len(self._segments)), UNK_INDEX, dtype=np.int64)  # (B, S)
@@ -192,4 +206,11 @@ class FeatureEncoder:
                 value = row.get(f)
                 if value is not None and math.isfinite(value):
                     dense[i, j] = value
-        return {"history": history, "segments": segments, "dense": dense}
+        feed: dict[str, np.ndarray] = {"history": history, "segments": segments, "dense": dense}
+        if self.follows_len > 0:
+            follows = np.zeros((b, self.follows_len), dtype=np.int64)  # (B, F)
+            for i, row in enumerate(rows):
+                recent = (row.get("followed") or [])[: self.follows_len]
+                follows[i, : len(recent)] = [get_artist(a, UNK_INDEX) for a in recent]
+            feed["follows"] = follows
+        return feed

@@ -60,6 +60,34 @@ def split_of(ts: np.ndarray, valid_cut: int, test_cut: int) -> pa.Array:
     return _SPLITS.take(pa.array((ts >= valid_cut).astype(np.int8) + (ts >= test_cut)))
 
 
+def followed_before(ev: EventLog, users: np.ndarray, bi: np.ndarray) -> pa.ListArray:
+    """Per (user, row end ``bi``: rows ``[user's first row, bi)`` are its events before a time): the
+    artists that user follows then, most recent follow first, as :func:`followed_pairs` gives
+    for ``user_features_at``. A user's followed set only changes at a follow or unfollow, so
+    each state is built once (one pass over those actions) and every example takes its own."""
+    acts = np.flatnonzero((ev.et == ET["follow"]) | (ev.et == ET["unfollow"]))  # by user, time
+    # the state after a user's j-th action is number (that user's first action + user + j):
+    # one more state per user than it has actions (the empty one before its first)
+    n_states = len(acts) + ev.n_users
+    lengths = np.zeros(n_states, np.int64)
+    flat: list[int] = []
+    user, current = -1, dict[int, int]()  # artist -> follow row, in follow order
+    for i, r in enumerate(acts.tolist()):
+        if ev.u[r] != user:
+            user, current = int(ev.u[r]), {}
+        a = int(ev.a[r])
+        current.pop(a, None)
+        if ev.et[r] == ET["follow"]:
+            current[a] = r
+        lengths[i + user + 1] = len(current)
+        flat.extend(reversed(current))  # newest follow first
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    states = pa.ListArray.from_arrays(
+        pa.array(offsets), ev.artist_ids.take(pa.array(flat, pa.int64()))
+    )
+    return states.take(pa.array(np.searchsorted(acts, bi) + users))
+
+
 def build_examples(ev: EventLog, config: FeatureConfig, valid_cut: int, test_cut: int) -> pa.Table:
     """``EXAMPLES``: one row per positive event with the user's state just before it."""
     p = np.nonzero(positive_mask(ev, config))[0]
@@ -96,6 +124,7 @@ def build_examples(ev: EventLog, config: FeatureConfig, valid_cut: int, test_cut
         "hist_end": pa.array(n_streams.astype(np.int32)),
         **{f: segments[f] for f in USER_SEGMENT_FIELDS},
         **{k: pa.array(v, pa.float32()) for k, v in dense.items()},
+        "followed": followed_before(ev, up, bi),
     }
     return pa.table(cols).cast(EXAMPLES)
 

@@ -84,7 +84,7 @@ def test_examples_equal_user_features_at_their_event_time(tmp_path):
         for r in pq.read_table(ws.features / "sequences.parquet").to_pylist()
     }
     log = load_event_log(ws)
-    checked = 0
+    checked = followed = 0
     for ex in examples[::7]:
         state = user_features_at(log, None, ex["event_ts"]).to_pylist()
         row = next(r for r in state if r["user_key"] == ex["user_key"])
@@ -92,8 +92,10 @@ def test_examples_equal_user_features_at_their_event_time(tmp_path):
             assert ex[f] == row[f], (f, ex)
         hist = seqs[ex["user_key"]][max(0, ex["hist_end"] - 100) : ex["hist_end"]]
         assert row["history"] == hist[::-1]
+        assert ex["followed"] == row["followed"], ex  # follows strictly before the event
+        followed += bool(row["followed"])
         checked += 1
-    assert checked > 50
+    assert checked > 50 and followed > 10
 
 
 def test_truncating_the_log_changes_no_earlier_state(tmp_path):

@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -141,3 +142,26 @@ def test_uniform_negatives_join_the_softmax_and_a_redrawn_positive_is_masked():
         u, a, torch.tensor([3]), None, 1.0, extra_vecs=extra, extra_ids=torch.tensor([4, 3])
     )
     assert got.item() == pytest.approx(-math.log(math.e / (math.e + 1)), rel=1e-6)
+
+
+def test_follows_start_silent_then_change_the_user_and_are_required():
+    """The gate starts at zero (the tower begins as the history alone); once it is not zero a
+    user's follows move their vector; a follows model without the input is a named error."""
+    cfg = TwoTowerConfig(n_artists=20, segment_cardinalities=(4, 3), n_dense=2, history_len=5,
+                         dim=12, embed_dim=12, pooling="mean", user_mlp=False, artist_mlp=False)  # fmt: skip
+    tags = torch.randint(0, 2, (20, 8))
+    plain = TwoTower(cfg, tags, torch.rand(20)).eval()
+    follows = TwoTower(replace(cfg, follows_len=3), tags, torch.rand(20)).eval()
+    follows.load_state_dict(plain.state_dict() | {"user_tower.follows_gate": torch.zeros(12)})
+    h = torch.tensor([[3, 4, 0, 0, 0], [5, 0, 0, 0, 0]])
+    seg, dense = torch.zeros((2, 2), dtype=torch.long), torch.rand(2, 2)
+    f = torch.tensor([[7, 8, 0], [0, 0, 0]])
+    want = plain.user_tower(h, seg, dense)
+    torch.testing.assert_close(follows.user_tower(h, seg, dense, f), want)
+    with torch.no_grad():
+        follows.user_tower.follows_gate.fill_(1.0)
+    got = follows.user_tower(h, seg, dense, f)
+    assert not torch.allclose(got[0], want[0])  # follows 7, 8 moved the first user
+    torch.testing.assert_close(got[1], want[1])  # the second follows nobody
+    with pytest.raises(ValueError, match="follows input"):
+        follows.user_tower(h, seg, dense)

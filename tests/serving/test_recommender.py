@@ -122,9 +122,11 @@ def test_encoder_matches_training_encoding(bundles_dir) -> None:
         "history_len": 2,
         "segment_fields": ["country", "gender"],
         "dense_fields": ["listen_ratio", "log_streams"],
+        "follows_len": 2,
     }
     rows = [dict(r) for r in USERS.values()]
     rows[0]["history"] = ["never-heard-of", *rows[0]["history"]]
+    rows[0]["followed"] = [*rows[0]["followed"], "never-heard-of", rows[0]["history"][1]]
     rows[1]["country"] = "ZZ"
     rows[1]["listen_ratio"] = float("nan")
     ours = FeatureEncoder.from_bundle(vocab, model).encode(rows)
@@ -132,11 +134,16 @@ def test_encoder_matches_training_encoding(bundles_dir) -> None:
         {**vocab, "segments": {f: vocab["segments"][f] for f in model["segment_fields"]}}
     )
     theirs = training_encoding.encode_users(
-        table_from_rows(rows), vocabs, model["history_len"], model["dense_fields"]
+        table_from_rows(rows), vocabs, model["history_len"], model["dense_fields"], 2
     )
     np.testing.assert_array_equal(ours["history"], theirs.history)
     np.testing.assert_array_equal(ours["segments"], theirs.segments)
     np.testing.assert_array_equal(ours["dense"], theirs.dense)
+    np.testing.assert_array_equal(ours["follows"], theirs.follows)
+    assert ours["follows"][0, 1] == 1 and (ours["follows"][2] == 0).all()  # unknown; nobody
+    assert "follows" not in FeatureEncoder.from_bundle(vocab, {**model, "follows_len": 0}).encode(
+        rows
+    )  # a model without the input gets no such feed
     assert ours["history"][0, 0] == 1 and ours["segments"][1, 0] == 1 and ours["dense"][1, 0] == 0
     assert isinstance(theirs.history, np.ndarray) and not isinstance(ours, pa.Table)
 

@@ -7,7 +7,7 @@ import pytest
 from two_tower_world import build_world, eval_users
 
 from core.workspace import Workspace
-from data.features.encoding import encode_users
+from data.features.encoding import FeatureEncoder, encode_users
 from index.bundle import load_bundle
 from index.faiss_index import ArtistIndex
 from training import export as export_mod
@@ -88,3 +88,28 @@ def test_parity_failure_is_named_and_publishes_nothing(run, monkeypatch):
 def test_export_without_runs_is_a_named_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="tastemaker train"):
         export_bundle(Workspace(tmp_path))
+
+
+@pytest.mark.slow
+def test_followed_artists_input_exports_and_serving_encoder_feeds_it(tmp_path):
+    """With ``follows_len`` the ONNX tower takes a fourth input, and the serving row encoder's
+    feed gives the vectors the torch scorer gives from the same eval table."""
+    ws = build_world(Workspace(tmp_path / "ws"))
+    cfg = replace(QUICK, model=replace(QUICK.model, follows_len=3))
+    run_dir = train_two_tower(ws, cfg)
+    bundle = load_bundle(export_bundle(ws, run_dir))
+    model = bundle.manifest["model"]
+    assert model["follows_len"] == 3 and bundle.manifest["onnx_parity_max_abs_diff"] < 1e-4
+    session = ort.InferenceSession(str(bundle.file("user_tower.onnx")))
+    assert [i.name for i in session.get_inputs()] == ["history", "segments", "dense", "follows"]
+
+    users = eval_users(ws)
+    scorer = load_scorer(run_dir)
+    assert (
+        float(scorer.run.model.user_tower.follows_gate.detach().abs().sum()) > 0
+    )  # it was trained
+    vocab = json.loads(bundle.file("vocab.json").read_text())
+    feed = FeatureEncoder.from_bundle(vocab, model).encode(users.to_pylist())
+    assert (feed["follows"][:, 0] > 1).all() and (feed["follows"][:, 1:] == 0).all()
+    got = session.run(["user_vec"], feed)[0]
+    np.testing.assert_allclose(got, scorer.user_vectors(users), atol=1e-4)

@@ -11,7 +11,7 @@ import torch
 
 from models.base import Interactions, ModelFitError, Recommender
 from models.losses import in_batch_softmax_loss
-from training.pairs import MaskedPairs, bag_histories
+from training.pairs import MaskedPairs, bag_histories, history_follows
 from training.train_config import TrainConfig, default_model
 from training.two_tower_recommender import TwoTowerRecommender
 
@@ -185,3 +185,25 @@ def test_an_interactions_run_exports_a_servable_bundle(fitted, tmp_path):
     assert bundle.manifest["onnx_parity_max_abs_diff"] < 1e-4
     trending = json.loads(bundle.file("trending.json").read_text())
     assert len(trending["global"]) == inter.shape[1]
+
+
+def test_masked_batches_keep_only_follows_in_the_fed_half():
+    """A follow of a held-out artist would hand the model its positive: masked batches keep the
+    follows that are in the row's history half and zero the rest."""
+    m = sp.csr_matrix(np.ones((2, 6), np.float32))
+    follows = np.array([[2, 3, 4, 0], [7, 0, 0, 0]])  # vocab indices (artists 0, 1, 2; 5)
+    pairs = MaskedPairs(m, np.zeros((2, 0), np.int64), 6, 4, 0.5, True, 0, follows=follows)
+    seen = 0
+    for batch in pairs:
+        f, h = batch["follows"], batch["history"]
+        for row_f, row_h in zip(f.tolist(), h.tolist(), strict=True):
+            assert all(a == 0 or a in row_h for a in row_f)
+            seen += sum(a > 0 for a in row_f)
+        assert batch["artist"].tolist() and all(
+            a not in row_f for a, row_f in zip(batch["artist"].tolist(), f.tolist(), strict=True)
+        )
+    assert seen > 0
+    torch.testing.assert_close(
+        history_follows(torch.tensor([[5, 6, 0]]), torch.tensor([[6, 9, 0, 0]])),
+        torch.tensor([[0, 6, 0]]),
+    )

@@ -74,6 +74,8 @@ def build_world(ws: Workspace, seed: int = 0) -> Workspace:
         "event_ts": [T0 + timedelta(hours=r[2]) for r in ex_rows],
         "weight": [1.0] * n,
         "hist_end": [r[2] for r in ex_rows],
+        # one follow: the artist of the stream two before the example (strictly before it)
+        "followed": [[seqs[users.index(r[0])][r[2] - 2]] for r in ex_rows],
         **_user_fields(rng, n),
     }
     pq.write_table(conform(pa.table(examples), EXAMPLES), ws.features / "examples.parquet")
@@ -114,7 +116,7 @@ def build_world(ws: Workspace, seed: int = 0) -> Workspace:
         "user_key": users,
         "as_of": [T0 + timedelta(days=10)] * nu,
         "history": [list(reversed(s))[:50] for s in seqs],
-        "followed": [[] for _ in users],
+        "followed": [list(reversed(s))[1:2] for s in seqs],
         "seen": seen_sets,
         "targets": [
             [
