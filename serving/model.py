@@ -66,9 +66,10 @@ class ServingModel:
             str(paths[FILES.user_tower]), options, providers=["CPUExecutionProvider"]
         )
         names_in = {i.name for i in session.get_inputs()}
-        if names_in != set(INPUTS):
+        expected = (*INPUTS, "follows") if encoder.follows_len > 0 else INPUTS
+        if names_in != set(expected):
             raise ValueError(
-                f"user_tower.onnx inputs are {sorted(names_in)}; expected {list(INPUTS)}"
+                f"user_tower.onnx inputs are {sorted(names_in)}; expected {list(expected)}"
             )
 
         index = ArtistIndex.load(paths[FILES.artist_index], search_threads=faiss_threads)

@@ -10,6 +10,8 @@ from core.workspace import Workspace
 from data.features.encoding import FeatureEncoder, encode_users
 from index.bundle import load_bundle
 from index.faiss_index import ArtistIndex
+from serving.model import ServingModel
+from serving.recommender import recommend_from_row
 from training import export as export_mod
 from training.export import ExportParityError, export_bundle
 from training.inference import load_scorer
@@ -113,3 +115,10 @@ def test_followed_artists_input_exports_and_serving_encoder_feeds_it(tmp_path):
     assert (feed["follows"][:, 0] > 1).all() and (feed["follows"][:, 1:] == 0).all()
     got = session.run(["user_vec"], feed)[0]
     np.testing.assert_allclose(got, scorer.user_vectors(users), atol=1e-4)
+
+    # the server loads it and answers from the model with the same feed
+    served = ServingModel.from_bundle(bundle)
+    np.testing.assert_allclose(
+        served.user_vectors(users.to_pylist()), scorer.user_vectors(users), atol=1e-4
+    )
+    assert recommend_from_row(served, users.to_pylist()[0], 5).source == "model"
