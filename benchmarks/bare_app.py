@@ -9,10 +9,16 @@ from typing import Any
 from fastapi import FastAPI
 
 ITEMS = [
-    {"rank": i, "artist_id": f"a{i}", "name": f"Artist {i}", "score": 0.5, "source": "model",
-     "reason": "because you listen to Artist 0"}
+    {
+        "rank": i,
+        "artist_id": f"a{i}",
+        "name": f"Artist {i}",
+        "score": 0.5,
+        "source": "model",
+        "reason": "because you listen to Artist 0",
+    }
     for i in range(1, 11)
-]  # fmt: skip
+]
 app = FastAPI()
 
 

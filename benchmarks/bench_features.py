@@ -120,9 +120,13 @@ def measure(n_users: int, n_events: int) -> dict:
         t = time.perf_counter()
         make_lake(Path(tmp), n_users, n_events)
         gen = time.perf_counter() - t
-        out = subprocess.run([sys.executable, "-m", "benchmarks.bench_features", "--child", tmp],
-                             capture_output=True, text=True, check=True,
-                             cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-m", "benchmarks.bench_features", "--child", tmp],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
         result = json.loads(out.stdout.strip().splitlines()[-1])
     return {"users": n_users, "events": n_events, "generate_s": gen, **result}
 
@@ -145,9 +149,11 @@ def main(quick: bool = False) -> str:
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['users']:,} | {r['events']:,} | {r['examples']:,} | "
-                     f"{r['seconds']:.1f} | {r['cpu_s']:.1f} | {r['peak_mb']:.0f} | "
-                     f"{r['load']:.1f} |")  # fmt: skip
+        lines.append(
+            f"| {r['users']:,} | {r['events']:,} | {r['examples']:,} | "
+            f"{r['seconds']:.1f} | {r['cpu_s']:.1f} | {r['peak_mb']:.0f} | "
+            f"{r['load']:.1f} |"
+        )
     scale = big["events"] / small["events"]
     lines += [
         "",

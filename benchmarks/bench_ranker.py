@@ -62,8 +62,11 @@ def _candidates(model: ServingModel, row: dict[str, Any], n: int) -> tuple[np.nd
     exclude = {enc.artist_index(a) for a in (row["seen"] or []) + (row["followed"] or [])}
     vec = model.user_vectors([row])
     ids, scores = model.index.search(vec, min(model.index.ntotal, n + len(exclude) + 2))
-    keep = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True)
-            if i > 1 and int(i) not in exclude][:n]  # fmt: skip
+    keep = [
+        (int(i), float(s))
+        for i, s in zip(ids[0], scores[0], strict=True)
+        if i > 1 and int(i) not in exclude
+    ][:n]
     return np.array([i for i, _ in keep], np.int64), np.array([s for _, s in keep], np.float32)
 
 
@@ -90,9 +93,12 @@ def fit_former(ws: Workspace, run: Path) -> tuple[Ranker, dict[str, Any], dict[s
     fit_part = build_slates(labelled, ev, scorer, cut["valid"], cut["test"], fconfig)
     held = build_slates(labelled, ev, scorer, cut["test"], cut["end"], fconfig)
     stop = (cut["test"] - DAY_MS) // DAY_MS
-    ranker, record = fit_ranker(fit_part.take(fit_part.day < stop).data,
-                                fit_part.take(fit_part.day >= stop).data, RANKER_FEATURES,
-                                FORMER)  # fmt: skip
+    ranker, record = fit_ranker(
+        fit_part.take(fit_part.day < stop).data,
+        fit_part.take(fit_part.day >= stop).data,
+        RANKER_FEATURES,
+        FORMER,
+    )
     ranker.booster.set_param({"nthread": 1})
     return ranker, record, evaluate_slates(ranker, held, 1000, 0)
 
@@ -107,23 +113,27 @@ def latency(
     ranker = model.ranker
     plain = dataclasses.replace(model, ranker=None)
     fast_former = DensePredictor(former.booster, len(RANKER_FEATURES))
-    rows = [r for r in pq.read_table(ws.features / "user_features.parquet").to_pylist()
-            if r["history"]]  # fmt: skip
+    rows = [
+        r for r in pq.read_table(ws.features / "user_features.parquet").to_pylist() if r["history"]
+    ]
     rows = [rows[i] for i in np.random.default_rng(0).permutation(len(rows))[:n_users]]
     steps = {
         "features": lambda row, ids, sc, x: ranker.features(row, ids, sc),
         "inplace_predict": lambda row, ids, sc, x: ranker.booster.inplace_predict(
-            x, validate_features=False),
+            x, validate_features=False
+        ),
         "direct_predict": lambda row, ids, sc, x: ranker.predict(x),
         "dmatrix_predict": lambda row, ids, sc, x: ranker.booster.predict(
-            xgb.DMatrix(x, nthread=1), validate_features=False),
+            xgb.DMatrix(x, nthread=1), validate_features=False
+        ),
         "former_inplace": lambda row, ids, sc, x: former.booster.inplace_predict(
-            x, validate_features=False),
+            x, validate_features=False
+        ),
         "former_direct": lambda row, ids, sc, x: fast_former(x),
         "rerank": lambda row, ids, sc, x: ranker.rerank(row, ids, sc),
         "request_retrieval": lambda row, ids, sc, x: recommend_from_row(plain, row, 10),
         "request_ranker": lambda row, ids, sc, x: recommend_from_row(model, row, 10),
-    }  # fmt: skip
+    }
     times: dict[str, list[int]] = {k: [] for k in steps}
     n_cands = []
     for row in rows:
@@ -204,8 +214,10 @@ def main(quick: bool = False) -> str:
     ]
     for m in ("recall@20", "ndcg@20", "recall@10", "ndcg@10"):
         v = t[m]
-        lines.append(f"| {m} | {_ci(v['two-tower'])} | {_ci(v['two-tower+ranker'])} | "
-                     f"{_ci(v['difference'])} |")  # fmt: skip
+        lines.append(
+            f"| {m} | {_ci(v['two-tower'])} | {_ci(v['two-tower+ranker'])} | "
+            f"{_ci(v['difference'])} |"
+        )
     imp = list(result["importance"].items())[:8]
     lines += [
         "",
@@ -246,22 +258,27 @@ def main(quick: bool = False) -> str:
     for k, label in (
         ("features", "features (`ServingRanker.features`, 200 × 22 float32)"),
         ("inplace_predict", f"XGBoost `inplace_predict`, {lat['trees']} trees"),
-        ("direct_predict", f"XGBoost dense predict called directly (`DensePredictor`), "
-                           f"{lat['trees']} trees"),
+        (
+            "direct_predict",
+            f"XGBoost dense predict called directly (`DensePredictor`), {lat['trees']} trees",
+        ),
         ("dmatrix_predict", f"XGBoost `DMatrix` + `predict`, {lat['trees']} trees"),
         ("former_inplace", f"first version: `inplace_predict`, {lat['former_trees']} trees"),
         ("former_direct", f"first version's trees, direct predict ({lat['former_trees']})"),
         ("rerank", "**re-rank as served: features + direct predict + sort (added)**"),
         ("request_retrieval", "whole request, retrieval only (k = 10): the same-run baseline"),
         ("request_ranker", "whole request with the ranker (k = 10, 200 candidates fetched)"),
-    ):  # fmt: skip
+    ):
         p50, p99 = lat[k]
         lines.append(f"| {label} | {p50:.3f} | {p99:.3f} |")
     r50, r99 = lat["request_retrieval"]
     k50, k99 = lat["request_ranker"]
-    lines += ["", f"Added to the whole request (with ranker − retrieval only): p50 "
-              f"{k50 - r50:+.3f} ms, p99 {k99 - r99:+.3f} ms; load average during the run "
-              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores."]  # fmt: skip
+    lines += [
+        "",
+        f"Added to the whole request (with ranker − retrieval only): p50 "
+        f"{k50 - r50:+.3f} ms, p99 {k99 - r99:+.3f} ms; load average during the run "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.",
+    ]
     return "\n".join(lines) + "\n"
 
 

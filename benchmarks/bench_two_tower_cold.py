@@ -47,8 +47,9 @@ def _split() -> tuple[Interactions, np.ndarray, list[np.ndarray], dict[str, list
     coo = m.tocoo()
     keep = ~is_cold[coo.col]
     train = sp.csr_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), shape=m.shape)
-    targets = [np.flatnonzero(is_cold[m.indices[m.indptr[u] : m.indptr[u + 1]]]) for u in
-               range(m.shape[0])]  # fmt: skip
+    targets = [
+        np.flatnonzero(is_cold[m.indices[m.indptr[u] : m.indptr[u + 1]]]) for u in range(m.shape[0])
+    ]
     targets = [m.indices[m.indptr[u] : m.indptr[u + 1]][t] for u, t in enumerate(targets)]
     return Interactions(train, inter.user_ids, inter.artist_ids), cold, targets, tags
 

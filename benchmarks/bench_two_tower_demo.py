@@ -123,8 +123,9 @@ def main(quick: bool = False, only: list[str] | None = None, peers: tuple[str, .
         "|---|---|---|---|",
     ]
     for label, m, seconds in rows:
-        lines.append(f"| {label} | {_cell(m['recall@20'])} | {_cell(m['ndcg@20'])} | "
-                     f"{seconds:.0f} |")  # fmt: skip
+        lines.append(
+            f"| {label} | {_cell(m['recall@20'])} | {_cell(m['ndcg@20'])} | {seconds:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -42,9 +42,17 @@ async def _request(
     return status
 
 
-async def run(url: str, paths: list[str], rate: float, duration: float, timeout: float,
-              conns: int, probe: str | None, offsets: list[float] | None = None,
-              phases: int = 0) -> dict:  # fmt: skip
+async def run(
+    url: str,
+    paths: list[str],
+    rate: float,
+    duration: float,
+    timeout: float,
+    conns: int,
+    probe: str | None,
+    offsets: list[float] | None = None,
+    phases: int = 0,
+) -> dict:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     if offsets is None:

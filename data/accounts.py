@@ -32,8 +32,17 @@ from data.schemas import USERS
 
 log = logging.getLogger("tastemaker.data")
 
-COLUMNS = ("user_id", "email", "birth_date", "gender", "latitude", "longitude", "country",
-           "signup_ts", "deleted_at")  # fmt: skip
+COLUMNS = (
+    "user_id",
+    "email",
+    "birth_date",
+    "gender",
+    "latitude",
+    "longitude",
+    "country",
+    "signup_ts",
+    "deleted_at",
+)
 REQUIRED = ("user_id", "email", "signup_ts")
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (

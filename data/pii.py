@@ -67,10 +67,18 @@ def age_group(age: int | None) -> str:
 
 
 _GENDER_SPELLINGS = {
-    "m": "m", "male": "m", "man": "m",
-    "f": "f", "female": "f", "woman": "f",
-    "n": "n", "x": "n", "nonbinary": "n", "non-binary": "n", "other": "n",
-}  # fmt: skip
+    "m": "m",
+    "male": "m",
+    "man": "m",
+    "f": "f",
+    "female": "f",
+    "woman": "f",
+    "n": "n",
+    "x": "n",
+    "nonbinary": "n",
+    "non-binary": "n",
+    "other": "n",
+}
 
 
 def normalise_gender(raw: str | None) -> str:

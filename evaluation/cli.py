@@ -27,8 +27,11 @@ def cmd_evaluate(args: Any) -> int:
         models = tuple(args.models.split(",")) if args.models else DEFAULT_MODELS
         result = evaluate_temporal(args.ws, run, models=models, split=args.split)
     for name, summary in result["models"].items():
-        cells = "  ".join(f"{k.split('/', 1)[1]}={v:.4f}" for k, v in summary.items()
-                          if k.endswith(("recall@20", "ndcg@20", "mrr")))  # fmt: skip
+        cells = "  ".join(
+            f"{k.split('/', 1)[1]}={v:.4f}"
+            for k, v in summary.items()
+            if k.endswith(("recall@20", "ndcg@20", "mrr"))
+        )
         print(f"{name:10s} {cells}")
     print(f"report: {run / 'report.md'}")
     return 0

@@ -27,9 +27,23 @@ from core.workspace import Workspace
 
 log = logging.getLogger("tastemaker.evaluation")
 
-ENGAGEMENT_COLUMNS = ("date", "segment", "impressions", "ctr", "ctr_lo", "ctr_hi",
-                      "stream_through", "stream_through_lo", "stream_through_hi", "follow_rate",
-                      "active_users", "churn7", "churn7_lo", "churn7_hi", "churn14")  # fmt: skip
+ENGAGEMENT_COLUMNS = (
+    "date",
+    "segment",
+    "impressions",
+    "ctr",
+    "ctr_lo",
+    "ctr_hi",
+    "stream_through",
+    "stream_through_lo",
+    "stream_through_hi",
+    "follow_rate",
+    "active_users",
+    "churn7",
+    "churn7_lo",
+    "churn7_hi",
+    "churn14",
+)
 
 
 def _clean(value: Any) -> Any:
@@ -59,15 +73,28 @@ def _evaluation(ws: Workspace) -> dict[str, Any] | None:
     split = ev.get("split", "test")
     curves = {}
     for model, summary in ev["models"].items():
-        pts = sorted((int(k.split("@")[1]), v) for k, v in summary.items()
-                     if k.startswith(f"{split}/recall@"))  # fmt: skip
+        pts = sorted(
+            (int(k.split("@")[1]), v)
+            for k, v in summary.items()
+            if k.startswith(f"{split}/recall@")
+        )
         curves[model] = [[k, v] for k, v in pts]
-    gap = {m: {"test": ev["models"][m].get(f"{split}/recall@20"),
-               "train": ev.get("train_sample", {}).get(m, {}).get("train/recall@20"),
-               "flagged": ev.get("overfit_flags", {}).get(m, False)}
-           for m in ev["models"]}  # fmt: skip
-    return {"run": run_dir.name, "split": split, "n_users": ev.get("n_users"),
-            "recall_curves": curves, "segments": ev.get("segments", {}), "gap": gap}  # fmt: skip
+    gap = {
+        m: {
+            "test": ev["models"][m].get(f"{split}/recall@20"),
+            "train": ev.get("train_sample", {}).get(m, {}).get("train/recall@20"),
+            "flagged": ev.get("overfit_flags", {}).get(m, False),
+        }
+        for m in ev["models"]
+    }
+    return {
+        "run": run_dir.name,
+        "split": split,
+        "n_users": ev.get("n_users"),
+        "recall_curves": curves,
+        "segments": ev.get("segments", {}),
+        "gap": gap,
+    }
 
 
 def _registry(ws: Workspace, registry_url: str | None) -> list[dict[str, Any]]:
@@ -77,10 +104,19 @@ def _registry(ws: Workspace, registry_url: str | None) -> list[dict[str, Any]]:
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_file():
         return []
     with open_registry(url) as registry:
-        return [{"run_id": r.run_id, "model": r.model, "day": r.day, "created_at": r.created_at,
-                 "status": r.status, "bundle_version": r.bundle_version,
-                 "recall@20": r.metrics.get(r.model, {}).get("test/recall@20"),
-                 "reasons": r.decision.get("reasons", [])} for r in registry.runs()]  # fmt: skip
+        return [
+            {
+                "run_id": r.run_id,
+                "model": r.model,
+                "day": r.day,
+                "created_at": r.created_at,
+                "status": r.status,
+                "bundle_version": r.bundle_version,
+                "recall@20": r.metrics.get(r.model, {}).get("test/recall@20"),
+                "reasons": r.decision.get("reasons", []),
+            }
+            for r in registry.runs()
+        ]
 
 
 def _engagement(ws: Workspace) -> list[dict[str, Any]]:

@@ -38,8 +38,16 @@ from evaluation.segments import collapse_rare
 log = logging.getLogger("tastemaker.evaluation")
 
 SEGMENT_FIELDS = ("age_group", "gender", "country", "tenure")
-_EVENT_COLUMNS = ["event_type", "user_key", "artist_id", "request_id", "ms_played",
-                  "track_duration_ms", "event_ts", "bundle_version"]  # fmt: skip
+_EVENT_COLUMNS = [
+    "event_type",
+    "user_key",
+    "artist_id",
+    "request_id",
+    "ms_played",
+    "track_duration_ms",
+    "event_ts",
+    "bundle_version",
+]
 
 
 @dataclass(frozen=True)
@@ -65,8 +73,13 @@ def load_events(ws: Workspace) -> pd.DataFrame:
     """The lake's events with the columns engagement needs (missing columns read as null)."""
     if not ws.lake_events.is_dir():
         raise FileNotFoundError(f"no lake at {ws.lake_events}; run `tastemaker ingest` first")
-    dataset = ds.dataset(ws.lake_events, format="parquet", partitioning="hive",
-                         exclude_invalid_files=True, ignore_prefixes=[".", "_"])  # fmt: skip
+    dataset = ds.dataset(
+        ws.lake_events,
+        format="parquet",
+        partitioning="hive",
+        exclude_invalid_files=True,
+        ignore_prefixes=[".", "_"],
+    )
     present = [c for c in _EVENT_COLUMNS if c in dataset.schema.names]
     table = dataset.to_table(columns=present)
     event_ms = pc.cast(pc.cast(table["event_ts"], pa.timestamp("ms", "UTC")), pa.int64())
@@ -106,12 +119,17 @@ def _slate_rows(events: pd.DataFrame, config: EngagementConfig) -> pd.DataFrame:
     follows = events[events["event_type"] == "follow"][["user_key", "artist_id", "day", "event_ms"]]
     rows = imp.merge(clicks, how="left", on=["user_key", "artist_id", "request_id"])
     rows["clicked"] = rows["clicked"].fillna(False).astype(bool)
-    rows = rows.merge(per_stream, how="left", left_on=["user_key", "artist_id", "request_id"],
-                      right_index=True)  # fmt: skip
+    rows = rows.merge(
+        per_stream, how="left", left_on=["user_key", "artist_id", "request_id"], right_index=True
+    )
     rows["streamed"] = rows["streamed"].fillna(False).astype(bool) & rows["clicked"]
     first_follow = follows.groupby(["user_key", "artist_id", "day"])["event_ms"].min()
-    rows = rows.merge(first_follow.rename("follow_ms"), how="left",
-                      left_on=["user_key", "artist_id", "day"], right_index=True)  # fmt: skip
+    rows = rows.merge(
+        first_follow.rename("follow_ms"),
+        how="left",
+        left_on=["user_key", "artist_id", "day"],
+        right_index=True,
+    )
     rows["followed"] = rows["follow_ms"].notna() & (rows["follow_ms"] >= rows["event_ms"])
     # a user shown the same artist twice in a day counts one follow, on the first impression
     first = ~rows.sort_values("event_ms").duplicated(["user_key", "artist_id", "day"])
@@ -143,14 +161,21 @@ def engagement_table(ws: Workspace, config: EngagementConfig | None = None) -> p
     rows["bundle_version"] = rows["bundle_version"].fillna("unversioned")
     tables = []
     for version_key in ("*", "bundle_version"):
-        frame = rows.assign(version="*") if version_key == "*" else rows.assign(
-            version=rows["bundle_version"])  # fmt: skip
+        frame = (
+            rows.assign(version="*")
+            if version_key == "*"
+            else rows.assign(version=rows["bundle_version"])
+        )
         for field in ("all", *SEGMENT_FIELDS):
             seg = field + "=" + frame[field].astype(str)
             g = frame.assign(segment=seg).groupby(["day", "version", "segment"])
-            t = g.agg(impressions=("clicked", "size"), clicks=("clicked", "sum"),
-                      streamed=("streamed", "sum"), depth=("depth", "mean"),
-                      follows=("followed", "sum")).reset_index()  # fmt: skip
+            t = g.agg(
+                impressions=("clicked", "size"),
+                clicks=("clicked", "sum"),
+                streamed=("streamed", "sum"),
+                depth=("depth", "mean"),
+                follows=("followed", "sum"),
+            ).reset_index()
             tables.append(t)
     eng = pd.concat(tables, ignore_index=True)
     eng["ctr"] = 100 * eng["clicks"] / eng["impressions"]
@@ -206,8 +231,9 @@ def churn_table(events: pd.DataFrame, segs: pd.DataFrame, config: EngagementConf
         for field in ("all", *SEGMENT_FIELDS):
             seg = field + "=" + cohort[field].astype(str)
             g = cohort.assign(segment=seg).groupby("segment")
-            t = g.agg(active_users=("gone7", "size"), gone7=("gone7", "sum"),
-                      gone14=("gone14", "sum")).reset_index()  # fmt: skip
+            t = g.agg(
+                active_users=("gone7", "size"), gone7=("gone7", "sum"), gone14=("gone14", "sum")
+            ).reset_index()
             t["day"] = d
             for h, col in ((7, "gone7"), (14, "gone14")):
                 complete = d + h <= last_day

@@ -105,8 +105,10 @@ def per_user_metric(
     if contender.per_user is not None:
         values = np.asarray(contender.per_user(data, metric), dtype=np.float64)
         if values.shape != (int(data.warm.sum()),):
-            raise ValueError(f"{contender.label}: {values.shape} per-user values for "
-                             f"{int(data.warm.sum())} warm users")  # fmt: skip
+            raise ValueError(
+                f"{contender.label}: {values.shape} per-user values for "
+                f"{int(data.warm.sum())} warm users"
+            )
         return values
     if is_run_model(contender.model):
         if contender.run_dir is None:
@@ -158,12 +160,15 @@ def decide(
     promote = True
     if delta < config.min_delta:
         promote = False
-        reasons.append(f"mean {config.metric} delta {delta:+.4f} is below the margin "
-                       f"{config.min_delta:+.4f}")  # fmt: skip
+        reasons.append(
+            f"mean {config.metric} delta {delta:+.4f} is below the margin {config.min_delta:+.4f}"
+        )
     if lo <= 0.0:
         promote = False
-        reasons.append(f"the {config.level:.0%} interval of the delta [{lo:+.4f}, {hi:+.4f}] "
-                       "does not exclude zero")  # fmt: skip
+        reasons.append(
+            f"the {config.level:.0%} interval of the delta [{lo:+.4f}, {hi:+.4f}] "
+            "does not exclude zero"
+        )
     regressions: list[dict[str, Any]] = []
     for name, values in segments.items():
         vals = np.asarray(values)[ok]
@@ -173,22 +178,30 @@ def decide(
                 continue
             drop = float(a[mask].mean() - b[mask].mean())
             if drop > config.segment_max_drop:
-                regressions.append({"segment": f"{name}={value}", "n_users": int(mask.sum()),
-                                    "champion": float(a[mask].mean()),
-                                    "challenger": float(b[mask].mean())})  # fmt: skip
+                regressions.append(
+                    {
+                        "segment": f"{name}={value}",
+                        "n_users": int(mask.sum()),
+                        "champion": float(a[mask].mean()),
+                        "challenger": float(b[mask].mean()),
+                    }
+                )
     if regressions:
         promote = False
         worst = max(regressions, key=lambda r: r["champion"] - r["challenger"])
-        reasons.append(f"{len(regressions)} segment(s) regress by more than "
-                       f"{config.segment_max_drop:.3f}, worst {worst['segment']} "
-                       f"({worst['challenger']:.4f} vs {worst['champion']:.4f}, "
-                       f"{worst['n_users']} users)")  # fmt: skip
+        reasons.append(
+            f"{len(regressions)} segment(s) regress by more than "
+            f"{config.segment_max_drop:.3f}, worst {worst['segment']} "
+            f"({worst['challenger']:.4f} vs {worst['champion']:.4f}, "
+            f"{worst['n_users']} users)"
+        )
     if overfit:
         promote = False
         reasons.append("its train/test gap is flagged (train recall far above test)")
     if promote:
-        reasons.append(f"wins by {delta:+.4f} with the interval above zero and no segment "
-                       "regressing")  # fmt: skip
+        reasons.append(
+            f"wins by {delta:+.4f} with the interval above zero and no segment regressing"
+        )
     return Decision(
         promote=promote,
         reasons=reasons,

@@ -24,8 +24,16 @@ from data.accounts import connect_sql, redact_url
 
 STATUSES = ("champion", "challenger", "rejected", "retired")
 _JSON_FIELDS = ("config", "data_snapshot", "metrics", "segment_metrics", "artefacts", "decision")
-_COLUMNS = ("run_id", "model", "day", "created_at", "status", "git_sha", "bundle_version",
-            *_JSON_FIELDS)  # fmt: skip
+_COLUMNS = (
+    "run_id",
+    "model",
+    "day",
+    "created_at",
+    "status",
+    "git_sha",
+    "bundle_version",
+    *_JSON_FIELDS,
+)
 _SCHEMA = """CREATE TABLE IF NOT EXISTS model_runs (
     run_id TEXT PRIMARY KEY,
     model TEXT NOT NULL,
@@ -107,8 +115,10 @@ class ModelRegistry:
     def register(self, record: ModelRecord) -> None:
         """Insert or replace a run's row (re-running a day re-registers the same run id)."""
         values = [getattr(record, c) for c in _COLUMNS]
-        values = [json.dumps(v, sort_keys=True, default=str) if c in _JSON_FIELDS else v
-                  for c, v in zip(_COLUMNS, values, strict=True)]  # fmt: skip
+        values = [
+            json.dumps(v, sort_keys=True, default=str) if c in _JSON_FIELDS else v
+            for c, v in zip(_COLUMNS, values, strict=True)
+        ]
         cols = ", ".join((*_COLUMNS, "status_changed_at"))
         marks = ", ".join("?" for _ in range(len(_COLUMNS) + 1))
         updates = ", ".join(f"{c} = excluded.{c}" for c in (*_COLUMNS[1:], "status_changed_at"))
@@ -203,8 +213,10 @@ class ModelRegistry:
 
     def _select(self, where: str, params: tuple) -> list[ModelRecord]:
         with self._tx() as cur:
-            cur.execute(f"SELECT {', '.join(_COLUMNS)} FROM model_runs {where} "
-                        "ORDER BY created_at, run_id", params)  # fmt: skip
+            cur.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM model_runs {where} ORDER BY created_at, run_id",
+                params,
+            )
             rows = cur.fetchall()
         out = []
         for row in rows:

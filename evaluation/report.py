@@ -60,10 +60,16 @@ def plot_segments(result: dict[str, Any], path: Path, metric: str = "recall@20")
             xs = [i + j * width for i in range(len(values))]
             ax.bar(xs, mean, width, yerr=[err_lo, err_hi], capsize=2, label=model)
         n_users = [
-            next((result["segments"][m][field][v]["n_users"] for m in models
-                  if v in result["segments"][m].get(field, {})), 0)
+            next(
+                (
+                    result["segments"][m][field][v]["n_users"]
+                    for m in models
+                    if v in result["segments"][m].get(field, {})
+                ),
+                0,
+            )
             for v in values
-        ]  # fmt: skip
+        ]
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(values))])
         ax.set_xticklabels(
             [f"{v}\n(n={n})" for v, n in zip(values, n_users, strict=True)], fontsize=7

@@ -41,9 +41,13 @@ from models.base import Interactions
 
 log = logging.getLogger("tastemaker.evaluation")
 RECS = pa.schema(
-    [("user_id", pa.string()), ("artist_id", pa.string()), ("rank", pa.int32()),
-     ("score", pa.float32())]
-)  # fmt: skip
+    [
+        ("user_id", pa.string()),
+        ("artist_id", pa.string()),
+        ("rank", pa.int32()),
+        ("score", pa.float32()),
+    ]
+)
 
 
 def read_interactions_file(path: str | Path) -> pa.Table:
@@ -71,10 +75,19 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 
 def save_interactions(path: Path, inter: Interactions) -> None:
     m = inter.matrix.tocsr()
-    write_bytes(path, npz_bytes({
-        "data": m.data, "indices": m.indices, "indptr": m.indptr, "shape": np.array(m.shape),
-        "user_ids": inter.user_ids.astype(str), "artist_ids": inter.artist_ids.astype(str),
-    }))  # fmt: skip
+    write_bytes(
+        path,
+        npz_bytes(
+            {
+                "data": m.data,
+                "indices": m.indices,
+                "indptr": m.indptr,
+                "shape": np.array(m.shape),
+                "user_ids": inter.user_ids.astype(str),
+                "artist_ids": inter.artist_ids.astype(str),
+            }
+        ),
+    )
 
 
 def load_interactions(path: Path) -> Interactions:
@@ -119,12 +132,15 @@ def recommend_run(run_dir: str | Path, k: int, user_ids: list[str] | None = None
             raise ValueError(f"users {unknown} are not in the training interactions")
     idx, scores = model.recommend(rows, k)
     valid = idx >= 0
-    return pa.table({
-        "user_id": np.repeat(inter.user_ids[rows], valid.sum(axis=1)).astype(str),
-        "artist_id": inter.artist_ids[idx[valid]].astype(str),
-        "rank": np.broadcast_to(np.arange(1, k + 1, dtype=np.int32), idx.shape)[valid],
-        "score": scores[valid].astype(np.float32),
-    }, schema=RECS)  # fmt: skip
+    return pa.table(
+        {
+            "user_id": np.repeat(inter.user_ids[rows], valid.sum(axis=1)).astype(str),
+            "artist_id": inter.artist_ids[idx[valid]].astype(str),
+            "rank": np.broadcast_to(np.arange(1, k + 1, dtype=np.int32), idx.shape)[valid],
+            "score": scores[valid].astype(np.float32),
+        },
+        schema=RECS,
+    )
 
 
 def write_recommendations(table: pa.Table, out: str | Path) -> None:
@@ -144,8 +160,14 @@ def evaluate_run(run_dir: str | Path, test_path: str | Path, k: int = 100) -> di
     cols = pd.Index(inter.artist_ids).get_indexer(test.artist_ids)
     known = np.flatnonzero(rows >= 0)
     m = test.matrix.tocsr()
-    targets = [np.where(cols[m.indices[m.indptr[u] : m.indptr[u + 1]]] < 0, UNKNOWN_TARGET,
-                        cols[m.indices[m.indptr[u] : m.indptr[u + 1]]]) for u in known]  # fmt: skip
+    targets = [
+        np.where(
+            cols[m.indices[m.indptr[u] : m.indptr[u + 1]]] < 0,
+            UNKNOWN_TARGET,
+            cols[m.indices[m.indptr[u] : m.indptr[u + 1]]],
+        )
+        for u in known
+    ]
     idx, _ = model.recommend(rows[known], k)
     ks = [x for x in DEFAULT_KS if x <= k]
     result = {f"test/{n}": v for n, v in ranking_metrics(idx, targets, ks).items()}
@@ -154,11 +176,19 @@ def evaluate_run(run_dir: str | Path, test_path: str | Path, k: int = 100) -> di
     result.update({f"test/{n}": v for n, v in cat.items()})
     share = float(np.mean(np.concatenate(targets) == UNKNOWN_TARGET)) if targets else 0.0
     summary: dict[str, Any] = {
-        "protocol": "holdout-file", "split": "test", "test": str(Path(test_path).resolve()),
-        "n_users": len(rows), "n_warm_users": len(known), "n_cold_users": int((rows < 0).sum()),
-        "cold_artist_target_share": share, "models": {cfg["model"]: result},
-        "cold_start": {}, "train_sample": {}, "segments": {}, "overfit_flags": {},
-    }  # fmt: skip
+        "protocol": "holdout-file",
+        "split": "test",
+        "test": str(Path(test_path).resolve()),
+        "n_users": len(rows),
+        "n_warm_users": len(known),
+        "n_cold_users": int((rows < 0).sum()),
+        "cold_artist_target_share": share,
+        "models": {cfg["model"]: result},
+        "cold_start": {},
+        "train_sample": {},
+        "segments": {},
+        "overfit_flags": {},
+    }
     path = run / "metrics.json"
     existing = json.loads(path.read_text()) if path.is_file() else {}
     existing.update(result)

@@ -94,8 +94,11 @@ class Ranker:
 
     def importance(self, kind: str = "total_gain") -> dict[str, float]:
         """Feature -> share of ``kind`` (gain summed over splits), largest first."""
-        raw = {k: float(v) for k, v in self.booster.get_score(importance_type=kind).items()
-               if isinstance(v, int | float)}  # fmt: skip
+        raw = {
+            k: float(v)
+            for k, v in self.booster.get_score(importance_type=kind).items()
+            if isinstance(v, int | float)
+        }
         total = sum(raw.values()) or 1.0
         pairs = sorted(((k, v / total) for k, v in raw.items()), key=lambda kv: -kv[1])
         return {k: float(v) for k, v in pairs}
@@ -111,8 +114,9 @@ class Ranker:
 
 
 def _dmatrix(data: RankingSet, names: Sequence[str], nthread: int) -> xgb.DMatrix:
-    return xgb.DMatrix(data.x, label=data.y, qid=data.qid, feature_names=list(names),
-                       nthread=nthread)  # fmt: skip
+    return xgb.DMatrix(
+        data.x, label=data.y, qid=data.qid, feature_names=list(names), nthread=nthread
+    )
 
 
 def fit_ranker(

@@ -61,9 +61,15 @@ class DensePredictor:
             from xgboost.core import _LIB, _check_call, c_bst_ulong, make_jcargs
 
             self._lib, self._ulong, self._check = _LIB, c_bst_ulong, _check_call
-            self._args = make_jcargs(type=0, training=False, iteration_begin=0,
-                                     iteration_end=0, missing=float("nan"),
-                                     strict_shape=False, cache_id=0)  # fmt: skip
+            self._args = make_jcargs(
+                type=0,
+                training=False,
+                iteration_begin=0,
+                iteration_end=0,
+                missing=float("nan"),
+                strict_shape=False,
+                cache_id=0,
+            )
             probe = np.random.default_rng(seed).normal(size=(64, n_features)).astype(np.float32)
             want = np.asarray(booster.inplace_predict(probe, validate_features=False))
             self.fast = True
@@ -71,28 +77,36 @@ class DensePredictor:
                 raise ValueError("direct predictions differ from inplace_predict")
         except Exception as exc:  # an XGBoost whose internals moved: the public path
             self.fast = False
-            log.warning("ranker: direct XGBoost predict unavailable (%s); using "
-                        "inplace_predict", exc)  # fmt: skip
+            log.warning(
+                "ranker: direct XGBoost predict unavailable (%s); using inplace_predict", exc
+            )
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """(n,) float32 scores of ``x`` (n, F)."""
         if not self.fast:
-            return np.asarray(self.booster.inplace_predict(x, validate_features=False),
-                              np.float32)  # fmt: skip
+            return np.asarray(self.booster.inplace_predict(x, validate_features=False), np.float32)
         x = np.ascontiguousarray(x, dtype=np.float32)
         n = x.shape[0]
         if not n:
             return np.zeros(0, np.float32)
-        interface = (b'{"data": [%d, true], "shape": [%d, %d], "strides": null, '
-                     b'"typestr": "<f4", "version": 3}'
-                     % (x.ctypes.data, n, x.shape[1]))  # fmt: skip
+        interface = (
+            b'{"data": [%d, true], "shape": [%d, %d], "strides": null, '
+            b'"typestr": "<f4", "version": 3}' % (x.ctypes.data, n, x.shape[1])
+        )
         shape = ctypes.POINTER(self._ulong)()
         dims = self._ulong()
         preds = ctypes.POINTER(ctypes.c_float)()
-        self._check(self._lib.XGBoosterPredictFromDense(
-            self.booster.handle, interface, self._args, ctypes.c_void_p(),
-            ctypes.byref(shape), ctypes.byref(dims), ctypes.byref(preds),
-        ))  # fmt: skip
+        self._check(
+            self._lib.XGBoosterPredictFromDense(
+                self.booster.handle,
+                interface,
+                self._args,
+                ctypes.c_void_p(),
+                ctypes.byref(shape),
+                ctypes.byref(dims),
+                ctypes.byref(preds),
+            )
+        )
         return np.ctypeslib.as_array(preds, shape=(n,)).copy()
 
 
@@ -110,9 +124,12 @@ class ServingRanker:
 
     @classmethod
     def from_bundle(
-        cls, bundle: Bundle, artists: pa.Table, trending: Mapping[str, Any],
+        cls,
+        bundle: Bundle,
+        artists: pa.Table,
+        trending: Mapping[str, Any],
         encoder: FeatureEncoder,
-    ) -> ServingRanker:  # fmt: skip
+    ) -> ServingRanker:
         """The bundle's ranker; :class:`RankerSpecError` when its features are not ours."""
         section = bundle.manifest.get("ranker")
         if not isinstance(section, dict):
@@ -140,26 +157,34 @@ class ServingRanker:
             predict=DensePredictor(booster, N_FEATURES),
         )
 
-    def features(self, row: Mapping[str, Any], vocab_idx: np.ndarray, retrieval: np.ndarray
-                 ) -> np.ndarray:  # fmt: skip
+    def features(
+        self, row: Mapping[str, Any], vocab_idx: np.ndarray, retrieval: np.ndarray
+    ) -> np.ndarray:
         """(n, F) features of candidates given by vocab index in retrieval order (rank =
         place + 1)."""
         history = [self.artist_index(a) for a in (row.get("history") or ())]
         profile = self.context.tag_profile_rows(self.rows_of_vocab[np.asarray(history, np.int64)])
         return candidate_features(
-            self.context, row, self.rows_of_vocab[vocab_idx], retrieval,
-            np.arange(1, len(vocab_idx) + 1), self.position, profile,
-        )  # fmt: skip
+            self.context,
+            row,
+            self.rows_of_vocab[vocab_idx],
+            retrieval,
+            np.arange(1, len(vocab_idx) + 1),
+            self.position,
+            profile,
+        )
 
-    def score(self, row: Mapping[str, Any], vocab_idx: np.ndarray, retrieval: np.ndarray
-              ) -> np.ndarray:  # fmt: skip
+    def score(
+        self, row: Mapping[str, Any], vocab_idx: np.ndarray, retrieval: np.ndarray
+    ) -> np.ndarray:
         """(n,) ranker scores of the candidates, higher is better."""
         if not len(vocab_idx):
             return np.zeros(0, np.float32)
         return self.predict(self.features(row, vocab_idx, retrieval))  # (n, F) -> (n,)
 
-    def rerank(self, row: Mapping[str, Any], vocab_idx: np.ndarray, retrieval: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    def rerank(
+        self, row: Mapping[str, Any], vocab_idx: np.ndarray, retrieval: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(order, scores): the candidates' places best first and their ranker scores."""
         scores = self.score(row, vocab_idx, retrieval)
         return np.argsort(-scores, kind="stable"), scores

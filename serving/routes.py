@@ -112,14 +112,28 @@ def _k(state: State, k: int | None) -> int:
 
 
 _PARAMS = [  # documented here because the route parses them itself (see below)
-    {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"},
-     "description": f"account id, at most {MAX_USER_ID_BYTES} bytes, no control characters"},
-    {"name": "k", "in": "query", "required": False,
-     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_K},
-     "description": f"{MAX_K_DOC} Default: settings.default_k."},
-    {"name": "country", "in": "query", "required": False, "schema": {"type": "string"},
-     "description": "ISO 3166-1 alpha-2; a hint for unknown users"},
-]  # fmt: skip
+    {
+        "name": "user_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": f"account id, at most {MAX_USER_ID_BYTES} bytes, no control characters",
+    },
+    {
+        "name": "k",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_K},
+        "description": f"{MAX_K_DOC} Default: settings.default_k.",
+    },
+    {
+        "name": "country",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "ISO 3166-1 alpha-2; a hint for unknown users",
+    },
+]
 
 
 @router.get(

@@ -59,14 +59,16 @@ class Slate:
         return cls(version, computed_ms, arrays[0].tolist(), scores.tolist(), arrays[2].tolist())
 
 
-def to_blob(version: str, computed_ms: int, ids: np.ndarray, scores: np.ndarray,
-            because: np.ndarray) -> bytes:  # fmt: skip
+def to_blob(
+    version: str, computed_ms: int, ids: np.ndarray, scores: np.ndarray, because: np.ndarray
+) -> bytes:
     """The compact binary form (~1.2 KB for 100 items; JSON was ~4 KB and spilled SQLite
     pages): magic, version, int64 ms, uint16 n, then int32 ids, float32 scores, int32 because."""
     v = version.encode()
     head = MAGIC + bytes([len(v)]) + v + struct.pack("<qH", computed_ms, len(ids))
-    body = np.concatenate([ids.astype("<i4"), scores.astype("<f4").view("<i4"),
-                           because.astype("<i4")])  # fmt: skip
+    body = np.concatenate(
+        [ids.astype("<i4"), scores.astype("<f4").view("<i4"), because.astype("<i4")]
+    )
     return head + body.tobytes()
 
 
@@ -189,8 +191,10 @@ def score_table(
         because = np.where(has_known[:, None], because, -1)
         for i, row in enumerate(rows):
             n = int(n_keep[i])
-            yield row["user_key"], to_blob(model.version, now, top[i, :n], top_s[i, :n],
-                                           because[i, :n])  # fmt: skip
+            yield (
+                row["user_key"],
+                to_blob(model.version, now, top[i, :n], top_s[i, :n], because[i, :n]),
+            )
 
 
 def slate_blobs(slates: Iterable[tuple[str, bytes]], size: int = 5000) -> Iterator[list]:

@@ -55,10 +55,13 @@ class Catalogue:
             bundle = load_bundle(bundles / model.version)
             table = pq.read_table(bundle.file(FILES.artists), columns=["artist_id", "name", "tags"])
             self.rows = {
-                r["artist_id"]: {"artist_id": r["artist_id"], "name": r["name"],
-                                 "tags": list(r["tags"] or [])[:5]}
+                r["artist_id"]: {
+                    "artist_id": r["artist_id"],
+                    "name": r["name"],
+                    "tags": list(r["tags"] or [])[:5],
+                }
                 for r in table.to_pylist()
-            }  # fmt: skip
+            }
             self.version = model.version
         return self.rows
 
@@ -95,15 +98,30 @@ async def listener(request: Request, account: str, k: int = 10) -> Response:
     items = []
     for rank, r in enumerate(result.items, start=1):
         meta = _artists(request, [r.artist_id])[0]
-        items.append({"rank": rank, "artist_id": r.artist_id, "name": r.name,
-                      "tags": meta["tags"], "score": r.score, "source": r.source,
-                      "reason": r.reason})  # fmt: skip
+        items.append(
+            {
+                "rank": rank,
+                "artist_id": r.artist_id,
+                "name": r.name,
+                "tags": meta["tags"],
+                "score": r.score,
+                "source": r.source,
+                "reason": r.reason,
+            }
+        )
     count_served(result.source, [r.source for r in result.items])
     events = request.app.state.events
     if events is not None:  # the page's slates are impressions like any other
-        events.log_slate(ServedSlate(account, request_id, result.bundle_version, result.source,
-                                     tuple(r.artist_id for r in result.items),
-                                     int(time.time() * 1000)))  # fmt: skip
+        events.log_slate(
+            ServedSlate(
+                account,
+                request_id,
+                result.bundle_version,
+                result.source,
+                tuple(r.artist_id for r in result.items),
+                int(time.time() * 1000),
+            )
+        )
     body = {
         "known": row is not None,
         "segment": {f: (row or {}).get(f) for f in SEGMENT_FIELDS},
@@ -119,8 +137,9 @@ async def listener(request: Request, account: str, k: int = 10) -> Response:
 
 
 @router.get("/ui/api/artists")
-async def artists(request: Request, q: str | None = None, ids: str | None = None,
-                  limit: int = 20) -> Response:  # fmt: skip
+async def artists(
+    request: Request, q: str | None = None, ids: str | None = None, limit: int = 20
+) -> Response:
     cat = _catalogue(request)
     if ids is not None:
         wanted = [a for a in ids.split(",") if a][:MAX_K]
@@ -139,10 +158,16 @@ async def dashboard(request: Request) -> Response:
     path = Workspace(state.settings.workspace).dashboard_state
     snapshot = orjson.loads(path.read_bytes()) if path.is_file() else None
     model = state.recommender.holder.current
-    return _json({
-        "snapshot": snapshot,
-        "snapshot_path": str(path.name),
-        "serving": {"bundle_version": model.version, "bundle_created_at": model.created_at,
-                    "artists": model.index.ntotal, "store_healthy": state.recommender.store.healthy,
-                    "run_id": model.manifest.get("run_id")},
-    })  # fmt: skip
+    return _json(
+        {
+            "snapshot": snapshot,
+            "snapshot_path": str(path.name),
+            "serving": {
+                "bundle_version": model.version,
+                "bundle_created_at": model.created_at,
+                "artists": model.index.ntotal,
+                "store_healthy": state.recommender.store.healthy,
+                "run_id": model.manifest.get("run_id"),
+            },
+        }
+    )

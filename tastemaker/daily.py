@@ -79,8 +79,13 @@ def day_dir(ws: Workspace, day: date) -> Path:
 
 def _git_sha() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, cwd=Path(__file__).resolve().parent)  # fmt: skip
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -121,8 +126,10 @@ def run_day(
         return result
 
     end_of_day = datetime.combine(day + timedelta(days=1), datetime.min.time(), timezone.utc)
-    ingest = step("ingest", lambda: run_ingest(ws, accounts_url=config.accounts_url,
-                                                now=end_of_day, until=day))  # fmt: skip
+    ingest = step(
+        "ingest",
+        lambda: run_ingest(ws, accounts_url=config.accounts_url, now=end_of_day, until=day),
+    )
     features = step("features", lambda: build_features(ws, config.features))
     init_from = _champion_run(ws, config) if config.warm_start else None
     # the ranker learns from the validation week's slates: its two-tower must not have seen them
@@ -131,15 +138,29 @@ def run_day(
         run_dir = Path(step("train", lambda: train_two_tower(ws, train_cfg, init_from)))
     else:
         run_dir = Path(step("train", lambda: train_fn(ws, train_cfg)))
-    evaluation = step("evaluate", lambda: evaluate_temporal(ws, run_dir, models=(
-        CHALLENGER_MODEL, "popular", "ease", "itemknn")))  # fmt: skip
+    evaluation = step(
+        "evaluate",
+        lambda: evaluate_temporal(
+            ws, run_dir, models=(CHALLENGER_MODEL, "popular", "ease", "itemknn")
+        ),
+    )
     ranker = step("ranker", lambda: _fit_ranker(ws, run_dir, config)) if config.ranker else None
-    snapshot = {"to": day.isoformat(), "cutoffs": features.get("cutoffs"),
-                "lake_manifest": ingest.get("run_id"), "events_read": ingest["read"]}  # fmt: skip
+    snapshot = {
+        "to": day.isoformat(),
+        "cutoffs": features.get("cutoffs"),
+        "lake_manifest": ingest.get("run_id"),
+        "events_read": ingest["read"],
+    }
     decision, bundle_version, serving = gate_and_publish(
-        ws, run_dir, evaluation, config, day=day.isoformat(), snapshot=snapshot, step=step,
+        ws,
+        run_dir,
+        evaluation,
+        config,
+        day=day.isoformat(),
+        snapshot=snapshot,
+        step=step,
         ranker=ranker,
-    )  # fmt: skip
+    )
 
     eng = step("engagement", lambda: engagement_table(ws))
     alarms = check(eng, day.isoformat(), config.alarm)
@@ -248,13 +269,15 @@ def gate_and_publish(
             model=CHALLENGER_MODEL,
             day=day,
             git_sha=_git_sha(),
-            config={"train": dataclasses.asdict(config.train),
-                    "features": dataclasses.asdict(config.features)},
+            config={
+                "train": dataclasses.asdict(config.train),
+                "features": dataclasses.asdict(config.features),
+            },
             data_snapshot=snapshot or {},
             metrics=evaluation["models"],
             segment_metrics=evaluation["segments"].get(CHALLENGER_MODEL, {}),
             artefacts={"run_dir": str(run_dir), "report": str(run_dir / "report.md")},
-        )  # fmt: skip
+        )
         registry.register(record)
         ranked_wins = False
         if ranker is not None:
@@ -262,8 +285,13 @@ def gate_and_publish(
             ranked_wins = bool(ranker["temporal"]["gate"]["promote"])
         reference = None
         if champion is not None:
-            reference = _contender(ws, config, f"champion {champion.run_id}", champion.model,
-                                   Path(champion.artefacts["run_dir"]))  # fmt: skip
+            reference = _contender(
+                ws,
+                config,
+                f"champion {champion.run_id}",
+                champion.model,
+                Path(champion.artefacts["run_dir"]),
+            )
         model = RANKED_MODEL if ranked_wins else CHALLENGER_MODEL
         run_id = f"{run_dir.name}+ranker" if ranked_wins else run_dir.name
         challenger = _contender(ws, config, f"challenger {run_id}", model, run_dir)
@@ -275,8 +303,9 @@ def gate_and_publish(
             registry.set_decision(sibling, "rejected", {**gate, "ranker_gate": True})
         bundle_version = None
         if decision.promote:
-            bundle_version = Path(run("export", lambda: export_bundle(
-                ws, run_dir, ranker=ranked_wins))).name  # fmt: skip
+            bundle_version = Path(
+                run("export", lambda: export_bundle(ws, run_dir, ranker=ranked_wins))
+            ).name
             registry.set_decision(run_id, "challenger", decision.as_dict())
             registry.set_bundle(run_id, bundle_version)
             registry.promote(run_id)
@@ -293,14 +322,22 @@ def _ranker_record(base: Any, run_dir: Path, ranker: dict[str, Any]) -> Any:
 
     t = ranker["temporal"]
     metrics = {
-        RANKED_MODEL: {f"test/{m}": v["two-tower+ranker"]["mean"] for m, v in t.items()
-                       if isinstance(v, dict) and "difference" in v},
-        CHALLENGER_MODEL: {f"test/{m}": v["two-tower"]["mean"] for m, v in t.items()
-                           if isinstance(v, dict) and "difference" in v},
-        "held_out_slates": {k: ranker["held_out_slates"][k]["ndcg@10"]["mean"]
-                            for k in ("ranker", "retrieval", "logged")},
+        RANKED_MODEL: {
+            f"test/{m}": v["two-tower+ranker"]["mean"]
+            for m, v in t.items()
+            if isinstance(v, dict) and "difference" in v
+        },
+        CHALLENGER_MODEL: {
+            f"test/{m}": v["two-tower"]["mean"]
+            for m, v in t.items()
+            if isinstance(v, dict) and "difference" in v
+        },
+        "held_out_slates": {
+            k: ranker["held_out_slates"][k]["ndcg@10"]["mean"]
+            for k in ("ranker", "retrieval", "logged")
+        },
         "importance": ranker["importance"],
-    }  # fmt: skip
+    }
     return dataclasses.replace(
         base,
         run_id=f"{run_dir.name}+ranker",
@@ -308,10 +345,12 @@ def _ranker_record(base: Any, run_dir: Path, ranker: dict[str, Any]) -> Any:
         config={**base.config, "ranker": ranker["job"], "ranker_fit": ranker["fit"]},
         metrics=metrics,
         segment_metrics=t["segments"]["two-tower+ranker"],
-        artefacts={"run_dir": str(run_dir),
-                   "report": str(run_dir / RANKER_DIR / "report.md"),
-                   "ranker": str(run_dir / RANKER_DIR)},
-    )  # fmt: skip
+        artefacts={
+            "run_dir": str(run_dir),
+            "report": str(run_dir / RANKER_DIR / "report.md"),
+            "ranker": str(run_dir / RANKER_DIR),
+        },
+    )
 
 
 def _contender(ws: Workspace, config: DailyConfig, label: str, model: str, run_dir: Path) -> Any:
@@ -321,9 +360,12 @@ def _contender(ws: Workspace, config: DailyConfig, label: str, model: str, run_d
 
     if model != RANKED_MODEL:
         return Contender(label, model, run_dir)
-    return Contender(label, model, run_dir,
-                     per_user=lambda data, metric: ranked_per_user(ws, run_dir, data, metric,
-                                                                   config.features))  # fmt: skip
+    return Contender(
+        label,
+        model,
+        run_dir,
+        per_user=lambda data, metric: ranked_per_user(ws, run_dir, data, metric, config.features),
+    )
 
 
 def _arrow(frame: Any) -> Any:
@@ -339,9 +381,12 @@ def _today_vs_yesterday(eng: Any, day: date) -> dict[str, Any]:
         key = d.isoformat()
         if key in rows.index:
             r = rows.loc[key]
-            out[label] = {"impressions": int(r["impressions"]), "ctr": float(r["ctr"]),
-                          "stream_through": float(r["stream_through"]),
-                          "follow_rate": float(r["follow_rate"])}  # fmt: skip
+            out[label] = {
+                "impressions": int(r["impressions"]),
+                "ctr": float(r["ctr"]),
+                "stream_through": float(r["stream_through"]),
+                "follow_rate": float(r["follow_rate"]),
+            }
     for col in ("churn7", "churn14"):  # the latest day whose following window is complete
         known = rows[col].dropna()
         if len(known):
@@ -358,8 +403,7 @@ def _plots(eng: Any, out_dir: Path) -> list[Path]:
 
     rows = eng[eng["version"] == "*"]
     paths = []
-    for metric, label in (("ctr", "CTR (clicks per 100 impressions)"),
-                          ("churn7", "7-day churn")):  # fmt: skip
+    for metric, label in (("ctr", "CTR (clicks per 100 impressions)"), ("churn7", "7-day churn")):
         fields = ["all", "age_group", "gender", "country", "tenure"]
         fig, axes = plt.subplots(1, len(fields), figsize=(4 * len(fields), 3.2), sharey=True)
         for ax, f in zip(axes, fields, strict=True):
@@ -390,10 +434,16 @@ def _gate_plot(decision: Any, out_dir: Path) -> Path:
     champ, chall = decision.champion_score, decision.challenger_score
     lo, hi = decision.ci
     ax.bar([0, 1], [champ, chall], color=["#98a2b3", "#1f7a5c" if decision.promote else "#b42318"])
-    ax.errorbar([1], [champ + decision.delta], yerr=[[decision.delta - lo], [hi - decision.delta]],
-                color="#101828", capsize=6)  # fmt: skip
-    ax.set_xticks([0, 1], [decision.champion.split(" (")[0][:24], decision.challenger[:24]],
-                  fontsize=7)  # fmt: skip
+    ax.errorbar(
+        [1],
+        [champ + decision.delta],
+        yerr=[[decision.delta - lo], [hi - decision.delta]],
+        color="#101828",
+        capsize=6,
+    )
+    ax.set_xticks(
+        [0, 1], [decision.champion.split(" (")[0][:24], decision.challenger[:24]], fontsize=7
+    )
     ax.set_ylabel(f"{decision.metric} ({decision.n_users} users)")
     ax.set_title("promoted" if decision.promote else "kept out", fontsize=9)
     fig.tight_layout()
@@ -407,34 +457,51 @@ def _gate_plot(decision: Any, out_dir: Path) -> Path:
 def render_summary(summary: dict[str, Any]) -> str:
     d = summary["decision"]
     eng = summary["engagement"]
-    lines = [f"# Daily cycle {summary['day']}", "",
-             f"Challenger `{summary['challenger']}`: **{'promoted' if d['promote'] else 'kept out'}**. "
-             + " ".join(f"{r}." for r in d["reasons"]),
-             "",
-             f"Serving: run `{summary['serving_run']}`, bundle `{summary['serving_bundle']}`.",
-             "", "| model | test Recall@20 |", "|---|---|"]  # fmt: skip
+    lines = [
+        f"# Daily cycle {summary['day']}",
+        "",
+        f"Challenger `{summary['challenger']}`: **{'promoted' if d['promote'] else 'kept out'}**. "
+        + " ".join(f"{r}." for r in d["reasons"]),
+        "",
+        f"Serving: run `{summary['serving_run']}`, bundle `{summary['serving_bundle']}`.",
+        "",
+        "| model | test Recall@20 |",
+        "|---|---|",
+    ]
     lines += [f"| {m} | {v:.4f} |" for m, v in summary["test_recall@20"].items() if v is not None]
     r = summary.get("ranker")
     if r:
         ndcg = r["held_out_ndcg@10"]
-        lines += ["", f"Ranker `{r['run_id']}` (held-out slates NDCG@10 {ndcg['ranker']:.4f} vs "
-                  f"retrieval {ndcg['retrieval']:.4f}): {r['summary']}. "
-                  + ("The serving bundle carries it." if r["serving"]
-                     else "The serving bundle has no ranker from this day.")]  # fmt: skip
+        lines += [
+            "",
+            f"Ranker `{r['run_id']}` (held-out slates NDCG@10 {ndcg['ranker']:.4f} vs "
+            f"retrieval {ndcg['retrieval']:.4f}): {r['summary']}. "
+            + (
+                "The serving bundle carries it."
+                if r["serving"]
+                else "The serving bundle has no ranker from this day."
+            ),
+        ]
     if "today" in eng:
         t, y = eng["today"], eng.get("yesterday")
-        lines += ["", f"CTR today {t['ctr']:.2f} per 100 impressions"
-                  + (f" (yesterday {y['ctr']:.2f})" if y else "")
-                  + f"; stream-through {t['stream_through']:.2f}; "
-                  f"follows {t['follow_rate']:.2f} per 100 impressions."]  # fmt: skip
+        lines += [
+            "",
+            f"CTR today {t['ctr']:.2f} per 100 impressions"
+            + (f" (yesterday {y['ctr']:.2f})" if y else "")
+            + f"; stream-through {t['stream_through']:.2f}; "
+            f"follows {t['follow_rate']:.2f} per 100 impressions.",
+        ]
     for h in (7, 14):
         if f"latest_churn{h}" in eng:
             c = eng[f"latest_churn{h}"]
-            lines.append(f"{h}-day churn of the users active in the week to {c['date']}: "
-                         f"{c['value']:.3f}.")  # fmt: skip
+            lines.append(
+                f"{h}-day churn of the users active in the week to {c['date']}: {c['value']:.3f}."
+            )
     lines += ["", "## Alarms", ""]
-    lines += [f"- {a['segment']}: {a['metric']} {a['value']:.3f} < {a['threshold']:.3f}"
-              for a in summary["alarms"]] or ["none"]  # fmt: skip
+    lines += [
+        f"- {a['segment']}: {a['metric']} {a['value']:.3f} < {a['threshold']:.3f}"
+        for a in summary["alarms"]
+    ] or ["none"]
     return "\n".join(lines) + "\n"
 
 
@@ -445,13 +512,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="start", type=date.fromisoformat, help="replay from this day")
     p.add_argument("--to", dest="end", type=date.fromisoformat, help="... to this day")
     p.add_argument("--accounts-url", default=None)
-    p.add_argument("--warm-start", action="store_true",
-                   help="start each challenger from the champion's weights (default: scratch)")  # fmt: skip
-    p.add_argument("--ranker", action="store_true",
-                   help="train the two-tower without refit, fit the XGBoost ranker against it and "
-                        "gate 'retrieval + ranker' against 'retrieval alone'")  # fmt: skip
-    p.add_argument("--min-delta", type=float, default=GateConfig.min_delta,
-                   help="Recall@20 margin a challenger must win by")  # fmt: skip
+    p.add_argument(
+        "--warm-start",
+        action="store_true",
+        help="start each challenger from the champion's weights (default: scratch)",
+    )
+    p.add_argument(
+        "--ranker",
+        action="store_true",
+        help="train the two-tower without refit, fit the XGBoost ranker against it and "
+        "gate 'retrieval + ranker' against 'retrieval alone'",
+    )
+    p.add_argument(
+        "--min-delta",
+        type=float,
+        default=GateConfig.min_delta,
+        help="Recall@20 margin a challenger must win by",
+    )
     p.set_defaults(func=_daily)
 
     m = sub.add_parser("models", help="the model registry: list | promote RUN | rollback")
@@ -472,22 +549,32 @@ def _days(args: argparse.Namespace) -> list[date]:
 
 
 def _daily(args: argparse.Namespace) -> int:
-    config = DailyConfig(accounts_url=args.accounts_url, warm_start=args.warm_start,
-                         gate=GateConfig(min_delta=args.min_delta), ranker=args.ranker)  # fmt: skip
+    config = DailyConfig(
+        accounts_url=args.accounts_url,
+        warm_start=args.warm_start,
+        gate=GateConfig(min_delta=args.min_delta),
+        ranker=args.ranker,
+    )
     status = 0
     for day in _days(args):
         summary = run_day(args.ws, day, config)
         d = summary["decision"]
         again = " (already done)" if summary.get("already_done") else ""
-        print(f"{summary['day']}{again}: challenger {summary['challenger']} "
-              f"{'PROMOTED' if d['promote'] else 'kept out'} — {'; '.join(d['reasons'])}")  # fmt: skip
+        print(
+            f"{summary['day']}{again}: challenger {summary['challenger']} "
+            f"{'PROMOTED' if d['promote'] else 'kept out'} — {'; '.join(d['reasons'])}"
+        )
         if summary.get("ranker"):
             print(f"  ranker: {summary['ranker']['summary']}")
-        print(f"  serving bundle {summary['serving_bundle']}; "
-              f"engagement {json.dumps(summary['engagement'].get('today', {}))}")  # fmt: skip
+        print(
+            f"  serving bundle {summary['serving_bundle']}; "
+            f"engagement {json.dumps(summary['engagement'].get('today', {}))}"
+        )
         for a in summary["alarms"]:
-            print("  ALARM " + f"{a['segment']}: {a['metric']} {a['value']:.3f} "
-                  f"< {a['threshold']:.3f} (trailing mean {a['baseline']:.3f})")  # fmt: skip
+            print(
+                "  ALARM " + f"{a['segment']}: {a['metric']} {a['value']:.3f} "
+                f"< {a['threshold']:.3f} (trailing mean {a['baseline']:.3f})"
+            )
             status = ALARM_EXIT
         print(f"  report: {day_dir(args.ws, day) / 'report.md'}")
     return status
@@ -502,22 +589,27 @@ def _models(args: argparse.Namespace) -> int:
             for r in registry.runs():
                 score = r.metrics.get(r.model, {}).get("test/recall@20")
                 cell = f"{score:.4f}" if isinstance(score, float) else "-"
-                print(f"{r.run_id:36s} {r.model:10s} {r.status:10s} day={r.day} "
-                      f"recall@20={cell} bundle={r.bundle_version}")  # fmt: skip
+                print(
+                    f"{r.run_id:36s} {r.model:10s} {r.status:10s} day={r.day} "
+                    f"recall@20={cell} bundle={r.bundle_version}"
+                )
             return 0
         if args.action == "promote":
             if not args.run_id:
                 raise ValueError("models promote needs a RUN id (see `tastemaker models list`)")
             target = registry.get(args.run_id)
             if not target.bundle_version:
-                raise ValueError(f"run {args.run_id} has no bundle; export it first "
-                                 f"(`tastemaker export --run {target.artefacts.get('run_dir')}`)")  # fmt: skip
+                raise ValueError(
+                    f"run {args.run_id} has no bundle; export it first "
+                    f"(`tastemaker export --run {target.artefacts.get('run_dir')}`)"
+                )
             set_current(args.ws.bundles, target.bundle_version)
             registry.promote(args.run_id)
             print(f"champion: {args.run_id} (bundle {target.bundle_version})")
             return 0
         demoted, restored = registry.rollback()
         set_current(args.ws.bundles, str(restored.bundle_version))
-        print(f"rolled back: {demoted.run_id} -> {restored.run_id} "
-              f"(bundle {restored.bundle_version})")  # fmt: skip
+        print(
+            f"rolled back: {demoted.run_id} -> {restored.run_id} (bundle {restored.bundle_version})"
+        )
         return 0

@@ -74,12 +74,15 @@ def run_pipeline(ws: Any, preset: str = "demo", seed: int = 7, gate: bool = True
         from tastemaker.daily import DailyConfig, gate_and_publish
 
         decision, version, champion = _timed(
-            "gate", lambda: gate_and_publish(ws, Path(run_dir), metrics, DailyConfig(train=train_cfg)),
+            "gate",
+            lambda: gate_and_publish(ws, Path(run_dir), metrics, DailyConfig(train=train_cfg)),
             timings,
-        )  # fmt: skip
+        )
         if version is None and (champion is None or champion.bundle_version is None):
-            raise RuntimeError(f"the model was kept out by the gate and no earlier champion "
-                               f"exists to serve: {decision.summary()}")  # fmt: skip
+            raise RuntimeError(
+                f"the model was kept out by the gate and no earlier champion "
+                f"exists to serve: {decision.summary()}"
+            )
         bundle = ws.bundles / (version or champion.bundle_version)
     else:
         bundle = _timed("export", lambda: export_bundle(ws, run_dir), timings)

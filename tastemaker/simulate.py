@@ -63,8 +63,9 @@ def world_config(ws: Workspace) -> WorldConfig:
     return WorldConfig(**cfg)
 
 
-def _baseline_lists(ws: Workspace, name: str, user_keys: np.ndarray, artist_ids: np.ndarray
-                    ) -> np.ndarray:  # fmt: skip
+def _baseline_lists(
+    ws: Workspace, name: str, user_keys: np.ndarray, artist_ids: np.ndarray
+) -> np.ndarray:
     """``(U, LIST_LEN)`` world artist indices from a baseline fitted on the lake's positives."""
     import pandas as pd
 
@@ -74,9 +75,11 @@ def _baseline_lists(ws: Workspace, name: str, user_keys: np.ndarray, artist_ids:
     ex = pq.read_table(
         ws.features / "examples.parquet", columns=["user_key", "artist_id", "weight"]
     )
-    inter = Interactions.from_pairs(ex["user_key"].to_numpy(zero_copy_only=False),
-                                    ex["artist_id"].to_numpy(zero_copy_only=False),
-                                    ex["weight"].to_numpy(zero_copy_only=False))  # fmt: skip
+    inter = Interactions.from_pairs(
+        ex["user_key"].to_numpy(zero_copy_only=False),
+        ex["artist_id"].to_numpy(zero_copy_only=False),
+        ex["weight"].to_numpy(zero_copy_only=False),
+    )
     model = make_recommender(name).fit(inter)
     popular = make_recommender("popular").fit(inter)
     rows = pd.Index(inter.user_ids).get_indexer(user_keys)
@@ -94,8 +97,9 @@ def _baseline_lists(ws: Workspace, name: str, user_keys: np.ndarray, artist_ids:
 MODEL_POLICIES = ("model", "retrieval", "model+ranker")
 
 
-def _model_lists(ws: Workspace, user_ids: np.ndarray, artist_ids: np.ndarray, policy: str = "model"
-                 ) -> np.ndarray:  # fmt: skip
+def _model_lists(
+    ws: Workspace, user_ids: np.ndarray, artist_ids: np.ndarray, policy: str = "model"
+) -> np.ndarray:
     """Lists from the served bundle: as it is (``model``), without its ranker (``retrieval``),
     or with the ranker it must carry (``model+ranker``)."""
     import dataclasses
@@ -139,8 +143,9 @@ def _model_lists(ws: Workspace, user_ids: np.ndarray, artist_ids: np.ndarray, po
         store.close()
 
 
-def policy_lists(ws: Workspace, policy: str, population: Any, users: np.ndarray,
-                 rng: np.random.Generator) -> np.ndarray:  # fmt: skip
+def policy_lists(
+    ws: Workspace, policy: str, population: Any, users: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """``(len(users), LIST_LEN)`` ranked world artist indices for ``users`` under ``policy``."""
     from data.pii import pseudonym_key, pseudonymise
 
@@ -191,8 +196,14 @@ def needed_per_arm(p1: float, p2: float) -> float:
     return (Z95 + Z80) ** 2 * (p1 * (1 - p1) + p2 * (1 - p2)) / (p1 - p2) ** 2
 
 
-def simulate(ws: Workspace, policies: Sequence[str], days: int = 14, users: int | None = None,
-             k: int = 10, seed: int = 0) -> dict[str, Any]:  # fmt: skip
+def simulate(
+    ws: Workspace,
+    policies: Sequence[str],
+    days: int = 14,
+    users: int | None = None,
+    k: int = 10,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Run the A/B simulation; returns (and writes to ``simulations/``) the per-arm results."""
     from world.population import ChurnRule, rebuild
 
@@ -224,8 +235,15 @@ def simulate(ws: Workspace, policies: Sequence[str], days: int = 14, users: int 
     return _report(ws, results, policies, days, k, seed)
 
 
-def _run_arm(population: Any, members: np.ndarray, lists: np.ndarray, days: int, k: int,
-             rule: Any, rng: np.random.Generator) -> dict[str, Any]:  # fmt: skip
+def _run_arm(
+    population: Any,
+    members: np.ndarray,
+    lists: np.ndarray,
+    days: int,
+    k: int,
+    rule: Any,
+    rng: np.random.Generator,
+) -> dict[str, Any]:
     n = len(members)
     churned_day = np.full(n, np.inf)
     clicked_before = np.zeros(lists.shape, dtype=bool)
@@ -256,8 +274,13 @@ def _run_arm(population: Any, members: np.ndarray, lists: np.ndarray, days: int,
         hazard = rule.base_hazard * np.exp(-rule.satisfaction_weight * satisfied)
         leave = rng.random(len(logs_in)) < hazard
         churned_day[logs_in[leave]] = day
-        log.info("day %d: %d logins, %d clicks, %d churned so far", day + 1, len(logs_in),
-                 int(out["clicked"].sum()), int(np.isfinite(churned_day).sum()))  # fmt: skip
+        log.info(
+            "day %d: %d logins, %d clicks, %d churned so far",
+            day + 1,
+            len(logs_in),
+            int(out["clicked"].sum()),
+            int(np.isfinite(churned_day).sum()),
+        )
     return {
         **t,
         "churned7": int((churned_day < 7).sum()) if days >= 7 else None,
@@ -265,8 +288,14 @@ def _run_arm(population: Any, members: np.ndarray, lists: np.ndarray, days: int,
     }
 
 
-def _report(ws: Workspace, results: dict[str, dict[str, Any]], policies: Sequence[str],
-            days: int, k: int, seed: int) -> dict[str, Any]:  # fmt: skip
+def _report(
+    ws: Workspace,
+    results: dict[str, dict[str, Any]],
+    policies: Sequence[str],
+    days: int,
+    k: int,
+    seed: int,
+) -> dict[str, Any]:
     metrics = {  # name -> (successes key, trials key, scale)
         "ctr": ("clicks", "impressions", 100.0),
         "stream_through": ("streams", "clicks", 1.0),
@@ -289,8 +318,14 @@ def _report(ws: Workspace, results: dict[str, dict[str, Any]], policies: Sequenc
                 row[f"{name}_vs_{policies[0]}"] = [scale * d, scale * dlo, scale * dhi]
                 row[f"{name}_needed_per_arm"] = needed_per_arm(base[s] / base[n], r[s] / r[n])
         table[policy] = row
-    summary = {"policies": list(policies), "days": days, "k": k, "seed": seed, "arms": table,
-               "raw": results}  # fmt: skip
+    summary = {
+        "policies": list(policies),
+        "days": days,
+        "k": k,
+        "seed": seed,
+        "arms": table,
+        "raw": results,
+    }
     out = ws.root / "simulations" / f"{'-vs-'.join(policies)}-{days}d-seed{seed}.json"
     write_json(out, summary)
     summary["path"] = str(out)
@@ -300,8 +335,10 @@ def _report(ws: Workspace, results: dict[str, dict[str, Any]], policies: Sequenc
 
 def render(summary: dict[str, Any]) -> str:
     policies = summary["policies"]
-    head = ("| arm | listeners | impressions | CTR /100 | stream-through | follows /100 "
-            "| 7-day churn | 14-day churn |")  # fmt: skip
+    head = (
+        "| arm | listeners | impressions | CTR /100 | stream-through | follows /100 "
+        "| 7-day churn | 14-day churn |"
+    )
     lines = [head, "|---" * 8 + "|"]
 
     def cell(row: dict[str, Any], name: str, fmt: str) -> str:
@@ -312,11 +349,17 @@ def render(summary: dict[str, Any]) -> str:
 
     for p in policies:
         r = summary["arms"][p]
-        lines.append(f"| {p} | {r['listeners']:,} | {r['impressions']:,} | {cell(r, 'ctr', '.2f')} "
-                     f"| {cell(r, 'stream_through', '.3f')} | {cell(r, 'follow_rate', '.3f')} "
-                     f"| {cell(r, 'churn7', '.3f')} | {cell(r, 'churn14', '.3f')} |")  # fmt: skip
-    lines += ["", f"Differences against `{policies[0]}` (95 % interval; listeners or trials per "
-              "arm needed to detect the observed difference at 5 % / 80 % power):", ""]  # fmt: skip
+        lines.append(
+            f"| {p} | {r['listeners']:,} | {r['impressions']:,} | {cell(r, 'ctr', '.2f')} "
+            f"| {cell(r, 'stream_through', '.3f')} | {cell(r, 'follow_rate', '.3f')} "
+            f"| {cell(r, 'churn7', '.3f')} | {cell(r, 'churn14', '.3f')} |"
+        )
+    lines += [
+        "",
+        f"Differences against `{policies[0]}` (95 % interval; listeners or trials per "
+        "arm needed to detect the observed difference at 5 % / 80 % power):",
+        "",
+    ]
     for p in policies[1:]:
         r = summary["arms"][p]
         parts = []
@@ -332,9 +375,13 @@ def render(summary: dict[str, Any]) -> str:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="A/B test policies on the synthetic listeners")
-    p.add_argument("--policy", action="append", required=True,
-                   help="model | retrieval | model+ranker | popular | ease | itemknn | als | "
-                        "random (two or more)")  # fmt: skip
+    p.add_argument(
+        "--policy",
+        action="append",
+        required=True,
+        help="model | retrieval | model+ranker | popular | ease | itemknn | als | "
+        "random (two or more)",
+    )
     p.add_argument("--days", type=int, default=14)
     p.add_argument("--users", type=int, default=None, help="listeners in the test (default: all)")
     p.add_argument("--k", type=int, default=10, help="slate size")

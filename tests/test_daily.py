@@ -30,8 +30,14 @@ from world.generate import generate_world
 pytestmark = pytest.mark.slow
 
 # built-in demographics, so the world is the same with or without ../shared/data beside the clone
-WORLD = dataclasses.replace(WorldConfig.demo(seed=5), n_users=4000, n_artists=400, n_genres=10,
-                            days=28, use_real_demographics=False)  # fmt: skip
+WORLD = dataclasses.replace(
+    WorldConfig.demo(seed=5),
+    n_users=4000,
+    n_artists=400,
+    n_genres=10,
+    days=28,
+    use_real_demographics=False,
+)
 # the world's very last day looks different (more slate clicks, fewer of them streamed: an edge
 # effect of the simulation window, which the alarm flags), so the three days end the day before
 DAYS = [WORLD.start + timedelta(days=WORLD.days - 4 + i) for i in range(3)]
@@ -59,8 +65,11 @@ def _plant_click_collapse(ws: Workspace, day: date) -> str:
             ev = orjson.loads(ln)
         except orjson.JSONDecodeError:
             return True
-        return not (isinstance(ev, dict) and ev.get("event_type") == "click"
-                    and ev.get("country") == country)  # fmt: skip
+        return not (
+            isinstance(ev, dict)
+            and ev.get("event_type") == "click"
+            and ev.get("country") == country
+        )
 
     for f in files:
         kept = [ln for ln in gzip.decompress(f.read_bytes()).splitlines() if keep(ln)]
@@ -124,9 +133,12 @@ def test_daily_ranker_is_gated_recorded_and_shipped_only_when_it_wins(tmp_path, 
     ws = Workspace(tmp_path / "ws").ensure()
     generate_world(ws, WORLD)
     gate = GateConfig(n_boot=200, segment_min_users=40, segment_max_drop=0.08)
-    config = DailyConfig(train=TrainConfig(epochs=4, batch_size=512),
-                         features=FeatureConfig(test_days=3, valid_days=3), gate=gate,
-                         ranker=True)  # fmt: skip
+    config = DailyConfig(
+        train=TrainConfig(epochs=4, batch_size=512),
+        features=FeatureConfig(test_days=3, valid_days=3),
+        gate=gate,
+        ranker=True,
+    )
     day = run_day(ws, DAYS[0], config)
     run_dir = ws.root / "runs" / day["ranker"]["run_id"].removesuffix("+ranker")
     assert json.loads((run_dir / "config.json").read_text())["train"]["refit"] is False
@@ -160,8 +172,12 @@ def test_daily_ranker_is_gated_recorded_and_shipped_only_when_it_wins(tmp_path, 
         assert ("ranker" in load_bundle(path).manifest) == carry
 
     # the gate scores a "two-tower+ranker" contender as the ranker job did on the same users
-    again = run_gate(ws, Contender("retrieval", "two-tower", run_dir),
-                     _contender(ws, config, "ranked", RANKED_MODEL, run_dir), gate)  # fmt: skip
+    again = run_gate(
+        ws,
+        Contender("retrieval", "two-tower", run_dir),
+        _contender(ws, config, "ranked", RANKED_MODEL, run_dir),
+        gate,
+    )
     job = day["ranker"]["decision"]
     assert again.n_users == job["n_users"]
     assert again.challenger_score == pytest.approx(job["challenger_score"], abs=1e-6)

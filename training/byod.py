@@ -44,15 +44,19 @@ def train_interactions(
     """Fit ``model_name`` on an interactions file and persist it in ``out_dir``."""
     out = Path(out_dir)
     inter = interactions_from_table(read_interactions_file(interactions_path))
-    log.info("fitting %s on %d users x %d artists (%d pairs)", model_name, *inter.shape,
-             inter.matrix.nnz)  # fmt: skip
+    log.info(
+        "fitting %s on %d users x %d artists (%d pairs)", model_name, *inter.shape, inter.matrix.nnz
+    )
     common = {
-        "kind": "interactions", "model_name": model_name,
+        "kind": "interactions",
+        "model_name": model_name,
         "interactions": str(Path(interactions_path).resolve()),
         "artist_meta": None if artist_meta_path is None else str(Path(artist_meta_path).resolve()),
         "created_at": datetime.now(timezone.utc).isoformat(),
-        "n_users": inter.shape[0], "n_artists": inter.shape[1], "n_pairs": int(inter.matrix.nnz),
-    }  # fmt: skip
+        "n_users": inter.shape[0],
+        "n_artists": inter.shape[1],
+        "n_pairs": int(inter.matrix.nnz),
+    }
     if model_name == TWO_TOWER:
         from training.two_tower_recommender import TwoTowerRecommender
 
@@ -71,6 +75,5 @@ def train_interactions(
     model.fit(inter)
     save_interactions(out / "interactions.npz", inter)
     write_bytes(out / "model.npz", npz_bytes(model.state()))
-    write_json(out / "config.json", {**common, "model": model_name,
-                                     "model_config": model.config()})  # fmt: skip
+    write_json(out / "config.json", {**common, "model": model_name, "model_config": model.config()})
     return out

@@ -100,8 +100,12 @@ class Slates:
 
     def take(self, mask: np.ndarray) -> Slates:
         d = self.data
-        return Slates(RankingSet(d.x[mask], d.y[mask], d.qid[mask]), self.day[mask],
-                      self.retrieval[mask], self.logged[mask])  # fmt: skip
+        return Slates(
+            RankingSet(d.x[mask], d.y[mask], d.qid[mask]),
+            self.day[mask],
+            self.retrieval[mask],
+            self.logged[mask],
+        )
 
 
 def read_labelled(ws: Workspace) -> pa.Table:
@@ -164,9 +168,13 @@ def build_slates(
         rows = users.to_pylist()
         scores = scorer.score_users(users)  # (U, A)
         excluded = [
-            {int(i) for i in artist_col.get_indexer(list(r["seen"] or []) + list(r["followed"] or []))
-             if i >= 0} for r in rows
-        ]  # fmt: skip
+            {
+                int(i)
+                for i in artist_col.get_indexer(list(r["seen"] or []) + list(r["followed"] or []))
+                if i >= 0
+            }
+            for r in rows
+        ]
         ranks = _ranks(scores, excluded)
         ctx = context_at(ev, at, config)
         of_user = {r["user_key"]: i for i, r in enumerate(rows)}
@@ -180,9 +188,13 @@ def build_slates(
                 continue
             imp, col = imp[keep], col[keep]
             x = candidate_features(
-                ctx, rows[u], ctx.rows(imp["artist_id"].tolist()), scores[u, col], ranks[u, col],
+                ctx,
+                rows[u],
+                ctx.rows(imp["artist_id"].tolist()),
+                scores[u, col],
+                ranks[u, col],
                 imp["position"].to_numpy(),
-            )  # fmt: skip
+            )
             xs.append(x)
             ys.append(imp["label"].to_numpy(np.float32))
             qids.append(req_codes.get_indexer(imp["request_id"].to_numpy()))
@@ -199,17 +211,27 @@ def build_slates(
                 extra = [int(c) for c in best[: extra_negatives + len(taken)] if c not in taken]
                 extra_col = np.asarray(extra[:extra_negatives], np.int64)
                 unshown = int(shown["position"].max()) + 1
-                xs.append(candidate_features(
-                    ctx, rows[u], ctx.rows(list(artist_col[extra_col])), scores[u, extra_col],
-                    ranks[u, extra_col], unshown,
-                ))  # fmt: skip
+                xs.append(
+                    candidate_features(
+                        ctx,
+                        rows[u],
+                        ctx.rows(list(artist_col[extra_col])),
+                        scores[u, extra_col],
+                        ranks[u, extra_col],
+                        unshown,
+                    )
+                )
                 ys.append(np.zeros(len(extra_col), np.float32))
                 qids.append(np.full(len(extra_col), req_codes.get_loc(req)))
                 days.append(np.full(len(extra_col), int(day)))
                 rets.append(scores[u, extra_col])
                 logged.append(np.full(len(extra_col), unshown))
-        log.info("ranker slates: day %s, %d impressions of %d users", pd.Timestamp(at, unit="ms").date(),
-                 len(part), len(rows))  # fmt: skip
+        log.info(
+            "ranker slates: day %s, %d impressions of %d users",
+            pd.Timestamp(at, unit="ms").date(),
+            len(part),
+            len(rows),
+        )
     if not xs:
         raise ValueError(f"no logged slates in [{start_ms}, {end_ms}); is the lake empty there?")
     qid = np.concatenate(qids)
@@ -290,8 +312,9 @@ def rerank_top(
         if not ok.any():
             continue
         ids = list(artist_ids[cand[u][ok]])
-        x = candidate_features(ctx, row, ctx.rows(ids), cand_scores[u][ok], ranks[ok],
-                               SERVING_POSITION)  # fmt: skip
+        x = candidate_features(
+            ctx, row, ctx.rows(ids), cand_scores[u][ok], ranks[ok], SERVING_POSITION
+        )
         order = np.argsort(-ranker.predict(x), kind="stable")
         out[u, : ok.sum()] = cand[u][ok][order]
     return out
@@ -302,9 +325,15 @@ RANKED_MODEL = "two-tower+ranker"
 
 
 def reranked_metrics(
-    ev: EventLog, scorer: Any, ranker: Ranker, users: pa.Table, at_ms: int, candidates: int,
-    ks: tuple[int, ...], fconfig: FeatureConfig,
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:  # fmt: skip
+    ev: EventLog,
+    scorer: Any,
+    ranker: Ranker,
+    users: pa.Table,
+    at_ms: int,
+    candidates: int,
+    ks: tuple[int, ...],
+    fconfig: FeatureConfig,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Per-user metrics (``per_user_metrics`` at ``ks``) of ``users`` (``EVAL_USERS`` rows):
     (two-tower top-``candidates`` in retrieval order, the same re-ranked by ``ranker`` with
     the artist context as of ``at_ms``)."""
@@ -340,18 +369,30 @@ def ranked_per_user(
     ev = load_event_log(ws, fconfig)
     users = data.users.take(pa.array(np.flatnonzero(data.warm)))
     k = int(metric.split("@")[1]) if "@" in metric else 20
-    _, ranked = reranked_metrics(ev, load_scorer(run_dir), load_ranker(run_dir), users,
-                                 cutoffs(ev, fconfig)["test"], int(record["job"]["candidates"]),
-                                 (k,), fconfig)  # fmt: skip
+    _, ranked = reranked_metrics(
+        ev,
+        load_scorer(run_dir),
+        load_ranker(run_dir),
+        users,
+        cutoffs(ev, fconfig)["test"],
+        int(record["job"]["candidates"]),
+        (k,),
+        fconfig,
+    )
     if metric not in ranked:
         raise ValueError(f"unknown gate metric {metric!r}; have {sorted(ranked)}")
     return np.asarray(ranked[metric], np.float64)
 
 
 def evaluate_temporal_rerank(
-    ws: Workspace, ev: EventLog, scorer: Any, ranker: Ranker, at_ms: int, config: RankerJobConfig,
+    ws: Workspace,
+    ev: EventLog,
+    scorer: Any,
+    ranker: Ranker,
+    at_ms: int,
+    config: RankerJobConfig,
     fconfig: FeatureConfig,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Test users frozen at the test cutoff: two-tower top-N re-ranked vs the two-tower."""
     data = load_temporal(ws, "test")
     warm = np.flatnonzero(data.warm)
@@ -359,8 +400,9 @@ def evaluate_temporal_rerank(
     ks = config.ks
     gate = config.gate or GateConfig(n_boot=max(config.n_boot, 100))
     gk = int(gate.metric.split("@")[1]) if "@" in gate.metric else 20
-    base, rank = reranked_metrics(ev, scorer, ranker, users, at_ms, config.candidates,
-                                  tuple(sorted({*ks, gk})), fconfig)  # fmt: skip
+    base, rank = reranked_metrics(
+        ev, scorer, ranker, users, at_ms, config.candidates, tuple(sorted({*ks, gk})), fconfig
+    )
     out: dict[str, Any] = {"n_users": len(warm), "candidates": config.candidates}
     seg = {f: users[f].to_numpy(zero_copy_only=False) for f in USER_SEGMENT_FIELDS}
     seg["country"] = collapse_rare(seg["country"])
@@ -415,8 +457,9 @@ def train_ranker(
     labelled = read_labelled(ws)
     stop_day = cut["test"] - DAY_MS
     log.info("ranker: building slates (train, early stopping, held out)")
-    fit_part = build_slates(labelled, ev, scorer, cut["valid"], cut["test"], fconfig,
-                            config.extra_negatives)  # fmt: skip
+    fit_part = build_slates(
+        labelled, ev, scorer, cut["valid"], cut["test"], fconfig, config.extra_negatives
+    )
     held = build_slates(labelled, ev, scorer, cut["test"], cut["end"], fconfig)
     train_part = fit_part.take(fit_part.day < stop_day // DAY_MS)
     valid_part = fit_part.take(fit_part.day >= stop_day // DAY_MS)
@@ -437,9 +480,7 @@ def train_ranker(
         },
         "importance": ranker.importance(),
         "held_out_slates": evaluate_slates(ranker, held, config.n_boot, config.seed),
-        "temporal": evaluate_temporal_rerank(
-            ws, ev, scorer, ranker, cut["test"], config, fconfig
-        ),  # fmt: skip
+        "temporal": evaluate_temporal_rerank(ws, ev, scorer, ranker, cut["test"], config, fconfig),
     }
     result["seconds"] = round(time.perf_counter() - started, 1)
     out = run_dir / RANKER_DIR
@@ -475,14 +516,18 @@ def _ci(v: Mapping[str, float], digits: int = 4) -> str:
 def segment_table(t: Mapping[str, Any], metric: str = "recall@20") -> list[str]:
     """Markdown rows: ``metric`` per segment value, two-tower vs re-ranked, with intervals."""
     base, ranked = t["segments"]["two-tower"], t["segments"]["two-tower+ranker"]
-    lines = [f"| segment | users | {metric} two-tower | {metric} two-tower → ranker |",
-             "|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"| segment | users | {metric} two-tower | {metric} two-tower → ranker |",
+        "|---|---|---|---|",
+    ]
     for name, values in base.items():
         for value, row in values.items():
             other = ranked[name][value]
             a, b = row[metric], other[metric]
-            lines.append(f"| {name}={value} | {row['n_users']} | {a[0]:.3f} [{a[1]:.3f}, "
-                         f"{a[2]:.3f}] | {b[0]:.3f} [{b[1]:.3f}, {b[2]:.3f}] |")  # fmt: skip
+            lines.append(
+                f"| {name}={value} | {row['n_users']} | {a[0]:.3f} [{a[1]:.3f}, "
+                f"{a[2]:.3f}] | {b[0]:.3f} [{b[1]:.3f}, {b[2]:.3f}] |"
+            )
     return lines
 
 
@@ -501,8 +546,10 @@ def render_report(result: Mapping[str, Any]) -> str:
     ]
     for name in ("ranker", "retrieval", "logged"):
         lines.append(f"| {name} | {_ci(s[name]['ndcg@10'])} | {_ci(s[name]['auc'])} |")
-    lines.append(f"| ranker − retrieval | {_ci(s['ranker-retrieval/ndcg@10'])} | "
-                 f"{_ci(s['ranker-retrieval/auc'])} |")  # fmt: skip
+    lines.append(
+        f"| ranker − retrieval | {_ci(s['ranker-retrieval/ndcg@10'])} | "
+        f"{_ci(s['ranker-retrieval/auc'])} |"
+    )
     t = result["temporal"]
     lines += [
         "",
@@ -514,11 +561,18 @@ def render_report(result: Mapping[str, Any]) -> str:
     ]
     for m, v in t.items():
         if isinstance(v, dict) and "two-tower" in v and "difference" in v:
-            lines.append(f"| {m} | {_ci(v['two-tower'])} | {_ci(v['two-tower+ranker'])} | "
-                         f"{_ci(v['difference'])} |")  # fmt: skip
+            lines.append(
+                f"| {m} | {_ci(v['two-tower'])} | {_ci(v['two-tower+ranker'])} | "
+                f"{_ci(v['difference'])} |"
+            )
     lines += ["", f"Gate (the daily loop's rules): {t['gate']['summary']}", ""]
     lines += segment_table(t)
-    lines += ["", "## Feature importance (share of total gain)", "", "| feature | share |",
-              "|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        "## Feature importance (share of total gain)",
+        "",
+        "| feature | share |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {v:.3f} |" for k, v in result["importance"].items()]
     return "\n".join(lines) + "\n"

@@ -81,8 +81,10 @@ class TwoTowerRecommender:
     def build(self, inter: Interactions) -> TwoTower:
         """The untrained model for ``inter``'s catalogue (vocab sizes filled in)."""
         if self.config.model.follows_len > 0:
-            raise ValueError("follows_len > 0 needs the lake (followed artists); an interactions "
-                             "file has none: set follows_len=0")  # fmt: skip
+            raise ValueError(
+                "follows_len > 0 needs the lake (followed artists); an interactions "
+                "file has none: set follows_len=0"
+            )
         self.vocabs = vocabs = self._vocabs(inter)
         mcfg = dataclasses.replace(
             self.config.model,
@@ -132,8 +134,9 @@ class TwoTowerRecommender:
             cfg.seed,
             recency=None if interactions.timestamps is None or cfg.val_fraction else -order,
         )
-        log_q = log_sampling_probability(train.indices.astype(np.int64) + N_SPECIAL,
-                                         model.config.n_artists)  # fmt: skip
+        log_q = log_sampling_probability(
+            train.indices.astype(np.int64) + N_SPECIAL, model.config.n_artists
+        )
         module = TwoTowerModule(model, cfg, log_q, eval_set)
         loader = DataLoader(pairs, batch_size=None)
         val_loader = None if eval_set is None else user_loader(eval_set.inputs, 4096)

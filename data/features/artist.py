@@ -109,8 +109,9 @@ def _top_tracks(ev: EventLog, s: np.ndarray, k: int) -> pa.ListArray:
     return list_column(art[keep], ev.track_ids.take(pa.array(trk[keep])), ev.n_artists)
 
 
-def _ranked(seg: str, a: np.ndarray, recent: np.ndarray, long: np.ndarray, n_a: int,
-            config: FeatureConfig) -> tuple[list, np.ndarray, np.ndarray]:  # fmt: skip
+def _ranked(
+    seg: str, a: np.ndarray, recent: np.ndarray, long: np.ndarray, n_a: int, config: FeatureConfig
+) -> tuple[list, np.ndarray, np.ndarray]:
     s7 = np.bincount(a[recent], minlength=n_a)
     s28 = np.bincount(a[long], minlength=n_a)
     total = np.bincount(a, minlength=n_a)
@@ -146,8 +147,16 @@ def trending(ev: EventLog, as_of: int, config: FeatureConfig) -> pa.Table:
         for c in range(len(codes)):
             lo, hi = bounds[c], bounds[c + 1]
             if hi > lo:
-                add(_ranked(f"{field}={codes[c]}", a_sorted[lo:hi], r_sorted[lo:hi],
-                            np.ones(hi - lo, bool), n_a, config))  # fmt: skip
+                add(
+                    _ranked(
+                        f"{field}={codes[c]}",
+                        a_sorted[lo:hi],
+                        r_sorted[lo:hi],
+                        np.ones(hi - lo, bool),
+                        n_a,
+                        config,
+                    )
+                )
     ranks: np.ndarray | list[int] = (
         np.concatenate([np.arange(1, len(x) + 1) for x in arts]) if arts else []
     )

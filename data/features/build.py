@@ -106,8 +106,13 @@ def build_features(
     started = time.perf_counter()
     ev = load_event_log(ws, config)
     cut = cutoffs(ev, config)
-    log.info("features: %d events, %d users, %d artists; test from %s", len(ev.ts),
-             ev.n_users, ev.n_artists, _iso(cut["test"]))  # fmt: skip
+    log.info(
+        "features: %d events, %d users, %d artists; test from %s",
+        len(ev.ts),
+        ev.n_users,
+        ev.n_artists,
+        _iso(cut["test"]),
+    )
     out = ws.features
     target = ws.online / "users.sqlite" if online is None else online
     # Parquet encoding and the online store's inserts release the GIL: one background thread

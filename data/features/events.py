@@ -164,8 +164,9 @@ def _lake_files(events_dir: Path) -> list[Path]:
 
 
 def _read_part(path: Path) -> dict[str, list]:
-    t = pq.read_table(path, columns=list(_EVENT_COLS), read_dictionary=_DICT_COLS,
-                      use_threads=False)  # fmt: skip
+    t = pq.read_table(
+        path, columns=list(_EVENT_COLS), read_dictionary=_DICT_COLS, use_threads=False
+    )
     return _prepare(t)
 
 
@@ -246,12 +247,27 @@ def build_event_log(
     first_pos[p[first_rows(u[p].astype(np.int64) * len(artist_ids) + a[p])]] = True
     uview, known, signup = _align_users(users, user_ids)
     return EventLog(
-        user_ids=user_ids, artist_ids=artist_ids, track_ids=track_ids,
-        u=u.astype(np.int32), a=a.astype(np.int32), tr=tr.astype(np.int32), et=et.astype(np.int8),
-        ts=ts.astype(np.int64), ms=ms, dur=dur, lr_q=lr_q, lr_ok=lr_ok, new_day=new_day,
-        positive=positive, first_pos=first_pos, stream_min_ms=stream_min_ms,
-        users=uview, known_user=known, signup_ms=signup, artists=_align_artists(artists, artist_ids),
-    )  # fmt: skip
+        user_ids=user_ids,
+        artist_ids=artist_ids,
+        track_ids=track_ids,
+        u=u.astype(np.int32),
+        a=a.astype(np.int32),
+        tr=tr.astype(np.int32),
+        et=et.astype(np.int8),
+        ts=ts.astype(np.int64),
+        ms=ms,
+        dur=dur,
+        lr_q=lr_q,
+        lr_ok=lr_ok,
+        new_day=new_day,
+        positive=positive,
+        first_pos=first_pos,
+        stream_min_ms=stream_min_ms,
+        users=uview,
+        known_user=known,
+        signup_ms=signup,
+        artists=_align_artists(artists, artist_ids),
+    )
 
 
 def _conform_view(table: pa.Table, schema: pa.Schema, name: str) -> pa.Table:

@@ -102,9 +102,14 @@ def build_examples(ev: EventLog, config: FeatureConfig, valid_cut: int, test_cut
     impr, click = ev.et == ET["impression"], ev.et == ET["click"]
     n_streams = before(ev.et == ET["stream"])
     dense = dense_values(
-        before(impr), before(click), before(impr, ws), before(click, ws),
-        before(ev.lr_q), before(ev.lr_ok), n_streams,
-    )  # fmt: skip
+        before(impr),
+        before(click),
+        before(impr, ws),
+        before(click, ws),
+        before(ev.lr_q),
+        before(ev.lr_ok),
+        n_streams,
+    )
     up = ev.u[p]
     segments = {f: ev.users[f].take(pa.array(up)) for f in ("age_group", "gender", "country")}
     segments["tenure_bucket"] = tenure_bucket(ev.signup_ms[up], ev.ts[p], config.new_user_days)

@@ -106,8 +106,10 @@ def json_blobs(table: pa.Table) -> tuple[pa.Array, pa.Array] | None:
         if name == "as_of":
             col = col.cast(pa.int64())
         for arr in (col.values if pa.types.is_list(col.type) else col,):
-            if pa.types.is_string(arr.type) and pc.any(pc.match_substring_regex(
-                arr, "[\\x00-\\x1f]")).as_py():  # fmt: skip
+            if (
+                pa.types.is_string(arr.type)
+                and pc.any(pc.match_substring_regex(arr, "[\\x00-\\x1f]")).as_py()
+            ):
                 return None
         parts += ["{" if i == 0 else ",", f'"{name}":', _json_column(col)]
     parts.append("}")

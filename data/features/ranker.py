@@ -177,12 +177,17 @@ class RankerContext:
         owner = np.repeat(np.arange(len(ids)), lengths)
         tag_pad[owner, np.arange(len(flat)) - np.repeat(ptr[:-1], lengths)] = flat
         return cls(
-            index, numeric, ptr, np.asarray(flat, np.int64), n_tags, lists,
+            index,
+            numeric,
+            ptr,
+            np.asarray(flat, np.int64),
+            n_tags,
+            lists,
             artist_block=np.vstack([numeric, np.zeros((1, numeric.shape[1]), np.float32)]),
             tag_pad=tag_pad,
             tag_count=np.append(lengths, 0).astype(np.float64),
             trending_pad={k: np.append(v, np.float32(0)) for k, v in lists.items()},
-        )  # fmt: skip
+        )
 
     def rows(self, artist_ids: Sequence[str]) -> np.ndarray:
         """Context row of each artist, -1 when the context does not know it."""

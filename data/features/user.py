@@ -178,9 +178,14 @@ def user_features_at(
     n_impr, n_clicks, n_streams = (by_type[:, :, ET[k]].sum(axis=1) for k in ET_COUNTED)
     lr_ok = ev.lr_ok[idx]
     dense = dense_values(
-        n_impr, n_clicks, by_type[:, 1, ET["impression"]], by_type[:, 1, ET["click"]],
-        count(lr_ok, ev.lr_q[idx][lr_ok].astype(np.float64)), count(lr_ok), n_streams,
-    )  # fmt: skip
+        n_impr,
+        n_clicks,
+        by_type[:, 1, ET["impression"]],
+        by_type[:, 1, ET["click"]],
+        count(lr_ok, ev.lr_q[idx][lr_ok].astype(np.float64)),
+        count(lr_ok),
+        n_streams,
+    )
     stream = et == ET["stream"]
 
     hist = last_per_user(ev, idx[stream], config.history_len)

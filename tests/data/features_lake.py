@@ -18,10 +18,24 @@ def at(day: float, minutes: float = 0) -> datetime:
     return T0 + timedelta(days=day, minutes=minutes)
 
 
-def ev(kind: str, user: str, artist: str, when: datetime, track: str | None = None,
-       ms: int | None = None, dur: int | None = None) -> dict:  # fmt: skip
-    return {"event_type": kind, "user_key": user, "artist_id": artist, "event_ts": when,
-            "track_id": track, "ms_played": ms, "track_duration_ms": dur}  # fmt: skip
+def ev(
+    kind: str,
+    user: str,
+    artist: str,
+    when: datetime,
+    track: str | None = None,
+    ms: int | None = None,
+    dur: int | None = None,
+) -> dict:
+    return {
+        "event_type": kind,
+        "user_key": user,
+        "artist_id": artist,
+        "event_ts": when,
+        "track_id": track,
+        "ms_played": ms,
+        "track_duration_ms": dur,
+    }
 
 
 def events_table(rows: list[dict]) -> pa.Table:

@@ -30,8 +30,10 @@ def built(tmp_path_factory):
     ws = Workspace(tmp_path_factory.mktemp("ws"))
     write_lake(ws, events_table(ROWS), USERS, artists_table(["a1", "unused"]))
     build_features(ws, FeatureConfig())
-    return ws, {n: pq.read_table(ws.features / f"{n}.parquet").to_pylist() for n in
-                ("user_features", "artist_features", "sequences", "examples")}  # fmt: skip
+    return ws, {
+        n: pq.read_table(ws.features / f"{n}.parquet").to_pylist()
+        for n in ("user_features", "artist_features", "sequences", "examples")
+    }
 
 
 def _row(rows, key, value):
@@ -96,8 +98,10 @@ def test_missing_inputs_raise_actionable_errors(tmp_path):
         ws = Workspace(tmp_path / "empty")
         write_lake(ws, events_table(ROWS[:1]), USERS, artists_table([]))
         (ws.lake_events / "dt=2024-03-01" / "part-0.parquet").unlink()
-        pq.write_table(pa.table({f.name: pa.array([], f.type) for f in LAKE_EVENTS}),
-                       ws.lake_events / "dt=2024-03-01" / "part-0.parquet")  # fmt: skip
+        pq.write_table(
+            pa.table({f.name: pa.array([], f.type) for f in LAKE_EVENTS}),
+            ws.lake_events / "dt=2024-03-01" / "part-0.parquet",
+        )
         build_features(ws, FeatureConfig(), online="")
     with pytest.raises(ValueError, match="activity_thresholds"):
         FeatureConfig(activity_thresholds=(10.0, 5.0))

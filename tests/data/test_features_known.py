@@ -46,8 +46,10 @@ def built(tmp_path_factory):
     ws = Workspace(tmp_path_factory.mktemp("ws"))
     write_lake(ws, events_table(ROWS), USERS, artists_table([f"a{i}" for i in range(1, 7)]))
     summary = build_features(ws, FeatureConfig())
-    tables = {n: pq.read_table(ws.features / f"{n}.parquet").to_pylist() for n in
-              ("examples", "eval", "user_features", "artist_features", "sequences", "trending")}  # fmt: skip
+    tables = {
+        n: pq.read_table(ws.features / f"{n}.parquet").to_pylist()
+        for n in ("examples", "eval", "user_features", "artist_features", "sequences", "trending")
+    }
     return ws, summary, tables
 
 

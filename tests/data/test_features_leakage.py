@@ -27,10 +27,17 @@ def random_lake(seed: int = 7, n_events: int = 600) -> tuple[list[dict], pa.Tabl
         kind = KINDS[rng.integers(len(KINDS))]
         a = int(rng.zipf(1.5)) % 8
         track = f"t{a}-{rng.integers(3)}"
-        rows.append(ev(kind, f"u{rng.integers(14)}", f"a{a}", at(float(rng.uniform(0, 21))),
-                       track if kind == "stream" else None,
-                       int(rng.uniform(5_000, 300_000)) if kind == "stream" else None,
-                       240_000 if kind == "stream" else None))  # fmt: skip
+        rows.append(
+            ev(
+                kind,
+                f"u{rng.integers(14)}",
+                f"a{a}",
+                at(float(rng.uniform(0, 21))),
+                track if kind == "stream" else None,
+                int(rng.uniform(5_000, 300_000)) if kind == "stream" else None,
+                240_000 if kind == "stream" else None,
+            )
+        )
     return rows, users, artists_table([f"a{i}" for i in range(7)])
 
 
@@ -67,9 +74,15 @@ def test_a_planted_event_is_invisible_before_its_time(tmp_path, planted_kind):
     assert valid[1].filter(common).select(state).equals(valid[0].select(state))
 
     # ... while the plant is visible to what comes after it, so this test can fail
-    after = [e.filter(pc.and_(pc.equal(e["user_key"], busy), pc.greater_equal(e["event_ts"],
-             pa.scalar(t, e.schema.field("event_ts").type)))) for e in (base["examples"],
-             plant["examples"])]  # fmt: skip
+    after = [
+        e.filter(
+            pc.and_(
+                pc.equal(e["user_key"], busy),
+                pc.greater_equal(e["event_ts"], pa.scalar(t, e.schema.field("event_ts").type)),
+            )
+        )
+        for e in (base["examples"], plant["examples"])
+    ]
     assert after[0].num_rows > 0 and not after[1].equals(after[0])
 
 

@@ -26,9 +26,15 @@ def events(rows: list[tuple]) -> pa.Table:
     cols: dict[str, list] = {n: [] for n in LAKE_EVENTS.names}
     for i, (et, user, artist, req, pos, sec) in enumerate(rows):
         row = {n: None for n in LAKE_EVENTS.names}
-        row.update(event_id=f"e{i}", event_type=et, user_key=user, artist_id=artist,
-                   request_id=req, position=pos,
-                   event_ts=datetime.fromtimestamp(T0.timestamp() + sec, timezone.utc))  # fmt: skip
+        row.update(
+            event_id=f"e{i}",
+            event_type=et,
+            user_key=user,
+            artist_id=artist,
+            request_id=req,
+            position=pos,
+            event_ts=datetime.fromtimestamp(T0.timestamp() + sec, timezone.utc),
+        )
         for n in LAKE_EVENTS.names:
             cols[n].append(row[n])
     return pa.table(cols, schema=LAKE_EVENTS)
@@ -39,15 +45,19 @@ def by_key(table: pa.Table) -> dict[tuple[str, str], dict]:
 
 
 def test_a_click_joins_its_impression_and_slate() -> None:
-    out = label_impressions(events([
-        ("impression", "u1", "a1", "r1", 1, 0),
-        ("impression", "u1", "a2", "r1", 2, 0),
-        ("impression", "u1", "a3", "r1", 3, 0),
-        ("click", "u1", "a2", "r1", 2, 10),
-        # the same artist shown to the same user in another slate, not clicked there
-        ("impression", "u1", "a2", "r2", 1, 100),
-        ("impression", "u1", "a4", "r2", 2, 100),
-    ]))  # fmt: skip
+    out = label_impressions(
+        events(
+            [
+                ("impression", "u1", "a1", "r1", 1, 0),
+                ("impression", "u1", "a2", "r1", 2, 0),
+                ("impression", "u1", "a3", "r1", 3, 0),
+                ("click", "u1", "a2", "r1", 2, 10),
+                # the same artist shown to the same user in another slate, not clicked there
+                ("impression", "u1", "a2", "r2", 1, 100),
+                ("impression", "u1", "a4", "r2", 2, 100),
+            ]
+        )
+    )
     rows = by_key(out)
     assert rows[("r1", "a2")]["label"] == 1
     assert rows[("r1", "a2")]["position"] == 2
@@ -58,23 +68,31 @@ def test_a_click_joins_its_impression_and_slate() -> None:
 
 
 def test_a_slate_without_a_click_gives_negatives_only() -> None:
-    out = label_impressions(events([
-        ("impression", "u1", "a1", "r1", 1, 0),
-        ("impression", "u1", "a2", "r1", 2, 0),
-        ("stream", "u1", "a1", "r1", 1, 30),  # a stream is not a click
-    ]))  # fmt: skip
+    out = label_impressions(
+        events(
+            [
+                ("impression", "u1", "a1", "r1", 1, 0),
+                ("impression", "u1", "a2", "r1", 2, 0),
+                ("stream", "u1", "a1", "r1", 1, 30),  # a stream is not a click
+            ]
+        )
+    )
     assert out.num_rows == 2
     assert out["label"].to_pylist() == [0, 0]
 
 
 def test_orphan_clicks_and_repeated_impressions() -> None:
-    out = label_impressions(events([
-        ("impression", "u1", "a1", "r1", 1, 0),
-        ("impression", "u1", "a1", "r1", 1, 0),  # logged twice: counts once
-        ("click", "u1", "a9", "r1", 5, 10),  # its impression was never logged: dropped
-        ("click", "u2", "a1", "r1", 1, 10),  # another user's click does not label u1's row
-        ("impression", "u1", "a5", None, 1, 0),  # no request id: not a slate
-    ]))  # fmt: skip
+    out = label_impressions(
+        events(
+            [
+                ("impression", "u1", "a1", "r1", 1, 0),
+                ("impression", "u1", "a1", "r1", 1, 0),  # logged twice: counts once
+                ("click", "u1", "a9", "r1", 5, 10),  # its impression was never logged: dropped
+                ("click", "u2", "a1", "r1", 1, 10),  # another user's click does not label u1's row
+                ("impression", "u1", "a5", None, 1, 0),  # no request id: not a slate
+            ]
+        )
+    )
     assert out.num_rows == 1
     assert out["label"].to_pylist() == [0]
 
@@ -97,8 +115,13 @@ def context() -> RankerContext:
 def test_candidate_features_known_values() -> None:
     ctx = context()
     # history: 3 streams of a2 (rock), 1 of a3 (jazz) -> rock 0.75, jazz 0.25, indie 0
-    user = {"history": ["a2", "a2", "a3", "a2"], "country": "DE", "ctr_per_100": 0.2,
-            "activity_level": "mid", "tenure_bucket": "new"}  # fmt: skip
+    user = {
+        "history": ["a2", "a2", "a3", "a2"],
+        "country": "DE",
+        "ctr_per_100": 0.2,
+        "activity_level": "mid",
+        "tenure_bucket": "new",
+    }
     rows = ctx.rows(["a1", "a3", "zz"])
     x = candidate_features(ctx, user, rows, np.array([0.9, 0.5, 0.1]), np.array([1, 2, 3]), 4)
     col = {n: x[:, i] for i, n in enumerate(RANKER_FEATURES)}

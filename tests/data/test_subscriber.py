@@ -96,10 +96,23 @@ def test_sigterm_flushes_and_a_restart_loses_nothing(client, stream, tmp_path, r
     lines = published(tmp_path / "src", n)
     publish(client, ObjectStore(tmp_path / "src" / "raw"), stream=stream)
     cmd = [
-        sys.executable, "-m", "data.ingest.cli", "--workspace", str(tmp_path / "ws"), "subscribe",
-        "--redis-url", redis_url, "--stream", stream, "--consumer", "c1", "--batch-size", "50",
-        "--block-ms", "200",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "data.ingest.cli",
+        "--workspace",
+        str(tmp_path / "ws"),
+        "subscribe",
+        "--redis-url",
+        redis_url,
+        "--stream",
+        stream,
+        "--consumer",
+        "c1",
+        "--batch-size",
+        "50",
+        "--block-ms",
+        "200",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT)
     events_dir = tmp_path / "ws" / "raw" / "events"
     deadline = time.monotonic() + 60

@@ -17,11 +17,23 @@ T0 = datetime(2024, 3, 1, 12, tzinfo=timezone.utc)
 
 def _event(i, kind, user, artist, day, req=None, ms=None, dur=None, minutes=0):
     ts = T0 + timedelta(days=day, minutes=minutes)
-    return {"event_id": f"e{i}", "event_type": kind, "user_key": user, "artist_id": artist,
-            "track_id": None, "request_id": req, "position": None, "ms_played": ms,
-            "track_duration_ms": dur, "event_ts": ts, "server_ts": ts, "country": None,
-            "device": None, "bundle_version": "v1" if kind == "impression" else None,
-            "source": "model" if kind == "impression" else None}  # fmt: skip
+    return {
+        "event_id": f"e{i}",
+        "event_type": kind,
+        "user_key": user,
+        "artist_id": artist,
+        "track_id": None,
+        "request_id": req,
+        "position": None,
+        "ms_played": ms,
+        "track_duration_ms": dur,
+        "event_ts": ts,
+        "server_ts": ts,
+        "country": None,
+        "device": None,
+        "bundle_version": "v1" if kind == "impression" else None,
+        "source": "model" if kind == "impression" else None,
+    }
 
 
 @pytest.fixture
@@ -29,14 +41,20 @@ def ws(tmp_path) -> Workspace:
     ws = Workspace(tmp_path).ensure()
     ev = []
     # day 0: u1 sees a1, a2 (r1), clicks a1, streams it 60 s of 120 s, follows a2 later
-    ev += [_event(1, "impression", "u1", "a1", 0, "r1"), _event(2, "impression", "u1", "a2", 0, "r1"),
-           _event(3, "click", "u1", "a1", 0, "r1", minutes=1),
-           _event(4, "stream", "u1", "a1", 0, "r1", 60_000, 120_000, minutes=2),
-           _event(5, "follow", "u1", "a2", 0, minutes=3)]  # fmt: skip
+    ev += [
+        _event(1, "impression", "u1", "a1", 0, "r1"),
+        _event(2, "impression", "u1", "a2", 0, "r1"),
+        _event(3, "click", "u1", "a1", 0, "r1", minutes=1),
+        _event(4, "stream", "u1", "a1", 0, "r1", 60_000, 120_000, minutes=2),
+        _event(5, "follow", "u1", "a2", 0, minutes=3),
+    ]
     # day 0: u2 sees a1 twice in two slates, clicks once, streams 10 s (not a stream-through)
-    ev += [_event(6, "impression", "u2", "a1", 0, "r2"), _event(7, "impression", "u2", "a1", 0, "r3"),
-           _event(8, "click", "u2", "a1", 0, "r3", minutes=1),
-           _event(9, "stream", "u2", "a1", 0, "r3", 10_000, 120_000, minutes=2)]  # fmt: skip
+    ev += [
+        _event(6, "impression", "u2", "a1", 0, "r2"),
+        _event(7, "impression", "u2", "a1", 0, "r3"),
+        _event(8, "click", "u2", "a1", 0, "r3", minutes=1),
+        _event(9, "stream", "u2", "a1", 0, "r3", 10_000, 120_000, minutes=2),
+    ]
     # activity for churn: u1 active days 0..20; u2 only day 0; u3 days 0 and 10
     ev += [_event(100 + d, "stream", "u1", "a3", d, ms=40_000, dur=100_000) for d in range(1, 21)]
     ev += [
@@ -45,11 +63,21 @@ def ws(tmp_path) -> Workspace:
     ]
     table = pa.Table.from_pylist(ev, schema=LAKE_EVENTS)
     write_table(ws.lake_events / "dt=all" / "part-0.parquet", table)
-    users = pa.Table.from_pylist([
-        {"user_key": u, "age_group": "25-34", "gender": g, "country": c, "region": None,
-         "city": None, "signup_ts": T0 - timedelta(days=100)}
-        for u, g, c in (("u1", "f", "DE"), ("u2", "m", "DE"), ("u3", "m", "FR"))
-    ], schema=USERS)  # fmt: skip
+    users = pa.Table.from_pylist(
+        [
+            {
+                "user_key": u,
+                "age_group": "25-34",
+                "gender": g,
+                "country": c,
+                "region": None,
+                "city": None,
+                "signup_ts": T0 - timedelta(days=100),
+            }
+            for u, g, c in (("u1", "f", "DE"), ("u2", "m", "DE"), ("u3", "m", "FR"))
+        ],
+        schema=USERS,
+    )
     write_table(ws.lake_users, users)
     return ws
 

@@ -34,19 +34,51 @@ def write_features(ws: Workspace) -> None:
         country = "DE" if b < 2 else "FR"
         for i in range(PER):
             user = f"u{b * PER + i}"
-            seg = {"age_group": "25-34" if i % 2 else "18-24", "gender": "f" if i % 3 else "m",
-                   "country": country, "tenure_bucket": "long", "activity_level": "mid"}  # fmt: skip
+            seg = {
+                "age_group": "25-34" if i % 2 else "18-24",
+                "gender": "f" if i % 3 else "m",
+                "country": country,
+                "tenure_bucket": "long",
+                "activity_level": "mid",
+            }
             own = [f"a{b * PER + j}" for j in range(PER) if not (i == 0 and j == PER - 1)]
             for j, artist in enumerate(own):
                 split = "valid" if j == 0 and i == 1 else "train"  # valid rows are train too
-                examples.append({"split": split, "user_key": user, "artist_id": artist,
-                                 "event_type": "stream", "event_ts": T, "weight": 1.0,
-                                 "hist_end": 0, **seg})  # fmt: skip
+                examples.append(
+                    {
+                        "split": split,
+                        "user_key": user,
+                        "artist_id": artist,
+                        "event_type": "stream",
+                        "event_ts": T,
+                        "weight": 1.0,
+                        "hist_end": 0,
+                        **seg,
+                    }
+                )
             if i == 0:
-                evals.append({"split": "test", "user_key": user, "as_of": T, "history": own,
-                              "seen": own, "targets": [f"a{(b + 1) * PER - 1}"], **seg})  # fmt: skip
-    evals.append({"split": "test", "user_key": "new", "as_of": T, "history": [], "seen": [],
-                  "targets": ["a0", "a99"], **dict.fromkeys(USER_SEGMENT_FIELDS, "unknown")})  # fmt: skip
+                evals.append(
+                    {
+                        "split": "test",
+                        "user_key": user,
+                        "as_of": T,
+                        "history": own,
+                        "seen": own,
+                        "targets": [f"a{(b + 1) * PER - 1}"],
+                        **seg,
+                    }
+                )
+    evals.append(
+        {
+            "split": "test",
+            "user_key": "new",
+            "as_of": T,
+            "history": [],
+            "seen": [],
+            "targets": ["a0", "a99"],
+            **dict.fromkeys(USER_SEGMENT_FIELDS, "unknown"),
+        }
+    )
     write_table(ws.features / "examples.parquet", _rows(EXAMPLES, examples))
     write_table(ws.features / "eval.parquet", _rows(EVAL_USERS, evals))
 

@@ -67,9 +67,15 @@ def registry_url(request, tmp_path):
 def test_registry_promote_and_rollback(registry_url) -> None:
     with open_registry(registry_url) as reg:
         for i in range(3):
-            reg.register(ModelRecord(run_id=f"r{i}", model="two-tower", day=f"2024-03-0{i + 1}",
-                                     created_at=f"2024-03-0{i + 1}T00:00:00+00:00",
-                                     metrics={"two-tower": {"test/recall@20": 0.2 + i / 100}}))  # fmt: skip
+            reg.register(
+                ModelRecord(
+                    run_id=f"r{i}",
+                    model="two-tower",
+                    day=f"2024-03-0{i + 1}",
+                    created_at=f"2024-03-0{i + 1}T00:00:00+00:00",
+                    metrics={"two-tower": {"test/recall@20": 0.2 + i / 100}},
+                )
+            )
         assert reg.champion() is None
         with pytest.raises(RegistryError, match="no champion"):
             reg.rollback()
@@ -79,7 +85,10 @@ def test_registry_promote_and_rollback(registry_url) -> None:
         reg.set_bundle("r1", "v1")
         reg.set_decision("r2", "rejected", {"promote": False, "reasons": ["worse"]})
         assert {r.run_id: r.status for r in reg.runs()} == {
-            "r0": "retired", "r1": "champion", "r2": "rejected"}  # fmt: skip
+            "r0": "retired",
+            "r1": "champion",
+            "r2": "rejected",
+        }
         demoted, restored = reg.rollback()
         assert (demoted.run_id, demoted.status) == ("r1", "rejected")
         assert (restored.run_id, restored.status, restored.bundle_version) == (
@@ -99,17 +108,32 @@ def _eng(days: int, ctr: dict[str, list[float]], impressions: int = 1000) -> pd.
     for seg, values in ctr.items():
         for d in range(days):
             clicks = round(values[d] * impressions / 100)
-            rows.append({"date": f"2024-03-{d + 1:02d}", "version": "*", "segment": seg,
-                         "impressions": impressions, "clicks": clicks, "ctr": values[d],
-                         "stream_through": 0.8, "follow_rate": 0.3})  # fmt: skip
+            rows.append(
+                {
+                    "date": f"2024-03-{d + 1:02d}",
+                    "version": "*",
+                    "segment": seg,
+                    "impressions": impressions,
+                    "clicks": clicks,
+                    "ctr": values[d],
+                    "stream_through": 0.8,
+                    "follow_rate": 0.3,
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def test_alarm_fires_for_the_collapsed_segment_only() -> None:
     rng = np.random.default_rng(0)
     steady = list(7 + rng.normal(0, 0.3, 10))
-    eng = _eng(10, {"all=all": steady, "country=DE": [*steady[:9], 1.0],
-                    "country=FR": [*steady[:9], steady[9] - 0.4]})  # fmt: skip
+    eng = _eng(
+        10,
+        {
+            "all=all": steady,
+            "country=DE": [*steady[:9], 1.0],
+            "country=FR": [*steady[:9], steady[9] - 0.4],
+        },
+    )
     alarms = check(eng, "2024-03-10", AlarmConfig())
     assert [(a.segment, a.metric) for a in alarms] == [("country=DE", "ctr")]
     assert "country=DE" in alarms[0].line()

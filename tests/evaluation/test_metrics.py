@@ -69,8 +69,11 @@ def test_bootstrap_interval_contains_mean_and_shrinks_with_n():
     m_b, lo_b, hi_b = bootstrap_ci(big, n_boot=300)
     assert lo_s[0] <= m_s[0] <= hi_s[0]
     assert (hi_b - lo_b)[0] < (hi_s - lo_s)[0]
-    seg = segment_metrics({"recall@20": np.array([1.0, 0.0, np.nan, 1.0])},
-                          {"gender": np.array(["f", "f", "m", None], dtype=object)}, n_boot=20)  # fmt: skip
+    seg = segment_metrics(
+        {"recall@20": np.array([1.0, 0.0, np.nan, 1.0])},
+        {"gender": np.array(["f", "f", "m", None], dtype=object)},
+        n_boot=20,
+    )
     assert seg["gender"]["f"]["n_users"] == 2 and seg["gender"]["f"]["recall@20"][0] == 0.5
     assert seg["gender"]["unknown"]["n_users"] == 1 and "m" not in seg["gender"]
 

@@ -17,8 +17,9 @@ from models.trending import TrendingConfig, TrendingRecommender
 
 def _world(dense, meta=None) -> Interactions:
     dense = np.asarray(dense, np.float32)
-    return Interactions(sp.csr_matrix(dense), np.arange(len(dense)), np.arange(dense.shape[1]),
-                        user_meta=meta)  # fmt: skip
+    return Interactions(
+        sp.csr_matrix(dense), np.arange(len(dense)), np.arange(dense.shape[1]), user_meta=meta
+    )
 
 
 def test_popular_ranks_by_distinct_listeners_not_play_counts():

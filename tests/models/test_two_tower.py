@@ -147,8 +147,17 @@ def test_uniform_negatives_join_the_softmax_and_a_redrawn_positive_is_masked():
 def test_follows_start_silent_then_change_the_user_and_are_required():
     """The gate starts at zero (the tower begins as the history alone); once it is not zero a
     user's follows move their vector; a follows model without the input is a named error."""
-    cfg = TwoTowerConfig(n_artists=20, segment_cardinalities=(4, 3), n_dense=2, history_len=5,
-                         dim=12, embed_dim=12, pooling="mean", user_mlp=False, artist_mlp=False)  # fmt: skip
+    cfg = TwoTowerConfig(
+        n_artists=20,
+        segment_cardinalities=(4, 3),
+        n_dense=2,
+        history_len=5,
+        dim=12,
+        embed_dim=12,
+        pooling="mean",
+        user_mlp=False,
+        artist_mlp=False,
+    )
     tags = torch.randint(0, 2, (20, 8))
     plain = TwoTower(cfg, tags, torch.rand(20)).eval()
     follows = TwoTower(replace(cfg, follows_len=3), tags, torch.rand(20)).eval()

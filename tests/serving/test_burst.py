@@ -318,9 +318,13 @@ def test_corrupt_current_falls_back_to_newest_valid_bundle(settings, bundles_dir
 
 @pytest.mark.parametrize(
     ("user_id", "why"),
-    [("u" * 129, "longer than 128 bytes"), ("é" * 65, "longer than 128 bytes"),
-     ("bad\x01id", "control characters"), ("tab\tid", "control characters")],
-)  # fmt: skip
+    [
+        ("u" * 129, "longer than 128 bytes"),
+        ("é" * 65, "longer than 128 bytes"),
+        ("bad\x01id", "control characters"),
+        ("tab\tid", "control characters"),
+    ],
+)
 def test_user_id_limits(client, user_id, why) -> None:
     resp = client.get(f"/v1/users/{quote(user_id, safe='')}/recommendations")
     assert resp.status_code == 422 and why in resp.json()["detail"]

@@ -42,7 +42,7 @@ def worst_first_ranker(names=RANKER_FEATURES) -> bytes:
         names,
         RankerConfig(
             n_rounds=80, early_stopping=80, nthread=1, subsample=1.0, colsample_bytree=1.0
-        ),  # fmt: skip
+        ),
     )
     return ranker.to_bytes()
 
@@ -51,8 +51,10 @@ def publish(root: Path, ranker: bytes | None, features=RANKER_FEATURES) -> Path:
     files, manifest = bundle_files(SPEC, TRENDING)
     if ranker is not None:
         files = {**files, RANKER_FILE: ranker}
-        manifest = {**manifest, "ranker": {"features": list(features), "candidates": 200,
-                                           "serving_position": 1}}  # fmt: skip
+        manifest = {
+            **manifest,
+            "ranker": {"features": list(features), "candidates": 200, "serving_position": 1},
+        }
     return root / publish_bundle(root, files, manifest)
 
 
@@ -126,8 +128,9 @@ def test_served_features_equal_the_offline_function(tmp_path: Path) -> None:
     ids = ["c1a00001", "c0a00010", "c1a00003"]
     idx = np.array([model.encoder.artist_index(a) for a in ids])
     scores = np.array([0.9, 0.4, 0.1], np.float32)
-    offline = candidate_features(ranker.context, row, ranker.context.rows(ids), scores,
-                                 np.arange(1, 4), ranker.position)  # fmt: skip
+    offline = candidate_features(
+        ranker.context, row, ranker.context.rows(ids), scores, np.arange(1, 4), ranker.position
+    )
     np.testing.assert_array_equal(ranker.features(row, idx, scores), offline)
     assert offline[:, RANKER_FEATURES.index("tag_share")].any()  # the check reads real values
 

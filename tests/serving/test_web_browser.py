@@ -31,9 +31,18 @@ def browser(chromium: str):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"])  # fmt: skip
+        b = p.chromium.launch(
+            executable_path=chromium,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
         yield b
         b.close()
 
@@ -50,8 +59,9 @@ def server(demo_pipeline):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                                        log_level="warning"))  # fmt: skip
+    srv = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -190,15 +200,22 @@ def test_pages_listener_click_new_listener_dashboard_and_no_pii(server, browser,
         for f in (ws.raw / "events").rglob("serve-*.jsonl.gz"):
             for line in gzip.decompress(f.read_bytes()).splitlines():
                 ev = orjson.loads(line)
-                found |= ev.get("event_type") == "click" and ev.get("request_id") == request_id \
-                    and ev.get("artist_id") == clicked  # fmt: skip
+                found |= (
+                    ev.get("event_type") == "click"
+                    and ev.get("request_id") == request_id
+                    and ev.get("artist_id") == clicked
+                )
         time.sleep(0.2)
     assert found, "the click never reached the raw store"
 
 
 def test_pii_check_catches_a_leak() -> None:
-    pii = {"account id": ["10086466"], "email": ["a@b.org"], "birth date": ["1990-01-02"],
-           "coordinates": ["52.5200"]}  # fmt: skip
+    pii = {
+        "account id": ["10086466"],
+        "email": ["a@b.org"],
+        "birth date": ["1990-01-02"],
+        "coordinates": ["52.5200"],
+    }
     assert _pii_hits('{"id": "10086466"}', pii) == ["account id 10086466"]
     assert _pii_hits("request 3fa10086466bc, ts 1710086466123", pii) == []
     assert _pii_hits("<td>52.5200</td> mail a@b.org", pii) == [

@@ -28,12 +28,16 @@ def main(out: Path) -> None:
     rng = np.random.default_rng(0)
     dense = (rng.random((40, 30)) < 0.3).astype(np.float32)
     m = sp.csr_matrix(dense)
-    inter = Interactions(m, np.array([f"u{i}" for i in range(40)]),
-                         np.array([f"a{i}" for i in range(30)]))  # fmt: skip
+    inter = Interactions(
+        m, np.array([f"u{i}" for i in range(40)]), np.array([f"a{i}" for i in range(30)])
+    )
     cfg = TrainConfig(
         model=replace(default_model(), history_len=10, dim=8, embed_dim=8),
-        epochs=1, batch_size=BATCH, accelerator="cpu", devices=2,
-    )  # fmt: skip
+        epochs=1,
+        batch_size=BATCH,
+        accelerator="cpu",
+        devices=2,
+    )
     captured: dict[str, int] = {}
 
     import pytorch_lightning as pl

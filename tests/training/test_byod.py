@@ -42,12 +42,19 @@ def test_train_recommend_evaluate(files, model):
     train_interactions(files / "train.tsv", run, model)
     assert json.loads((run / "config.json").read_text())["model"] == model
     out = files / "recs.parquet"
-    assert main([*ws, "recommend", "--run", str(run), "--all-users", "--k", "100",
-                 "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        main([*ws, "recommend", "--run", str(run), "--all-users", "--k", "100", "--out", str(out)])
+        == 0
+    )
     recs = pq.read_table(out).to_pandas()
     assert list(recs.columns) == ["user_id", "artist_id", "rank", "score"]
-    train_pairs = {(f"user{b}{i}", f"art{b}{j}") for b in range(BLOCKS) for i in range(PER)
-                   for j in range(PER) if not (i == 0 and j == PER - 1)}  # fmt: skip
+    train_pairs = {
+        (f"user{b}{i}", f"art{b}{j}")
+        for b in range(BLOCKS)
+        for i in range(PER)
+        for j in range(PER)
+        if not (i == 0 and j == PER - 1)
+    }
     assert not train_pairs & set(zip(recs.user_id, recs.artist_id, strict=True))
     # every user gets all artists they do not have (catalogue of 15 < k)
     assert len(recs[recs.user_id == "user00"]) == 15 - 4

@@ -37,8 +37,9 @@ def tagged_world() -> tuple[Interactions, dict[str, list[str]], np.ndarray]:
             for j in rng.choice(np.arange(1, ARTISTS), OWN, replace=False):
                 rows.append(g * USERS + i)
                 cols.append(g * ARTISTS + j)
-    m = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)),
-                      shape=(GROUPS * USERS, GROUPS * ARTISTS))  # fmt: skip
+    m = sp.csr_matrix(
+        (np.ones(len(rows), np.float32), (rows, cols)), shape=(GROUPS * USERS, GROUPS * ARTISTS)
+    )
     artists = np.array([f"a{c}" for c in range(GROUPS * ARTISTS)])
     tags = {a: [f"genre{c // ARTISTS}", "music"] for c, a in enumerate(artists)}
     cold = np.arange(GROUPS) * ARTISTS
@@ -50,8 +51,11 @@ def test_an_artist_never_trained_is_reached_through_its_tags():
     inter, tags, cold = tagged_world()
     cfg = TrainConfig(
         model=dataclasses.replace(default_model(), history_len=10, dim=16, embed_dim=16),
-        epochs=20, batch_size=64, lr=1e-2, accelerator="cpu",
-    )  # fmt: skip
+        epochs=20,
+        batch_size=64,
+        lr=1e-2,
+        accelerator="cpu",
+    )
     rec = TwoTowerRecommender(cfg, tags).fit(inter)
     assert rec.model is not None
     ids = torch.from_numpy(cold + 2)  # vocab index = column + 2
@@ -74,9 +78,15 @@ def test_index_rebuild_embeds_a_new_catalogue_artist_by_its_tags(tmp_path):
     ws = build_world(Workspace(tmp_path))
     cfg = TrainConfig(
         model=dataclasses.replace(default_model(), history_len=20, dim=16, embed_dim=16),
-        epochs=5, lr=1e-2, batch_size=128, patience=20, accelerator="cpu",
-        max_train_examples=None, positives="all", refit=False,
-    )  # fmt: skip
+        epochs=5,
+        lr=1e-2,
+        batch_size=128,
+        patience=20,
+        accelerator="cpu",
+        max_train_examples=None,
+        positives="all",
+        refit=False,
+    )
     run = train_two_tower(ws, cfg)
     af = pq.read_table(ws.features / "artist_features.parquet")
     new = af.slice(0, 1).to_pylist()[0] | {"artist_id": "newcomer", "tags": ["genre2", "music"]}

@@ -112,8 +112,9 @@ def test_ranker_from_lake_to_served_bundle(pipeline, tmp_path: Path) -> None:
     assert model.ranker is not None
     import pyarrow.parquet as pq
 
-    row = next(r for r in pq.read_table(ws.features / "user_features.parquet").to_pylist()
-               if r["history"])  # fmt: skip
+    row = next(
+        r for r in pq.read_table(ws.features / "user_features.parquet").to_pylist() if r["history"]
+    )
     items = recommend_from_row(model, row, 10).items
     assert len(items) == 10 and len({r.artist_id for r in items}) == 10
     assert not {r.artist_id for r in items} & set(row["seen"] or [])

@@ -26,8 +26,11 @@ def test_rows_follow_their_tokens_and_new_tokens_stay_fresh(pipeline) -> None:
     vocabs = FeatureVocabs(artists=artists, tags=old.tags, segments=old.segments)
     config = dataclasses.replace(champ.config, n_artists=len(artists))
     torch.manual_seed(1)
-    model = TwoTower(config, torch.zeros((len(artists), champ.model.artist_tower.tag_table.shape[1]),
-                                         dtype=torch.long), torch.zeros(len(artists)))  # fmt: skip
+    model = TwoTower(
+        config,
+        torch.zeros((len(artists), champ.model.artist_tower.tag_table.shape[1]), dtype=torch.long),
+        torch.zeros(len(artists)),
+    )
     fresh_new = model.artist_embedding.weight[N_SPECIAL].clone()
     counts = warm_start(model, vocabs, out["run_dir"])
     assert counts["artists"] == len(kept) + N_SPECIAL and counts["tags"] == len(old.tags)
@@ -49,7 +52,8 @@ def test_a_warm_started_run_records_where_it_started(pipeline) -> None:
     from training.train_config import TrainConfig
 
     ws, out = pipeline
-    run_dir = train_two_tower(ws, TrainConfig(epochs=1, batch_size=256, refit=False),
-                              init_from=out["run_dir"])  # fmt: skip
+    run_dir = train_two_tower(
+        ws, TrainConfig(epochs=1, batch_size=256, refit=False), init_from=out["run_dir"]
+    )
     warm = json.loads((run_dir / "metrics.json").read_text())["warm_start"]
     assert warm["from"] == str(out["run_dir"]) and warm["artists"] > 0
