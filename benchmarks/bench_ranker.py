@@ -183,7 +183,7 @@ def main(quick: bool = False) -> str:
         "",
         f"Command: `{COMMAND}{' --quick' if quick else ''}` (`tastemaker demo` world, preset "
         f"{preset}, seed 7; two-tower `tastemaker train --no-refit` with the demo config, then "
-        "`tastemaker train-ranker`, `tastemaker export`, `tastemaker simulate --policy retrieval "
+        "`tastemaker train ranker`, `tastemaker export`, `tastemaker simulate --policy retrieval "
         f"--policy model+ranker --days {SIM_DAYS}`; {total:.0f} s in all, the ranker job "
         f"{fit_s:.0f} s). Mean [95 % bootstrap interval, {n_boot} resamples].",
         "",

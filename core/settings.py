@@ -1,23 +1,28 @@
 """The one configuration object, read from ``TASTEMAKER_*`` environment variables.
 
-Jobs and the service read their environment through it, never through ``os.environ`` deep in a
-package. The pseudonymisation secret is a field here; the rule that decides whether it may be
-used (the public demo key only in demo mode) belongs to :func:`data.pii.pseudonym_key`.
+This is the only module that touches the environment (``tests/core/test_settings.py`` checks
+it): the CLI builds one :class:`Settings` and passes it down, and the service builds one in
+its app factory. The pseudonymisation secret is a field here; the rule that decides whether
+it may be used (the public demo key only in demo mode) belongs to
+:func:`data.pii.pseudonym_key`.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+ENV_PREFIX = "TASTEMAKER_"
+
 MAX_K = 100
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TASTEMAKER_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
 
     workspace: Path = Path("workspace")
     # PII: the HMAC secret for user ids ($TASTEMAKER_PSEUDONYM_KEY) and demo mode
@@ -25,6 +30,9 @@ class Settings(BaseSettings):
     pseudonym_key: SecretStr | None = None
     demo: bool = False
     accounts_url: str | None = None  # account table; default <workspace>/pii/accounts.sqlite
+    # the model registry: its own database, never the account table's (that one holds PII)
+    registry_url: str | None = None  # default sqlite:///<workspace>/registry.sqlite
+    data_dir: Path | None = None  # research data sets; default <repository>/../shared/data
     bundle_dir: Path | None = None  # a bundles dir (follows CURRENT) or one version folder
     online_store_url: str | None = None  # redis://... or a SQLite path; default in workspace
     default_k: Annotated[int, Field(ge=1, le=MAX_K)] = 10
@@ -66,3 +74,21 @@ class Settings(BaseSettings):
     @property
     def online_store_target(self) -> str:
         return self.online_store_url or str(self.workspace / "online" / "users.sqlite")
+
+    def child_env(self) -> dict[str, str]:
+        """The ``TASTEMAKER_*`` variables from which a child process (a uvicorn worker) builds
+        these same settings: every field that was set, from the environment or an override."""
+        env = {}
+        for name in sorted(self.model_fields_set):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[ENV_PREFIX + name.upper()] = str(value)
+        return env
+
+    def export_env(self) -> None:
+        """Write :meth:`child_env` into this process's environment, for the children it starts
+        (uvicorn's worker processes build their Settings from it)."""
+        os.environ.update(self.child_env())

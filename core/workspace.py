@@ -6,24 +6,15 @@ pipeline can be pointed at a temp folder (tests) or a mounted volume (production
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from core import atomic
 
-DEFAULT_ROOT = "workspace"
-
 
 @dataclass(frozen=True)
 class Workspace:
     root: Path
-
-    @classmethod
-    def from_env(cls, root: str | os.PathLike[str] | None = None) -> Workspace:
-        """Use ``root`` if given, else ``$TASTEMAKER_WORKSPACE``, else ``./workspace``."""
-        chosen = root or os.environ.get("TASTEMAKER_WORKSPACE") or DEFAULT_ROOT
-        return cls(Path(chosen).resolve())
 
     # object store (raw zone, as another team delivers it); may be overridden by an fsspec URL
     @property
@@ -86,6 +77,16 @@ class Workspace:
     def dashboard_state(self) -> Path:
         """The snapshot the batch jobs write for the web dashboard (no PII in it)."""
         return self.root / "dashboard" / "state.json"
+
+    @property
+    def registry_db(self) -> Path:
+        """The model registry's SQLite file (its default database; never the account table's)."""
+        return self.root / "registry.sqlite"
+
+    @property
+    def daily(self) -> Path:
+        """The daily cycle's folder: one sub-folder per day (report, plots, summary)."""
+        return self.root / "daily"
 
     @property
     def latest_run_pointer(self) -> Path:

@@ -1,7 +1,7 @@
 """Where the real research data sets live, and readers for the ones the world samples from.
 
 The data is never copied into the repository: it sits beside it in ``../shared/data``
-(or ``$TASTEMAKER_DATA_DIR``), and everything that needs it treats a missing folder as
+(or ``Settings.data_dir``, ``$TASTEMAKER_DATA_DIR``), and everything that needs it treats a missing folder as
 "not available" rather than an error.
 """
 
@@ -15,27 +15,29 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-DATA_DIR_ENV = "TASTEMAKER_DATA_DIR"
+from core.settings import Settings
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HETREC_DIRNAME = "lastfm-hetrec-2k"
 LFM_USERS_RELPATH = Path("lfm-1b-users") / "LFM-1b_users.txt"
 
 
-def shared_data_dir() -> Path:
-    """``$TASTEMAKER_DATA_DIR`` if set, else ``<repo root>/../shared/data`` (may not exist)."""
-    chosen = os.environ.get(DATA_DIR_ENV)
+def shared_data_dir(data_dir: Path | None = None) -> Path:
+    """``data_dir`` if given, else ``Settings.data_dir`` ($TASTEMAKER_DATA_DIR), else
+    ``<repo root>/../shared/data`` (may not exist)."""
+    chosen = data_dir or Settings().data_dir
     return Path(chosen).resolve() if chosen else (REPO_ROOT.parent / "shared" / "data").resolve()
 
 
-def hetrec_dir() -> Path | None:
+def hetrec_dir(data_dir: Path | None = None) -> Path | None:
     """The HetRec 2011 Last.fm 2K folder, or ``None`` when it is not present."""
-    path = shared_data_dir() / HETREC_DIRNAME
+    path = shared_data_dir(data_dir) / HETREC_DIRNAME
     return path if (path / "user_artists.dat").is_file() else None
 
 
-def lfm_users_path() -> Path | None:
+def lfm_users_path(data_dir: Path | None = None) -> Path | None:
     """The LFM-1b user table (``LFM-1b_users.txt``), or ``None`` when it is not present."""
-    path = shared_data_dir() / LFM_USERS_RELPATH
+    path = shared_data_dir(data_dir) / LFM_USERS_RELPATH
     return path if path.is_file() else None
 
 

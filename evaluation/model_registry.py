@@ -1,8 +1,8 @@
 """The model registry: one row per trained or evaluated model, with its lineage and status.
 
 A table in the workspace (``registry.sqlite``, SQLite) or, when the URL says so, in PostgreSQL
-(``postgresql://...``; the daily cycle uses the account table's URL when that is Postgres). One
-code path for both: SQL written with ``?`` placeholders, rewritten to ``%s`` for psycopg.
+(``postgresql://...``, ``Settings.registry_url``). It never defaults into the account table's
+database, which holds PII. One code path for both: SQL written with ``?`` placeholders, rewritten to ``%s`` for psycopg.
 
 Statuses: ``challenger`` (registered, not yet decided), ``champion`` (the model serving; at
 most one), ``rejected`` (kept out by the gate, or rolled back), ``retired`` (a former
@@ -77,11 +77,9 @@ class ModelRecord:
             raise ValueError(f"status must be one of {STATUSES}; got {self.status!r}")
 
 
-def default_registry_url(ws: Workspace, accounts_url: str | None = None) -> str:
-    """PostgreSQL when the account table lives there, else ``<workspace>/registry.sqlite``."""
-    if accounts_url and accounts_url.split("://", 1)[0].lower() in ("postgresql", "postgres"):
-        return accounts_url
-    return f"sqlite:///{ws.root / 'registry.sqlite'}"
+def default_registry_url(ws: Workspace) -> str:
+    """``sqlite:///<workspace>/registry.sqlite``, wherever the account table lives."""
+    return f"sqlite:///{ws.registry_db}"
 
 
 class ModelRegistry:

@@ -1,8 +1,15 @@
 """The ``tastemaker`` program: one subcommand per job.
 
-Each package registers its own subcommands (``register(subparsers)`` in its ``cli`` module),
-so this file only assembles them and sets up logging. Heavy imports (torch, faiss) happen
-inside the command functions, so ``tastemaker serve`` never imports torch.
+All the argparse code lives in this package: each module of :mod:`tastemaker.commands` adds
+its subcommands (``register(sub)``), and this file assembles them, sets up logging, builds the
+one :class:`core.settings.Settings` (the ``TASTEMAKER_*`` environment plus the command line's
+overrides) and hands it down as ``args.settings``, with ``args.ws``, the workspace it names.
+The packages below keep the plain functions the commands call. Heavy imports (torch, faiss)
+happen inside the handlers, so ``tastemaker serve`` never imports torch.
+
+Commands: world, import hetrec, ingest, publish, subscribe, features, train, train ranker,
+export, index rebuild, evaluate, recommend, compare, dashboard, serve, precompute, daily,
+models, simulate, demo.
 """
 
 from __future__ import annotations
@@ -13,20 +20,25 @@ import logging
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
+from pydantic import ValidationError
+
+from core.settings import Settings
 from core.workspace import Workspace
+from tastemaker.commands import DEPRECATED
 
 COMMAND_MODULES = (
-    "world.cli",  # world
-    "data.cli",  # import
-    "data.ingest.cli",  # ingest, publish, subscribe
-    "data.features.cli",  # features
-    "training.cli",  # train, export (and registers the two-tower with evaluation)
-    "training.ranker_cli",  # train-ranker: the XGBoost ranking stage
-    "evaluation.cli",  # evaluate, recommend, compare
-    "serving.cli",  # serve
-    "tastemaker.daily",
-    "tastemaker.simulate",  # simulate: A/B test of policies on the synthetic listeners  # daily: the retrain-gate-publish cycle; models: the registry
+    "tastemaker.commands.world",  # world
+    "tastemaker.commands.imports",  # import hetrec
+    "tastemaker.commands.ingest",  # ingest, publish, subscribe
+    "tastemaker.commands.features",  # features
+    "tastemaker.commands.train",  # train, train ranker, export, index rebuild
+    "tastemaker.commands.evaluate",  # evaluate, recommend, compare, dashboard
+    "tastemaker.commands.serve",  # serve, precompute
+    "tastemaker.daily",  # daily: the retrain-gate-publish cycle; models: the registry
+    "tastemaker.simulate",  # simulate: A/B test of policies on the synthetic listeners
     "tastemaker.demo",  # demo: every stage on the default world, then serve
 )
 
@@ -45,11 +57,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The environment's settings, with every flag whose ``dest`` names a Settings field
+    (``--workspace``, ``--accounts-url`` ...) and was given on the command line laid over
+    them; the workspace is made absolute."""
+    overrides: dict[str, Any] = {
+        name: getattr(args, name)
+        for name in Settings.model_fields
+        if getattr(args, name, None) is not None
+    }
+    settings = Settings(**overrides)
+    return settings.model_copy(update={"workspace": Path(settings.workspace).resolve()})
+
+
+def _quiet_logging(verbose: bool) -> None:
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
@@ -58,11 +81,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     # the ONNX exporter warns about every optional torchvision op it cannot register
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     # framework deprecation notes are for us, not for a person running a job
-    if not args.verbose:
+    if not verbose:
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*axis name.*", category=UserWarning)
-    args.ws = Workspace.from_env(args.workspace).ensure()
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The parsed command line, with ``settings`` (:func:`settings_from_args`) and ``ws`` (the
+    workspace it names, created if missing) attached: what every handler receives."""
+    args = build_parser().parse_args(argv)
+    args.settings = settings_from_args(args)
+    args.ws = Workspace(args.settings.workspace).ensure()
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = parse_args(argv)
+    except ValidationError as exc:
+        print(f"tastemaker: error: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    _quiet_logging(args.verbose)
+    if getattr(args, DEPRECATED, None):
+        print(getattr(args, DEPRECATED), file=sys.stderr)
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, ConnectionError, RuntimeError) as exc:

@@ -225,7 +225,7 @@ def _champion_run(ws: Workspace, config: DailyConfig) -> Path | None:
     """The champion's run dir (the warm start's origin), or None without a champion."""
     from evaluation.model_registry import default_registry_url, open_registry
 
-    with open_registry(config.registry_url or default_registry_url(ws, config.accounts_url)) as r:
+    with open_registry(config.registry_url or default_registry_url(ws)) as r:
         champion = r.champion()
     if champion is None:
         return None
@@ -261,7 +261,7 @@ def gate_and_publish(
     def run(name: str, fn: Callable[[], Any]) -> Any:
         return step(name, fn) if step is not None else fn()
 
-    registry = open_registry(config.registry_url or default_registry_url(ws, config.accounts_url))
+    registry = open_registry(config.registry_url or default_registry_url(ws))
     try:
         champion = registry.champion()
         record = ModelRecord(
@@ -550,7 +550,8 @@ def _days(args: argparse.Namespace) -> list[date]:
 
 def _daily(args: argparse.Namespace) -> int:
     config = DailyConfig(
-        accounts_url=args.accounts_url,
+        accounts_url=args.settings.accounts_url,
+        registry_url=args.settings.registry_url,
         warm_start=args.warm_start,
         gate=GateConfig(min_delta=args.min_delta),
         ranker=args.ranker,
@@ -584,7 +585,7 @@ def _models(args: argparse.Namespace) -> int:
     from evaluation.model_registry import default_registry_url, open_registry
     from index.bundle import set_current
 
-    with open_registry(default_registry_url(args.ws, args.accounts_url)) as registry:
+    with open_registry(args.settings.registry_url or default_registry_url(args.ws)) as registry:
         if args.action == "list":
             for r in registry.runs():
                 score = r.metrics.get(r.model, {}).get("test/recall@20")

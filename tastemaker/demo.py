@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     from data.accounts import default_accounts_url, open_accounts
 
     some_user = sorted(open_accounts(default_accounts_url(args.ws)).user_ids())[0]
-    from serving.cli import precompute, serve
+    from tastemaker.commands.serve import precompute, serve
 
     args.bundle, args.online_store, args.slates, args.users = None, None, None, None
     args.workers, args.batch = 1, 2048

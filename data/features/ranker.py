@@ -110,7 +110,7 @@ def check_spec(names: Sequence[str], where: str) -> None:
             f"{where}: the ranker's feature spec ({len(names)} features) does not match this "
             f"code's RANKER_FEATURES ({N_FEATURES}); missing {missing}, unknown {extra}"
             + ("" if missing or extra else ", same names in another order")
-            + "; retrain it with `tastemaker train-ranker` and re-export the bundle"
+            + "; retrain it with `tastemaker train ranker` and re-export the bundle"
         )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -174,13 +173,13 @@ def test_written_files_read_back_identically(mini_hetrec, tmp_path, suffix):
 
 
 def test_import_cli_writes_split_files(mini_hetrec, tmp_path):
-    from data.cli import register
+    from tastemaker.cli import parse_args
 
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command"))
     out = tmp_path / "out"
-    args = parser.parse_args(
+    args = parse_args(
         [
+            "--workspace",
+            str(tmp_path / "ws"),
             "import",
             "hetrec",
             "--path",

@@ -151,7 +151,7 @@ def test_fast_and_line_by_line_parsing_agree():
 
 @pytest.mark.slow
 def test_ingest_cli_on_the_tiny_world(tmp_path, monkeypatch, capsys):
-    from data.ingest.cli import main
+    from tastemaker.cli import main
     from world.config import WorldConfig
     from world.generate import generate_world
 

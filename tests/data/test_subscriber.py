@@ -98,7 +98,7 @@ def test_sigterm_flushes_and_a_restart_loses_nothing(client, stream, tmp_path, r
     cmd = [
         sys.executable,
         "-m",
-        "data.ingest.cli",
+        "tastemaker.cli",
         "--workspace",
         str(tmp_path / "ws"),
         "subscribe",
@@ -137,7 +137,7 @@ def test_sigterm_flushes_and_a_restart_loses_nothing(client, stream, tmp_path, r
 def test_unreachable_redis_names_the_url_without_password(tmp_path):
     url = "redis://user:hunter2@127.0.0.1:1/0"
     for command in ("subscribe", "publish"):
-        cmd = [sys.executable, "-m", "data.ingest.cli", "--workspace", str(tmp_path), command]
+        cmd = [sys.executable, "-m", "tastemaker.cli", "--workspace", str(tmp_path), command]
         done = subprocess.run(
             [*cmd, "--redis-url", url], cwd=ROOT, capture_output=True, text=True, timeout=60
         )

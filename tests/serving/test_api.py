@@ -171,8 +171,8 @@ def test_hot_swap_under_concurrent_requests(client, bundles_dir) -> None:
 
 def test_serving_never_imports_torch() -> None:
     code = (
-        "import sys, serving.app, serving.cli, serving.recommender, serving.synthetic; "
-        "import tastemaker.cli; "
+        "import sys, serving.app, serving.server, serving.precompute, serving.recommender, "
+        "serving.synthetic; import tastemaker.cli, tastemaker.commands.serve; "
         "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'lightning', 'pytorch_lightning'))); "
         "print(bad); sys.exit(1 if bad else 0)"
     )
@@ -190,15 +190,12 @@ def test_watcher_picks_up_a_new_current(settings, bundles_dir) -> None:
 
 
 def test_cli_serve_parses_and_reports_missing_bundle(tmp_path, store_path) -> None:
-    import argparse
+    from tastemaker.cli import parse_args
 
-    from core.workspace import Workspace
-    from serving.cli import register
-
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(
+    args = parse_args(
         [
+            "--workspace",
+            str(tmp_path),
             "serve",
             "--port",
             "8123",
@@ -209,6 +206,5 @@ def test_cli_serve_parses_and_reports_missing_bundle(tmp_path, store_path) -> No
         ]
     )
     assert (args.host, args.port) == ("127.0.0.1", 8123)
-    args.ws = Workspace(tmp_path)
     with pytest.raises(BundleNotFoundError, match="tastemaker export"):
         args.func(args)

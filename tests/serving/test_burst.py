@@ -417,23 +417,17 @@ def test_served_slates_are_logged_as_impressions(client, settings) -> None:
 
 
 def test_precompute_then_serve_precomputed_slates(tmp_path, settings, bundles_dir) -> None:
-    import argparse
-
     import pyarrow.parquet as pq
 
-    from core.workspace import Workspace
     from data.features.online_store import table_from_rows
-    from serving.cli import register
+    from tastemaker.cli import parse_args
 
     users = tmp_path / "features" / "user_features.parquet"
     users.parent.mkdir(parents=True)
     pq.write_table(table_from_rows(USERS.values()), users)
     with TestClient(create_app(settings)) as c:
         live = c.get("/v1/users/alice/recommendations?k=5").json()
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["precompute", "--bundle", str(bundles_dir)])
-    args.ws = Workspace(tmp_path)
+    args = parse_args(["--workspace", str(tmp_path), "precompute", "--bundle", str(bundles_dir)])
     assert args.func(args) == 0
     with TestClient(create_app(settings)) as c:
         pre = c.get("/v1/users/alice/recommendations?k=5").json()

@@ -1,9 +1,12 @@
-"""``tastemaker train``, ``tastemaker export`` and ``tastemaker index rebuild``.
+"""``tastemaker train``, ``tastemaker train ranker``, ``tastemaker export`` and
+``tastemaker index rebuild``.
 
 ``train`` feeds the one two-tower from either source: the workspace's features (the lake
 pipeline), or ``--interactions FILE --out DIR`` (a user's own interaction log, through
 ``training.byod``). Every flag left out keeps ``training.train_config.TrainConfig``'s default.
-Torch is imported inside the handlers so other commands stay light.
+``train ranker`` fits the XGBoost ranking stage against a two-tower run (``training.ranker``);
+``train-ranker`` is its old spelling, kept for one release. Torch is imported inside the
+handlers so other commands stay light.
 """
 
 from __future__ import annotations
@@ -11,10 +14,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 from typing import Any
 
-log = logging.getLogger("tastemaker.training")
+from tastemaker.commands import deprecated_alias
 
 # flag -> (TrainConfig field, type); model fields live under TrainConfig.model
 _TRAIN_FLAGS: dict[str, tuple[str, Any]] = {
@@ -36,9 +38,11 @@ _TRAIN_FLAGS: dict[str, tuple[str, Any]] = {
 _MODEL_FLAGS = ("dim", "history_len", "pooling", "members")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "train", help="train the two-tower model (on the lake, or on --interactions)"
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train the two-tower model (on the lake, or on --interactions); "
+        "`train ranker`: the ranking stage",
     )
     for flag, (_, typ) in _TRAIN_FLAGS.items():
         p.add_argument("--" + flag.replace("_", "-"), type=typ, default=None)
@@ -68,12 +72,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="lake mode: warm-start from this two-tower run dir (e.g. the champion's)",
     )
     p.set_defaults(func=_train)
+    stages = p.add_subparsers(dest="stage", metavar="STAGE")
+    _ranker_parser(
+        stages.add_parser(
+            "ranker",
+            help="fit the XGBoost ranking stage on logged slates against a --no-refit "
+            "two-tower run",
+        )
+    )
+    deprecated_alias(sub, "train-ranker", "train ranker", _ranker_parser)
 
-    e = subparsers.add_parser("export", help="export a run as a serving bundle (ONNX + FAISS)")
+    e = sub.add_parser("export", help="export a run as a serving bundle (ONNX + FAISS)")
     e.add_argument("--run", default=None, help="run dir (default: the latest run)")
     e.set_defaults(func=_export)
 
-    idx = subparsers.add_parser("index", help="the serving bundle's artist index")
+    idx = sub.add_parser("index", help="the serving bundle's artist index")
     kinds = idx.add_subparsers(dest="index_command", required=True)
     rb = kinds.add_parser(
         "rebuild",
@@ -84,7 +97,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rb.set_defaults(func=_rebuild)
 
 
+def _ranker_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", default=None, help="two-tower run dir (default: the latest run)")
+    p.add_argument("--candidates", type=int, default=None, help="retrieval depth re-ranked")
+    p.add_argument("--rounds", type=int, default=None, help="most boosting rounds")
+    p.add_argument("--max-depth", type=int, default=None)
+    p.add_argument("--eta", type=float, default=None)
+    p.add_argument("--threads", type=int, default=None, help="XGBoost threads (default 2)")
+    p.add_argument(
+        "--extra-negatives",
+        type=int,
+        default=0,
+        help="unshown top retrieval candidates added to each clicked slate as non-clicks",
+    )
+    p.set_defaults(func=_train_ranker)
+
+
 def config_from_args(args: argparse.Namespace) -> Any:
+    """The ``TrainConfig`` that ``train``'s flags ask for (defaults for the flags left out)."""
     from training.train_config import TrainConfig
 
     base = TrainConfig()
@@ -121,6 +151,41 @@ def _train(args: argparse.Namespace) -> int:
     metrics = json.loads((run_dir / "metrics.json").read_text())["validation"]
     print(f"run {run_dir}")
     print(f"val/recall@20 {metrics['val/recall@20']:.4f}  val/ndcg@20 {metrics['val/ndcg@20']:.4f}")
+    return 0
+
+
+def _train_ranker(args: argparse.Namespace) -> int:
+    from models.ranker import RankerConfig
+    from training.ranker import RANKER_DIR, RankerJobConfig, train_ranker
+
+    model_kw = {
+        field: value
+        for field, value in (
+            ("n_rounds", args.rounds),
+            ("max_depth", args.max_depth),
+            ("eta", args.eta),
+            ("nthread", args.threads),
+        )
+        if value is not None
+    }
+    config = RankerJobConfig(model=dataclasses.replace(RankerConfig(), **model_kw))
+    if args.candidates is not None:
+        config = dataclasses.replace(config, candidates=args.candidates)
+    config = dataclasses.replace(config, extra_negatives=args.extra_negatives)
+    result = train_ranker(args.ws, args.run, config)
+    s = result["held_out_slates"]
+    t = result["temporal"]["recall@20"]
+    print(f"ranker: {result['fit']['rounds']} rounds -> {args.run or 'latest run'}/{RANKER_DIR}/")
+    print(
+        f"held-out slates NDCG@10: ranker {s['ranker']['ndcg@10']['mean']:.4f} vs retrieval "
+        f"{s['retrieval']['ndcg@10']['mean']:.4f}; AUC {s['ranker']['auc']['mean']:.4f} vs "
+        f"{s['retrieval']['auc']['mean']:.4f}"
+    )
+    print(
+        f"temporal Recall@20: two-tower+ranker {t['two-tower+ranker']['mean']:.4f} vs two-tower "
+        f"{t['two-tower']['mean']:.4f} (difference {t['difference']['mean']:+.4f}, 95% CI "
+        f"[{t['difference']['lo']:+.4f}, {t['difference']['hi']:+.4f}])"
+    )
     return 0
 
 

@@ -1,4 +1,4 @@
-"""``tastemaker import``: bring a real data set in as interactions + artists."""
+"""``tastemaker import hetrec``: bring a real data set in as interactions + artists."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--path",
         default=None,
         help="folder with the .dat files "
-        "(default: ../shared/data/lastfm-hetrec-2k or $TASTEMAKER_DATA_DIR)",
+        "(default: lastfm-hetrec-2k in $TASTEMAKER_DATA_DIR, else ../shared/data)",
     )
     het.add_argument("--out", required=True, help="output folder")
     het.add_argument("--format", choices=("parquet", "tsv"), default="parquet")
@@ -32,10 +32,11 @@ def _import_hetrec(args: argparse.Namespace) -> int:
     from data import datasets
     from data.importers import holdout_split, import_hetrec, write_artists, write_interactions
 
-    path = Path(args.path) if args.path else datasets.hetrec_dir()
+    data_dir = args.settings.data_dir
+    path = Path(args.path) if args.path else datasets.hetrec_dir(data_dir)
     if path is None:
         raise FileNotFoundError(
-            f"HetRec folder not found under {datasets.shared_data_dir()}; pass --path DIR"
+            f"HetRec folder not found under {datasets.shared_data_dir(data_dir)}; pass --path DIR"
         )
     interactions, artists = import_hetrec(path)
     out, ext = Path(args.out), args.format

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from data.features.config import FeatureConfig
 
+def register(sub: argparse._SubParsersAction) -> None:
+    from data.features.config import FeatureConfig
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
+    p = sub.add_parser(
         "features", help="lake -> features/ (examples, eval, trending) and the online store"
     )
     defaults = FeatureConfig()
@@ -30,11 +30,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--click-weight", type=float, default=defaults.click_weight)
     p.add_argument("--stream-weight", type=float, default=defaults.stream_weight)
     p.add_argument("--follow-weight", type=float, default=defaults.follow_weight)
-    p.set_defaults(func=run)
+    p.set_defaults(func=_features)
 
 
-def run(args: argparse.Namespace) -> int:
+def _features(args: argparse.Namespace) -> int:
     from data.features.build import build_features
+    from data.features.config import FeatureConfig
 
     config = FeatureConfig(
         test_days=args.test_days,

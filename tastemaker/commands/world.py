@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-
-ACCOUNTS_URL_ENV = "TASTEMAKER_ACCOUNTS_URL"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,9 +12,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     world.add_argument("--users", type=int, default=None, help="override the preset's user count")
     world.add_argument(
         "--accounts-url",
-        default=os.environ.get(ACCOUNTS_URL_ENV),
-        help=f"account table (sqlite:///path or postgresql://...; default ${ACCOUNTS_URL_ENV}, "
-        "else <workspace>/pii/accounts.sqlite)",
+        dest="accounts_url",
+        default=None,
+        help="account table (sqlite:///path or postgresql://...; default "
+        "$TASTEMAKER_ACCOUNTS_URL, else <workspace>/pii/accounts.sqlite)",
     )
     world.set_defaults(func=_world)
 
@@ -30,7 +28,7 @@ def _world(args: argparse.Namespace) -> int:
     config = WorldConfig.preset(args.preset, seed=args.seed)
     if args.users is not None:
         config = dataclasses.replace(config, n_users=args.users)
-    summary = generate_world(args.ws, config, accounts_url=args.accounts_url)
+    summary = generate_world(args.ws, config, accounts_url=args.settings.accounts_url)
     print(f"world ({args.preset}, seed {args.seed}) written to {args.ws.root}")
     for key, value in summary.items():
         print(f"  {key:>26}: {value}")
