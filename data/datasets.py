@@ -1,8 +1,8 @@
 """Where the real research data sets live, and readers for the ones the world samples from.
 
-The data is never copied into the repository: it sits beside it in ``../shared/data``
-(or ``Settings.data_dir``, ``$TASTEMAKER_DATA_DIR``), and everything that needs it treats a missing folder as
-"not available" rather than an error.
+The data is never copied into the repository: it sits beside it in ``../shared/data`` (or
+``Settings.data_dir``, ``$TASTEMAKER_DATA_DIR``), and everything that needs it treats a
+missing folder as "not available" rather than an error.
 """
 
 from __future__ import annotations

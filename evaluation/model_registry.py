@@ -2,7 +2,8 @@
 
 A table in the workspace (``registry.sqlite``, SQLite) or, when the URL says so, in PostgreSQL
 (``postgresql://...``, ``Settings.registry_url``). It never defaults into the account table's
-database, which holds PII. One code path for both: SQL written with ``?`` placeholders, rewritten to ``%s`` for psycopg.
+database, which holds PII. One code path for both: SQL written with ``?`` placeholders,
+rewritten to ``%s`` for psycopg.
 
 Statuses: ``challenger`` (registered, not yet decided), ``champion`` (the model serving; at
 most one), ``rejected`` (kept out by the gate, or rolled back), ``retired`` (a former

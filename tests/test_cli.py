@@ -122,3 +122,15 @@ def test_invalid_settings_are_one_error_line(tmp_path: Path, monkeypatch, capsys
     monkeypatch.setenv("TASTEMAKER_DEFAULT_K", "1000")
     assert main(["--workspace", str(tmp_path), "world"]) == 2
     assert "invalid settings" in capsys.readouterr().err
+
+
+def test_the_registry_has_its_own_database(tmp_path: Path, monkeypatch, capsys) -> None:
+    # an account table in PostgreSQL (unreachable here) must not pull the registry there
+    monkeypatch.setenv("TASTEMAKER_ACCOUNTS_URL", "postgresql://postgres@127.0.0.1:1/pii")
+    monkeypatch.delenv("TASTEMAKER_REGISTRY_URL", raising=False)
+    assert main(["--workspace", str(tmp_path / "ws"), "models", "list"]) == 0
+    assert (tmp_path / "ws" / "registry.sqlite").is_file()
+    monkeypatch.setenv("TASTEMAKER_REGISTRY_URL", f"sqlite:///{tmp_path / 'elsewhere.sqlite'}")
+    assert main(["--workspace", str(tmp_path / "ws2"), "models", "list"]) == 0
+    assert (tmp_path / "elsewhere.sqlite").is_file()
+    assert not (tmp_path / "ws2" / "registry.sqlite").exists()
