@@ -52,7 +52,7 @@ def main(quick: bool = False) -> str:
     os.environ.setdefault("TASTEMAKER_DEMO", "1")
     from serving.reload import ModelHolder
     from serving.slates import open_slate_store, score_table, slate_blobs
-    from serving.synthetic import SyntheticSpec, artist_ids, publish_synthetic
+    from tests.fixtures.synthetic_bundle import SyntheticSpec, artist_ids, publish_synthetic
 
     n = 20_000 if quick else 200_000
     with tempfile.TemporaryDirectory() as tmp:

@@ -154,7 +154,7 @@ def prepare(root: Path, n_users: int) -> tuple:
     from data.pii import pseudonym_key
     from serving.reload import ModelHolder
     from serving.slates import open_slate_store, score_table, slate_blobs
-    from serving.synthetic import SyntheticSpec, artist_ids, publish_synthetic
+    from tests.fixtures.synthetic_bundle import SyntheticSpec, artist_ids, publish_synthetic
 
     rng = np.random.default_rng(0)
     spec = SyntheticSpec(n_artists=N_ARTISTS, n_clusters=DIM, dim=DIM, history_len=100)
@@ -279,7 +279,7 @@ def main(quick: bool = False) -> str:
 
 def _swap_under_load(base: str, bundles: Path, spec: object, paths: Path, seconds: float) -> dict:
     """200 req/s with and without bundle swaps in the middle; the swaps are real publishes."""
-    from serving.synthetic import publish_synthetic
+    from tests.fixtures.synthetic_bundle import publish_synthetic
 
     without = _open(base, paths, 200, seconds)
     n_swaps = 4

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 
 from core import atomic
 from core.constants import DAY_MS
+from core.progress import progress_bar
 from core.workspace import Workspace
 from data.ingest import ledger as ledger_mod
 from data.ingest.objectstore import ObjectStore, open_store
@@ -216,6 +217,7 @@ def ingest_store(
     seen = ledger_mod.seen_event_ids(ws, ledger)
     pseudonyms = Pseudonyms(key)
     total, objects, skipped, deferred = Counts(), [], 0, 0
+    pending = []
     for source in store.list(prefix):
         if not source.endswith(RAW_SUFFIXES):
             continue
@@ -226,22 +228,27 @@ def ingest_store(
         if source in ledger:
             skipped += 1
             continue
-        data = store.read_bytes(source)
-        counts, outputs = ingest_object(
-            ws,
-            source,
-            data,
-            seen=seen,
-            lookups=lookups,
-            pseudonyms=pseudonyms,
-            rules=rules,
-            now_ms=now_ms,
-        )
-        entry = {"source": source, "size": len(data), "outputs": outputs, **counts.as_dict()}
-        ledger_mod.commit(ws, entry)
-        total.add(counts)
-        objects.append(source)
-        log.info("ingested %s: %s", source, counts.as_dict())
+        pending.append(source)
+    with progress_bar(len(pending), desc="ingest", unit="object") as bar:
+        for source in pending:
+            data = store.read_bytes(source)
+            counts, outputs = ingest_object(
+                ws,
+                source,
+                data,
+                seen=seen,
+                lookups=lookups,
+                pseudonyms=pseudonyms,
+                rules=rules,
+                now_ms=now_ms,
+            )
+            entry = {"source": source, "size": len(data), "outputs": outputs, **counts.as_dict()}
+            ledger_mod.commit(ws, entry)
+            total.add(counts)
+            objects.append(source)
+            log.debug("ingested %s: %s", source, counts.as_dict())
+            bar.set_postfix_str(f"{total.read:,} lines", refresh=False)
+            bar.update()
     total.check("run")
     seconds = time.perf_counter() - started
     return {

@@ -1,5 +1,5 @@
 """The hot inner steps of ingest (:mod:`data.ingest.job`), each a vectorised replacement of the
-obvious per-event Python, with the same results (tests/data/test_ingest_perf_parts.py):
+obvious per-event Python, with the same results (tests/data/ingest/test_ingest_perf_parts.py):
 
 * :func:`decompress`: one gzip member inflated in one call (ISA-L when installed);
 * :func:`first_occurrences` / :func:`not_seen`: dedupe by event id, first copy wins;

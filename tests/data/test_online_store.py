@@ -9,14 +9,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from features_lake import at, events_table, write_lake
-from test_features_leakage import random_lake
 
 import data.features.online_store as online_store
 from core.workspace import Workspace
 from data.features.build import FeatureConfig, build_features, load_event_log, user_features_at
 from data.features.online_store import open_online_store, rows_from_table, table_from_rows
 from data.schemas import EVAL_USERS, USER_FEATURES
+from tests.data.features.features_lake import at, events_table, write_lake
+from tests.data.features.test_features_leakage import random_lake
 
 
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])

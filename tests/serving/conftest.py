@@ -10,7 +10,7 @@ import pytest
 from data.features.online_store import open_online_store
 from data.pii import KEY_ENV, pseudonymise
 from data.schemas import USER_DENSE_FIELDS, USER_FEATURES, USER_SEGMENT_FIELDS
-from serving.synthetic import SyntheticSpec, artist_ids, publish_synthetic
+from tests.fixtures.synthetic_bundle import SyntheticSpec, artist_ids, publish_synthetic
 
 TEST_KEY = "serving-tests-secret-key-0123456789"
 SPEC = SyntheticSpec(n_artists=24, n_clusters=2, dim=8, history_len=10)

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from core.settings import Settings
 from index import BundleNotFoundError, CorruptBundleError
 from serving.app import create_app
-from serving.synthetic import cluster_of, publish_synthetic
+from tests.fixtures.synthetic_bundle import cluster_of, publish_synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -171,8 +171,8 @@ def test_hot_swap_under_concurrent_requests(client, bundles_dir) -> None:
 
 def test_serving_never_imports_torch() -> None:
     code = (
-        "import sys, serving.app, serving.server, serving.precompute, serving.recommender, "
-        "serving.synthetic; import tastemaker.cli, tastemaker.commands.serve; "
+        "import sys, serving.app, serving.server, serving.precompute, serving.recommender; "
+        "import tastemaker.cli, tastemaker.commands.serve; "
         "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'lightning', 'pytorch_lightning'))); "
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -29,7 +29,7 @@ from index import CorruptBundleError
 from serving.app import create_app
 from serving.shed import ARRIVAL
 from serving.store import StoreUnavailableError
-from serving.synthetic import publish_synthetic
+from tests.fixtures.synthetic_bundle import publish_synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = "burst-admin-token"

@@ -15,7 +15,7 @@ from index import RANKER_FILE, CorruptBundleError, load_bundle, publish_bundle
 from models.ranker import RankerConfig, RankingSet, fit_ranker
 from serving.model import ServingModel
 from serving.recommender import recommend_from_row
-from serving.synthetic import bundle_files
+from tests.fixtures.synthetic_bundle import bundle_files
 from tests.serving.conftest import SPEC, TRENDING, USERS
 
 RANK = RANKER_FEATURES.index("retrieval_log_rank")

@@ -16,7 +16,7 @@ from data.features.vocab import FeatureVocabs
 from index import ArtistIndex, CorruptBundleError, IndexSpec, build_index, publish_bundle
 from serving.recommender import Recommender
 from serving.reload import ModelHolder
-from serving.synthetic import bundle_files, cluster_of, publish_synthetic
+from tests.fixtures.synthetic_bundle import bundle_files, cluster_of, publish_synthetic
 
 
 @pytest.fixture

@@ -12,11 +12,19 @@ from collections import Counter
 
 import pyarrow.parquet as pq
 import pytest
-from ingest_helpers import BREAKERS, KEY, NOW, good_event, line, lookups, write_object
 
 from core.workspace import Workspace
 from data.ingest.job import ingest_store
 from data.ingest.objectstore import ObjectStore
+from tests.data.ingest.ingest_helpers import (
+    BREAKERS,
+    KEY,
+    NOW,
+    good_event,
+    line,
+    lookups,
+    write_object,
+)
 
 N_BROKEN, N_GOOD, N_RESENT, N_OBJECTS = 10_200, 4_000, 300, 6
 

@@ -8,11 +8,11 @@ import zlib
 import numpy as np
 import pyarrow as pa
 import pytest
-from ingest_helpers import good_event, line
 
 from data.ingest.ops import Pseudonyms, decompress, first_occurrences
 from data.ingest.parse import parse_object
 from data.pii import pseudonymise
+from tests.data.ingest.ingest_helpers import good_event, line
 
 
 @pytest.mark.parametrize("key", [b"short", b"k" * 64, b"a-key-longer-than-one-sha256-block-" * 3])
@@ -55,11 +55,10 @@ def test_parsed_lines_are_verbatim_with_and_without_final_newline():
 
 
 def test_objects_with_no_good_rows_or_no_lines(tmp_path):
-    from ingest_helpers import KEY, NOW, lookups, write_object
-
     from core.workspace import Workspace
     from data.ingest.job import ingest_store
     from data.ingest.objectstore import ObjectStore
+    from tests.data.ingest.ingest_helpers import KEY, NOW, lookups, write_object
 
     ws = Workspace(tmp_path)
     write_object(tmp_path, "dt=2025-03-01/empty.jsonl.gz", [])

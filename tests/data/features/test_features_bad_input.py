@@ -5,12 +5,19 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from features_lake import artists_table, at, ev, events_table, users_table, write_lake
 
 from core.workspace import Workspace
 from data.features.build import FeatureConfig, build_features, user_features_at
 from data.features.events import build_event_log
 from data.schemas import LAKE_EVENTS
+from tests.data.features.features_lake import (
+    artists_table,
+    at,
+    ev,
+    events_table,
+    users_table,
+    write_lake,
+)
 
 USERS = users_table(
     [("u1", "18-24", "m", "SE", "Stockholm", at(-60)), ("idle", "55+", "f", "FR", "IDF", at(-90))]

@@ -12,15 +12,16 @@ import time
 from pathlib import Path
 
 import pytest
-from ingest_helpers import BREAKERS, good_event, line, write_object
+
+from tests.data.ingest.ingest_helpers import BREAKERS, good_event, line, write_object
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
+ROOT = HERE.parents[2]
 SCRIPT = f"""
 import sys
-sys.path[:0] = [{str(ROOT)!r}, {str(HERE)!r}]
+sys.path[:0] = [{str(ROOT)!r}]
 from pathlib import Path
-from ingest_helpers import KEY, NOW, lookups
+from tests.data.ingest.ingest_helpers import KEY, NOW, lookups
 from data.ingest.job import ingest_store
 from data.ingest.objectstore import ObjectStore
 from core.workspace import Workspace

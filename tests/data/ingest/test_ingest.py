@@ -8,13 +8,22 @@ from datetime import timedelta
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from ingest_helpers import BASE, BREAKERS, KEY, NOW, good_event, line, lookups, write_object
 
 from core.workspace import Workspace
 from data.ingest.job import Counts, IngestInvariantError, ingest_store
 from data.ingest.objectstore import ObjectStore
 from data.ingest.parse import parse_object
 from data.pii import pseudonymise
+from tests.data.ingest.ingest_helpers import (
+    BASE,
+    BREAKERS,
+    KEY,
+    NOW,
+    good_event,
+    line,
+    lookups,
+    write_object,
+)
 
 
 def run(ws: Workspace) -> dict:

@@ -6,11 +6,11 @@ import socket
 
 import pyarrow.parquet as pq
 import pytest
-from ingest_helpers import KEY, NOW, good_event, line, lookups, write_object
 
 from core.workspace import Workspace
 from data.ingest.job import ingest_store
 from data.ingest.objectstore import ObjectStore, redact_url
+from tests.data.ingest.ingest_helpers import KEY, NOW, good_event, line, lookups, write_object
 
 
 def _contract(store: ObjectStore) -> None:

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import orjson
 import pytest
-from ingest_helpers import BREAKERS, good_event, line, write_object
 
 from data.ingest.objectstore import ObjectStore
 from data.ingest.subscriber import Subscriber, SubscriberConfig, connect, publish
+from tests.data.ingest.ingest_helpers import BREAKERS, good_event, line, write_object
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture

@@ -8,11 +8,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from features_lake import artists_table, at, ev, events_table, users_table, write_lake
 
 from core.workspace import Workspace
 from data.features.build import FeatureConfig, build_features, load_event_log, user_features_at
 from data.schemas import USER_DENSE_FIELDS, USER_SEGMENT_FIELDS
+from tests.data.features.features_lake import (
+    artists_table,
+    at,
+    ev,
+    events_table,
+    users_table,
+    write_lake,
+)
 
 KINDS = ("impression", "click", "stream", "stream", "stream", "follow", "unfollow")
 

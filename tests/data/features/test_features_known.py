@@ -5,10 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from features_lake import artists_table, at, ev, events_table, users_table, write_lake
 
 from core.workspace import Workspace
 from data.features.build import FeatureConfig, build_features, user_features_at
+from tests.data.features.features_lake import (
+    artists_table,
+    at,
+    ev,
+    events_table,
+    users_table,
+    write_lake,
+)
 
 USERS = users_table(
     [
