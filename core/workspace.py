@@ -88,6 +88,14 @@ class Workspace:
         return self.root / "dashboard" / "state.json"
 
     @property
+    def daily(self) -> Path:
+        return self.root / "daily"
+
+    @property
+    def registry_db(self) -> Path:
+        return self.root / "registry.sqlite"
+
+    @property
     def latest_run_pointer(self) -> Path:
         """``runs/LATEST``: the id of the last run a training job finished, written by that job."""
         return self.runs / "LATEST"

@@ -14,6 +14,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+from core.settings import Settings
 from core.workspace import Workspace
 
 COMMAND_MODULES = (
@@ -25,9 +26,9 @@ COMMAND_MODULES = (
     "training.ranker_cli",  # train-ranker: the XGBoost ranking stage
     "evaluation.cli",  # evaluate, recommend, compare
     "serving.cli",  # serve
-    "tastemaker.daily",
-    "tastemaker.simulate",  # simulate: A/B test of policies on the synthetic listeners  # daily: the retrain-gate-publish cycle; models: the registry
-    "tastemaker.demo",  # demo: every stage on the default world, then serve
+    "tastemaker.commands.daily",  # daily: the retrain-gate-publish cycle; models: the registry
+    "tastemaker.commands.simulate",  # simulate: A/B test of policies on the synthetic listeners
+    "tastemaker.commands.demo",  # demo: every stage on the default world, then serve
 )
 
 
@@ -63,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*axis name.*", category=UserWarning)
     args.ws = Workspace.from_env(args.workspace).ensure()
+    args.settings = Settings()
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, ConnectionError, RuntimeError) as exc:

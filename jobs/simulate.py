@@ -28,10 +28,8 @@ simulation); each day's slate is its first ``k`` artists the listener has not cl
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import math
 from collections.abc import Sequence
 from datetime import date
 from typing import Any
@@ -39,15 +37,15 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from core.atomic import write_json
 from core.constants import DAY_MS
+from core.settings import Settings
 from core.workspace import Workspace
+from jobs.simulate_report import write_report
 from world.config import WorldConfig
 
 log = logging.getLogger("tastemaker.simulate")
 
 LIST_LEN = 60  # artists ranked per listener; slates are taken from the top of this list
-Z95, Z80 = 1.959964, 0.841621
 BASELINES = ("popular", "ease", "itemknn", "als")
 
 
@@ -98,21 +96,20 @@ MODEL_POLICIES = ("model", "retrieval", "model+ranker")
 
 
 def _model_lists(
-    ws: Workspace, user_ids: np.ndarray, artist_ids: np.ndarray, policy: str = "model"
+    settings: Settings, user_ids: np.ndarray, artist_ids: np.ndarray, policy: str = "model"
 ) -> np.ndarray:
-    """Lists from the served bundle: as it is (``model``), without its ranker (``retrieval``),
-    or with the ranker it must carry (``model+ranker``)."""
+    """Lists from the served bundle (``settings.bundles_path``, features from its online
+    store): as it is (``model``), without its ranker (``retrieval``), or with the ranker it must
+    carry (``model+ranker``)."""
     import dataclasses
 
     import pandas as pd
 
-    from core.settings import Settings
     from data.features.online_store import open_online_store
     from data.pii import pseudonym_key, pseudonymise
     from serving.recommender import recommend_from_row, trending_list
     from serving.reload import ModelHolder
 
-    settings = Settings(workspace=ws.root)
     model = ModelHolder(settings.bundles_path).current
     if policy == "model+ranker" and model.ranker is None:
         raise ValueError(
@@ -144,7 +141,12 @@ def _model_lists(
 
 
 def policy_lists(
-    ws: Workspace, policy: str, population: Any, users: np.ndarray, rng: np.random.Generator
+    ws: Workspace,
+    settings: Settings,
+    policy: str,
+    population: Any,
+    users: np.ndarray,
+    rng: np.random.Generator,
 ) -> np.ndarray:
     """``(len(users), LIST_LEN)`` ranked world artist indices for ``users`` under ``policy``."""
     from data.pii import pseudonym_key, pseudonymise
@@ -155,9 +157,9 @@ def policy_lists(
         released = population.released(_start_ms(population))
         return np.stack([rng.choice(released, LIST_LEN, replace=False) for _ in users])
     if policy in MODEL_POLICIES:
-        return _model_lists(ws, user_ids, artist_ids, policy)
+        return _model_lists(settings, user_ids, artist_ids, policy)
     if policy in BASELINES:
-        key = pseudonym_key()
+        key = pseudonym_key(settings)
         keys = np.array([pseudonymise(str(u), key) for u in user_ids], dtype=object)
         return _baseline_lists(ws, policy, keys, artist_ids)
     raise ValueError(
@@ -172,30 +174,6 @@ def _start_ms(population: Any) -> int:
     return end_ms(population.config)
 
 
-def wilson(successes: float, trials: float) -> tuple[float, float]:
-    if trials <= 0:
-        return float("nan"), float("nan")
-    p = successes / trials
-    denom = 1 + Z95**2 / trials
-    centre = (p + Z95**2 / (2 * trials)) / denom
-    half = Z95 * math.sqrt(p * (1 - p) / trials + Z95**2 / (4 * trials**2)) / denom
-    return centre - half, centre + half
-
-
-def diff_interval(s1: float, n1: float, s2: float, n2: float) -> tuple[float, float, float]:
-    """(p2 - p1, lower, upper): the normal-approximation 95 % interval of a difference."""
-    p1, p2 = s1 / n1, s2 / n2
-    se = math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
-    return p2 - p1, p2 - p1 - Z95 * se, p2 - p1 + Z95 * se
-
-
-def needed_per_arm(p1: float, p2: float) -> float:
-    """Trials per arm to detect ``p1`` vs ``p2`` (two-sided 5 %, power 80 %)."""
-    if p1 == p2:
-        return float("inf")
-    return (Z95 + Z80) ** 2 * (p1 * (1 - p1) + p2 * (1 - p2)) / (p1 - p2) ** 2
-
-
 def simulate(
     ws: Workspace,
     policies: Sequence[str],
@@ -203,8 +181,12 @@ def simulate(
     users: int | None = None,
     k: int = 10,
     seed: int = 0,
+    *,
+    settings: Settings,
 ) -> dict[str, Any]:
-    """Run the A/B simulation; returns (and writes to ``simulations/``) the per-arm results."""
+    """Run the A/B simulation; returns (and writes to ``simulations/``) the per-arm results.
+
+    ``settings``: where the served bundle and the online store are, and the pseudonym key."""
     from world.population import ChurnRule, rebuild
 
     if len(policies) < 2:
@@ -227,12 +209,12 @@ def simulate(
     for a, policy in enumerate(policies):
         members = pool[arm_of == a]
         log.info("arm %s: ranking %d listeners", policy, len(members))
-        lists = policy_lists(ws, policy, population, members, rng)  # (n, L)
+        lists = policy_lists(ws, settings, policy, population, members, rng)  # (n, L)
         tallies = _run_arm(
             population, members, lists, days, k, rule, np.random.default_rng(seed + 1 + a)
         )
         results[policy] = tallies
-    return _report(ws, results, policies, days, k, seed)
+    return write_report(ws, results, policies, days, k, seed)
 
 
 def _run_arm(
@@ -286,111 +268,3 @@ def _run_arm(
         "churned7": int((churned_day < 7).sum()) if days >= 7 else None,
         "churned14": int((churned_day < 14).sum()) if days >= 14 else None,
     }
-
-
-def _report(
-    ws: Workspace,
-    results: dict[str, dict[str, Any]],
-    policies: Sequence[str],
-    days: int,
-    k: int,
-    seed: int,
-) -> dict[str, Any]:
-    metrics = {  # name -> (successes key, trials key, scale)
-        "ctr": ("clicks", "impressions", 100.0),
-        "stream_through": ("streams", "clicks", 1.0),
-        "follow_rate": ("follows", "impressions", 100.0),
-        "churn7": ("churned7", "listeners", 1.0),
-        "churn14": ("churned14", "listeners", 1.0),
-    }
-    base = results[policies[0]]
-    table: dict[str, dict[str, Any]] = {}
-    for policy in policies:
-        r = results[policy]
-        row: dict[str, Any] = {"listeners": r["listeners"], "impressions": r["impressions"]}
-        for name, (s, n, scale) in metrics.items():
-            if r[s] is None or not r[n]:
-                continue
-            lo, hi = wilson(r[s], r[n])
-            row[name] = [scale * r[s] / r[n], scale * lo, scale * hi]
-            if policy != policies[0] and base[s] is not None and base[n]:
-                d, dlo, dhi = diff_interval(base[s], base[n], r[s], r[n])
-                row[f"{name}_vs_{policies[0]}"] = [scale * d, scale * dlo, scale * dhi]
-                row[f"{name}_needed_per_arm"] = needed_per_arm(base[s] / base[n], r[s] / r[n])
-        table[policy] = row
-    summary = {
-        "policies": list(policies),
-        "days": days,
-        "k": k,
-        "seed": seed,
-        "arms": table,
-        "raw": results,
-    }
-    out = ws.root / "simulations" / f"{'-vs-'.join(policies)}-{days}d-seed{seed}.json"
-    write_json(out, summary)
-    summary["path"] = str(out)
-    summary["markdown"] = render(summary)
-    return summary
-
-
-def render(summary: dict[str, Any]) -> str:
-    policies = summary["policies"]
-    head = (
-        "| arm | listeners | impressions | CTR /100 | stream-through | follows /100 "
-        "| 7-day churn | 14-day churn |"
-    )
-    lines = [head, "|---" * 8 + "|"]
-
-    def cell(row: dict[str, Any], name: str, fmt: str) -> str:
-        if name not in row:
-            return "-"
-        v, lo, hi = row[name]
-        return f"{v:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
-
-    for p in policies:
-        r = summary["arms"][p]
-        lines.append(
-            f"| {p} | {r['listeners']:,} | {r['impressions']:,} | {cell(r, 'ctr', '.2f')} "
-            f"| {cell(r, 'stream_through', '.3f')} | {cell(r, 'follow_rate', '.3f')} "
-            f"| {cell(r, 'churn7', '.3f')} | {cell(r, 'churn14', '.3f')} |"
-        )
-    lines += [
-        "",
-        f"Differences against `{policies[0]}` (95 % interval; listeners or trials per "
-        "arm needed to detect the observed difference at 5 % / 80 % power):",
-        "",
-    ]
-    for p in policies[1:]:
-        r = summary["arms"][p]
-        parts = []
-        for name in ("ctr", "stream_through", "churn14"):
-            key = f"{name}_vs_{policies[0]}"
-            if key in r:
-                d, lo, hi = r[key]
-                need = r[f"{name}_needed_per_arm"]
-                parts.append(f"{name} {d:+.3f} [{lo:+.3f}, {hi:+.3f}] (needs {need:,.0f})")
-        lines.append(f"- `{p}`: " + "; ".join(parts))
-    return "\n".join(lines) + "\n"
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("simulate", help="A/B test policies on the synthetic listeners")
-    p.add_argument(
-        "--policy",
-        action="append",
-        required=True,
-        help="model | retrieval | model+ranker | popular | ease | itemknn | als | "
-        "random (two or more)",
-    )
-    p.add_argument("--days", type=int, default=14)
-    p.add_argument("--users", type=int, default=None, help="listeners in the test (default: all)")
-    p.add_argument("--k", type=int, default=10, help="slate size")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_simulate)
-
-
-def _simulate(args: argparse.Namespace) -> int:
-    summary = simulate(args.ws, args.policy, args.days, args.users, args.k, args.seed)
-    print(summary["markdown"])
-    print(f"written to {summary['path']}")
-    return 0

@@ -1,0 +1,1 @@
+"""The subcommands of ``tastemaker``: argparse and printing only; the work is in ``jobs`` and the packages."""
