@@ -47,7 +47,8 @@ def test_listeners_click_what_they_like_and_stay_when_they_find_it(pipeline) -> 
     (their true taste) against random slates, same listeners, same seed."""
     import numpy as np
 
-    from jobs.simulate import _run_arm, world_config
+    from jobs.simulate import world_config
+    from jobs.simulate.arms import _run_arm
     from world.population import ChurnRule, end_ms, rebuild
 
     ws, _ = pipeline
@@ -82,7 +83,8 @@ def test_ranker_arms_on_a_bundle_without_ranker(pipeline, demo_mode) -> None:
     ``model+ranker`` arm is refused rather than silently run as retrieval."""
     import numpy as np
 
-    from jobs.simulate import _model_lists, world_config
+    from jobs.simulate import world_config
+    from jobs.simulate.policies import _model_lists
     from world.population import rebuild
 
     ws, _ = pipeline

@@ -1,6 +1,6 @@
 """The A/B simulation's numbers: per-arm rates with Wilson intervals, the difference against
 the first arm with its interval and the listeners per arm a test would need, written to
-``simulations/`` and rendered as Markdown (:mod:`jobs.simulate` runs the arms)."""
+``simulations/`` and rendered as Markdown (:mod:`jobs.simulate.arms` runs the arms)."""
 
 from __future__ import annotations
 
