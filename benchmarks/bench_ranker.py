@@ -24,16 +24,17 @@ import numpy as np
 import pyarrow.parquet as pq
 import xgboost as xgb
 
+from core.settings import Settings
 from core.workspace import Workspace
 from data.features.build import FeatureConfig, build_features
 from data.features.ranker import RANKER_FEATURES
 from data.ingest.job import run_ingest
 from index import load_bundle
+from jobs.simulate import simulate
 from models.ranker import Ranker, RankerConfig, fit_ranker
 from serving.model import ServingModel
 from serving.ranker import DensePredictor
 from serving.recommender import recommend_from_row
-from tastemaker.simulate import simulate
 from training.export import export_bundle
 from training.ranker import (
     RankerJobConfig,
@@ -174,7 +175,8 @@ def main(quick: bool = False) -> str:
         former, former_fit, former_held = fit_former(ws, run)
         lat = latency(ws, bundle, 50 if quick else 300, 3 if quick else 5, former)
         t0 = time.perf_counter()
-        sim = simulate(ws, ["retrieval", "model+ranker"], days=SIM_DAYS, seed=0)
+        settings = Settings(workspace=ws.root)
+        sim = simulate(ws, ["retrieval", "model+ranker"], days=SIM_DAYS, seed=0, settings=settings)
         sim_s = time.perf_counter() - t0
     total = time.perf_counter() - started
     s, t, rows = result["held_out_slates"], result["temporal"], result["rows"]

@@ -22,10 +22,11 @@ POLICIES = ("popular", "model", "ease", "random")
 
 def main(quick: bool = False) -> str:
     os.environ.setdefault("TASTEMAKER_DEMO", "1")
+    from core.settings import Settings
     from core.workspace import Workspace
     from data.features.build import FeatureConfig, build_features
     from data.ingest.job import run_ingest
-    from tastemaker.simulate import simulate
+    from jobs.simulate import simulate
     from training.export import export_bundle
     from training.train import train_two_tower
     from training.train_config import lake_config
@@ -44,7 +45,8 @@ def main(quick: bool = False) -> str:
         export_bundle(ws, run_dir)
         pipeline_s = time.perf_counter() - started
         started = time.perf_counter()
-        result = simulate(ws, list(POLICIES), days=14, seed=0)
+        settings = Settings(workspace=ws.root)
+        result = simulate(ws, list(POLICIES), days=14, seed=0, settings=settings)
         sim_s = time.perf_counter() - started
     return (
         "## Simulated A/B test (CTR, stream-through, churn)\n\n"

@@ -48,8 +48,8 @@ PEERS = ("itemknn", "ease", "als", "popular")
 
 
 def demo_config() -> TrainConfig:
-    """The demo's training config (``tastemaker.demo``)."""
-    from tastemaker.demo import demo_train_config
+    """The demo's training config (``jobs.demo``)."""
+    from jobs.demo import demo_train_config
 
     return demo_train_config()
 

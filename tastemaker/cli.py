@@ -37,9 +37,9 @@ COMMAND_MODULES = (
     "tastemaker.commands.train",  # train, train ranker, export, index rebuild
     "tastemaker.commands.evaluate",  # evaluate, recommend, compare, dashboard
     "tastemaker.commands.serve",  # serve, precompute
-    "tastemaker.daily",  # daily: the retrain-gate-publish cycle; models: the registry
-    "tastemaker.simulate",  # simulate: A/B test of policies on the synthetic listeners
-    "tastemaker.demo",  # demo: every stage on the default world, then serve
+    "tastemaker.commands.daily",  # daily: the retrain-gate-publish cycle; models: the registry
+    "tastemaker.commands.simulate",  # simulate: A/B test of policies on the synthetic listeners
+    "tastemaker.commands.demo",  # demo: every stage on the default world, then serve
 )
 
 

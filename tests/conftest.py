@@ -137,7 +137,7 @@ def demo_pipeline(tmp_path_factory: pytest.TempPathFactory):
     """`make demo`'s pipeline (demo world, seed 7, through the gate), once per session; yields
     ``(workspace, run_pipeline's result)``. The README's claims and the web pages' render
     times are checked on it."""
-    from tastemaker.demo import run_pipeline
+    from jobs.demo import run_pipeline
 
     mp = pytest.MonkeyPatch()
     mp.setenv("TASTEMAKER_DEMO", "1")
@@ -155,7 +155,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory):
     emits are captured to ``logs/pipeline.log`` in the workspace (the PII scan reads them)."""
     import logging
 
-    from tastemaker.demo import run_pipeline
+    from jobs.demo import run_pipeline
 
     mp = pytest.MonkeyPatch()
     mp.setenv("TASTEMAKER_DEMO", "1")

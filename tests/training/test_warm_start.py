@@ -47,7 +47,7 @@ def test_rows_follow_their_tokens_and_new_tokens_stay_fresh(pipeline) -> None:
 def test_a_warm_started_run_records_where_it_started(pipeline) -> None:
     import json
 
-    from tastemaker.daily import DailyConfig  # noqa: F401  (the daily cycle's flag uses this path)
+    from jobs.daily import DailyConfig  # noqa: F401  (the daily cycle's flag uses this path)
     from training.train import train_two_tower
     from training.train_config import TrainConfig
 

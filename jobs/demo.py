@@ -1,4 +1,4 @@
-"""``tastemaker demo``: every stage on the embedded default world, then the API.
+"""The demo: every stage on the embedded default world (``tastemaker demo``, which then serves).
 
 world -> ingest -> features -> train -> evaluate -> export -> serve. Each stage is the same
 function its own subcommand runs; this only chains them, times them and prints the
@@ -7,8 +7,6 @@ evaluation table a newcomer should see.
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -19,16 +17,6 @@ log = logging.getLogger("tastemaker.demo")
 
 TABLE_MODELS = ("two-tower", "als", "ease", "itemknn", "popular", "random")
 TABLE_METRICS = ("recall@20", "ndcg@20", "recall@50", "hitrate@10")
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the whole pipeline on the demo world, then serve")
-    p.add_argument("--preset", default="demo", choices=("demo", "tiny"))
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--no-serve", action="store_true", help="stop after export")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.set_defaults(func=run)
 
 
 def demo_train_config() -> Any:
@@ -71,7 +59,7 @@ def run_pipeline(ws: Any, preset: str = "demo", seed: int = 7, gate: bool = True
     metrics = _timed("evaluate", lambda: evaluate_temporal(ws, run_dir), timings)
     decision = None
     if gate:
-        from tastemaker.daily import DailyConfig, gate_and_publish
+        from jobs.daily import DailyConfig, gate_and_publish
 
         decision, version, champion = _timed(
             "gate",
@@ -110,34 +98,3 @@ def format_table(evaluation: dict[str, Any], split: str = "test") -> str:
             rows.append(f"| {name} | " + " | ".join(cells) + " |")
     n = evaluation.get("n_users")
     return "\n".join(rows) + (f"\n\n{n} users evaluated." if n else "")
-
-
-def run(args: argparse.Namespace) -> int:
-    out = run_pipeline(args.ws, preset=args.preset, seed=args.seed)
-    print("\nEvaluation on the held-out last week (full catalogue, seen artists excluded):\n")
-    print(format_table(out["metrics"]))
-    print("\nStage timings: " + json.dumps({k: round(v, 1) for k, v in out["timings"].items()}))
-    if out["decision"] is not None:
-        print("Gate: " + out["decision"].summary())
-    print(f"Run dir: {out['run_dir']}\nBundle:  {out['bundle']}")
-    if args.no_serve:
-        return 0
-    from data.accounts import default_accounts_url, open_accounts
-
-    some_user = sorted(open_accounts(default_accounts_url(args.ws)).user_ids())[0]
-    from tastemaker.commands.serve import precompute, serve
-
-    args.bundle, args.online_store, args.slates, args.users = None, None, None, None
-    args.workers, args.batch = 1, 2048
-    precompute(args)  # every demo user's top-100, served from the slate store
-    base = f"http://{args.host}:{args.port}"
-    event = (
-        f'{{"events": [{{"event_id": "demo-1", "event_type": "click", "user_id": "{some_user}", '
-        '"artist_id": "<artist_id from the list>", "client_ts": "2026-01-01T06:00:00+00:00"}]}'
-    )
-    print(
-        f"\nTry:  curl '{base}/v1/users/{some_user}/recommendations?k=10'\n"
-        f"      curl -X POST {base}/v1/events -H 'content-type: application/json' -d '{event}'\n"
-        f"Pages: {base}/ (a listener: try account {some_user}) · {base}/new · {base}/dashboard"
-    )
-    return serve(args)

@@ -78,7 +78,7 @@ def _plant_click_collapse(ws: Workspace, day: date) -> str:
 
 
 def test_three_days_champion_then_rejection_then_segment_alarm(tmp_path, demo_mode) -> None:
-    from tastemaker.daily import DailyConfig, run_day
+    from jobs.daily import DailyConfig, run_day
     from training.train import train_two_tower
 
     ws = Workspace(tmp_path / "ws").ensure()
@@ -115,7 +115,7 @@ def test_three_days_champion_then_rejection_then_segment_alarm(tmp_path, demo_mo
     assert {s for s, _ in flagged} == {f"country={country}"}, flagged
     assert (f"country={country}", "ctr") in flagged
     for plot in ("ctr_by_segment.png", "churn7_by_segment.png", "champion_vs_challenger.png"):
-        assert (ws.root / "daily" / DAYS[2].isoformat() / plot).is_file()
+        assert (ws.daily / DAYS[2].isoformat() / plot).is_file()
 
 
 def test_daily_ranker_is_gated_recorded_and_shipped_only_when_it_wins(tmp_path, demo_mode) -> None:
@@ -126,7 +126,8 @@ def test_daily_ranker_is_gated_recorded_and_shipped_only_when_it_wins(tmp_path, 
 
     from evaluation.gate import Contender, run_gate
     from index import load_bundle
-    from tastemaker.daily import DailyConfig, _contender, run_day
+    from jobs.daily import DailyConfig, run_day
+    from jobs.daily.publish import contender
     from training.export import export_bundle
     from training.ranker import RANKED_MODEL
 
@@ -175,7 +176,7 @@ def test_daily_ranker_is_gated_recorded_and_shipped_only_when_it_wins(tmp_path, 
     again = run_gate(
         ws,
         Contender("retrieval", "two-tower", run_dir),
-        _contender(ws, config, "ranked", RANKED_MODEL, run_dir),
+        contender(ws, config, "ranked", RANKED_MODEL, run_dir),
         gate,
     )
     job = day["ranker"]["decision"]

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
+from core.settings import Settings
 from data.accounts import default_accounts_url, open_accounts
 
 pytestmark = pytest.mark.slow
 
 
 def test_the_rebuilt_population_is_the_world_that_was_written(pipeline) -> None:
-    from tastemaker.simulate import world_config
+    from jobs.simulate import world_config
     from world.population import rebuild
 
     ws, _ = pipeline
@@ -24,11 +25,15 @@ def test_the_rebuilt_population_is_the_world_that_was_written(pipeline) -> None:
 
 
 def test_ab_test_runs_the_served_model_and_is_reproducible(pipeline, demo_mode) -> None:
-    from tastemaker.simulate import simulate
+    from jobs.simulate import simulate
 
     ws, _ = pipeline
-    first = simulate(ws, ["random", "model", "popular"], days=7, seed=1)
-    again = simulate(ws, ["random", "model", "popular"], days=7, seed=1)
+    first = simulate(
+        ws, ["random", "model", "popular"], days=7, seed=1, settings=Settings(workspace=ws.root)
+    )
+    again = simulate(
+        ws, ["random", "model", "popular"], days=7, seed=1, settings=Settings(workspace=ws.root)
+    )
     assert first["raw"] == again["raw"]
     arms = first["arms"]
     assert all(a["listeners"] > 0 and a["impressions"] > 0 for a in arms.values())
@@ -42,7 +47,8 @@ def test_listeners_click_what_they_like_and_stay_when_they_find_it(pipeline) -> 
     (their true taste) against random slates, same listeners, same seed."""
     import numpy as np
 
-    from tastemaker.simulate import _run_arm, world_config
+    from jobs.simulate import world_config
+    from jobs.simulate.arms import _run_arm
     from world.population import ChurnRule, end_ms, rebuild
 
     ws, _ = pipeline
@@ -63,13 +69,13 @@ def test_listeners_click_what_they_like_and_stay_when_they_find_it(pipeline) -> 
 
 
 def test_bad_arguments_are_refused(pipeline) -> None:
-    from tastemaker.simulate import simulate
+    from jobs.simulate import simulate
 
     ws, _ = pipeline
     with pytest.raises(ValueError, match="two --policy"):
-        simulate(ws, ["model"], days=7)
+        simulate(ws, ["model"], days=7, settings=Settings(workspace=ws.root))
     with pytest.raises(ValueError, match="unknown policy"):
-        simulate(ws, ["model", "oracle"], days=1)
+        simulate(ws, ["model", "oracle"], days=1, settings=Settings(workspace=ws.root))
 
 
 def test_ranker_arms_on_a_bundle_without_ranker(pipeline, demo_mode) -> None:
@@ -77,15 +83,17 @@ def test_ranker_arms_on_a_bundle_without_ranker(pipeline, demo_mode) -> None:
     ``model+ranker`` arm is refused rather than silently run as retrieval."""
     import numpy as np
 
-    from tastemaker.simulate import _model_lists, world_config
+    from jobs.simulate import world_config
+    from jobs.simulate.policies import _model_lists
     from world.population import rebuild
 
     ws, _ = pipeline
+    settings = Settings(workspace=ws.root)
     population = rebuild(world_config(ws))
     artist_ids = np.asarray(population.catalogue.artist_id, dtype=object)
     users = np.asarray(population.people.user_id)[:20]
-    served = _model_lists(ws, users, artist_ids, "model")
+    served = _model_lists(settings, users, artist_ids, "model")
     assert (served >= 0).any()
-    np.testing.assert_array_equal(_model_lists(ws, users, artist_ids, "retrieval"), served)
+    np.testing.assert_array_equal(_model_lists(settings, users, artist_ids, "retrieval"), served)
     with pytest.raises(ValueError, match="carries no ranker"):
-        _model_lists(ws, users, artist_ids, "model+ranker")
+        _model_lists(settings, users, artist_ids, "model+ranker")

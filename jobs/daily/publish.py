@@ -1,0 +1,184 @@
+"""Register a run, gate it against the champion and publish its bundle only when it wins.
+
+Shared by the daily cycle (:mod:`jobs.daily.steps`) and ``tastemaker demo``
+(:mod:`jobs.demo`). The registry rows of "retrieval + ranker" and the gate's contenders are
+built here too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from core.workspace import Workspace
+from jobs.daily.config import CHALLENGER_MODEL, DailyConfig
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _registry_url(ws: Workspace, config: DailyConfig) -> str:
+    from evaluation.model_registry import default_registry_url
+
+    return config.registry_url or default_registry_url(ws)
+
+
+def champion_run(ws: Workspace, config: DailyConfig) -> Path | None:
+    """The champion's run dir (the warm start's origin), or None without a champion."""
+    from evaluation.model_registry import open_registry
+
+    with open_registry(_registry_url(ws, config)) as r:
+        champion = r.champion()
+    if champion is None:
+        return None
+    run_dir = Path(champion.artefacts["run_dir"])
+    return run_dir if run_dir.is_dir() else None
+
+
+def gate_and_publish(
+    ws: Workspace,
+    run_dir: Path,
+    evaluation: dict[str, Any],
+    config: DailyConfig,
+    day: str | None = None,
+    snapshot: dict[str, Any] | None = None,
+    step: Callable[[str, Callable[[], Any]], Any] | None = None,
+    ranker: dict[str, Any] | None = None,
+) -> tuple[Any, str | None, Any]:
+    """Register ``run_dir``'s two-tower, gate it against the champion (most-popular when there
+    is none) and publish its bundle only when it is promoted. Returns ``(decision,
+    bundle_version or None, the champion record after the decision)``. Shared by the daily
+    cycle and ``tastemaker demo``.
+
+    ``ranker``: the record of ``training.ranker.train_ranker`` against ``run_dir``. Then
+    "retrieval + ranker" is registered too (``<run>+ranker``, model ``two-tower+ranker``); when
+    its gate against "retrieval alone" (in the record) promoted it, it is the challenger the
+    champion faces and the published bundle carries the ranker, and the plain run is
+    ``rejected``; otherwise the ranker row is ``rejected`` and the bundle has no ranker."""
+    from evaluation.gate import run_gate
+    from evaluation.model_registry import ModelRecord, open_registry
+    from training.export import export_bundle
+    from training.ranker import RANKED_MODEL
+
+    def run(name: str, fn: Callable[[], Any]) -> Any:
+        return step(name, fn) if step is not None else fn()
+
+    registry = open_registry(_registry_url(ws, config))
+    try:
+        champion = registry.champion()
+        record = ModelRecord(
+            run_id=run_dir.name,
+            model=CHALLENGER_MODEL,
+            day=day,
+            git_sha=_git_sha(),
+            config={
+                "train": dataclasses.asdict(config.train),
+                "features": dataclasses.asdict(config.features),
+            },
+            data_snapshot=snapshot or {},
+            metrics=evaluation["models"],
+            segment_metrics=evaluation["segments"].get(CHALLENGER_MODEL, {}),
+            artefacts={"run_dir": str(run_dir), "report": str(run_dir / "report.md")},
+        )
+        registry.register(record)
+        ranked_wins = False
+        if ranker is not None:
+            registry.register(_ranker_record(record, run_dir, ranker))
+            ranked_wins = bool(ranker["temporal"]["gate"]["promote"])
+        reference = None
+        if champion is not None:
+            reference = contender(
+                ws,
+                config,
+                f"champion {champion.run_id}",
+                champion.model,
+                Path(champion.artefacts["run_dir"]),
+            )
+        model = RANKED_MODEL if ranked_wins else CHALLENGER_MODEL
+        run_id = f"{run_dir.name}+ranker" if ranked_wins else run_dir.name
+        challenger = contender(ws, config, f"challenger {run_id}", model, run_dir)
+        overfit = bool(evaluation["overfit_flags"].get(CHALLENGER_MODEL, False))
+        decision = run("gate", lambda: run_gate(ws, reference, challenger, config.gate, overfit))
+        if ranker is not None:  # the loser of "retrieval + ranker" vs "retrieval alone"
+            sibling = run_dir.name if ranked_wins else f"{run_dir.name}+ranker"
+            gate = {k: v for k, v in ranker["temporal"]["gate"].items() if k != "summary"}
+            registry.set_decision(sibling, "rejected", {**gate, "ranker_gate": True})
+        bundle_version = None
+        if decision.promote:
+            bundle_version = Path(
+                run("export", lambda: export_bundle(ws, run_dir, ranker=ranked_wins))
+            ).name
+            registry.set_decision(run_id, "challenger", decision.as_dict())
+            registry.set_bundle(run_id, bundle_version)
+            registry.promote(run_id)
+        else:
+            registry.set_decision(run_id, "rejected", decision.as_dict())
+        return decision, bundle_version, registry.champion()
+    finally:
+        registry.close()
+
+
+def _ranker_record(base: Any, run_dir: Path, ranker: dict[str, Any]) -> Any:
+    """The registry row of "``run_dir``'s two-tower re-ranked by its ranker"."""
+    from training.ranker import RANKED_MODEL, RANKER_DIR
+
+    t = ranker["temporal"]
+    metrics = {
+        RANKED_MODEL: {
+            f"test/{m}": v["two-tower+ranker"]["mean"]
+            for m, v in t.items()
+            if isinstance(v, dict) and "difference" in v
+        },
+        CHALLENGER_MODEL: {
+            f"test/{m}": v["two-tower"]["mean"]
+            for m, v in t.items()
+            if isinstance(v, dict) and "difference" in v
+        },
+        "held_out_slates": {
+            k: ranker["held_out_slates"][k]["ndcg@10"]["mean"]
+            for k in ("ranker", "retrieval", "logged")
+        },
+        "importance": ranker["importance"],
+    }
+    return dataclasses.replace(
+        base,
+        run_id=f"{run_dir.name}+ranker",
+        model=RANKED_MODEL,
+        config={**base.config, "ranker": ranker["job"], "ranker_fit": ranker["fit"]},
+        metrics=metrics,
+        segment_metrics=t["segments"]["two-tower+ranker"],
+        artefacts={
+            "run_dir": str(run_dir),
+            "report": str(run_dir / RANKER_DIR / "report.md"),
+            "ranker": str(run_dir / RANKER_DIR),
+        },
+    )
+
+
+def contender(ws: Workspace, config: DailyConfig, label: str, model: str, run_dir: Path) -> Any:
+    """A gate contender; "two-tower+ranker" is scored by re-ranking its run's two-tower."""
+    from evaluation.gate import Contender
+    from training.ranker import RANKED_MODEL, ranked_per_user
+
+    if model != RANKED_MODEL:
+        return Contender(label, model, run_dir)
+    return Contender(
+        label,
+        model,
+        run_dir,
+        per_user=lambda data, metric: ranked_per_user(ws, run_dir, data, metric, config.features),
+    )
