@@ -22,8 +22,19 @@ ALLOWED: dict[str, set[str]] = {
     "models": {"core"},
     "evaluation": {"core", "data", "models"},
     "training": {"core", "data", "models", "evaluation", "index"},
+    "jobs": {"core", "data", "world", "index", "models", "evaluation", "training", "serving"},
     "serving": {"core", "data", "index"},
-    "tastemaker": {"core", "data", "world", "index", "models", "evaluation", "training", "serving"},
+    "tastemaker": {
+        "core",
+        "data",
+        "world",
+        "index",
+        "models",
+        "evaluation",
+        "training",
+        "serving",
+        "jobs",
+    },
 }
 # third-party modules a package must never import
 FORBIDDEN_THIRD_PARTY: dict[str, set[str]] = {

@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import platform
-import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import pytorch_lightning as pl
 import torch
 
 from core.atomic import write_bytes, write_json
+from core.lineage import git_sha, sha256_file
 from core.workspace import Workspace
 from data.schemas import USER_SEGMENT_FIELDS
 from models.two_tower import TwoTower, TwoTowerConfig
@@ -46,34 +46,12 @@ FEATURE_FILES = (
 )
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _git_sha() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
 def lineage(features_dir: Path) -> dict:
-    files = {n: _sha256(features_dir / n) for n in FEATURE_FILES if (features_dir / n).exists()}
+    files = {n: sha256_file(features_dir / n) for n in FEATURE_FILES if (features_dir / n).exists()}
     return {
         "features_dir": str(features_dir),
         "sha256": files,
-        "git_sha": _git_sha(),
+        "git_sha": git_sha(),
         "torch": torch.__version__,
         "pytorch_lightning": pl.__version__,
         "python": platform.python_version(),

@@ -1,0 +1,1 @@
+"""Jobs: the pipeline's steps put together (fit, measure, report), below the CLI."""
