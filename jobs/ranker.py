@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from core.atomic import write_bytes, write_json
 from core.constants import DAY_MS
-from core.workspace import Workspace
+from core.workspace import RunDir, Workspace
 from data.features.build import FeatureConfig, cutoffs, load_event_log
 from data.features.ranker import RANKER_FEATURES, SERVING_POSITION
 from evaluation.ranking import (
@@ -30,6 +30,7 @@ from training.ranker import (
     RANKER_DIR,
     RANKER_MODEL,
     RANKER_RECORD,
+    RANKER_REPORT,
     RankerJobConfig,
     build_slates,
     load_ranker,
@@ -50,7 +51,7 @@ def train_ranker(
     config = config or RankerJobConfig()
     fconfig = fconfig or FeatureConfig()
     run_dir = Path(run_dir) if run_dir else ws.latest_run()
-    train_cfg = json.loads((run_dir / "config.json").read_text()).get("train", {})
+    train_cfg = json.loads(RunDir(run_dir).config.read_text()).get("train", {})
     if train_cfg.get("refit", False):
         raise ValueError(
             f"run {run_dir.name} was refit on train + valid, so its retrieval scores on the "
@@ -94,7 +95,7 @@ def train_ranker(
     out.mkdir(exist_ok=True)
     write_bytes(out / RANKER_MODEL, ranker.to_bytes())
     write_json(out / RANKER_RECORD, result)
-    write_bytes(out / "report.md", render_report(result).encode())
+    write_bytes(out / RANKER_REPORT, render_report(result).encode())
     return result
 
 

@@ -51,6 +51,7 @@ log = logging.getLogger("tastemaker.training")
 RANKER_DIR = "ranker"
 RANKER_MODEL = "ranker.ubj"
 RANKER_RECORD = "ranker.json"
+RANKER_REPORT = "report.md"
 _LAKE_COLS = ["event_type", "user_key", "artist_id", "request_id", "position", "event_ts"]
 
 

@@ -23,7 +23,7 @@ import torch
 
 from core.atomic import write_bytes, write_json
 from core.lineage import git_sha, sha256_file
-from core.workspace import Workspace
+from core.workspace import FeatureDir, RunDir, Workspace
 from data.schemas import USER_SEGMENT_FIELDS
 from models.two_tower import TwoTower, TwoTowerConfig
 from training.datamodule import LakeDataModule
@@ -36,18 +36,11 @@ __all__ = ["TrainConfig", "train_two_tower"]
 
 log = logging.getLogger("tastemaker.training")
 USER_FEATURE_SETS = ("history", "segments", "full")  # what the user tower reads besides ids
-FEATURE_FILES = (
-    "examples.parquet",
-    "sequences.parquet",
-    "eval.parquet",
-    "artist_features.parquet",
-    "trending.parquet",
-    "meta.json",
-)
 
 
 def lineage(features_dir: Path) -> dict:
-    files = {n: sha256_file(features_dir / n) for n in FEATURE_FILES if (features_dir / n).exists()}
+    inputs = FeatureDir(features_dir).lineage_inputs()
+    files = {p.name: sha256_file(p) for p in inputs if p.exists()}
     return {
         "features_dir": str(features_dir),
         "sha256": files,
@@ -172,8 +165,9 @@ def train_two_tower(
     trained[dm.train.artists] = True
     model.zero_untrained_ids(trained)
     save_run(run_dir, model, dm.vocabs, config, "lake", run_id=run_id)
+    files = RunDir(run_dir)
     write_json(
-        run_dir / "metrics.json",
+        files.metrics,
         {
             "validation": best,
             "history": module.val_history,
@@ -181,8 +175,8 @@ def train_two_tower(
             "warm_start": warm,
         },
     )
-    write_json(run_dir / "lineage.json", lineage(ws.features))
-    write_bytes(run_dir / "report.md", report.encode())
+    write_json(files.lineage, lineage(ws.features))
+    write_bytes(files.report, report.encode())
     ws.set_latest_run(run_dir)  # last: a run only becomes "the latest" once it is complete
     log.info("run %s: best %s = %.4f at epoch %d", run_id, MONITOR, best[MONITOR], best["epoch"])
     return run_dir
