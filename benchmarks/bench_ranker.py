@@ -29,21 +29,16 @@ from core.workspace import Workspace
 from data.features.build import FeatureConfig, build_features
 from data.features.ranker import RANKER_FEATURES
 from data.ingest.job import run_ingest
+from evaluation.ranking import evaluate_slates, segment_table
 from index import load_bundle
+from jobs.ranker import train_ranker
 from jobs.simulate import simulate
 from models.ranker import Ranker, RankerConfig, fit_ranker
 from serving.model import ServingModel
 from serving.ranker import DensePredictor
 from serving.recommender import recommend_from_row
 from training.export import export_bundle
-from training.ranker import (
-    RankerJobConfig,
-    build_slates,
-    evaluate_slates,
-    read_labelled,
-    segment_table,
-    train_ranker,
-)
+from training.ranker import RankerJobConfig, build_slates, read_labelled
 from training.train import train_two_tower
 from training.train_config import TrainConfig, lake_config
 from world.generate import WorldConfig, generate_world

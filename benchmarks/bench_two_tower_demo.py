@@ -28,7 +28,7 @@ from data.features.build import FeatureConfig, build_features
 from data.ingest.job import run_ingest
 from evaluation.evaluate import _baseline_scorer, _rank_and_score, _run_scorer
 from evaluation.registry import make_recommender
-from evaluation.segments import bootstrap_ci
+from evaluation.stats import bootstrap_ci
 from evaluation.temporal import index_lists, load_temporal
 from training.train import train_two_tower
 from training.train_config import TrainConfig

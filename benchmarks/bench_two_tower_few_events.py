@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from benchmarks.bench_two_tower_demo import _cell, _world, demo_config
 from evaluation.evaluate import _baseline_scorer, _rank_and_score, _run_scorer
 from evaluation.registry import make_recommender
-from evaluation.segments import bootstrap_ci
+from evaluation.stats import bootstrap_ci
 from evaluation.temporal import index_lists, load_temporal
 from training.train import train_two_tower
 

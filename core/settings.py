@@ -16,6 +16,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.workspace import Workspace
+
 ENV_PREFIX = "TASTEMAKER_"
 
 MAX_K = 100
@@ -60,20 +62,25 @@ class Settings(BaseSettings):
     )
 
     @property
+    def layout(self) -> Workspace:
+        """The workspace these settings name; every default path below comes from it."""
+        return Workspace(self.workspace)
+
+    @property
     def bundles_path(self) -> Path:
-        return self.bundle_dir or self.workspace / "bundles"
+        return self.bundle_dir or self.layout.bundles
 
     @property
     def slate_store_target(self) -> str:
-        return self.slate_store_url or str(self.workspace / "online" / "slates.sqlite")
+        return self.slate_store_url or str(self.layout.online_slates)
 
     @property
     def events_store_target(self) -> str:
-        return self.events_store_url or str(self.workspace / "raw")
+        return self.events_store_url or str(self.layout.raw)
 
     @property
     def online_store_target(self) -> str:
-        return self.online_store_url or str(self.workspace / "online" / "users.sqlite")
+        return self.online_store_url or str(self.layout.online_users)
 
     def child_env(self) -> dict[str, str]:
         """The ``TASTEMAKER_*`` variables from which a child process (a uvicorn worker) builds

@@ -115,3 +115,160 @@ class Workspace:
     def ensure(self) -> Workspace:
         self.root.mkdir(parents=True, exist_ok=True)
         return self
+
+    def run(self, run_id: str) -> RunDir:
+        """The run dir ``runs/<run_id>/`` (it may not exist yet)."""
+        return RunDir(self.runs / run_id)
+
+    def latest(self) -> RunDir:
+        """The run dir the last finished training job recorded (see :meth:`latest_run`)."""
+        return RunDir(self.latest_run())
+
+    @property
+    def world_manifest(self) -> Path:
+        """``raw/world.json``: the generated world's config and summary counts (no PII)."""
+        return self.raw / "world.json"
+
+    @property
+    def online_users(self) -> Path:
+        """The default online feature store (SQLite), when no store URL is configured."""
+        return self.online / "users.sqlite"
+
+    @property
+    def online_slates(self) -> Path:
+        """The default precomputed-slate store (SQLite), when no slate store URL is configured."""
+        return self.online / "slates.sqlite"
+
+    # the feature job's tables (``data.features.build``), named once in :class:`FeatureDir`
+    @property
+    def feature_dir(self) -> FeatureDir:
+        return FeatureDir(self.features)
+
+    @property
+    def examples(self) -> Path:
+        return self.feature_dir.examples
+
+    @property
+    def sequences(self) -> Path:
+        return self.feature_dir.sequences
+
+    @property
+    def eval_users(self) -> Path:
+        return self.feature_dir.eval_users
+
+    @property
+    def user_features(self) -> Path:
+        return self.feature_dir.user_features
+
+    @property
+    def artist_features(self) -> Path:
+        return self.feature_dir.artist_features
+
+    @property
+    def trending(self) -> Path:
+        return self.feature_dir.trending
+
+    @property
+    def features_meta(self) -> Path:
+        return self.feature_dir.meta
+
+
+@dataclass(frozen=True)
+class FeatureDir:
+    """The files of a feature folder (``features/``), named once."""
+
+    path: Path
+
+    @property
+    def examples(self) -> Path:
+        return self.path / "examples.parquet"
+
+    @property
+    def sequences(self) -> Path:
+        return self.path / "sequences.parquet"
+
+    @property
+    def eval_users(self) -> Path:
+        """Valid and test users frozen at their cutoffs (the temporal protocol)."""
+        return self.path / "eval.parquet"
+
+    @property
+    def user_features(self) -> Path:
+        return self.path / "user_features.parquet"
+
+    @property
+    def artist_features(self) -> Path:
+        return self.path / "artist_features.parquet"
+
+    @property
+    def trending(self) -> Path:
+        return self.path / "trending.parquet"
+
+    @property
+    def meta(self) -> Path:
+        return self.path / "meta.json"
+
+    def lineage_inputs(self) -> tuple[Path, ...]:
+        """What a training run's lineage checksums: every table it reads, and the summary."""
+        return (
+            self.examples,
+            self.sequences,
+            self.eval_users,
+            self.artist_features,
+            self.trending,
+            self.meta,
+        )
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The files inside one run (``runs/<run_id>/``), named once, as ``index.FILES`` names a
+    bundle's. Two-tower runs have ``config``, ``vocab`` and ``checkpoint``; baseline runs
+    ``config``, ``interactions`` and ``model``; both get ``metrics``, ``report`` and plots."""
+
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def vocab(self) -> Path:
+        return self.path / "vocab.json"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / "checkpoint.ckpt"
+
+    @property
+    def interactions(self) -> Path:
+        return self.path / "interactions.npz"
+
+    @property
+    def model(self) -> Path:
+        return self.path / "model.npz"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def lineage(self) -> Path:
+        return self.path / "lineage.json"
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report.md"
+
+    @property
+    def ranker(self) -> Path:
+        """The ranker fitted against this run's two-tower (``training.ranker``)."""
+        return self.path / "ranker"
+
+    def plot(self, name: str) -> Path:
+        """``<name>.png`` (``recall_at_k``, ``train_test_gap``, ``segments``)."""
+        return self.path / f"{name}.png"

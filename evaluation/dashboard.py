@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from core.atomic import write_json
-from core.workspace import Workspace
+from core.workspace import RunDir, Workspace
 
 log = logging.getLogger("tastemaker.evaluation")
 
@@ -64,7 +64,7 @@ def _evaluation(ws: Workspace) -> dict[str, Any] | None:
         run_dir = ws.latest_run()
     except FileNotFoundError:
         return None
-    path = run_dir / "metrics.json"
+    path = RunDir(run_dir).metrics
     if not path.is_file():
         return None
     ev = json.loads(path.read_text()).get("evaluation")

@@ -34,6 +34,7 @@ import pyarrow.dataset as ds
 from core.constants import DAY_MS
 from core.workspace import Workspace
 from evaluation.segments import collapse_rare
+from evaluation.stats import wilson
 
 log = logging.getLogger("tastemaker.evaluation")
 
@@ -55,18 +56,6 @@ class EngagementConfig:
     stream_min_ms: int = 30_000
     new_user_days: int = 30
     z: float = 1.96  # Wilson interval (95 %)
-
-
-def wilson(
-    successes: np.ndarray, trials: np.ndarray, z: float = 1.96
-) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval of ``successes / trials`` (vectorised; NaN where no trials)."""
-    n = np.asarray(trials, dtype=np.float64)
-    p = np.divide(successes, n, out=np.full(n.shape, np.nan), where=n > 0)
-    denom = 1 + z**2 / np.maximum(n, 1)
-    centre = (p + z**2 / (2 * np.maximum(n, 1))) / denom
-    half = z * np.sqrt(p * (1 - p) / np.maximum(n, 1) + z**2 / (4 * np.maximum(n, 1) ** 2)) / denom
-    return centre - half, centre + half
 
 
 def load_events(ws: Workspace) -> pd.DataFrame:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from core.atomic import write_json
-from core.workspace import Workspace
+from core.workspace import RunDir, Workspace
 from data.schemas import USER_SEGMENT_FIELDS
 from evaluation.metrics import DEFAULT_KS, catalogue_metrics, per_user_metrics
 from evaluation.registry import TWO_TOWER, is_run_model, load_run_scorer, make_recommender
@@ -177,7 +177,7 @@ def evaluate_temporal(
         result["train_sample"][name] = _summary(tr, "train")
         log.info("%s: %s/recall@20 = %.4f", name, split, summary.get(f"{split}/recall@20", 0.0))
     result["overfit_flags"] = overfit_flags(result, split)
-    _merge_metrics(run_dir / "metrics.json", result, split, models[0] if models else None)
+    _merge_metrics(RunDir(run_dir).metrics, result, split, models[0] if models else None)
     write_report(run_dir, result)
     return result
 

@@ -30,6 +30,7 @@ from data.schemas import USER_SEGMENT_FIELDS
 from evaluation.evaluate import _baseline_scorer, _rank_and_score, _run_scorer
 from evaluation.registry import is_run_model, make_recommender
 from evaluation.segments import collapse_rare
+from evaluation.stats import paired_bootstrap
 from evaluation.temporal import TemporalData, index_lists, load_temporal
 
 log = logging.getLogger("tastemaker.evaluation")
@@ -125,19 +126,6 @@ def per_user_metric(
     if metric not in per_user:
         raise ValueError(f"unknown gate metric {metric!r}; have {sorted(per_user)}")
     return np.asarray(per_user[metric], dtype=np.float64)
-
-
-def paired_bootstrap(diff: np.ndarray, n_boot: int, level: float, seed: int) -> tuple[float, float]:
-    """Percentile interval of the mean of ``diff`` (users resampled with replacement)."""
-    rng = np.random.default_rng(seed)
-    n = len(diff)
-    if n < 2:
-        return float(diff.mean()), float(diff.mean())
-    idx = rng.integers(0, n, size=(n_boot, n))  # (R, n)
-    means = diff[idx].mean(axis=1)  # (R,)
-    tail = (1.0 - level) / 2 * 100
-    lo, hi = np.percentile(means, [tail, 100 - tail])
-    return float(lo), float(hi)
 
 
 def decide(

@@ -38,6 +38,17 @@ def hits_matrix(topk: np.ndarray, targets: Sequence[np.ndarray]) -> np.ndarray:
     return (target_keys[pos] == query) & (topk >= 0)
 
 
+def discounts(k: int) -> np.ndarray:
+    """``(k,)`` the DCG discount of ranks 1..k: ``1 / log2(rank + 1)``."""
+    return 1.0 / np.log2(np.arange(2, k + 2))
+
+
+def ideal_dcg(n_relevant: np.ndarray, k: int) -> np.ndarray:
+    """IDCG@k of lists with ``n_relevant`` binary-relevant items each (0 where none)."""
+    ideal = np.concatenate([[0.0], np.cumsum(discounts(k))])  # ideal[n] = IDCG with n hits
+    return ideal[np.minimum(np.asarray(n_relevant, np.int64), k)]
+
+
 def per_user_metrics(
     topk: np.ndarray, targets: Sequence[np.ndarray], ks: Sequence[int] = DEFAULT_KS
 ) -> dict[str, np.ndarray]:
@@ -46,8 +57,7 @@ def per_user_metrics(
     hits = hits_matrix(topk, targets)  # (U, Kmax)
     has = n_targets > 0
     denom = np.where(has, n_targets, 1)
-    discounts = 1.0 / np.log2(np.arange(2, topk.shape[1] + 2))  # (Kmax,)
-    ideal = np.concatenate([[0.0], np.cumsum(discounts)])  # ideal[n] = IDCG with n hits
+    disc = discounts(topk.shape[1])  # (Kmax,)
     out: dict[str, np.ndarray] = {}
     for k in ks:
         if k > topk.shape[1]:
@@ -55,7 +65,7 @@ def per_user_metrics(
         h = hits[:, :k]
         n_hits = h.sum(axis=1)
         out[f"recall@{k}"] = n_hits / denom
-        out[f"ndcg@{k}"] = (h * discounts[:k]).sum(axis=1) / ideal[np.minimum(denom, k)]
+        out[f"ndcg@{k}"] = (h * disc[:k]).sum(axis=1) / ideal_dcg(denom, k)
         out[f"hitrate@{k}"] = (n_hits > 0).astype(np.float64)
     first = np.where(hits.any(axis=1), hits.argmax(axis=1) + 1, np.inf)
     out["mrr"] = 1.0 / first

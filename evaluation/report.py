@@ -15,6 +15,7 @@ matplotlib.use("Agg")  # files only, never a display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from core.atomic import write_bytes  # noqa: E402
+from core.workspace import RunDir  # noqa: E402
 
 START, END = "<!-- evaluation:start -->", "<!-- evaluation:end -->"
 HEADLINE = ("recall@10", "recall@20", "ndcg@20", "hitrate@20", "mrr", "coverage@20", "novelty@20")
@@ -149,13 +150,13 @@ def render_report(result: dict[str, Any]) -> str:
 
 
 def write_report(run_dir: Path, result: dict[str, Any]) -> Path:
-    run_dir = Path(run_dir)
-    plot_recall_curves(result, run_dir / "recall_at_k.png")
+    files = RunDir(Path(run_dir))
+    plot_recall_curves(result, files.plot("recall_at_k"))
     if result["train_sample"]:
-        plot_gap(result, run_dir / "train_test_gap.png")
+        plot_gap(result, files.plot("train_test_gap"))
     if result["segments"]:
-        plot_segments(result, run_dir / "segments.png")
-    path = run_dir / "report.md"
+        plot_segments(result, files.plot("segments"))
+    path = files.report
     section = f"{START}\n{render_report(result)}{END}\n"
     old = path.read_text() if path.is_file() else ""
     if START in old and END in old:  # re-evaluation replaces its own section only
@@ -171,7 +172,7 @@ def compare_runs(run_dirs: Sequence[Path], metrics: Sequence[str] = HEADLINE) ->
     head = "| run | model | " + " | ".join(metrics) + " |\n|---|---|" + "---|" * len(metrics)
     lines = [head]
     for run in run_dirs:
-        path = Path(run) / "metrics.json"
+        path = RunDir(Path(run)).metrics
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found; evaluate the run first")
         ev = json.loads(path.read_text()).get("evaluation")

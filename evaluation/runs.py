@@ -33,6 +33,7 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from core.atomic import write_bytes, write_json, write_table
+from core.workspace import RunDir
 from evaluation.metrics import DEFAULT_KS, catalogue_metrics, ranking_metrics
 from evaluation.registry import baseline_class, is_plugin, load_fitted_plugin
 from evaluation.report import write_report
@@ -99,7 +100,7 @@ def load_interactions(path: Path) -> Interactions:
 
 def load_fitted(run_dir: str | Path) -> tuple[Any, Interactions, dict[str, Any]]:
     run = Path(run_dir)
-    cfg_path = run / "config.json"
+    cfg_path = RunDir(run).config
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{cfg_path} not found; train with --interactions first")
     cfg = json.loads(cfg_path.read_text())
@@ -107,14 +108,14 @@ def load_fitted(run_dir: str | Path) -> tuple[Any, Interactions, dict[str, Any]]
         raise ValueError(
             f"{run} is not a bring-your-own-data run (config kind {cfg.get('kind')!r})"
         )
-    inter = load_interactions(run / "interactions.npz")
+    inter = load_interactions(RunDir(run).interactions)
     name = cfg.get("model_name", cfg.get("model"))
     cfg["model"] = name
     if is_plugin(name):
         model = load_fitted_plugin(name, run, inter)
     else:
         cls: Any = baseline_class(cfg["model"])  # a concrete baseline with its own cfg
-        with np.load(run / "model.npz", allow_pickle=False) as z:
+        with np.load(RunDir(run).model, allow_pickle=False) as z:
             state = {k: z[k] for k in z.files}
         model = cls(cls().cfg.__class__(**cfg["model_config"])).load_state(state, inter.binary())
     return model, inter, cfg
@@ -189,7 +190,7 @@ def evaluate_run(run_dir: str | Path, test_path: str | Path, k: int = 100) -> di
         "segments": {},
         "overfit_flags": {},
     }
-    path = run / "metrics.json"
+    path = RunDir(run).metrics
     existing = json.loads(path.read_text()) if path.is_file() else {}
     existing.update(result)
     existing["evaluation"] = summary

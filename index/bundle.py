@@ -8,7 +8,6 @@ never a mix, and a publisher killed midway leaves only a stray ``.tmp-*`` folder
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from core.atomic import write_bytes
+from core.lineage import sha256_file
 
 log = logging.getLogger("tastemaker.index")
 
@@ -49,7 +49,6 @@ FILES = BundleFiles()
 RANKER_FILE = "ranker.ubj"
 CURRENT = "CURRENT"
 DEFAULT_KEEP = 3
-_CHUNK = 1 << 20
 
 
 class CorruptBundleError(RuntimeError):
@@ -79,14 +78,6 @@ class Bundle:
                 f"bundle {self.path} has no {name!r}; its manifest lists: {', '.join(self.files)}"
             )
         return self.path / name
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -151,7 +142,7 @@ def publish_bundle(
                 shutil.copyfile(src, target)
             with open(target, "rb+") as f:
                 os.fsync(f.fileno())
-            checksums[name] = {"sha256": _sha256(target), "size": target.stat().st_size}
+            checksums[name] = {"sha256": sha256_file(target), "size": target.stat().st_size}
         full = {
             **manifest,
             "version": version,
@@ -249,7 +240,7 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
         if not file.is_file():
             raise CorruptBundleError(f"bundle file {file} is listed in the manifest but missing")
         expected = entry.get("sha256") if isinstance(entry, dict) else None
-        actual = _sha256(file)
+        actual = sha256_file(file)
         if actual != expected:
             raise CorruptBundleError(
                 f"bundle file {file} fails its checksum (manifest sha256 {expected}, "

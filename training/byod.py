@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from core.atomic import write_bytes, write_json
+from core.workspace import RunDir
 from evaluation.registry import TWO_TOWER, make_recommender
 from evaluation.runs import (
     interactions_from_table,
@@ -62,7 +63,7 @@ def train_interactions(
 
         tags = read_artist_tags(artist_meta_path) if artist_meta_path is not None else None
         rec = TwoTowerRecommender(config, tags).fit(inter)
-        save_interactions(out / "interactions.npz", inter)
+        save_interactions(RunDir(out).interactions, inter)
         timing = {
             "fit_seconds": round(rec.fit_seconds, 2),
             "fit_cpu_seconds": round(rec.fit_cpu_seconds, 2),
@@ -73,7 +74,7 @@ def train_interactions(
     if not isinstance(model, ScoringRecommender):
         raise ValueError(f"{model_name!r} cannot be persisted in a run dir")
     model.fit(inter)
-    save_interactions(out / "interactions.npz", inter)
-    write_bytes(out / "model.npz", npz_bytes(model.state()))
-    write_json(out / "config.json", {**common, "model": model_name, "model_config": model.config()})
+    save_interactions(RunDir(out).interactions, inter)
+    write_bytes(RunDir(out).model, npz_bytes(model.state()))
+    write_json(RunDir(out).config, {**common, "model": model_name, "model_config": model.config()})
     return out

@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from core.constants import N_SPECIAL, UNK_INDEX
+from core.workspace import FeatureDir
 from data.features.encoding import (
     UserInputs,
     encode_dense,
@@ -211,22 +212,20 @@ class LakeDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self._ready:
             return
-        d = self.features_dir
-        examples = _read(d / "examples.parquet", EXAMPLES)
+        d = FeatureDir(self.features_dir)
+        examples = _read(d.examples, EXAMPLES)
         examples = select_positives(examples, self.positives, self.repeat_weight)
         examples = examples.filter(pc.is_in(examples.column("split"), pa.array(self.train_splits)))
         if examples.num_rows == 0:
-            raise ValueError(
-                f"{d / 'examples.parquet'} has no rows with split in {self.train_splits}"
-            )
+            raise ValueError(f"{d.examples} has no rows with split in {self.train_splits}")
         if self.max_train_examples and examples.num_rows > self.max_train_examples:
             keep = np.random.default_rng(self.seed).choice(
                 examples.num_rows, self.max_train_examples, replace=False
             )
             examples = examples.take(np.sort(keep))
-        sequences = _read(d / "sequences.parquet", USER_SEQUENCES)
+        sequences = _read(d.sequences, USER_SEQUENCES)
         self.artist_features = _read(
-            d / "artist_features.parquet",
+            d.artist_features,
             pa.schema([ARTIST_FEATURES.field(n) for n in ("artist_id", "tags", "popularity")]),
         )
         self.vocabs = build_vocabs(self.artist_features, examples, self.segment_fields)
@@ -239,7 +238,7 @@ class LakeDataModule(pl.LightningDataModule):
             self.pairs = self._masked_pairs(examples)
             items = self.pairs.items.numpy()
             self.log_q = log_sampling_probability(items, len(self.vocabs.artists))
-        eval_users = _read(d / "eval.parquet", EVAL_USERS)
+        eval_users = _read(d.eval_users, EVAL_USERS)
         valid = eval_users.filter(pc.equal(eval_users.column("split"), "valid"))
         self.eval_set = EvalSet(
             inputs=encode_users(valid, self.vocabs, self.history_len, follows_len=self.follows_len),

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import torch
 
 from core.constants import N_SPECIAL
-from core.workspace import Workspace
+from core.workspace import RunDir, Workspace
 from data.features.vocab import FeatureVocabs, Vocab
 from data.schemas import ARTIST_FEATURES, TRENDING, USER_DENSE_FIELDS, conform
 from index.bundle import FILES, RANKER_FILE, publish_bundle
@@ -98,7 +98,7 @@ def export_user_tower(run: LoadedRun, path: Path) -> float:
 
 
 def _trending_json(ws: Workspace) -> dict:
-    path = ws.features / "trending.parquet"
+    path = ws.trending
     if not path.exists():
         raise FileNotFoundError(f"{path} not found; run `tastemaker features` first")
     table = pq.read_table(path, columns=TRENDING.names).sort_by(
@@ -170,16 +170,13 @@ def export_bundle(
     run = load_run(run_dir)
     n_new = 0
     if rebuild:
-        current = ws.features / "artist_features.parquet"
+        current = ws.artist_features
         if not current.exists():
             raise FileNotFoundError(f"{current} not found; run `tastemaker features` first")
         run, n_new = with_catalogue(run, pq.read_table(current, columns=["artist_id", "tags"]))
         log.info("rebuild: %d catalogue artists embedded from their tags alone", n_new)
-    metrics = (
-        json.loads((run_dir / "metrics.json").read_text())
-        if (run_dir / "metrics.json").exists()
-        else {}
-    )
+    metrics_path = RunDir(run_dir).metrics
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     with torch.no_grad():
         vectors = run.model.artist_tower.all_vectors().numpy().astype(np.float32)  # (A, d)
     ids = np.arange(N_SPECIAL, len(vectors), dtype=np.int64)  # FAISS id = vocab index; no specials
@@ -190,7 +187,7 @@ def export_bundle(
     if run.kind == "interactions":
         catalogue, trending = _interactions_catalogue(run, run_dir)
     else:
-        artist_features = ws.features / "artist_features.parquet"
+        artist_features = ws.artist_features
         if not artist_features.exists():
             raise FileNotFoundError(f"{artist_features} not found; run `tastemaker features` first")
         catalogue = pq.read_table(artist_features).select(ARTIST_FEATURES.names)
@@ -236,7 +233,7 @@ def export_bundle(
 def _user_vector_sample(ws: Workspace, run: LoadedRun, n: int = 1000) -> np.ndarray:
     """(Q, d) user vectors of up to ``n`` users of the features stage (the recall gate's
     queries; only needed for an approximate index)."""
-    users = pq.read_table(ws.features / "user_features.parquet")
+    users = pq.read_table(ws.user_features)
     sample = np.random.default_rng(0).permutation(users.num_rows)[:n]
     return TwoTowerScorer(run).user_vectors(users.take(sample))
 
@@ -246,7 +243,7 @@ def _interactions_catalogue(run: LoadedRun, run_dir: Path) -> tuple[pa.Table, di
     from the ``--artist-meta`` file when one was given, popularity from training) and its
     trending list the most popular artists."""
     ids = list(run.vocabs.artists.tokens[N_SPECIAL:])
-    meta_path = json.loads((run_dir / "config.json").read_text()).get("artist_meta")
+    meta_path = json.loads(RunDir(run_dir).config.read_text()).get("artist_meta")
     names: dict[str, str] = {}
     tags: dict[str, list[str]] = {}
     if meta_path and Path(meta_path).exists():

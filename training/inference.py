@@ -22,12 +22,11 @@ import torch
 
 from core.atomic import write_bytes, write_json
 from core.constants import N_SPECIAL
+from core.workspace import RunDir
 from data.features.encoding import encode_users
 from data.features.vocab import FeatureVocabs
 from models.two_tower import TwoTower, TwoTowerConfig
 from training.train_config import TrainConfig, config_from_json
-
-RUN_FILES = ("config.json", "vocab.json", "checkpoint.ckpt")
 
 
 @dataclass(frozen=True)
@@ -64,10 +63,11 @@ def save_run(
 ) -> None:
     """Write the three files every two-tower run has (atomically, checkpoint last-but-one)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_bytes(run_dir / "checkpoint.ckpt", checkpoint_bytes(model))
-    write_json(run_dir / "vocab.json", vocabs.to_json())
+    files = RunDir(run_dir)
+    write_bytes(files.checkpoint, checkpoint_bytes(model))
+    write_json(files.vocab, vocabs.to_json())
     write_json(
-        run_dir / "config.json",
+        files.config,
         {
             "kind": kind,
             "model_name": "two-tower",
@@ -83,18 +83,19 @@ def save_run(
 def load_run(run_dir: str | Path) -> LoadedRun:
     """Rebuild the towers from ``config.json`` + ``vocab.json`` and the checkpoint's weights."""
     run_dir = Path(run_dir)
-    for name in RUN_FILES:
-        if not (run_dir / name).exists():
-            raise FileNotFoundError(f"{run_dir / name} not found; is {run_dir} a two-tower run?")
-    cfg_json = json.loads((run_dir / "config.json").read_text())
+    files = RunDir(run_dir)
+    for path in (files.config, files.vocab, files.checkpoint):
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found; is {run_dir} a two-tower run?")
+    cfg_json = json.loads(files.config.read_text())
     if "train" not in cfg_json or "model" not in cfg_json:
         raise ValueError(
-            f"{run_dir / 'config.json'} has no 'train'/'model' configs (keys: "
+            f"{files.config} has no 'train'/'model' configs (keys: "
             f"{', '.join(cfg_json)}); was it written by an older version? retrain it"
         )
     config = model_config_from_json(cfg_json["model"])
-    vocabs = FeatureVocabs.from_json(json.loads((run_dir / "vocab.json").read_text()))
-    state = torch.load(run_dir / "checkpoint.ckpt", map_location="cpu", weights_only=True)
+    vocabs = FeatureVocabs.from_json(json.loads(files.vocab.read_text()))
+    state = torch.load(files.checkpoint, map_location="cpu", weights_only=True)
     weights = {
         k.removeprefix("model."): v
         for k, v in state["state_dict"].items()

@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import platform
-import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -23,7 +22,8 @@ import pytorch_lightning as pl
 import torch
 
 from core.atomic import write_bytes, write_json
-from core.workspace import Workspace
+from core.lineage import git_sha, sha256_file
+from core.workspace import FeatureDir, RunDir, Workspace
 from data.schemas import USER_SEGMENT_FIELDS
 from models.two_tower import TwoTower, TwoTowerConfig
 from training.datamodule import LakeDataModule
@@ -36,44 +36,15 @@ __all__ = ["TrainConfig", "train_two_tower"]
 
 log = logging.getLogger("tastemaker.training")
 USER_FEATURE_SETS = ("history", "segments", "full")  # what the user tower reads besides ids
-FEATURE_FILES = (
-    "examples.parquet",
-    "sequences.parquet",
-    "eval.parquet",
-    "artist_features.parquet",
-    "trending.parquet",
-    "meta.json",
-)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _git_sha() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
 
 
 def lineage(features_dir: Path) -> dict:
-    files = {n: _sha256(features_dir / n) for n in FEATURE_FILES if (features_dir / n).exists()}
+    inputs = FeatureDir(features_dir).lineage_inputs()
+    files = {p.name: sha256_file(p) for p in inputs if p.exists()}
     return {
         "features_dir": str(features_dir),
         "sha256": files,
-        "git_sha": _git_sha(),
+        "git_sha": git_sha(),
         "torch": torch.__version__,
         "pytorch_lightning": pl.__version__,
         "python": platform.python_version(),
@@ -194,8 +165,9 @@ def train_two_tower(
     trained[dm.train.artists] = True
     model.zero_untrained_ids(trained)
     save_run(run_dir, model, dm.vocabs, config, "lake", run_id=run_id)
+    files = RunDir(run_dir)
     write_json(
-        run_dir / "metrics.json",
+        files.metrics,
         {
             "validation": best,
             "history": module.val_history,
@@ -203,8 +175,8 @@ def train_two_tower(
             "warm_start": warm,
         },
     )
-    write_json(run_dir / "lineage.json", lineage(ws.features))
-    write_bytes(run_dir / "report.md", report.encode())
+    write_json(files.lineage, lineage(ws.features))
+    write_bytes(files.report, report.encode())
     ws.set_latest_run(run_dir)  # last: a run only becomes "the latest" once it is complete
     log.info("run %s: best %s = %.4f at epoch %d", run_id, MONITOR, best[MONITOR], best["epoch"])
     return run_dir

@@ -35,11 +35,9 @@ from world.emit import deliver, write_partitions
 from world.events import simulate
 from world.population import draw
 
-__all__ = ["WorldConfig", "generate_world", "CATALOG_FILE", "MANIFEST_FILE"]
+__all__ = ["WorldConfig", "generate_world", "CATALOG_FILE"]
 
 log = logging.getLogger("tastemaker.data")
-
-MANIFEST_FILE = "world.json"
 
 
 def generate_world(ws: Workspace, config: WorldConfig, accounts_url: str | None = None) -> dict:
@@ -76,7 +74,7 @@ def generate_world(ws: Workspace, config: WorldConfig, accounts_url: str | None 
         "partitions": len({p.parent.name for p in files}),
     }
     config_json = {k: str(v) if k == "start" else v for k, v in dataclasses.asdict(config).items()}
-    write_json(ws.raw / MANIFEST_FILE, {"config": config_json, "summary": summary})
+    write_json(ws.world_manifest, {"config": config_json, "summary": summary})
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     log.info(
         "world: %d events (%d lines) in %d files; simulated in %.1fs, total %.1fs",

@@ -113,14 +113,14 @@ def build_features(
         ev.n_artists,
         _iso(cut["test"]),
     )
-    out = ws.features
-    target = ws.online / "users.sqlite" if online is None else online
+    out = ws.feature_dir
+    target = ws.online_users if online is None else online
     # Parquet encoding and the online store's inserts release the GIL: one background thread
     # writes each finished table while the next one is computed (the tables are immutable).
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-write") as pool:
-        pending = [pool.submit(write_table, out / "sequences.parquet", build_sequences(ev))]
+        pending = [pool.submit(write_table, out.sequences, build_sequences(ev))]
         examples = build_examples(ev, config, cut["valid"], cut["test"])
-        pending.append(pool.submit(write_table, out / "examples.parquet", examples))
+        pending.append(pool.submit(write_table, out.examples, examples))
         counted = pc.value_counts(examples["split"]).to_pylist()  # Arrow: no str per row
         split_counts = {
             c["values"]: c["counts"] for c in sorted(counted, key=lambda c: c["values"])
@@ -129,16 +129,14 @@ def build_features(
         del examples
         valid = build_eval(ev, config, "valid", cut["valid"], cut["test"])
         test = build_eval(ev, config, "test", cut["test"], cut["end"])
-        pending.append(
-            pool.submit(write_table, out / "eval.parquet", pa.concat_tables([valid, test]))
-        )
+        pending.append(pool.submit(write_table, out.eval_users, pa.concat_tables([valid, test])))
         users = user_features_at(ev, None, cut["end"], config)
-        pending.append(pool.submit(write_table, out / "user_features.parquet", users))
+        pending.append(pool.submit(write_table, out.user_features, users))
         published = pool.submit(_publish, target, users)
         arts = artist_features(ev, cut["end"], config)
-        pending.append(pool.submit(write_table, out / "artist_features.parquet", arts))
+        pending.append(pool.submit(write_table, out.artist_features, arts))
         trend = trending(ev, cut["end"], config)
-        pending.append(pool.submit(write_table, out / "trending.parquet", trend))
+        pending.append(pool.submit(write_table, out.trending, trend))
         for job in pending:
             job.result()  # re-raises a failed write here
         n_published = published.result()
@@ -159,6 +157,6 @@ def build_features(
         "config": dataclasses.asdict(config),
         "seconds": round(time.perf_counter() - started, 2),
     }
-    write_json(out / "meta.json", summary)
-    log.info("features: wrote %s in %.1fs", out, summary["seconds"])
+    write_json(out.meta, summary)
+    log.info("features: wrote %s in %.1fs", out.path, summary["seconds"])
     return summary

@@ -8,27 +8,13 @@ built here too.
 from __future__ import annotations
 
 import dataclasses
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core.workspace import Workspace
+from core.lineage import git_sha
+from core.workspace import RunDir, Workspace
 from jobs.daily.config import CHALLENGER_MODEL, DailyConfig
-
-
-def _git_sha() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
 
 
 def _registry_url(ws: Workspace, config: DailyConfig) -> str:
@@ -84,7 +70,7 @@ def gate_and_publish(
             run_id=run_dir.name,
             model=CHALLENGER_MODEL,
             day=day,
-            git_sha=_git_sha(),
+            git_sha=git_sha(),
             config={
                 "train": dataclasses.asdict(config.train),
                 "features": dataclasses.asdict(config.features),
@@ -92,7 +78,7 @@ def gate_and_publish(
             data_snapshot=snapshot or {},
             metrics=evaluation["models"],
             segment_metrics=evaluation["segments"].get(CHALLENGER_MODEL, {}),
-            artefacts={"run_dir": str(run_dir), "report": str(run_dir / "report.md")},
+            artefacts={"run_dir": str(run_dir), "report": str(RunDir(run_dir).report)},
         )
         registry.register(record)
         ranked_wins = False
@@ -134,7 +120,7 @@ def gate_and_publish(
 
 def _ranker_record(base: Any, run_dir: Path, ranker: dict[str, Any]) -> Any:
     """The registry row of "``run_dir``'s two-tower re-ranked by its ranker"."""
-    from training.ranker import RANKED_MODEL, RANKER_DIR
+    from training.ranker import RANKED_MODEL, RANKER_REPORT
 
     t = ranker["temporal"]
     metrics = {
@@ -163,8 +149,8 @@ def _ranker_record(base: Any, run_dir: Path, ranker: dict[str, Any]) -> Any:
         segment_metrics=t["segments"]["two-tower+ranker"],
         artefacts={
             "run_dir": str(run_dir),
-            "report": str(run_dir / RANKER_DIR / "report.md"),
-            "ranker": str(run_dir / RANKER_DIR),
+            "report": str(RunDir(run_dir).ranker / RANKER_REPORT),
+            "ranker": str(RunDir(run_dir).ranker),
         },
     )
 
@@ -172,7 +158,8 @@ def _ranker_record(base: Any, run_dir: Path, ranker: dict[str, Any]) -> Any:
 def contender(ws: Workspace, config: DailyConfig, label: str, model: str, run_dir: Path) -> Any:
     """A gate contender; "two-tower+ranker" is scored by re-ranking its run's two-tower."""
     from evaluation.gate import Contender
-    from training.ranker import RANKED_MODEL, ranked_per_user
+    from jobs.ranker import ranked_per_user
+    from training.ranker import RANKED_MODEL
 
     if model != RANKED_MODEL:
         return Contender(label, model, run_dir)

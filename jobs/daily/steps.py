@@ -123,7 +123,8 @@ def run_day(
 def _fit_ranker(ws: Workspace, run_dir: Path, config: DailyConfig) -> dict[str, Any]:
     """Fit the ranker against ``run_dir`` (a no-refit two-tower) and gate "retrieval + ranker"
     against "retrieval alone" with the daily gate's rules; the job's record."""
-    from training.ranker import RankerJobConfig, train_ranker
+    from jobs.ranker import train_ranker
+    from training.ranker import RankerJobConfig
 
     job = RankerJobConfig(n_boot=config.gate.n_boot, gate=config.gate)
     return dict(train_ranker(ws, run_dir, job, config.features))

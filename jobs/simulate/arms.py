@@ -22,7 +22,7 @@ log = logging.getLogger("tastemaker.simulate")
 
 
 def world_config(ws: Workspace) -> WorldConfig:
-    path = ws.raw / "world.json"
+    path = ws.world_manifest
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; run `tastemaker world` (or `demo`) first")
     cfg = dict(json.loads(path.read_text())["config"])

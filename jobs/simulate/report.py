@@ -4,38 +4,12 @@ the first arm with its interval and the listeners per arm a test would need, wri
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 from core.atomic import write_json
 from core.workspace import Workspace
-
-Z95, Z80 = 1.959964, 0.841621
-
-
-def wilson(successes: float, trials: float) -> tuple[float, float]:
-    if trials <= 0:
-        return float("nan"), float("nan")
-    p = successes / trials
-    denom = 1 + Z95**2 / trials
-    centre = (p + Z95**2 / (2 * trials)) / denom
-    half = Z95 * math.sqrt(p * (1 - p) / trials + Z95**2 / (4 * trials**2)) / denom
-    return centre - half, centre + half
-
-
-def diff_interval(s1: float, n1: float, s2: float, n2: float) -> tuple[float, float, float]:
-    """(p2 - p1, lower, upper): the normal-approximation 95 % interval of a difference."""
-    p1, p2 = s1 / n1, s2 / n2
-    se = math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
-    return p2 - p1, p2 - p1 - Z95 * se, p2 - p1 + Z95 * se
-
-
-def needed_per_arm(p1: float, p2: float) -> float:
-    """Trials per arm to detect ``p1`` vs ``p2`` (two-sided 5 %, power 80 %)."""
-    if p1 == p2:
-        return float("inf")
-    return (Z95 + Z80) ** 2 * (p1 * (1 - p1) + p2 * (1 - p2)) / (p1 - p2) ** 2
+from evaluation.stats import Z95, diff_interval, needed_per_arm, wilson
 
 
 def write_report(
@@ -61,7 +35,7 @@ def write_report(
         for name, (s, n, scale) in metrics.items():
             if r[s] is None or not r[n]:
                 continue
-            lo, hi = wilson(r[s], r[n])
+            lo, hi = wilson(r[s], r[n], Z95)
             row[name] = [scale * r[s] / r[n], scale * lo, scale * hi]
             if policy != policies[0] and base[s] is not None and base[n]:
                 d, dlo, dhi = diff_interval(base[s], base[n], r[s], r[n])

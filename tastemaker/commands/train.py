@@ -148,15 +148,18 @@ def _train(args: argparse.Namespace) -> int:
     from training.train import train_two_tower
 
     run_dir = train_two_tower(args.ws, config, init_from=args.init_from)
-    metrics = json.loads((run_dir / "metrics.json").read_text())["validation"]
+    from core.workspace import RunDir
+
+    metrics = json.loads(RunDir(run_dir).metrics.read_text())["validation"]
     print(f"run {run_dir}")
     print(f"val/recall@20 {metrics['val/recall@20']:.4f}  val/ndcg@20 {metrics['val/ndcg@20']:.4f}")
     return 0
 
 
 def _train_ranker(args: argparse.Namespace) -> int:
+    from jobs.ranker import train_ranker
     from models.ranker import RankerConfig
-    from training.ranker import RANKER_DIR, RankerJobConfig, train_ranker
+    from training.ranker import RANKER_DIR, RankerJobConfig
 
     model_kw = {
         field: value

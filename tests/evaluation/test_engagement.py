@@ -10,7 +10,8 @@ import pytest
 from core.atomic import write_table
 from core.workspace import Workspace
 from data.schemas import LAKE_EVENTS, USERS
-from evaluation.engagement import engagement_table, wilson
+from evaluation.engagement import engagement_table
+from evaluation.stats import wilson
 
 T0 = datetime(2024, 3, 1, 12, tzinfo=timezone.utc)
 

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from evaluation.alarm import AlarmConfig, check
-from evaluation.gate import GateConfig, decide, paired_bootstrap
+from evaluation.gate import GateConfig, decide
 from evaluation.model_registry import ModelRecord, RegistryError, open_registry
+from evaluation.stats import paired_bootstrap
 
 CFG = GateConfig(n_boot=500, segment_min_users=50, segment_max_drop=0.05)
 

@@ -10,7 +10,8 @@ import scipy.sparse as sp
 
 from evaluation.metrics import catalogue_metrics, hits_matrix, per_user_metrics, ranking_metrics
 from evaluation.protocols import random_holdout
-from evaluation.segments import bootstrap_ci, segment_metrics
+from evaluation.segments import segment_metrics
+from evaluation.stats import bootstrap_ci
 from models.base import Interactions
 
 

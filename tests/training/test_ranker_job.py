@@ -1,5 +1,5 @@
-"""The ranking stage's job (training.ranker) on the tiny pipeline's lake: point in time,
-refusal of an in-sample retrieval model, and the whole path to a served bundle."""
+"""The ranking stage (training.ranker, evaluation.ranking, jobs.ranker) on the tiny pipeline's
+lake: point in time, refusal of an in-sample retrieval model, and the path to a served bundle."""
 
 from __future__ import annotations
 
@@ -13,16 +13,10 @@ import pytest
 from core.constants import DAY_MS
 from core.workspace import Workspace
 from data.features.build import FeatureConfig, cutoffs, load_event_log
+from evaluation.ranking import context_at, slate_metrics
+from jobs.ranker import train_ranker
 from training.inference import load_scorer
-from training.ranker import (
-    RANKER_DIR,
-    RankerJobConfig,
-    build_slates,
-    context_at,
-    read_labelled,
-    slate_metrics,
-    train_ranker,
-)
+from training.ranker import RANKER_DIR, RankerJobConfig, build_slates, read_labelled
 
 
 def _slate_days(labelled, lo: int, hi: int) -> list[int]:
