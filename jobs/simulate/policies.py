@@ -6,7 +6,7 @@ Policies (``--policy NAME``, two or more):
   ranker when it carries one) and the online feature store, through
   :func:`serving.recommender.recommend_from_row`;
 * ``retrieval`` — the same bundle with its ranker switched off (two-tower order);
-* ``model+ranker`` — the same bundle, which must carry a ranker (``tastemaker train-ranker``,
+* ``model+ranker`` — the same bundle, which must carry a ranker (``tastemaker train ranker``,
   then ``tastemaker export``): the ranking stage against ``retrieval`` on the same listeners;
 * ``popular``, ``ease``, ``itemknn``, ``als`` — the baselines of :mod:`evaluation.registry`
   fitted on every positive of the lake (``features/examples.parquet``);
@@ -84,7 +84,7 @@ def _model_lists(
     if policy == "model+ranker" and model.ranker is None:
         raise ValueError(
             f"policy model+ranker: bundle {model.version} carries no ranker; run "
-            "`tastemaker train-ranker` and `tastemaker export` first"
+            "`tastemaker train ranker` and `tastemaker export` first"
         )
     if policy == "retrieval":
         model = dataclasses.replace(model, ranker=None)
