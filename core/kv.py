@@ -213,7 +213,11 @@ class RedisKV:
 
     def replace_all(self, pairs: Iterable[Pair]) -> int:
         version = int(self._r.incr(f"{self.ns}:seq"))  # type: ignore[arg-type]
-        n = self._fill(self._hash(version), pairs)
+        try:
+            n = self._fill(self._hash(version), pairs)
+        except BaseException:
+            self._r.unlink(self._hash(version))  # never switched to: readers saw none of it
+            raise
         old = self._r.set(self._current, version, get=True)  # the atomic switch
         stale = [self._hash(old)] if old is not None else []  # type: ignore[arg-type]
         if self.legacy:

@@ -73,7 +73,7 @@ def explain(model: ServingModel, history_idx: np.ndarray, picked: np.ndarray) ->
     if not len(kept):
         return [NO_REASON] * len(picked)
     sims = model.artist_vectors[picked] @ model.artist_vectors[kept].T  # (n, h')
-    return [int(b) for b in kept[sims.argmax(axis=1)].tolist()]
+    return kept[sims.argmax(axis=1)].tolist()  # type: ignore[no-any-return]
 
 
 def _recent_history(model: ServingModel, row: Mapping[str, Any], encoded: np.ndarray) -> np.ndarray:
