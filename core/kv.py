@@ -9,7 +9,7 @@ only keeps snapshots of blobs:
 * :meth:`KV.replace_all`: make the given pairs the whole content, **atomically** (a reader
   sees the old snapshot or the new one, never a mix);
 * :meth:`KV.sample`: one stored blob read fresh, for health probes (None when empty);
-* :meth:`KV.drop` (delete everything of this namespace), :meth:`KV.close`.
+* ``len()``, :meth:`KV.drop` (delete everything of this namespace), :meth:`KV.close`.
 
 Layouts (kept as they were, so existing workspaces and deployments read on):
 
@@ -28,7 +28,6 @@ Targets: ``redis://…``, ``rediss://…``, ``unix://…`` (query ``prefix=`` se
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 from collections.abc import Iterable, Iterator
 from itertools import islice
@@ -38,7 +37,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from core.urls import redact_url
 
-log = logging.getLogger("tastemaker.kv")
 BATCH = 5_000  # pairs per write batch (SQLite executemany, Redis pipeline)
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
@@ -70,6 +68,7 @@ class KV(Protocol):
     def put_many(self, pairs: Iterable[Pair]) -> int: ...
     def replace_all(self, pairs: Iterable[Pair]) -> int: ...
     def sample(self, timeout_s: float = 1.0) -> bytes | None: ...
+    def __len__(self) -> int: ...
     def drop(self) -> None: ...
     def close(self) -> None: ...
 
@@ -248,6 +247,11 @@ class RedisKV:
             return None
         hit = self._r.hrandfield(name, 1, withvalues=True)
         return hit[1] if hit else None  # type: ignore[index,return-value]
+
+    def __len__(self) -> int:
+        version = self._r.get(self._current)
+        name = self._hash(version) if version is not None else self.legacy  # type: ignore[arg-type]
+        return int(self._r.hlen(name)) if name else 0  # type: ignore[arg-type]
 
     def drop(self) -> None:
         """Delete every key of this namespace (tests, decommissioning)."""

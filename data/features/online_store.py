@@ -168,7 +168,7 @@ class OnlineStore:
         return _row(self.kv.sample(timeout_s))
 
     def __len__(self) -> int:
-        return len(self.kv)  # type: ignore[arg-type]
+        return len(self.kv)
 
     def drop(self) -> None:
         """Delete every row (tests, decommissioning)."""

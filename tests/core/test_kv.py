@@ -42,7 +42,7 @@ def test_get_put_and_overwrite(pair):
     assert reader.get("a") is None and reader.get_many(["a", "b"]) == [None, None]
     assert reader.get_many([]) == []
     assert writer.put_many([("a", b"\x00\xff1"), ("b", '{"v": "é"}')]) == 2
-    assert reader.get("a") == b"\x00\xff1"  # bytes in, bytes out
+    assert len(reader) == 2 and reader.get("a") == b"\x00\xff1"  # bytes in, bytes out
     assert reader.get("b") == '{"v": "é"}'.encode()  # text comes back as its UTF-8 bytes
     writer.put_many([("a", b"2")])
     assert reader.get_many(["a", "b", "zz"]) == [b"2", '{"v": "é"}'.encode(), None]
@@ -62,7 +62,7 @@ def test_replace_all_is_atomic_for_readers(pair):
 
     assert writer.replace_all(new_pairs()) == 5
     assert seen_midway == [b"old"] * 5  # the old snapshot, whole
-    assert reader.get_many(["u0", "u4", "u9"]) == [b"new", None, b"new"]
+    assert reader.get_many(["u0", "u4", "u9"]) == [b"new", None, b"new"] and len(reader) == 5
     writer.put_many([("u0", b"put")])  # put_many writes into the current snapshot
     assert reader.get_many(["u0", "u1"]) == [b"put", b"new"]
 
@@ -71,7 +71,7 @@ def test_replace_all_with_nothing_empties_the_store(pair):
     writer, reader = pair
     writer.replace_all([("a", b"1")])
     assert writer.replace_all([]) == 0
-    assert reader.get("a") is None and reader.sample() is None
+    assert reader.get("a") is None and reader.sample() is None and len(reader) == 0
 
 
 def test_sample_reads_one_stored_value_or_none(pair):
