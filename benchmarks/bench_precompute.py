@@ -50,8 +50,9 @@ def _users(n: int, artists: list[str], rng: np.random.Generator) -> pa.Table:
 
 def main(quick: bool = False) -> str:
     os.environ.setdefault("TASTEMAKER_DEMO", "1")
+    from serving.precompute import score_table
     from serving.reload import ModelHolder
-    from serving.slates import open_slate_store, score_table, slate_blobs
+    from serving.slates import open_slate_store, slate_blobs
     from tests.fixtures.synthetic_bundle import SyntheticSpec, artist_ids, publish_synthetic
 
     n = 20_000 if quick else 200_000

@@ -152,8 +152,9 @@ def prepare(root: Path, n_users: int) -> tuple:
     request paths (a text file and a wrk script) and the server environment."""
     from data.features.online_store import open_online_store, table_from_rows
     from data.pii import pseudonym_key
+    from serving.precompute import score_table
     from serving.reload import ModelHolder
-    from serving.slates import open_slate_store, score_table, slate_blobs
+    from serving.slates import open_slate_store, slate_blobs
     from tests.fixtures.synthetic_bundle import SyntheticSpec, artist_ids, publish_synthetic
 
     rng = np.random.default_rng(0)

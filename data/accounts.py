@@ -13,18 +13,18 @@ only ``data.schemas.USERS`` columns (pseudonymous key, age group, gender, geogra
 from __future__ import annotations
 
 import logging
-import re
 import sqlite3
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import numpy as np
 import pyarrow as pa
 
 from core.atomic import write_table
+from core.urls import redact_url
 from core.workspace import Workspace
 from data import geo
 from data.pii import age_group, age_on, normalise_gender, pseudonym_key, pseudonymise
@@ -61,18 +61,6 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     ),
     (2, "CREATE INDEX accounts_deleted_at ON accounts (deleted_at)"),
 )
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (safe for logs and error messages)."""
-    parts = urlsplit(url)
-    if parts.password is None and "password=" not in parts.query:
-        return url
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
-    query = re.sub(r"(password=)[^&]*", r"\1***", parts.query)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def _to_utc(value: Any) -> datetime | None:

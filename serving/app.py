@@ -7,15 +7,15 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from core.kv import is_redis, sqlite_path
 from core.settings import Settings
+from data.features.online_store import OnlineStore
 from data.pii import pseudonym_key
 from serving.events import EventSink
-from serving.features import OnlineStore
 from serving.recommender import Recommender
 from serving.reload import ModelHolder, Watcher
 from serving.routes import HotPath, router
@@ -35,7 +35,7 @@ GIL_SWITCH_S = 0.0002
 
 def _slates(settings: Settings) -> SlateStore | None:
     target = settings.slate_store_target
-    if not target.startswith(("redis://", "rediss://", "unix://")) and not Path(target).is_file():
+    if not is_redis(target) and not sqlite_path(target).is_file():
         log.info("no precomputed slates at %s: every request is computed in real time", target)
         return None
     return open_slate_store(target, timeout_s=settings.store_timeout_ms / 1000.0)

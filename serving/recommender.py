@@ -1,9 +1,10 @@
 """The recommender core: account id -> ranked, filtered, explained artists.
 
-user_id -> user_key (HMAC, data.pii) -> online features -> ONNX user vector -> FAISS top
-(k + excluded) -> drop followed / seen / pad / unk -> [when the bundle carries a ranker: the
-top ``ranker.candidates`` re-ordered by it, ``serving.ranker``] -> backfill from trending (the
-user's segment first, then global) -> explain. Users without an online row, or with no history yet,
+user_id -> user_key (HMAC, data.pii) -> online features -> the pipeline (``serving.pipeline``:
+ONNX user vector -> FAISS top (k + excluded) -> drop followed / seen / pad / unk -> [when the
+bundle carries a ranker: the top ``ranker.candidates`` re-ordered by it, ``serving.ranker``]
+-> explain) -> names and reasons -> backfill from trending (the user's segment first, then
+global). Users without an online row, or with no history yet,
 get trending for their segment when known, else global trending. A user with a fresh slate
 precomputed for the served bundle (``serving.slates``) is answered from it with one lookup.
 """
@@ -14,27 +15,23 @@ import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
-
-import numpy as np
+from typing import Any, Literal
 
 from core.constants import UNK_INDEX
+from data.features.online_store import OnlineStore
 from data.pii import pseudonymise
-from serving.features import OnlineStore
 from serving.metrics import STORE_ERRORS
 from serving.model import ServingModel
+from serving.pipeline import exclusions, score_rows
 from serving.reload import ModelHolder
+from serving.slates import Slate, SlateStore
 from serving.store import GuardedStore
-
-if TYPE_CHECKING:
-    from serving.slates import Slate, SlateStore
 
 log = logging.getLogger("tastemaker.serving")
 
 # Segments whose trending list is a meaningful cold-start answer, most specific first. Gender is
 # deliberately absent: "trending among women" is not a reason we want to show anyone.
 SEGMENT_PRIORITY = ("country", "age_group", "activity_level", "tenure_bucket")
-EXPLAIN_HISTORY = 20  # explanations look at this many most recent history artists
 UNKNOWN_VALUES = frozenset({"", "unknown", "<unk>"})
 
 
@@ -112,70 +109,24 @@ def reason_for(model: ServingModel, because: int) -> str:
     return "picked for your taste profile"
 
 
-def explain(model: ServingModel, history_idx: np.ndarray, ids: np.ndarray) -> list[str]:
-    """ "because you listen to X" with X the recent history artist closest to each pick.
-
-    ``history_idx`` (h,): vocab indices of the most recent history artists (the encoder's
-    ``history`` row, so no artist id is looked up twice); pad and unknown ones are skipped."""
-    kept = history_idx[history_idx > UNK_INDEX]  # (h',)
-    if not len(kept):
-        return [reason_for(model, UNK_INDEX)] * len(ids)
-    sims = model.artist_vectors[ids] @ model.artist_vectors[kept].T  # (n, h')
-    return [reason_for(model, b) for b in kept[sims.argmax(axis=1)].tolist()]
-
-
-def rerank(
-    model: ServingModel, row: Mapping[str, Any], keep: list[tuple[int, float]]
-) -> list[tuple[int, float]]:
-    """Retrieval candidates (vocab index, score), best first, re-ordered by the bundle's ranker
-    (with its scores); unchanged when the bundle has none."""
-    if model.ranker is None or not keep:
-        return keep
-    idx = np.array([i for i, _ in keep], dtype=np.int64)  # (n,) vocab indices
-    retrieval = np.array([s for _, s in keep], dtype=np.float32)  # (n,)
-    order, scores = model.ranker.rerank(row, idx, retrieval)
-    return [(keep[j][0], float(scores[j])) for j in order]
-
-
 def recommend_from_row(model: ServingModel, row: Mapping[str, Any], k: int) -> RecommendationList:
-    """Model recommendations for one online feature row (or trending when it has no history)."""
-    history = row.get("history") or []
-    exclude = set(row.get("followed") or []) | set(row.get("seen") or [])
+    """Model recommendations for one online feature row (or trending when it has no history):
+    the pipeline (:func:`serving.pipeline.score_rows`) for one row, named, explained and
+    backfilled from trending."""
     segments = segment_keys(row)
     chosen: list[Recommendation] = []
-    if not history:
-        fill_from_trending(model, chosen, k, segments, exclude, "trending")
+    picks = score_rows(model, [row], k)[0]
+    if picks is None:  # no history yet
+        fill_from_trending(model, chosen, k, segments, exclusions(row), "trending")
         return RecommendationList(tuple(chosen), "trending", model.version)
-
-    enc = model.encoder
-    feed = enc.encode([row])  # what model.user_vectors runs; its history row is reused below
-    user_vec = model.session.run(None, feed)[0]  # (1, d)
-    depth = max(k, model.ranker.candidates) if model.ranker is not None else k
-    # Excluded artists are matched by id, not mapped to vocab indices first (120 lookups in
-    # the artist vocabulary cost more than the search's own bookkeeping); len(exclude) bounds
-    # the indexed ones among them. +2: pad and unk may be indexed.
-    fetch = min(model.index.ntotal, depth + len(exclude) + 2)
-    ids, scores = model.index.search(user_vec, max(fetch, 1))  # (1, fetch), (1, fetch)
-    tokens = enc.artist_tokens
-    keep = [
-        (i, s)
-        for i, s in zip(ids[0].tolist(), scores[0].tolist(), strict=True)
-        if i > UNK_INDEX and tokens[i] not in exclude
-    ]
-    keep = rerank(model, row, keep[:depth])[:k]
-    if keep:
-        picked = np.array([i for i, _ in keep], dtype=np.int64)  # (n,)
-        if enc.history_len >= EXPLAIN_HISTORY:
-            history_idx = feed["history"][0, :EXPLAIN_HISTORY]  # (h,)
-        else:  # the tower saw fewer than the explanations look at
-            history_idx = np.array([enc.artist_index(a) for a in history[:EXPLAIN_HISTORY]])
-        reasons = explain(model, history_idx, picked)
-        names = model.names
-        for (i, s), reason in zip(keep, reasons, strict=True):
-            artist = tokens[i]
-            chosen.append(Recommendation(artist, names.get(artist, artist), s, "model", reason))
+    tokens, names = model.encoder.artist_tokens, model.names
+    for i, s, b in zip(picks.ids, picks.scores, picks.because, strict=True):
+        artist = tokens[i]
+        chosen.append(
+            Recommendation(artist, names.get(artist, artist), s, "model", reason_for(model, b))
+        )
     if len(chosen) < k:
-        fill_from_trending(model, chosen, k, segments, exclude, "backfill")
+        fill_from_trending(model, chosen, k, segments, exclusions(row), "backfill")
     return RecommendationList(tuple(chosen), "model", model.version)
 
 
@@ -204,7 +155,7 @@ class Recommender:
     def __init__(
         self,
         holder: ModelHolder,
-        store: GuardedStore | OnlineStore,
+        store: GuardedStore[dict[str, Any]] | OnlineStore,
         key: bytes,
         slates: SlateStore | None = None,
         slate_max_age_s: float = 36 * 3600.0,

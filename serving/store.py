@@ -1,7 +1,8 @@
 """The online store as the service sees it: bounded in time, honest about its health.
 
-* Opening: a SQLite store file must exist (a missing file is a deployment error, not an empty
-  database created on the spot); a Redis store gets socket and connect timeouts.
+* Opening (:func:`open_serving_store`, over :mod:`core.kv`): a SQLite store file must exist (a
+  missing file is a deployment error, not an empty database created on the spot); a Redis store
+  gets socket and connect timeouts; messages show URLs with credentials redacted.
 * Every lookup is bounded (Redis: ``store_timeout_ms``; SQLite is a local file read). A failing
   call is counted, the request degrades to trending, and the store is skipped for
   ``store_cooldown_s`` so that a hung Redis costs one timeout per cool-down, not one per request.
@@ -15,58 +16,45 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Generic, TypeVar
 
-from data.features.online_store import RedisOnlineStore, SqliteOnlineStore
-from serving.features import OnlineStore
+from core.kv import Reader, sqlite_path
+from core.urls import redact_url
+from data.features.online_store import OnlineStore, open_online_store
 from serving.metrics import STORE_ERRORS
 from serving.periodic import Periodic
 
 log = logging.getLogger("tastemaker.serving")
-DEFAULT_PREFIX = "tastemaker:users"
+T = TypeVar("T")
 
 
 class StoreUnavailableError(RuntimeError):
     """The online store cannot be opened (missing file, unreachable server)."""
 
 
-def _redis_parts(url: str, timeout_s: float) -> tuple[str, str]:
-    """``redis://h:p/db?prefix=P`` -> (URL with socket timeouts, prefix)."""
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    prefix = query.pop("prefix", DEFAULT_PREFIX)
-    query.setdefault("socket_timeout", str(timeout_s))
-    query.setdefault("socket_connect_timeout", str(timeout_s))
-    return urlunsplit(parts._replace(query=urlencode(query))), prefix
-
-
 def open_serving_store(target: str, timeout_ms: float) -> OnlineStore:
     """Open the configured online store for serving; raise if it is not there."""
-    timeout_s = timeout_ms / 1000.0
-    if target.startswith(("redis://", "rediss://", "unix://")):
-        url, prefix = _redis_parts(target, timeout_s)
-        try:
-            return RedisOnlineStore(url, prefix=prefix)
-        except Exception as exc:  # ConnectionError, TimeoutError: both mean "not there"
-            raise StoreUnavailableError(f"online store at {target}: {exc}") from exc
-    path = Path(target[len("sqlite:///") :] if target.startswith("sqlite:///") else target)
-    if not path.is_file():
-        raise StoreUnavailableError(
-            f"online store file {path} does not exist; run `tastemaker features` to publish "
-            "user features, or point --online-store / TASTEMAKER_ONLINE_STORE_URL at the store"
-        )
     try:
-        return SqliteOnlineStore(path)
+        return open_online_store(target, timeout_s=timeout_ms / 1000.0, create=False)
+    except FileNotFoundError:
+        raise StoreUnavailableError(
+            f"online store file {sqlite_path(target)} does not exist; run `tastemaker features` "
+            "to publish user features, or point --online-store / TASTEMAKER_ONLINE_STORE_URL "
+            "at the store"
+        ) from None
     except sqlite3.Error as exc:
-        raise StoreUnavailableError(f"online store file {path} is unusable: {exc}") from exc
+        raise StoreUnavailableError(
+            f"online store file {sqlite_path(target)} is unusable: {exc}"
+        ) from exc
+    except Exception as exc:  # ConnectionError, TimeoutError: both mean "not there"
+        raise StoreUnavailableError(f"online store at {redact_url(target)}: {exc}") from exc
 
 
-class GuardedStore:
-    """Wraps an online store with a cool-down after failures and a cached health verdict."""
+class GuardedStore(Generic[T]):
+    """Wraps a store (online rows or slates: any :class:`core.kv.Reader`) with a cool-down
+    after failures and a cached health verdict."""
 
-    def __init__(self, store: OnlineStore, timeout_ms: float, cooldown_s: float) -> None:
+    def __init__(self, store: Reader[T], timeout_ms: float, cooldown_s: float) -> None:
         self.store = store
         self.timeout_s = timeout_ms / 1000.0
         self.cooldown_s = cooldown_s
@@ -74,7 +62,7 @@ class GuardedStore:
         self.healthy = True  # the last probe's verdict (optimistic until the first probe)
         self.reason = ""
 
-    def get(self, user_key: str) -> tuple[dict[str, Any] | None, bool]:
+    def get(self, user_key: str) -> tuple[T | None, bool]:
         """(row or None, ok). ``ok`` is False when the store failed or is cooling down."""
         if time.monotonic() < self._down_until:
             STORE_ERRORS.labels(kind="skipped").inc()

@@ -4,43 +4,35 @@ A row is a plain dict with the ``USER_FEATURES`` column names: lists as lists, f
 floats (float32 values, exact after a JSON round trip), ``as_of`` as **epoch milliseconds**
 (int). :func:`rows_from_table` and :func:`table_from_rows` convert between a table and rows
 losslessly, so the row served online equals the offline one bit for bit. Each row is stored as
-one JSON blob (orjson) under its ``user_key``.
+one JSON blob (orjson) under its ``user_key``, in a :mod:`core.kv` store (the one key-value
+layer, shared with the precomputed slates):
 
-* :class:`SqliteOnlineStore` (default ``workspace/online/users.sqlite``): WAL mode, one
-  primary-key lookup per ``get``; :meth:`replace_all` swaps the whole snapshot in one
-  transaction, so readers see the old or the new snapshot, never a mix.
-* :class:`RedisOnlineStore`: one hash per snapshot version (``<prefix>:v<n>``); ``replace_all``
-  fills a new version with pipelined ``HSET`` and then switches ``<prefix>:current`` in one
-  ``SET``; ``get`` is a single server-side script (read version, ``HGET``), one round trip.
+* SQLite (default ``workspace/online/users.sqlite``): table ``user_features (user_key, row)``;
+* Redis (``redis://host:port/db?prefix=P``, default ``tastemaker:users``): one hash per
+  snapshot version, ``P:v<n>``, switched atomically by ``P:current``.
+
+:class:`OnlineStore` is that encoding: ``replace_all`` swaps the whole snapshot atomically
+(readers see the old or the new snapshot, never a mix); :func:`publish_table` is its fast,
+column-wise form for a ``USER_FEATURES`` table.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Iterable, Iterator
-from itertools import islice
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.kv import KV, open_kv
 from data.schemas import USER_FEATURES
 
 log = logging.getLogger("tastemaker.data")
-_BATCH = 5_000
-
-
-class OnlineStore(Protocol):
-    def put_many(self, rows: Iterable[dict[str, Any]]) -> int: ...
-    def replace_all(self, rows: Iterable[dict[str, Any]]) -> int: ...
-    def replace_pairs(self, pairs: Iterable[tuple[str, str | bytes]]) -> int: ...
-    def get(self, user_key: str) -> dict[str, Any] | None: ...
-    def get_many(self, user_keys: Iterable[str]) -> list[dict[str, Any] | None]: ...
-    def sample(self, timeout_s: float = 1.0) -> dict[str, Any] | None: ...
-    def close(self) -> None: ...
+_BATCH = 5_000  # rows per Arrow batch when decoding a table
+DEFAULT_PREFIX = "tastemaker:users"
 
 
 def rows_from_table(table: pa.Table) -> Iterator[dict[str, Any]]:
@@ -130,184 +122,79 @@ def publish_table(store: OnlineStore, table: pa.Table) -> int:
     return store.replace_pairs(pairs)
 
 
-def _pairs(pairs: Iterable[tuple[str, str | bytes]]) -> Iterator[list[tuple[str, str | bytes]]]:
-    it = iter(pairs)
-    while batch := list(islice(it, _BATCH)):
-        yield batch
+def _blobs(rows: Iterable[dict[str, Any]]) -> Iterator[tuple[str, bytes]]:
+    for r in rows:
+        key = r.get("user_key")
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"online row without a string user_key: {str(r)[:80]}")
+        yield key, orjson.dumps(r)
 
 
-def _blobs(rows: Iterable[dict[str, Any]]) -> Iterator[list[tuple[str, bytes]]]:
-    it = iter(rows)
-    while batch := list(islice(it, _BATCH)):
-        out = []
-        for r in batch:
-            key = r.get("user_key")
-            if not isinstance(key, str) or not key:
-                raise ValueError(f"online row without a string user_key: {str(r)[:80]}")
-            out.append((key, orjson.dumps(r)))
-        yield out
+def _row(blob: bytes | None) -> dict[str, Any] | None:
+    return orjson.loads(blob) if blob is not None else None
 
 
-class SqliteOnlineStore:
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS user_features (user_key TEXT PRIMARY KEY, row BLOB NOT NULL)"
-        )
-        self._db.commit()
+class OnlineStore:
+    """Feature rows (JSON, one blob per ``user_key``) over a :mod:`core.kv` store."""
 
-    def _write(self, batches: Iterable[list[tuple[str, Any]]], replace: bool) -> int:
-        n = 0
-        with self._db:  # one transaction: readers (WAL) keep the old snapshot until commit
-            if replace:
-                self._db.execute("DELETE FROM user_features")
-            for batch in batches:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO user_features (user_key, row) VALUES (?, ?)", batch
-                )
-                n += len(batch)
-        return n
+    def __init__(self, kv: KV) -> None:
+        self.kv = kv
+
+    @property
+    def target(self) -> str:
+        return self.kv.target
 
     def put_many(self, rows: Iterable[dict[str, Any]]) -> int:
-        """Insert or overwrite rows, atomically as a whole."""
-        return self._write(_blobs(rows), replace=False)
+        """Insert or overwrite rows (into the current snapshot)."""
+        return self.kv.put_many(_blobs(rows))
 
     def replace_all(self, rows: Iterable[dict[str, Any]]) -> int:
         """Make ``rows`` the whole content, atomically."""
-        return self._write(_blobs(rows), replace=True)
+        return self.kv.replace_all(_blobs(rows))
 
     def replace_pairs(self, pairs: Iterable[tuple[str, str | bytes]]) -> int:
         """Like :meth:`replace_all` with rows already encoded as (user_key, JSON)."""
-        return self._write(_pairs(pairs), replace=True)
+        return self.kv.replace_all(pairs)
 
     def get(self, user_key: str) -> dict[str, Any] | None:
-        hit = self._db.execute(
-            "SELECT row FROM user_features WHERE user_key = ?", (user_key,)
-        ).fetchone()
-        return orjson.loads(hit[0]) if hit else None
+        return _row(self.kv.get(user_key))
 
     def get_many(self, user_keys: Iterable[str]) -> list[dict[str, Any] | None]:
-        return [self.get(k) for k in user_keys]
+        return [_row(b) for b in self.kv.get_many(user_keys)]
 
     def sample(self, timeout_s: float = 1.0) -> dict[str, Any] | None:
-        """One row, decoded, read fresh from the file (None when the store is empty).
-
-        For health checks: a new read-only connection sees the file as it is now (the serving
-        connection may answer from its page cache), and the serving connection must answer
-        too. Raises ``sqlite3.Error`` / ``orjson.JSONDecodeError`` on a corrupt store."""
-        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=timeout_s)
-        try:
-            hit = db.execute("SELECT row FROM user_features LIMIT 1").fetchone()
-        finally:
-            db.close()
-        self._db.execute("SELECT 1 FROM user_features LIMIT 1").fetchone()
-        return orjson.loads(hit[0]) if hit else None
+        """One stored row read fresh, decoded (None when empty); for health checks. Raises
+        the backend's error or ``orjson.JSONDecodeError`` on a corrupt store."""
+        return _row(self.kv.sample(timeout_s))
 
     def __len__(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM user_features").fetchone()[0])
-
-    def close(self) -> None:
-        self._db.close()
-
-
-_GET = """
-local v = redis.call('GET', KEYS[1])
-if not v then return {} end
-return redis.call('HMGET', ARGV[1] .. v, unpack(ARGV, 2))
-"""
-
-
-class RedisOnlineStore:
-    def __init__(self, url: str, prefix: str = "tastemaker:users") -> None:
-        import redis  # a declared dependency; imported here so SQLite users never load it
-
-        self.prefix = prefix
-        self._r = redis.Redis.from_url(url)
-        try:
-            self._r.ping()
-        except redis.ConnectionError as exc:
-            raise ConnectionError(f"online store: cannot reach Redis at {url}: {exc}") from exc
-        self._get = self._r.register_script(_GET)
-        self._current = f"{prefix}:current"
-
-    def _hash(self, version: int | bytes) -> str:
-        v = version.decode() if isinstance(version, bytes) else version
-        return f"{self.prefix}:v{v}"
-
-    def _fill(self, name: str, batches: Iterable[list[tuple[str, Any]]]) -> int:
-        n = 0
-        for batch in batches:
-            pipe = self._r.pipeline(transaction=False)
-            for key, blob in batch:
-                pipe.hset(name, key, blob)
-            pipe.execute()
-            n += len(batch)
-        return n
-
-    def put_many(self, rows: Iterable[dict[str, Any]]) -> int:
-        """Write into the current snapshot (creating version 1 if there is none)."""
-        version = self._r.get(self._current)
-        if version is None:
-            return self.replace_all(rows)
-        return self._fill(self._hash(int(version)), _blobs(rows))
-
-    def replace_all(self, rows: Iterable[dict[str, Any]]) -> int:
-        return self._replace(_blobs(rows))
-
-    def replace_pairs(self, pairs: Iterable[tuple[str, str | bytes]]) -> int:
-        return self._replace(_pairs(pairs))
-
-    def _replace(self, batches: Iterable[list[tuple[str, Any]]]) -> int:
-        version = int(self._r.incr(f"{self.prefix}:seq"))
-        n = self._fill(self._hash(version), batches)
-        old = self._r.set(self._current, version, get=True)  # the atomic switch
-        if old is not None:
-            self._r.unlink(self._hash(int(old)))
-        return n
-
-    def get(self, user_key: str) -> dict[str, Any] | None:
-        return self.get_many([user_key])[0]
-
-    def get_many(self, user_keys: Iterable[str]) -> list[dict[str, Any] | None]:
-        keys = list(user_keys)
-        if not keys:
-            return []
-        hits = self._get(keys=[self._current], args=[f"{self.prefix}:v", *keys])
-        if not hits:
-            return [None] * len(keys)
-        return [orjson.loads(h) if h is not None else None for h in hits]
-
-    def sample(self, timeout_s: float = 1.0) -> dict[str, Any] | None:
-        """One row of the current snapshot, decoded (None when there is none); for health
-        checks. Raises redis errors (the client's socket timeout applies) or a decode error."""
-        version = self._r.get(self._current)
-        if version is None:
-            return None
-        blob = self._r.hrandfield(self._hash(int(version)), 1, withvalues=True)
-        return orjson.loads(blob[1]) if blob else None  # type: ignore[index,arg-type]
+        return len(self.kv)
 
     def drop(self) -> None:
-        """Delete every key of this prefix (tests, decommissioning)."""
-        names = list(self._r.scan_iter(match=f"{self.prefix}:*"))
-        if names:
-            self._r.unlink(*names)
+        """Delete every row (tests, decommissioning)."""
+        self.kv.drop()
 
     def close(self) -> None:
-        self._r.close()
+        self.kv.close()
 
 
-def open_online_store(url_or_path: str | Path) -> SqliteOnlineStore | RedisOnlineStore:
-    """``redis://host:port/db[?prefix=...]`` -> Redis; ``sqlite:///path`` or a path -> SQLite."""
-    s = str(url_or_path)
-    if s.startswith(("redis://", "rediss://", "unix://")):
-        base, _, query = s.partition("?prefix=")
-        return RedisOnlineStore(base, prefix=query or "tastemaker:users")
-    if s.startswith("sqlite:///"):
-        return SqliteOnlineStore(s[len("sqlite:///") :])
-    if "://" in s:
-        raise ValueError(f"online store {s!r}: use redis://..., sqlite:///path or a file path")
-    return SqliteOnlineStore(s)
+def open_online_store(
+    url_or_path: str | Path,
+    timeout_s: float | None = None,
+    create: bool = True,
+    check: bool = True,
+) -> OnlineStore:
+    """``redis://host:port/db[?prefix=...]`` (default prefix ``tastemaker:users``),
+    ``rediss://``, ``unix://`` -> Redis; ``sqlite:///path`` or a path -> SQLite (table
+    ``user_features``). See :func:`core.kv.open_kv` for ``timeout_s``/``create``/``check``."""
+    kv = open_kv(
+        url_or_path,
+        table="user_features",
+        column="row",
+        prefix=DEFAULT_PREFIX,
+        timeout_s=timeout_s,
+        create=create,
+        check=check,
+        what="online store",
+    )
+    return OnlineStore(kv)

@@ -13,24 +13,14 @@ import logging
 import os
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import fsspec
 
 from core import atomic
+from core.urls import redact_url
 
 log = logging.getLogger("tastemaker.data")
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (safe to log and to show in errors)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 class ObjectStore:

@@ -185,7 +185,7 @@ def _store_errors(kind: str) -> float:
 def test_stalled_redis_times_out_degrades_to_trending_and_is_not_ready(
     tmp_path, bundles_dir, pseudonym_key
 ) -> None:
-    from data.features.online_store import RedisOnlineStore
+    from data.features.online_store import open_online_store
 
     port = _free_port()
     server = subprocess.Popen(
@@ -197,7 +197,7 @@ def test_stalled_redis_times_out_degrades_to_trending_and_is_not_ready(
         deadline = time.monotonic() + 10
         while True:
             try:
-                store = RedisOnlineStore(url)
+                store = open_online_store(url)
                 break
             except ConnectionError:
                 assert time.monotonic() < deadline

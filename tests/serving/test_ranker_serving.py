@@ -138,7 +138,8 @@ def test_served_features_equal_the_offline_function(tmp_path: Path) -> None:
 def test_precomputed_slates_follow_the_ranker_too(tmp_path: Path) -> None:
     """``tastemaker precompute`` must serve what the real-time path would: the re-ranked list."""
     from data.features.online_store import table_from_rows
-    from serving.slates import Slate, score_table
+    from serving.precompute import score_table
+    from serving.slates import Slate
 
     model = ServingModel.from_bundle(load_bundle(publish(tmp_path, worst_first_ranker())))
     rows = [USERS["alice"], USERS["bob"]]

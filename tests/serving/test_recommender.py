@@ -173,3 +173,29 @@ def test_bundle_with_wrong_tower_dimension_is_refused(tmp_path) -> None:
     publish_bundle(tmp_path, files, manifest)
     with pytest.raises(CorruptBundleError, match="dimension 4"):
         ServingModel.from_bundle(load_bundle(tmp_path))
+
+
+@pytest.mark.parametrize("kind", ["online", "slates"])
+def test_guarded_store_wraps_either_encoding(tmp_path, bundles_dir, store_path, kind) -> None:
+    """One guard (cool-down, probe) over both encodings of the key-value layer."""
+    from serving.precompute import precompute
+    from serving.slates import Slate, open_slate_store
+    from serving.store import GuardedStore
+
+    key = USERS["alice"]["user_key"]
+    if kind == "online":
+        store = open_online_store(store_path)
+        want = USERS["alice"]
+    else:
+        store = open_slate_store(str(tmp_path / "slates.sqlite"), create=True)
+        users = table_from_rows(USERS.values())
+        assert precompute(ModelHolder(bundles_dir).current, users, store) == 2
+        want = store.get(key)
+        assert isinstance(want, Slate) and len(want.ids) == 19
+    guarded = GuardedStore(store, 50.0, 30.0)
+    assert guarded.get(key) == (want, True) and guarded.probe() == (True, "")
+    store.kv.drop()  # empty: answers, but holds nothing
+    assert guarded.probe()[0] is False and guarded.get(key) == (None, True)
+    store.close()  # failing: counted, cooled down, unhealthy
+    assert guarded.get(key) == (None, False) and not guarded.healthy
+    assert guarded.get(key) == (None, False)  # skipped during the cool-down

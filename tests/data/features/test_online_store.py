@@ -10,7 +10,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-import data.features.online_store as online_store
 from core.workspace import Workspace
 from data.features.build import FeatureConfig, build_features, load_event_log, user_features_at
 from data.features.online_store import open_online_store, rows_from_table, table_from_rows
@@ -75,9 +74,9 @@ def test_online_vector_equals_eval_row_at_the_cutoff(lake, store_url):
     assert online.select(same).equals(offline.select(same))
 
 
-def test_replace_all_is_atomic_for_readers(store_url, monkeypatch):
-    monkeypatch.setattr(online_store, "_BATCH", 2)  # several write batches per snapshot
+def test_replace_all_is_atomic_for_readers(store_url):
     writer, reader = open_online_store(store_url), open_online_store(store_url)
+    writer.kv.batch = 2  # several write batches per snapshot
     try:
         writer.replace_all({"user_key": f"u{i}", "v": 1} for i in range(5))
         seen_midway = []

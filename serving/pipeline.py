@@ -1,0 +1,122 @@
+"""The one recommendation pipeline: online feature rows -> scored, explained picks.
+
+    encode + user tower (one ONNX call for all rows) -> FAISS top-(depth + excluded + 2)
+    (one search) -> per row: drop pad/unk and followed/seen -> [re-rank the top
+    ``ranker.candidates`` with the bundle's ranker] -> keep k -> explain each pick by the
+    closest of the EXPLAIN_HISTORY most recent history artists
+
+:func:`score_rows` is the only implementation. The request path
+(:func:`serving.recommender.recommend_from_row`) calls it with one row and turns the picks into
+named, explained recommendations (with backfill); precompute (:mod:`serving.precompute`)
+calls it with a batch of rows and encodes the picks as slates. Rows without a history get no
+picks (None): the caller answers them from trending.
+
+The per-row steps stay in plain Python on purpose: exclusions are matched by artist id (a set
+lookup per candidate costs less than mapping ~120 excluded ids to vocab indices), and the
+explanations reuse the encoded history row, so one row costs what the tuned real-time path cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from core.constants import UNK_INDEX
+from serving.model import ServingModel
+
+EXPLAIN_HISTORY = 20  # explanations look at this many most recent history artists
+# FAISS is asked for depth + |excluded| + PAD_UNK results: pad and unk may be indexed too.
+PAD_UNK = 2
+NO_REASON = -1  # ``because`` of a pick when no history artist is known to the bundle
+
+
+@dataclass(frozen=True)
+class Picks:
+    """One row's model answer, best first."""
+
+    ids: list[int]  # artist vocab indices
+    scores: list[float]  # retrieval (or ranker) scores
+    because: list[int]  # vocab index of the closest history artist, NO_REASON when none
+
+
+def exclusions(row: Mapping[str, Any]) -> set[str]:
+    """The artist ids a row must never be recommended: followed and seen."""
+    return set(row.get("followed") or []) | set(row.get("seen") or [])
+
+
+def depth_for(model: ServingModel, k: int) -> int:
+    """How many retrieval candidates to keep before the cut to ``k``: the ranker's pool."""
+    return max(k, model.ranker.candidates) if model.ranker is not None else k
+
+
+def rerank(
+    model: ServingModel, row: Mapping[str, Any], keep: list[tuple[int, float]]
+) -> list[tuple[int, float]]:
+    """Retrieval candidates (vocab index, score), best first, re-ordered by the bundle's ranker
+    (with its scores); unchanged when the bundle has none."""
+    if model.ranker is None or not keep:
+        return keep
+    idx = np.array([i for i, _ in keep], dtype=np.int64)  # (n,) vocab indices
+    retrieval = np.array([s for _, s in keep], dtype=np.float32)  # (n,)
+    order, scores = model.ranker.rerank(row, idx, retrieval)
+    return [(keep[j][0], float(scores[j])) for j in order]
+
+
+def explain(model: ServingModel, history_idx: np.ndarray, picked: np.ndarray) -> list[int]:
+    """For each pick, the vocab index of the recent history artist closest to it (NO_REASON
+    when none is known). ``history_idx`` (h,): vocab indices, most recent first; pad and
+    unknown ones are skipped."""
+    kept = history_idx[history_idx > UNK_INDEX]  # (h',)
+    if not len(kept):
+        return [NO_REASON] * len(picked)
+    sims = model.artist_vectors[picked] @ model.artist_vectors[kept].T  # (n, h')
+    return kept[sims.argmax(axis=1)].tolist()  # type: ignore[no-any-return]
+
+
+def _recent_history(model: ServingModel, row: Mapping[str, Any], encoded: np.ndarray) -> np.ndarray:
+    """Vocab indices of the row's EXPLAIN_HISTORY most recent history artists: the encoder's
+    ``history`` row when the tower sees that many, else looked up."""
+    enc = model.encoder
+    if enc.history_len >= EXPLAIN_HISTORY:
+        return encoded[:EXPLAIN_HISTORY]  # (h,)
+    history = row.get("history") or []
+    return np.array([enc.artist_index(a) for a in history[:EXPLAIN_HISTORY]])
+
+
+def score_rows(
+    model: ServingModel, rows: Sequence[Mapping[str, Any]], k: int
+) -> list[Picks | None]:
+    """Exclude -> search -> re-rank -> explain for every row; None for rows without history."""
+    out: list[Picks | None] = [None] * len(rows)
+    live = [j for j, r in enumerate(rows) if r.get("history")]
+    if not live:
+        return out
+    users = [rows[j] for j in live]
+    enc = model.encoder
+    feed = enc.encode(users)  # what model.user_vectors runs; its history rows are reused below
+    vecs = model.session.run(None, feed)[0]  # (B, d)
+    excluded = [exclusions(r) for r in users]
+    depth = depth_for(model, k)
+    # Excluded artists are matched by id, not mapped to vocab indices first; the largest
+    # exclusion bounds the indexed ones among them for every row of the batch.
+    fetch = min(model.index.ntotal, depth + max(map(len, excluded)) + PAD_UNK)
+    ids, scores = model.index.search(vecs, max(fetch, 1))  # (B, fetch), (B, fetch)
+    tokens = enc.artist_tokens
+    for b, (j, row, exclude) in enumerate(zip(live, users, excluded, strict=True)):
+        keep = [
+            (i, s)
+            for i, s in zip(ids[b].tolist(), scores[b].tolist(), strict=True)
+            if i > UNK_INDEX and tokens[i] not in exclude
+        ]
+        keep = rerank(model, row, keep[:depth])[:k]
+        if not keep:
+            out[j] = Picks([], [], [])
+            continue
+        picked = [i for i, _ in keep]
+        history_idx = _recent_history(model, row, feed["history"][b])
+        because = explain(model, history_idx, np.array(picked, dtype=np.int64))
+        out[j] = Picks(picked, [s for _, s in keep], because)
+    return out
