@@ -35,7 +35,9 @@ def _timed(name: str, fn: Callable[[], Any], timings: dict[str, float]) -> Any:
     return out
 
 
-def run_pipeline(ws: Any, preset: str = "demo", seed: int = 7, gate: bool = True) -> dict[str, Any]:
+def run_pipeline(
+    ws: Any, preset: str = "demo", seed: int = 7, gate: bool = True, key: bytes | None = None
+) -> dict[str, Any]:
     """Run stages 1-6 on a fresh world in ``ws``; returns paths, metrics, the gate's decision
     and timings. With ``gate`` the model is published only if the champion/challenger gate
     promotes it (against most-popular when the workspace has no champion yet); a model kept
@@ -53,7 +55,7 @@ def run_pipeline(ws: Any, preset: str = "demo", seed: int = 7, gate: bool = True
     train_cfg = demo_train_config() if preset == "demo" else TrainConfig(epochs=3, batch_size=256)
     timings: dict[str, float] = {}
     _timed("world", lambda: generate_world(ws, world_cfg), timings)
-    _timed("ingest", lambda: run_ingest(ws), timings)
+    _timed("ingest", lambda: run_ingest(ws, key=key), timings)
     _timed("features", lambda: build_features(ws, FeatureConfig()), timings)
     run_dir = _timed("train", lambda: train_two_tower(ws, train_cfg), timings)
     metrics = _timed("evaluate", lambda: evaluate_temporal(ws, run_dir), timings)

@@ -293,27 +293,31 @@ def run_ingest(
     rules: IngestRules = IngestRules(),
     now: datetime | None = None,
     until: date | None = None,
+    key: bytes | None = None,
 ) -> dict:
     """The ``tastemaker ingest`` job: new raw objects -> lake; refreshes users/artists views.
 
     ``source_url`` is the object store root (default: the workspace's ``raw/`` folder);
-    ``accounts_url`` the account table (default: the workspace's SQLite file). Returns the run
-    manifest, also written to ``lake/_manifests/<run_id>.json``.
+    ``accounts_url`` the account table (default: the workspace's SQLite file); ``key`` the
+    pseudonymisation secret (``data.pii.pseudonym_key(settings)``; the callers pass it, a
+    library caller without one gets the configured key). Returns the run manifest, also
+    written to ``lake/_manifests/<run_id>.json``.
     """
     from data.accounts import publish_user_view
     from data.catalog import publish_catalog
 
+    key = key if key is not None else pseudonym_key()
     store = open_store(source_url, ws.raw)
     manifest = ingest_store(
         ws,
         store,
         load_lookups(ws, accounts_url),
-        key=pseudonym_key(),
+        key=key,
         rules=rules,
         now=now,
         until=until,
     )
-    manifest["users_published"] = publish_user_view(ws, accounts_url=accounts_url)
+    manifest["users_published"] = publish_user_view(ws, accounts_url=accounts_url, key=key)
     manifest["artists_published"] = publish_catalog(ws)
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     manifest["run_id"] = run_id

@@ -26,8 +26,10 @@ def run_day(
     day: date,
     config: DailyConfig | None = None,
     train_fn: Callable[[Workspace, TrainConfig], Path] | None = None,
+    key: bytes | None = None,
 ) -> dict[str, Any]:
-    """Run (or, if it already finished, return) the cycle for ``day``; see :mod:`jobs.daily`."""
+    """Run (or, if it already finished, return) the cycle for ``day``; see :mod:`jobs.daily`.
+    ``key``: the pseudonymisation secret for ingest (the CLI passes its Settings' key)."""
     from data.features.build import build_features
     from data.ingest.job import run_ingest
     from evaluation.alarm import check
@@ -58,7 +60,9 @@ def run_day(
     end_of_day = datetime.combine(day + timedelta(days=1), datetime.min.time(), timezone.utc)
     ingest = step(
         "ingest",
-        lambda: run_ingest(ws, accounts_url=config.accounts_url, now=end_of_day, until=day),
+        lambda: run_ingest(
+            ws, accounts_url=config.accounts_url, now=end_of_day, until=day, key=key
+        ),
     )
     features = step("features", lambda: build_features(ws, config.features))
     init_from = champion_run(ws, config) if config.warm_start else None

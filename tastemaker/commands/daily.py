@@ -54,6 +54,7 @@ def _days(args: argparse.Namespace) -> list[date]:
 
 
 def _daily(args: argparse.Namespace) -> int:
+    from data.pii import pseudonym_key
     from jobs.daily import DailyConfig, day_dir, run_day
 
     config = DailyConfig(
@@ -63,9 +64,10 @@ def _daily(args: argparse.Namespace) -> int:
         gate=GateConfig(min_delta=args.min_delta),
         ranker=args.ranker,
     )
+    key = pseudonym_key(args.settings)
     status = 0
     for day in _days(args):
-        summary = run_day(args.ws, day, config)
+        summary = run_day(args.ws, day, config, key=key)
         d = summary["decision"]
         again = " (already done)" if summary.get("already_done") else ""
         print(

@@ -17,9 +17,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from data.pii import pseudonym_key
     from jobs.demo import format_table, run_pipeline
 
-    out = run_pipeline(args.ws, preset=args.preset, seed=args.seed)
+    key = pseudonym_key(args.settings)
+    out = run_pipeline(args.ws, preset=args.preset, seed=args.seed, key=key)
     print("\nEvaluation on the held-out last week (full catalogue, seen artists excluded):\n")
     print(format_table(out["metrics"]))
     print("\nStage timings: " + json.dumps({k: round(v, 1) for k, v in out["timings"].items()}))

@@ -47,8 +47,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _ingest(args: argparse.Namespace) -> int:
     from data.ingest.job import run_ingest
+    from data.pii import pseudonym_key
 
-    manifest = run_ingest(args.ws, source_url=args.source, accounts_url=args.settings.accounts_url)
+    manifest = run_ingest(
+        args.ws,
+        source_url=args.source,
+        accounts_url=args.settings.accounts_url,
+        key=pseudonym_key(args.settings),
+    )
     keys = ("run_id", "read", "accepted", "duplicates", "quarantined", "quarantined_by_reason")
     print(json.dumps({k: manifest[k] for k in keys}, indent=2))
     return 0
