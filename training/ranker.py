@@ -60,7 +60,7 @@ class RankerJobConfig:
     model: RankerConfig = field(default_factory=RankerConfig)
     candidates: int = 200  # retrieval depth the ranker re-orders (temporal protocol, serving)
     # unshown top retrieval candidates added to each clicked training slate as non-clicks
-    # (their true label is unknown: off by default, measured in the README)
+    # (their true label is unknown: off by default, measured in docs/ranking.md)
     extra_negatives: int = 0
     ks: tuple[int, ...] = (10, 20)
     n_boot: int = 500

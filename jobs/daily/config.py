@@ -34,7 +34,7 @@ class DailyConfig:
     warm_start: bool = False  # start the challenger from the champion's weights
     # fit the ranking stage against a no-refit two-tower and gate "retrieval + ranker" against
     # "retrieval alone" (off by default: it costs the two-tower the validation week, and on the
-    # demo world the ranker loses Recall@20, README "The ranking stage")
+    # demo world the ranker loses Recall@20, docs/ranking.md)
     ranker: bool = False
 
 

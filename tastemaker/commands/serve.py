@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--workers",
         type=int,
         default=1,
-        help="worker processes, one per core you give the service (default 1: see README)",
+        help="worker processes, one per core you give the service (default 1: see docs/burst.md)",
     )
     p.add_argument(
         "--bundle",
