@@ -89,6 +89,21 @@ class Workspace:
         return self.root / "daily"
 
     @property
+    def simulations(self) -> Path:
+        """The A/B simulator's result files (``jobs.simulate``)."""
+        return self.root / "simulations"
+
+    @property
+    def ingest_ledger(self) -> Path:
+        """Ingest's ledger: one entry per raw object committed (``data.ingest.ledger``)."""
+        return self.lake / "_ledger"
+
+    @property
+    def ingest_manifests(self) -> Path:
+        """One manifest per ingest run (counts in = counts out)."""
+        return self.lake / "_manifests"
+
+    @property
     def latest_run_pointer(self) -> Path:
         """``runs/LATEST``: the id of the last run a training job finished, written by that job."""
         return self.runs / "LATEST"

@@ -321,7 +321,7 @@ def run_ingest(
     manifest["artists_published"] = publish_catalog(ws)
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     manifest["run_id"] = run_id
-    atomic.write_json(ws.lake / "_manifests" / f"{run_id}.json", manifest)
+    atomic.write_json(ws.ingest_manifests / f"{run_id}.json", manifest)
     log.info(
         "ingest %s: read=%d accepted=%d duplicates=%d quarantined=%d",
         run_id,

@@ -22,7 +22,7 @@ log = logging.getLogger("tastemaker.data")
 
 
 def ledger_dir(ws: Workspace) -> Path:
-    return ws.lake / "_ledger"
+    return ws.ingest_ledger
 
 
 def object_id(source: str) -> str:

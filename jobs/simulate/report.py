@@ -50,7 +50,7 @@ def write_report(
         "arms": table,
         "raw": results,
     }
-    out = ws.root / "simulations" / f"{'-vs-'.join(policies)}-{days}d-seed{seed}.json"
+    out = ws.simulations / f"{'-vs-'.join(policies)}-{days}d-seed{seed}.json"
     write_json(out, summary)
     summary["path"] = str(out)
     summary["markdown"] = render(summary)
