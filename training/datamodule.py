@@ -352,7 +352,9 @@ def _row_loader(n: int, batch_size: int, seed: int, make_batch: Any) -> DataLoad
     if world > 1:
         per_rank = n // world
         # Lightning calls the sampler's set_epoch: a fresh permutation every epoch
-        sampler = DistributedSampler(indices, world, rank, shuffle=True, seed=seed, drop_last=True)
+        sampler: DistributedSampler[int] = DistributedSampler(
+            indices, world, rank, shuffle=True, seed=seed, drop_last=True
+        )
         return DataLoader(
             indices,
             batch_size=batch_size,

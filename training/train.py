@@ -161,7 +161,7 @@ def train_two_tower(
             json.dumps(dataclasses.asdict(config), sort_keys=True, default=str).encode()
         ).hexdigest()[:6]
     )
-    if rank_zero_only.rank == 0:  # the launching process (or torchrun's RANK 0) owns the dir
+    if getattr(rank_zero_only, "rank", 0) == 0:  # the launcher (or torchrun's RANK 0) owns it
         (ws.runs / run_id).mkdir(parents=True, exist_ok=False)
     keep = KeepBest()
     stop = pl.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=config.patience)
