@@ -40,6 +40,12 @@ log = logging.getLogger("tastemaker.training")
 USER_FEATURE_SETS = ("history", "segments", "full")  # what the user tower reads besides ids
 
 
+def _info(msg: str, *args: object) -> None:
+    """Log on rank 0 only (under DDP every rank runs the job)."""
+    if getattr(rank_zero_only, "rank", 0) == 0:
+        log.info(msg, *args)
+
+
 def lineage(features_dir: Path) -> dict:
     inputs = FeatureDir(features_dir).lineage_inputs()
     files = {p.name: sha256_file(p) for p in inputs if p.exists()}
@@ -122,7 +128,7 @@ def _refit(
     if init_from is not None:
         warm_start(module.model, dm.vocabs, init_from)
     trainer = make_trainer(config, epochs, [*callbacks], validate=False, label="refit")
-    log.info("refit on train + valid for %d epochs (%d examples)", epochs, len(dm.train.artists))
+    _info("refit on train + valid for %d epochs (%d examples)", epochs, len(dm.train.artists))
     trainer.fit(module, datamodule=dm)
     return dm, module.model, trainer
 
@@ -169,7 +175,7 @@ def train_two_tower(
     trainer = make_trainer(
         config, config.epochs, [keep, stop, *callbacks], str(ws.runs / run_id), logger
     )
-    log.info("training run %s on %s", run_id, trainer.accelerator.__class__.__name__)
+    _info("training run %s on %s", run_id, trainer.accelerator.__class__.__name__)
     trainer.fit(module, datamodule=dm)
     run_id = trainer.strategy.broadcast(run_id)  # the other ranks' clocks may name it otherwise
     run_dir = ws.runs / run_id
@@ -193,7 +199,7 @@ def train_two_tower(
         }
         _write_run(ws, run_dir, model, dm, config, metrics, report)
     trainer.strategy.barrier("run-written")  # no rank returns a run dir still being written
-    log.info("run %s: best %s = %.4f at epoch %d", run_id, MONITOR, best[MONITOR], best["epoch"])
+    _info("run %s: best %s = %.4f at epoch %d", run_id, MONITOR, best[MONITOR], best["epoch"])
     return run_dir
 
 
