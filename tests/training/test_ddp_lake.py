@@ -48,15 +48,23 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     return ws
 
 
-def _train(lake: Workspace, root: Path, devices: int, lake_batches: str) -> tuple[Workspace, list]:
-    """Copy the workspace, train on it with ``devices`` processes; per-rank records."""
+def _train(
+    lake: Workspace, root: Path, devices: int, lake_batches: str, torchrun: bool = False
+) -> tuple[Workspace, list]:
+    """Copy the workspace, train on it with ``devices`` processes (Lightning starts the other
+    ranks, or ``torchrun`` starts them all); per-rank records."""
     ws = Workspace(root / "ws")
     shutil.copytree(lake.root, ws.root)
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    port = str(_free_port())
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
     for name in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK"):
         env.pop(name, None)
     out = root / "out"
-    cmd = [sys.executable, str(WORKER), str(ws.root), str(out), "--devices", str(devices)]
+    cmd = [sys.executable]
+    if torchrun:
+        cmd += ["-m", "torch.distributed.run", "--nproc_per_node", str(devices)]
+        cmd += ["--master_port", port]
+    cmd += [str(WORKER), str(ws.root), str(out), "--devices", str(devices)]
     cmd += ["--lake-batches", lake_batches]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -148,3 +156,9 @@ def test_sequential_lake_batches_are_disjoint_between_ranks(lake, tmp_path):
         assert shared < 0.1, f"fit {fit} epoch {epoch}: {shared:.0%} of rank 0's rows on rank 1"
     run = _check_one_run_dir(ws, ranks)
     _check_sane(ws, run)
+
+
+def test_the_same_script_under_torchrun(lake, tmp_path):
+    ws, ranks = _train(lake, tmp_path / "torchrun", 2, "masked", torchrun=True)
+    _check_ranks_agree(ranks)
+    _check_one_run_dir(ws, ranks)
