@@ -31,6 +31,7 @@ _TRAIN_FLAGS: dict[str, tuple[str, Any]] = {
     "positives": ("positives", str),
     "user_features": ("user_features", str),
     "max_train_examples": ("max_train_examples", int),
+    "patience": ("patience", int),
     "accelerator": ("accelerator", str),
     "precision": ("precision", str),
     "seed": ("seed", int),

@@ -29,12 +29,12 @@ from training.train import train_two_tower  # noqa: E402
 from training.train_config import TrainConfig, default_model  # noqa: E402
 
 
-def tiny_config(devices: int, lake_batches: str = "masked") -> TrainConfig:
+def tiny_config(devices: int, lake_batches: str = "masked", batch_size: int = 64) -> TrainConfig:
     """The tiny world's lake config (the test builds the same one for its one-process view)."""
     return TrainConfig(
         model=replace(default_model(), history_len=20, dim=32, embed_dim=32),
         epochs=4,
-        batch_size=64,
+        batch_size=batch_size,
         lr=1e-2,
         patience=4,
         history_keep=0.75,
@@ -81,6 +81,7 @@ def main() -> None:
     p.add_argument("out", type=Path)
     p.add_argument("--devices", type=int, default=2)
     p.add_argument("--lake-batches", default="masked")
+    p.add_argument("--batch-size", type=int, default=64, help="per rank")
     args = p.parse_args()
     torch.set_num_threads(1)
     record: dict[str, Any] = {"steps": [], "weights": []}
@@ -110,7 +111,7 @@ def main() -> None:
     started = time.perf_counter()
     run_dir = train_two_tower(
         Workspace(args.workspace),
-        tiny_config(args.devices, args.lake_batches),
+        tiny_config(args.devices, args.lake_batches, args.batch_size),
         callbacks=[Capture()],
     )
     record["seconds"] = time.perf_counter() - started
