@@ -167,7 +167,8 @@ def train_two_tower(
             json.dumps(dataclasses.asdict(config), sort_keys=True, default=str).encode()
         ).hexdigest()[:6]
     )
-    if getattr(rank_zero_only, "rank", 0) == 0:  # the launcher (or torchrun's RANK 0) owns it
+    # one process, or the launcher (torchrun's RANK 0) of several: the run dir is its
+    if config.devices in (1, "1") or getattr(rank_zero_only, "rank", 0) == 0:
         (ws.runs / run_id).mkdir(parents=True, exist_ok=False)
     keep = KeepBest()
     stop = pl.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=config.patience)
