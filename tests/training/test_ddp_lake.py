@@ -19,8 +19,6 @@ import pytest
 
 from core.workspace import Workspace
 
-pytestmark = pytest.mark.slow
-
 WORKER = Path(__file__).with_name("ddp_lake_worker.py")
 RUN_FILES = ("config.json", "vocab.json", "checkpoint.ckpt", "metrics.json", "lineage.json")
 
@@ -128,6 +126,7 @@ def _check_sane(ws: Workspace, run: Path) -> float:
     return two_tower
 
 
+@pytest.mark.slow
 def test_two_ranks_of_batch_b_train_as_one_process_of_batch_2b(lake, tmp_path):
     ws1, (one,) = _train(lake, tmp_path / "one", 1, "masked", batch_size=128)
     ws2, ranks = _train(lake, tmp_path / "two", 2, "masked", batch_size=64)
@@ -154,6 +153,7 @@ def test_two_ranks_of_batch_b_train_as_one_process_of_batch_2b(lake, tmp_path):
     assert _check_sane(ws2, Path(ranks[0]["run_dir"])) > 0.0
 
 
+@pytest.mark.slow
 def test_sequential_lake_batches_are_disjoint_between_ranks(lake, tmp_path):
     ws, ranks = _train(lake, tmp_path / "two", 2, "sequential")
     _check_ranks_agree(ranks)
@@ -169,7 +169,27 @@ def test_sequential_lake_batches_are_disjoint_between_ranks(lake, tmp_path):
     _check_sane(ws, run)
 
 
+@pytest.mark.slow
 def test_the_same_script_under_torchrun(lake, tmp_path):
     ws, ranks = _train(lake, tmp_path / "torchrun", 2, "masked", torchrun=True)
     _check_ranks_agree(ranks)
     _check_one_run_dir(ws, ranks)
+
+
+@pytest.mark.parametrize("n", [1000, 1001, 100, 3])
+def test_row_loader_gives_each_rank_a_disjoint_equal_share(monkeypatch, n):
+    import numpy as np
+
+    import training.datamodule as dm
+
+    shares = []
+    for rank in (0, 1):
+        monkeypatch.setattr(dm, "rank_world", lambda rank=rank: (rank, 2))
+        loader = dm._row_loader(n, 64, 0, lambda rows: rows)
+        loader.sampler.set_epoch(1)  # type: ignore[attr-defined]
+        shares.append([np.asarray(b).tolist() for b in loader])
+    (a, b) = shares
+    assert len(a) == len(b) > 0 and [len(x) for x in a] == [len(x) for x in b]
+    rows_a, rows_b = sum(a, []), sum(b, [])
+    assert not set(rows_a) & set(rows_b)
+    assert len(rows_a) == (n // 2 if n // 2 <= 64 else n // 2 // 64 * 64)
