@@ -2,7 +2,8 @@
 same run on one process: the ranks end with identical weights, each step's softmax sees both
 ranks' positives (the global batch), each rank trains on its own share of the one-process
 epoch (never the whole of it), every rank runs as many steps, and rank 0 alone writes one
-complete run dir whose model evaluates well above random."""
+complete run dir whose model evaluates well above random; the same worker under ``torchrun``.
+The processes run ``ddp_lake_worker.py``; the row loader's sharding is also checked in-process."""
 
 from __future__ import annotations
 
