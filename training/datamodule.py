@@ -24,6 +24,7 @@ import pytorch_lightning as pl
 import scipy.sparse as sp
 import torch
 from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
 
 from core.constants import N_SPECIAL, UNK_INDEX
 from core.workspace import FeatureDir
@@ -44,7 +45,7 @@ from data.schemas import (
     USER_SEGMENT_FIELDS,
     USER_SEQUENCES,
 )
-from training.pairs import MaskedPairs
+from training.pairs import MaskedPairs, rank_world
 
 log = logging.getLogger("tastemaker.training")
 
@@ -343,8 +344,25 @@ class LakeDataModule(pl.LightningDataModule):
 
 
 def _row_loader(n: int, batch_size: int, seed: int, make_batch: Any) -> DataLoader:
-    generator = torch.Generator().manual_seed(seed)
+    """Shuffled batches of row indices. Under data parallelism (``use_distributed_sampler`` is
+    off) every rank draws the same permutation of the epoch and keeps its own ``n // world``
+    rows of it, so the ranks' batches are disjoint, equally many and equally sized."""
     indices: Any = range(n)  # a range is a map-style dataset of its indices
+    rank, world = rank_world()
+    if world > 1:
+        per_rank = n // world
+        # Lightning calls the sampler's set_epoch: a fresh permutation every epoch
+        sampler: DistributedSampler[int] = DistributedSampler(
+            indices, world, rank, shuffle=True, seed=seed, drop_last=True
+        )
+        return DataLoader(
+            indices,
+            batch_size=batch_size,
+            sampler=sampler,
+            drop_last=per_rank > batch_size,
+            collate_fn=lambda rows: make_batch(np.asarray(rows)),
+        )
+    generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         indices,
         batch_size=batch_size,

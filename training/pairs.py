@@ -25,7 +25,8 @@ from torch.utils.data import IterableDataset
 from core.constants import N_SPECIAL, PAD_INDEX
 
 
-def _rank_world() -> tuple[int, int]:
+def rank_world() -> tuple[int, int]:
+    """(this process's rank, number of processes): (0, 1) outside data parallelism."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
@@ -128,11 +129,11 @@ class MaskedPairs(IterableDataset):
         )
 
     def __len__(self) -> int:
-        _, world = _rank_world()
+        _, world = rank_world()
         return max(1, self.n_pairs() // self.batch_size // world)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        rank, world = _rank_world()
+        rank, world = rank_world()
         rng = np.random.default_rng((self.seed, self.epoch))
         self.epoch += 1
         views = self._views(rng)

@@ -14,12 +14,14 @@ import hashlib
 import json
 import logging
 import platform
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_only
 
 from core.atomic import write_bytes, write_json
 from core.lineage import git_sha, sha256_file
@@ -36,6 +38,12 @@ __all__ = ["TrainConfig", "train_two_tower"]
 
 log = logging.getLogger("tastemaker.training")
 USER_FEATURE_SETS = ("history", "segments", "full")  # what the user tower reads besides ids
+
+
+def _info(msg: str, *args: object) -> None:
+    """Log on rank 0 only (under DDP every rank runs the job)."""
+    if getattr(rank_zero_only, "rank", 0) == 0:
+        log.info(msg, *args)
 
 
 def lineage(features_dir: Path) -> dict:
@@ -105,8 +113,12 @@ class KeepBest(pl.Callback):
 
 
 def _refit(
-    config: TrainConfig, ws: Workspace, epochs: int, init_from: str | Path | None = None
-) -> tuple[LakeDataModule, TwoTower]:
+    config: TrainConfig,
+    ws: Workspace,
+    epochs: int,
+    init_from: str | Path | None = None,
+    callbacks: Sequence[pl.Callback] = (),
+) -> tuple[LakeDataModule, TwoTower, pl.Trainer]:
     """Retrain (from scratch, or from ``init_from``'s weights) on train + valid for the selected
     number of epochs; the result replaces the checkpoint (its validation numbers would be
     in-sample, so none are kept)."""
@@ -115,17 +127,27 @@ def _refit(
     module = _module(config, dm)
     if init_from is not None:
         warm_start(module.model, dm.vocabs, init_from)
-    trainer = make_trainer(config, epochs, validate=False, label="refit")
-    log.info("refit on train + valid for %d epochs (%d examples)", epochs, len(dm.train.artists))
+    trainer = make_trainer(config, epochs, [*callbacks], validate=False, label="refit")
+    _info("refit on train + valid for %d epochs (%d examples)", epochs, len(dm.train.artists))
     trainer.fit(module, datamodule=dm)
-    return dm, module.model
+    return dm, module.model, trainer
 
 
 def train_two_tower(
-    ws: Workspace, config: TrainConfig | None = None, init_from: str | Path | None = None
+    ws: Workspace,
+    config: TrainConfig | None = None,
+    init_from: str | Path | None = None,
+    callbacks: Sequence[pl.Callback] = (),
 ) -> Path:
     """Train on ``ws.features`` and return the new run dir; ``init_from`` (a two-tower run dir,
-    e.g. the champion's) warm-starts the weights (:mod:`training.warm_start`)."""
+    e.g. the champion's) warm-starts the weights (:mod:`training.warm_start`); ``callbacks``
+    join both fits' (the selection fit's and the refit's).
+
+    With ``config.devices`` > 1 (DDP; Lightning starts the other ranks by re-running the
+    script, or ``torchrun`` started them all) every rank runs this function: each trains on its
+    shard of every batch, validates the same users with the same weights (so early stopping
+    and the best epoch agree), and returns the same run dir; rank 0 alone writes it (files,
+    logs and the ``LATEST`` pointer), and every rank returns once it is complete."""
     config = config or TrainConfig()
     if config.user_features not in USER_FEATURE_SETS:
         raise ValueError(
@@ -145,14 +167,19 @@ def train_two_tower(
             json.dumps(dataclasses.asdict(config), sort_keys=True, default=str).encode()
         ).hexdigest()[:6]
     )
-    run_dir = ws.runs / run_id
-    run_dir.mkdir(parents=True, exist_ok=False)
+    # one process, or the launcher (torchrun's RANK 0) of several: the run dir is its
+    if config.devices in (1, "1") or getattr(rank_zero_only, "rank", 0) == 0:
+        (ws.runs / run_id).mkdir(parents=True, exist_ok=False)
     keep = KeepBest()
     stop = pl.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=config.patience)
-    logger = pl.loggers.CSVLogger(str(run_dir), name="logs", version="")
-    trainer = make_trainer(config, config.epochs, [keep, stop], str(run_dir), logger)
-    log.info("training run %s on %s", run_id, trainer.accelerator.__class__.__name__)
+    logger = pl.loggers.CSVLogger(str(ws.runs / run_id), name="logs", version="")
+    trainer = make_trainer(
+        config, config.epochs, [keep, stop, *callbacks], str(ws.runs / run_id), logger
+    )
+    _info("training run %s on %s", run_id, trainer.accelerator.__class__.__name__)
     trainer.fit(module, datamodule=dm)
+    run_id = trainer.strategy.broadcast(run_id)  # the other ranks' clocks may name it otherwise
+    run_dir = ws.runs / run_id
     if keep.state is None or not module.val_history:
         raise RuntimeError(f"run {run_id} produced no checkpoint (no validation epoch finished)")
     module.load_state_dict(keep.state)
@@ -160,26 +187,40 @@ def train_two_tower(
     best = max(module.val_history, key=lambda m: m[MONITOR])
     report = _report(run_id, config, module, best, dm)
     if config.refit:
-        dm, model = _refit(config, ws, int(best["epoch"]) + 1, init_from)
+        dm, model, trainer = _refit(config, ws, int(best["epoch"]) + 1, init_from, callbacks)
     trained = np.zeros(model.config.n_artists, dtype=bool)
     trained[dm.train.artists] = True
     model.zero_untrained_ids(trained)
-    save_run(run_dir, model, dm.vocabs, config, "lake", run_id=run_id)
-    files = RunDir(run_dir)
-    write_json(
-        files.metrics,
-        {
+    if trainer.is_global_zero:
+        metrics = {
             "validation": best,
             "history": module.val_history,
             "refit": config.refit,
             "warm_start": warm,
-        },
-    )
+        }
+        _write_run(ws, run_dir, model, dm, config, metrics, report)
+    trainer.strategy.barrier("run-written")  # no rank returns a run dir still being written
+    _info("run %s: best %s = %.4f at epoch %d", run_id, MONITOR, best[MONITOR], best["epoch"])
+    return run_dir
+
+
+def _write_run(
+    ws: Workspace,
+    run_dir: Path,
+    model: TwoTower,
+    dm: LakeDataModule,
+    config: TrainConfig,
+    metrics: dict,
+    report: str,
+) -> None:
+    """Rank 0's part: the run's files, then the ``LATEST`` pointer."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_run(run_dir, model, dm.vocabs, config, "lake", run_id=run_dir.name)
+    files = RunDir(run_dir)
+    write_json(files.metrics, metrics)
     write_json(files.lineage, lineage(ws.features))
     write_bytes(files.report, report.encode())
     ws.set_latest_run(run_dir)  # last: a run only becomes "the latest" once it is complete
-    log.info("run %s: best %s = %.4f at epoch %d", run_id, MONITOR, best[MONITOR], best["epoch"])
-    return run_dir
 
 
 def _report(run_id: str, config: TrainConfig, module: TwoTowerModule, best: dict, dm) -> str:

@@ -31,6 +31,7 @@ _TRAIN_FLAGS: dict[str, tuple[str, Any]] = {
     "positives": ("positives", str),
     "user_features": ("user_features", str),
     "max_train_examples": ("max_train_examples", int),
+    "patience": ("patience", int),
     "accelerator": ("accelerator", str),
     "precision": ("precision", str),
     "seed": ("seed", int),
@@ -148,8 +149,12 @@ def _train(args: argparse.Namespace) -> int:
     from training.train import train_two_tower
 
     run_dir = train_two_tower(args.ws, config, init_from=args.init_from)
+    from pytorch_lightning.utilities import rank_zero_only
+
     from core.workspace import RunDir
 
+    if getattr(rank_zero_only, "rank", 0) != 0:  # --devices > 1: every rank runs this command
+        return 0
     metrics = json.loads(RunDir(run_dir).metrics.read_text())["validation"]
     print(f"run {run_dir}")
     print(f"val/recall@20 {metrics['val/recall@20']:.4f}  val/ndcg@20 {metrics['val/ndcg@20']:.4f}")
