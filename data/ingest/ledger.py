@@ -13,10 +13,13 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core import atomic
 from core.workspace import Workspace
+from data.ingest.ops import id_hashes
 
 log = logging.getLogger("tastemaker.data")
 
@@ -68,12 +71,90 @@ def remove_orphans(ws: Workspace, ledger: dict[str, dict]) -> int:
     return removed
 
 
-def seen_event_ids(ws: Workspace, ledger: dict[str, dict]) -> set[str]:
-    """Event ids already accepted into the lake by committed objects (cross-run dedupe)."""
-    seen: set[str] = set()
-    for entry in ledger.values():
-        for out in entry["outputs"]:
-            if (ws.root / out).is_relative_to(ws.lake_events):
-                ids = pq.read_table(ws.root / out, columns=["event_id"])["event_id"]
-                seen.update(ids.to_pylist())
-    return seen
+INDEX_SCHEMA = pa.schema([("hash", pa.uint64()), ("event_id", pa.string())])
+
+
+class IdIndex:
+    """Cross-run dedupe in bounded memory: which event ids committed objects put in the lake.
+
+    Each committed object has an id index file (``_ledger/ids/<object_id>.arrow``, Arrow IPC,
+    uncompressed): its accepted event ids with their 64-bit :func:`~data.ingest.ops.id_hashes`,
+    sorted by hash. It is written before the object's ledger entry, so a committed object
+    always has one (an entry written before index files existed gets one built from its lake
+    files on first use). A lookup memory-maps one index at a time, binary-searches the new
+    ids' hashes in it and confirms every hash match by comparing the strings: exact, and
+    memory bounded by the largest single object, not by the lake. Only paths are held.
+    """
+
+    def __init__(self, ws: Workspace, ledger: dict[str, dict]) -> None:
+        self.ws = ws
+        self.paths: list[Path] = []
+        for entry in ledger.values():
+            path = self.path(entry["source"])
+            if not path.exists():
+                self.write(entry["source"], _committed_ids(ws, entry))
+            self.paths.append(path)
+
+    def path(self, source: str) -> Path:
+        return ledger_dir(self.ws) / "ids" / f"{object_id(source)}.arrow"
+
+    def write(self, source: str, ids: pa.Array) -> None:
+        """Write the index of an object's accepted (distinct) ids, before its ledger entry."""
+        hashes = id_hashes(ids)
+        order = np.argsort(hashes, kind="stable")
+        table = pa.table(
+            {"hash": pa.array(hashes[order]), "event_id": ids.take(pa.array(order))},
+            schema=INDEX_SCHEMA,
+        )
+        with (
+            atomic.atomic_path(self.path(source)) as tmp,
+            pa.ipc.new_file(tmp, INDEX_SCHEMA) as out,
+        ):
+            out.write_table(table)
+
+    def add(self, source: str) -> None:
+        """Count a just-committed object's index in later lookups."""
+        self.paths.append(self.path(source))
+
+    def known(self, ids: pa.Array) -> np.ndarray:
+        """(N,) bool: which of ``ids`` (distinct strings) a committed object already accepted."""
+        found = np.zeros(len(ids), dtype=bool)
+        if not len(ids) or not self.paths:
+            return found
+        hashes = id_hashes(ids)
+        order = np.argsort(hashes)
+        needles = hashes[order]  # sorted needles: the binary searches walk forward
+        for path in self.paths:
+            index = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+            if not index.num_rows:
+                continue
+            stored = index["hash"].combine_chunks().to_numpy()
+            left = np.searchsorted(stored, needles, side="left")
+            inside = left < len(stored)
+            hit = np.flatnonzero(inside & (stored[np.minimum(left, len(stored) - 1)] == needles))
+            if not len(hit):
+                continue
+            stored_ids = index["event_id"].combine_chunks()
+            for k in hit:  # hash matches: few (real duplicates), each confirmed by its string
+                row = int(order[k])
+                if found[row]:
+                    continue
+                want = ids[row].as_py()
+                j = int(left[k])
+                while j < len(stored) and stored[j] == needles[k]:
+                    if stored_ids[j].as_py() == want:
+                        found[row] = True
+                        break
+                    j += 1
+        return found
+
+
+def _committed_ids(ws: Workspace, entry: dict) -> pa.Array:
+    """The event ids a committed object put in the lake, read from its lake files."""
+    chunks = [
+        chunk
+        for out in entry["outputs"]
+        if (ws.root / out).is_relative_to(ws.lake_events)
+        for chunk in pq.read_table(ws.root / out, columns=["event_id"])["event_id"].chunks
+    ]
+    return pa.chunked_array(chunks, pa.string()).combine_chunks()
