@@ -36,6 +36,7 @@ from data.ingest.ops import (
     Pseudonyms,
     decompress,
     first_occurrences,
+    id_hashes,
     write_lake_file,
 )
 from data.ingest.parse import Parsed, parse_object
@@ -166,10 +167,12 @@ def ingest_object(
     codes, event_ms = validate_rows(parsed.table, rules, lookups, now_ms, users=users)
     valid = codes == 0
     n_valid = int(valid.sum())
-    good = parsed.table if n_valid == len(valid) else parsed.table.filter(pa.array(valid))
-    first, first_ids = first_occurrences(good["event_id"].combine_chunks())
+    ids = parsed.table["event_id"].combine_chunks()
+    first, first_ids = first_occurrences(ids if n_valid == len(valid) else ids.filter(valid))
+    first_hashes = id_hashes(first_ids)
+    in_lake = known.known(first_ids, first_hashes)
     keep = first
-    keep[first] = ~known.known(first_ids)
+    keep[first] = ~in_lake
     n_keep = int(keep.sum())
     counts.read = parsed.n_lines
     counts.duplicates = n_valid - n_keep
@@ -179,8 +182,11 @@ def ingest_object(
     counts.check(f"object {source}")
 
     outputs: list[str] = []
-    kept = good if n_keep == len(keep) else good.filter(pa.array(keep))
     final = np.flatnonzero(valid)[keep]  # (A,) parsed rows that go to the lake
+    # only the lake's columns are gathered, in one pass, and only the rows that go there
+    kept = parsed.table.select([n for n in LAKE_EVENTS.names if n in parsed.table.column_names])
+    if len(final) < parsed.table.num_rows:
+        kept = kept.take(pa.array(final))
     kept_ms = event_ms[final]
     # every distinct user id of the object is hashed (once per run), then spread to rows
     keys = pseudonyms.keys(users.dictionary)
@@ -189,7 +195,7 @@ def ingest_object(
     unique_days = np.unique(days)
     for day in unique_days:
         path = ws.lake_events / _partition(int(day)) / f"part-{oid}.parquet"
-        part = lake if len(unique_days) == 1 else lake.filter(pa.array(days == day))
+        part = lake if len(unique_days) == 1 else lake.take(pa.array(np.flatnonzero(days == day)))
         write_lake_file(path, part)
         outputs.append(str(path.relative_to(ws.root)))
     if sum(counts.quarantined.values()):
@@ -197,7 +203,9 @@ def ingest_object(
         path = ws.quarantine / f"part-{oid}.parquet"
         atomic.write_table(path, _quarantine_table(source, parsed, codes))
         outputs.append(str(path.relative_to(ws.root)))
-    known.write(source, lake["event_id"].combine_chunks())  # before the ledger entry
+    # the accepted ids are the new first occurrences, in the same order: index them before
+    # the ledger entry commits the object
+    known.write(source, first_ids.filter(pa.array(~in_lake)), first_hashes[~in_lake])
     return counts, outputs
 
 

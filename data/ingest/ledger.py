@@ -72,6 +72,7 @@ def remove_orphans(ws: Workspace, ledger: dict[str, dict]) -> int:
 
 
 INDEX_SCHEMA = pa.schema([("hash", pa.uint64()), ("event_id", pa.string())])
+FILTER_BITS = 27  # the in-memory prefilter: 2**27 bits = 16 MiB, whatever the lake's size
 
 
 class IdIndex:
@@ -83,25 +84,30 @@ class IdIndex:
     always has one (an entry written before index files existed gets one built from its lake
     files on first use). A lookup memory-maps one index at a time, binary-searches the new
     ids' hashes in it and confirms every hash match by comparing the strings: exact, and
-    memory bounded by the largest single object, not by the lake. Only paths are held.
+    memory bounded by the largest single object, not by the lake. Held in memory: the
+    index paths, and a fixed-size bitmap of the top bits of every committed hash (a one-hash
+    Bloom filter), so new ids that cannot be in any index skip the searches altogether.
     """
 
     def __init__(self, ws: Workspace, ledger: dict[str, dict]) -> None:
         self.ws = ws
         self.paths: list[Path] = []
+        self.bitmap = np.zeros(1 << (FILTER_BITS - 3), dtype=np.uint8)
         for entry in ledger.values():
             path = self.path(entry["source"])
             if not path.exists():
                 self.write(entry["source"], _committed_ids(ws, entry))
-            self.paths.append(path)
+            self.add(entry["source"])
 
     def path(self, source: str) -> Path:
         return ledger_dir(self.ws) / "ids" / f"{object_id(source)}.arrow"
 
-    def write(self, source: str, ids: pa.Array) -> None:
-        """Write the index of an object's accepted (distinct) ids, before its ledger entry."""
-        hashes = id_hashes(ids)
-        order = np.argsort(hashes, kind="stable")
+    def write(self, source: str, ids: pa.Array, hashes: np.ndarray | None = None) -> None:
+        """Write the index of an object's accepted (distinct) ids, before its ledger entry.
+
+        ``hashes``: ``id_hashes(ids)`` when the caller has them already."""
+        hashes = id_hashes(ids) if hashes is None else hashes
+        order = np.argsort(hashes)
         table = pa.table(
             {"hash": pa.array(hashes[order]), "event_id": ids.take(pa.array(order))},
             schema=INDEX_SCHEMA,
@@ -114,18 +120,32 @@ class IdIndex:
 
     def add(self, source: str) -> None:
         """Count a just-committed object's index in later lookups."""
-        self.paths.append(self.path(source))
+        path = self.path(source)
+        hashes = _read(path)["hash"].combine_chunks().to_numpy()
+        slot = hashes >> np.uint64(64 - FILTER_BITS)
+        np.bitwise_or.at(self.bitmap, slot >> np.uint64(3), _BIT[slot & np.uint64(7)])
+        self.paths.append(path)
 
-    def known(self, ids: pa.Array) -> np.ndarray:
-        """(N,) bool: which of ``ids`` (distinct strings) a committed object already accepted."""
+    def _maybe(self, hashes: np.ndarray) -> np.ndarray:
+        """(N,) bool: False where no committed id can have that hash (the bitmap's bit is 0)."""
+        slot = hashes >> np.uint64(64 - FILTER_BITS)
+        return (self.bitmap[slot >> np.uint64(3)] & _BIT[slot & np.uint64(7)]) != 0
+
+    def known(self, ids: pa.Array, hashes: np.ndarray | None = None) -> np.ndarray:
+        """(N,) bool: which of ``ids`` (distinct strings) a committed object already accepted.
+
+        ``hashes``: ``id_hashes(ids)`` when the caller has them already."""
         found = np.zeros(len(ids), dtype=bool)
         if not len(ids) or not self.paths:
             return found
-        hashes = id_hashes(ids)
-        order = np.argsort(hashes)
+        hashes = id_hashes(ids) if hashes is None else hashes
+        maybe = np.flatnonzero(self._maybe(hashes))
+        if not len(maybe):
+            return found
+        order = maybe[np.argsort(hashes[maybe])]
         needles = hashes[order]  # sorted needles: the binary searches walk forward
         for path in self.paths:
-            index = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+            index = _read(path)
             if not index.num_rows:
                 continue
             stored = index["hash"].combine_chunks().to_numpy()
@@ -147,6 +167,14 @@ class IdIndex:
                         break
                     j += 1
         return found
+
+
+_BIT = (1 << np.arange(8)).astype(np.uint8)
+
+
+def _read(path: Path) -> pa.Table:
+    """An id index, memory-mapped (its pages are the page cache's, not this process's heap)."""
+    return pa.ipc.open_file(pa.memory_map(str(path))).read_all()
 
 
 def _committed_ids(ws: Workspace, entry: dict) -> pa.Array:
