@@ -21,12 +21,17 @@ import pyarrow.parquet as pq
 from isal import isal_zlib
 
 from core import atomic
+from data.schemas import LAKE_EVENTS
 
 # event ids, request ids and tracks are near-unique: dictionary pages only cost time there
 _DICTIONARY_COLUMNS = ["event_type", "user_key", "artist_id", "country", "device"]
 # min/max statistics only where readers prune on them (time ranges, types); on near-unique ids
 # they cost write time and help nobody
 _STATISTICS_COLUMNS = ["event_type", "event_ts", "server_ts"]
+
+
+# pseudonyms are hex digests: LZ4 spends ~12 % of the write on them and saves ~2 % of the bytes
+_COMPRESSION = {name: "none" if name == "user_key" else "lz4" for name in LAKE_EVENTS.names}
 
 
 def write_lake_file(path: Path, table: pa.Table) -> None:
@@ -36,7 +41,7 @@ def write_lake_file(path: Path, table: pa.Table) -> None:
         pq.write_table(
             table,
             tmp,
-            compression="lz4",
+            compression=_COMPRESSION,
             use_dictionary=_DICTIONARY_COLUMNS,
             write_statistics=_STATISTICS_COLUMNS,
         )
