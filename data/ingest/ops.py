@@ -3,6 +3,7 @@ obvious per-event Python, with the same results (tests/data/ingest/test_ingest_p
 
 * :func:`decompress`: one gzip member inflated in one call (ISA-L when installed);
 * :func:`first_occurrences`: dedupe by event id within an object, first copy wins;
+* :func:`id_hashes`: a stable 64-bit hash per id, for the cross-run id index (``ledger``);
 * :class:`Pseudonyms`: HMAC-SHA256 pseudonyms, computed once per distinct user and run;
 * :func:`write_lake_file`: the lake's Parquet settings.
 """
