@@ -1,9 +1,15 @@
 """Ingest throughput: raw gzipped JSON lines -> validated, deduped, pseudonymised Parquet lake.
 
-Compared, in the same run and on the same files, with a naive load:
-``pandas.read_json(path, lines=True)`` per file (parse only: no validation, no dedupe, no
-writes). Each side runs in its own child process pinned to ONE core (``sched_setaffinity``,
-Arrow's thread pools set to 1), so peak RSS (``getrusage``) is that side's alone.
+Compared, in the same run and on the same files, with bare parsers of the same bytes (gzip
+inflated with ISA-L as ingest does, then parsed; nothing validated or written): pyarrow JSON
+with the explicit raw schema, polars ``read_ndjson`` with that schema, msgspec's typed decode
+(``Decoder(Struct).decode_lines``). Each side runs in its own child process pinned to ONE core
+(``sched_setaffinity``; Arrow's and polars' thread pools set to 1), so peak RSS is that side's
+alone. A last row runs two ingest processes at once, each on its own core and its own half of
+the objects (two lakes: one lake has one writer), against the one-process row.
+
+CPU time (``time.process_time``) is the figure: the machine is shared, so wall time includes
+waiting for a core. "work" CPU starts after imports; "from start" includes them.
 
 The raw set is generated here with numpy (fixed-width byte templates), not by the world,
 so 2 million events take seconds to make: 1 % duplicate event ids (at-least-once redelivery)
@@ -19,12 +25,14 @@ import gzip
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -121,7 +129,8 @@ def write_raw(root: Path, n: int) -> list[Path]:
 
 
 def _one_core() -> None:
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    cores = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cores[int(os.environ.get("BENCH_CORE", "0")) % len(cores)]})
     import pyarrow as pa
 
     pa.set_cpu_count(1)
@@ -136,9 +145,48 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _raw_files(root: Path) -> list[Path]:
+    return sorted((root / "raw" / "events").rglob("*.jsonl.gz"))
+
+
+def _bare_parser(kind: str) -> Any:
+    """A function: decompressed object bytes -> number of rows parsed (imports done here)."""
+    from data.schemas import RAW_PARSE_SCHEMA
+
+    if kind == "pyarrow":
+        import io
+
+        import pyarrow.json as pj
+
+        read = pj.ReadOptions(use_threads=False, block_size=64 << 20)
+        parse = pj.ParseOptions(
+            explicit_schema=RAW_PARSE_SCHEMA, unexpected_field_behavior="ignore"
+        )
+        return lambda data: (
+            pj.read_json(io.BytesIO(data), read_options=read, parse_options=parse).num_rows
+        )
+    if kind == "polars":
+        import io
+
+        import polars as pl
+
+        types = {"string": pl.String, "int32": pl.Int32, "int64": pl.Int64}
+        schema = {f.name: types[str(f.type)] for f in RAW_PARSE_SCHEMA}
+        return lambda data: pl.read_ndjson(io.BytesIO(data), schema=schema).height
+    if kind == "msgspec":
+        import msgspec
+
+        py = {"string": str, "int32": int, "int64": int}
+        fields = [(f.name, py[str(f.type)] | None, None) for f in RAW_PARSE_SCHEMA]
+        decoder = msgspec.json.Decoder(msgspec.defstruct("RawEvent", fields))
+        return lambda data: len(decoder.decode_lines(data))
+    raise ValueError(kind)
+
+
 def _child(kind: str, root: Path) -> dict:
     _one_core()
-    started, cpu = time.perf_counter(), time.process_time()
+    started = time.perf_counter()
+    extra: dict = {}
     if kind == "ingest":
         import pyarrow as pa
 
@@ -151,80 +199,156 @@ def _child(kind: str, root: Path) -> dict:
         artists = pa.array([f"a{i:07d}" for i in range(N_ARTISTS)])
         lookups = Lookups(users=users, deleted_users=pa.array([], pa.string()), artists=artists)
         ws = Workspace(root)
+        cpu0, wall0 = time.process_time(), time.perf_counter()
         manifest = ingest_store(ws, ObjectStore(ws.raw), lookups, key=b"bench-key-0123456789")
         rows = manifest["read"]
         extra = {k: manifest[k] for k in ("accepted", "duplicates", "quarantined")}
     else:
-        import pandas as pd
+        from data.ingest.ops import decompress
 
-        files = sorted((root / "raw" / "events").rglob("*.jsonl.gz"))
-        rows = sum(len(pd.read_json(f, lines=True, compression="gzip")) for f in files)
-        extra = {}
+        parse = _bare_parser(kind)
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        rows = sum(parse(decompress(f.name, f.read_bytes())) for f in _raw_files(root))
     return {
         "rows": rows,
-        "seconds": time.perf_counter() - started,
-        "cpu_seconds": time.process_time() - cpu,
+        "cpu_work": time.process_time() - cpu0,
+        "wall_work": time.perf_counter() - wall0,
+        "cpu_total": time.process_time(),  # since the process started: imports included
+        "wall_total": time.perf_counter() - started,
         "max_rss_mb": _peak_rss_mb(),
         **extra,
     }
 
 
-def _run_child(kind: str, root: Path) -> dict:
+def _start_child(kind: str, root: Path, core: int = 0) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "benchmarks.bench_ingest", "--child", kind, str(root)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "POLARS_MAX_THREADS": "1"}
+    env["BENCH_CORE"] = str(core)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+
+
+def _result(proc: subprocess.Popen) -> dict:
+    out, _ = proc.communicate()
+    if proc.returncode:
+        raise RuntimeError(f"benchmark child failed ({proc.returncode})")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _run_child(kind: str, root: Path) -> dict:
+    return _result(_start_child(kind, root))
+
+
+def _halves(root: Path) -> list[Path]:
+    """Two workspaces beside ``root``, each holding half of its raw objects (hard links)."""
+    files = _raw_files(root)
+    halves = []
+    for h in range(2):
+        half = root.parent / f"half-{h}"
+        for f in files[h::2]:
+            dest = half / f.relative_to(root)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.link(f, dest)
+        halves.append(half)
+    return halves
 
 
 def main(quick: bool = False) -> str:
     n = N_QUICK if quick else N_FULL
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
-        root = Path(tmp)
+        root = Path(tmp) / "one"
         t0 = time.perf_counter()
         paths = write_raw(root, n)
         gen_s = time.perf_counter() - t0
         gz_mb = sum(p.stat().st_size for p in paths) / 2**20
         ours = _run_child("ingest", root)
-        naive = _run_child("pandas", root)
+        shutil.rmtree(root / "lake", ignore_errors=True)
+        bare = {kind: _run_child(kind, root) for kind in ("pyarrow", "polars", "msgspec")}
+        pair = [_start_child("ingest", half, core) for core, half in enumerate(_halves(root))]
+        two = [_result(p) for p in pair]
+    return _report(n, len(paths), gz_mb, gen_s, ours, bare, two, quick)
+
+
+def _report(
+    n: int,
+    n_files: int,
+    gz_mb: float,
+    gen_s: float,
+    ours: dict,
+    bare: dict[str, dict],
+    two: list[dict],
+    quick: bool,
+) -> str:
+    def rate(r: dict, key: str = "cpu_work") -> float:
+        return r["rows"] / r[key]
+
+    row = "| {} | {:,.0f} | {:,.0f} | {:.2f} | {:.2f} | {:.2f} | {:.0f} |"
+
+    def line(label: str, r: dict) -> str:
+        return row.format(
+            label,
+            rate(r),
+            rate(r, "cpu_total"),
+            r["cpu_work"],
+            r["cpu_total"],
+            r["wall_work"],
+            r["max_rss_mb"],
+        )
+
+    labels = {
+        "pyarrow": "bare pyarrow JSON, explicit schema (inflate + parse)",
+        "polars": "bare polars `read_ndjson`, schema given (inflate + parse)",
+        "msgspec": "bare msgspec typed decode, `decode_lines` (inflate + parse)",
+    }
+    fastest = max(bare, key=lambda k: rate(bare[k]))
+    to_fastest = rate(ours) / rate(bare[fastest])
+    to_pyarrow = rate(ours) / rate(bare["pyarrow"])
+    rows_two = sum(r["rows"] for r in two)
+    two_cpu = sum(rate(r) for r in two)  # each process on its own core, summed
+    two_wall = rows_two / max(r["wall_work"] for r in two)
+    scale_cpu = two_cpu / rate(ours)
+    scale_wall = two_wall / (ours["rows"] / ours["wall_work"])
+    per_core = rate(ours) >= 300_000
+    near = to_fastest >= 0.6
+    linear = scale_cpu >= 1.8
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
     cmd = ".venv/bin/python -m benchmarks.bench_ingest" + (" --quick" if quick else "")
-    row = "| {} | {:,.0f} | {:,.0f} | {:.2f} | {:.2f} | {:.0f} |"
-    rates = {}
-    for side, r in (("ours", ours), ("naive", naive)):
-        rates[side] = (r["rows"] / r["cpu_seconds"], r["rows"] / r["seconds"])
-    cpu_ratio = rates["ours"][0] / rates["naive"][0]
-    wall_ratio = rates["ours"][1] / rates["naive"][1]
-    met = rates["ours"][0] >= 500_000 and cpu_ratio >= 5
     return "\n".join(
         [
             "## Ingest throughput (raw JSON lines -> Parquet lake)",
             "",
-            f"{n:,} events in {len(paths)} gzipped JSON-lines files ({gz_mb:.0f} MiB, "
-            f"generated in {gen_s:.1f} s); each side in its own process pinned to one core, "
-            "timed from process start (imports included). CPU s is the process's own CPU "
-            "time (`time.process_time`), the fair figure on a shared machine; wall s includes "
-            f"waiting for the CPU and fsync. gzip is inflated with ISA-L (`isal`).",
+            f"{n:,} events in {n_files} gzipped JSON-lines files ({gz_mb:.0f} MiB, generated "
+            f"in {gen_s:.1f} s); each side in its own process pinned to one core. CPU s is "
+            "the process's own CPU time (`time.process_time`), the fair figure on a shared "
+            "machine: **work** from after imports (ingest: the whole `ingest_store` run: "
+            "inflate, parse, validate, dedupe against the lake, pseudonymise, write Parquet "
+            "and the ledger, fsync included), **from start** including interpreter start and "
+            "imports. Bare parsers read the same files, inflate with ISA-L as ingest does and "
+            "parse; they validate and write nothing. The lake is Parquet (not Delta) here.",
             "",
-            "| load | events/s (CPU) | events/s (wall) | CPU s | wall s | peak RSS MiB |",
-            "|---|---:|---:|---:|---:|---:|",
-            row.format(
-                "`tastemaker ingest` (parse, validate, dedupe, pseudonymise, write Parquet)",
-                *rates["ours"],
-                ours["cpu_seconds"],
-                ours["seconds"],
-                ours["max_rss_mb"],
-            ),
-            row.format(
-                "naive `pandas.read_json(lines=True)` (parse only)",
-                *rates["naive"],
-                naive["cpu_seconds"],
-                naive["seconds"],
-                naive["max_rss_mb"],
-            ),
+            "| load | events/s (CPU, work) | events/s (CPU, from start) | CPU s work | "
+            "CPU s from start | wall s work | peak RSS MiB |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+            line("`tastemaker ingest` (validated, deduped, pseudonymised, committed)", ours),
+            *(line(labels[k], bare[k]) for k in ("pyarrow", "polars", "msgspec")),
             "",
-            f"Ratio to the naive load, same run: **{cpu_ratio:.1f}x** by CPU time, "
-            f"{wall_ratio:.1f}x by wall time. Ingest accepted {ours['accepted']:,}, dropped "
-            f"{ours['duplicates']:,} duplicates, quarantined {ours['quarantined']:,}. "
-            f"Targets (>= 500,000 events/s and >= 5x): {'met' if met else 'NOT met'}.",
+            f"Same run: ingest is **{to_fastest:.2f}x** the fastest bare parser "
+            f"({fastest}) and {to_pyarrow:.2f}x bare pyarrow (the parser ingest uses), by "
+            f"work CPU time. Ingest accepted {ours['accepted']:,}, dropped "
+            f"{ours['duplicates']:,} duplicates, quarantined {ours['quarantined']:,}.",
+            "",
+            f"Two ingest processes at once (each on its own core, half of the objects each, "
+            f"two lakes): {two_cpu:,.0f} events/s by summed CPU rate = **{scale_cpu:.2f}x** "
+            f"one process; by wall time {two_wall:,.0f} events/s = {scale_wall:.2f}x (wall "
+            "counts waiting for a core another job holds on this shared machine).",
+            "",
+            "| target | measured | |",
+            "|---|---:|---|",
+            f"| >= 300,000 events/s per core (work CPU) | {rate(ours):,.0f} | {verdict(per_core)} |",
+            f"| >= 0.6x the fastest bare parser | {to_fastest:.2f}x | {verdict(near)} |",
+            f"| 2 processes >= 1.8x one (CPU) | {scale_cpu:.2f}x | {verdict(linear)} |",
             "",
             f"Command: `{cmd}`",
             "",

@@ -3,7 +3,7 @@
 For each raw object not yet in the ledger (:mod:`data.ingest.ledger`), in path order:
 decompress -> parse (:mod:`data.ingest.parse`) -> validate rows (:mod:`data.ingest.validate`) -> dedupe
 by ``event_id`` (first occurrence wins, within the object and against every earlier object and
-run) -> pseudonymise ``user_id`` into ``user_key`` -> write
+run, through the id index of :class:`data.ingest.ledger.IdIndex`) -> pseudonymise ``user_id`` into ``user_key`` -> write
 ``lake/events/dt=<UTC date of event_ts>/part-<object_id>.parquet`` per day touched and
 ``pii/quarantine/part-<object_id>.parquet`` -> commit the ledger entry. Output names depend
 only on the object, so an object interrupted half way is redone byte for byte.
@@ -36,7 +36,7 @@ from data.ingest.ops import (
     Pseudonyms,
     decompress,
     first_occurrences,
-    not_seen,
+    id_hashes,
     write_lake_file,
 )
 from data.ingest.parse import Parsed, parse_object
@@ -91,6 +91,12 @@ def _lake_table(table: pa.Table, event_ms: np.ndarray, user_keys: pa.Array) -> p
     return pa.table({n: columns[n] for n in LAKE_EVENTS.names}).cast(LAKE_EVENTS)
 
 
+def _partition(day: int) -> str:
+    """The lake partition folder (``dt=YYYY-MM-DD``) of a UTC day number."""
+    dt = datetime.fromtimestamp(day * 86_400, tz=timezone.utc).strftime("%Y-%m-%d")
+    return f"{LAKE_PARTITION}={dt}"
+
+
 def _quarantine_table(source: str, parsed: Parsed, codes: np.ndarray) -> pa.Table:
     rej = parsed.rejected
     line_no, reason, detail, line = (
@@ -129,7 +135,7 @@ def ingest_object(
     source: str,
     data: bytes,
     *,
-    seen: set[str],
+    known: ledger_mod.IdIndex,
     lookups: Lookups,
     pseudonyms: Pseudonyms,
     rules: IngestRules,
@@ -155,15 +161,18 @@ def ingest_object(
         )
         quarantine = ws.quarantine / f"part-{oid}.parquet"
         atomic.write_table(quarantine, bad)
+        known.write(source, pa.array([], pa.string()))
         return counts, [str(quarantine.relative_to(ws.root))]
     users = parsed.table["user_id"].combine_chunks().dictionary_encode()
     codes, event_ms = validate_rows(parsed.table, rules, lookups, now_ms, users=users)
     valid = codes == 0
     n_valid = int(valid.sum())
-    good = parsed.table if n_valid == len(valid) else parsed.table.filter(pa.array(valid))
-    first, first_ids = first_occurrences(good["event_id"].combine_chunks())
+    ids = parsed.table["event_id"].combine_chunks()
+    first, first_ids = first_occurrences(ids if n_valid == len(valid) else ids.filter(valid))
+    first_hashes = id_hashes(first_ids)
+    in_lake = known.known(first_ids, first_hashes)
     keep = first
-    keep[first] = not_seen(first_ids.to_pylist(), seen)
+    keep[first] = ~in_lake
     n_keep = int(keep.sum())
     counts.read = parsed.n_lines
     counts.duplicates = n_valid - n_keep
@@ -173,8 +182,11 @@ def ingest_object(
     counts.check(f"object {source}")
 
     outputs: list[str] = []
-    kept = good if n_keep == len(keep) else good.filter(pa.array(keep))
     final = np.flatnonzero(valid)[keep]  # (A,) parsed rows that go to the lake
+    # only the lake's columns are gathered, in one pass, and only the rows that go there
+    kept = parsed.table.select([n for n in LAKE_EVENTS.names if n in parsed.table.column_names])
+    if len(final) < parsed.table.num_rows:
+        kept = kept.take(pa.array(final))
     kept_ms = event_ms[final]
     # every distinct user id of the object is hashed (once per run), then spread to rows
     keys = pseudonyms.keys(users.dictionary)
@@ -182,9 +194,8 @@ def ingest_object(
     days = kept_ms // DAY_MS
     unique_days = np.unique(days)
     for day in unique_days:
-        dt = datetime.fromtimestamp(int(day) * 86_400, tz=timezone.utc).strftime("%Y-%m-%d")
-        path = ws.lake_events / f"{LAKE_PARTITION}={dt}" / f"part-{oid}.parquet"
-        part = lake if len(unique_days) == 1 else lake.filter(pa.array(days == day))
+        path = ws.lake_events / _partition(int(day)) / f"part-{oid}.parquet"
+        part = lake if len(unique_days) == 1 else lake.take(pa.array(np.flatnonzero(days == day)))
         write_lake_file(path, part)
         outputs.append(str(path.relative_to(ws.root)))
     if sum(counts.quarantined.values()):
@@ -192,6 +203,9 @@ def ingest_object(
         path = ws.quarantine / f"part-{oid}.parquet"
         atomic.write_table(path, _quarantine_table(source, parsed, codes))
         outputs.append(str(path.relative_to(ws.root)))
+    # the accepted ids are the new first occurrences, in the same order: index them before
+    # the ledger entry commits the object
+    known.write(source, first_ids.filter(pa.array(~in_lake)), first_hashes[~in_lake])
     return counts, outputs
 
 
@@ -214,7 +228,7 @@ def ingest_store(
     now_ms = int((now or datetime.now(timezone.utc)).timestamp() * 1000)
     ledger = ledger_mod.load_ledger(ws)
     ledger_mod.remove_orphans(ws, ledger)
-    seen = ledger_mod.seen_event_ids(ws, ledger)
+    known = ledger_mod.IdIndex(ws, ledger)
     pseudonyms = Pseudonyms(key)
     total, objects, skipped, deferred = Counts(), [], 0, 0
     pending = []
@@ -236,7 +250,7 @@ def ingest_store(
                 ws,
                 source,
                 data,
-                seen=seen,
+                known=known,
                 lookups=lookups,
                 pseudonyms=pseudonyms,
                 rules=rules,
@@ -244,6 +258,7 @@ def ingest_store(
             )
             entry = {"source": source, "size": len(data), "outputs": outputs, **counts.as_dict()}
             ledger_mod.commit(ws, entry)
+            known.add(source)
             total.add(counts)
             objects.append(source)
             log.debug("ingested %s: %s", source, counts.as_dict())

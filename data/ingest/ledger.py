@@ -13,10 +13,13 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core import atomic
 from core.workspace import Workspace
+from data.ingest.ops import id_hashes
 
 log = logging.getLogger("tastemaker.data")
 
@@ -68,12 +71,118 @@ def remove_orphans(ws: Workspace, ledger: dict[str, dict]) -> int:
     return removed
 
 
-def seen_event_ids(ws: Workspace, ledger: dict[str, dict]) -> set[str]:
-    """Event ids already accepted into the lake by committed objects (cross-run dedupe)."""
-    seen: set[str] = set()
-    for entry in ledger.values():
-        for out in entry["outputs"]:
-            if (ws.root / out).is_relative_to(ws.lake_events):
-                ids = pq.read_table(ws.root / out, columns=["event_id"])["event_id"]
-                seen.update(ids.to_pylist())
-    return seen
+INDEX_SCHEMA = pa.schema([("hash", pa.uint64()), ("event_id", pa.string())])
+FILTER_BITS = 27  # the in-memory prefilter: 2**27 bits = 16 MiB, whatever the lake's size
+
+
+class IdIndex:
+    """Cross-run dedupe in bounded memory: which event ids committed objects put in the lake.
+
+    Each committed object has an id index file (``_ledger/ids/<object_id>.arrow``, Arrow IPC,
+    uncompressed): its accepted event ids with their 64-bit :func:`~data.ingest.ops.id_hashes`,
+    sorted by hash. It is written before the object's ledger entry, so a committed object
+    always has one (an entry written before index files existed gets one built from its lake
+    files on first use). A lookup memory-maps one index at a time, binary-searches the new
+    ids' hashes in it and confirms every hash match by comparing the strings: exact, and
+    memory bounded by the largest single object, not by the lake. Held in memory: the
+    index paths, and a fixed-size bitmap of the top bits of every committed hash (a one-hash
+    Bloom filter), so new ids that cannot be in any index skip the searches altogether.
+    """
+
+    def __init__(self, ws: Workspace, ledger: dict[str, dict]) -> None:
+        self.ws = ws
+        self.paths: list[Path] = []
+        self.bitmap = np.zeros(1 << (FILTER_BITS - 3), dtype=np.uint8)
+        for entry in ledger.values():
+            path = self.path(entry["source"])
+            if not path.exists():
+                self.write(entry["source"], _committed_ids(ws, entry))
+            self.add(entry["source"])
+
+    def path(self, source: str) -> Path:
+        return ledger_dir(self.ws) / "ids" / f"{object_id(source)}.arrow"
+
+    def write(self, source: str, ids: pa.Array, hashes: np.ndarray | None = None) -> None:
+        """Write the index of an object's accepted (distinct) ids, before its ledger entry.
+
+        ``hashes``: ``id_hashes(ids)`` when the caller has them already."""
+        hashes = id_hashes(ids) if hashes is None else hashes
+        order = np.argsort(hashes)
+        table = pa.table(
+            {"hash": pa.array(hashes[order]), "event_id": ids.take(pa.array(order))},
+            schema=INDEX_SCHEMA,
+        )
+        with (
+            atomic.atomic_path(self.path(source)) as tmp,
+            pa.ipc.new_file(tmp, INDEX_SCHEMA) as out,
+        ):
+            out.write_table(table)
+
+    def add(self, source: str) -> None:
+        """Count a just-committed object's index in later lookups."""
+        path = self.path(source)
+        hashes = _read(path)["hash"].combine_chunks().to_numpy()
+        slot = hashes >> np.uint64(64 - FILTER_BITS)
+        np.bitwise_or.at(self.bitmap, slot >> np.uint64(3), _BIT[slot & np.uint64(7)])
+        self.paths.append(path)
+
+    def _maybe(self, hashes: np.ndarray) -> np.ndarray:
+        """(N,) bool: False where no committed id can have that hash (the bitmap's bit is 0)."""
+        slot = hashes >> np.uint64(64 - FILTER_BITS)
+        return (self.bitmap[slot >> np.uint64(3)] & _BIT[slot & np.uint64(7)]) != 0
+
+    def known(self, ids: pa.Array, hashes: np.ndarray | None = None) -> np.ndarray:
+        """(N,) bool: which of ``ids`` (distinct strings) a committed object already accepted.
+
+        ``hashes``: ``id_hashes(ids)`` when the caller has them already."""
+        found = np.zeros(len(ids), dtype=bool)
+        if not len(ids) or not self.paths:
+            return found
+        hashes = id_hashes(ids) if hashes is None else hashes
+        maybe = np.flatnonzero(self._maybe(hashes))
+        if not len(maybe):
+            return found
+        order = maybe[np.argsort(hashes[maybe])]
+        needles = hashes[order]  # sorted needles: the binary searches walk forward
+        for path in self.paths:
+            index = _read(path)
+            if not index.num_rows:
+                continue
+            stored = index["hash"].combine_chunks().to_numpy()
+            left = np.searchsorted(stored, needles, side="left")
+            inside = left < len(stored)
+            hit = np.flatnonzero(inside & (stored[np.minimum(left, len(stored) - 1)] == needles))
+            if not len(hit):
+                continue
+            stored_ids = index["event_id"].combine_chunks()
+            for k in hit:  # hash matches: few (real duplicates), each confirmed by its string
+                row = int(order[k])
+                if found[row]:
+                    continue
+                want = ids[row].as_py()
+                j = int(left[k])
+                while j < len(stored) and stored[j] == needles[k]:
+                    if stored_ids[j].as_py() == want:
+                        found[row] = True
+                        break
+                    j += 1
+        return found
+
+
+_BIT = (1 << np.arange(8)).astype(np.uint8)
+
+
+def _read(path: Path) -> pa.Table:
+    """An id index, memory-mapped (its pages are the page cache's, not this process's heap)."""
+    return pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+
+
+def _committed_ids(ws: Workspace, entry: dict) -> pa.Array:
+    """The event ids a committed object put in the lake, read from its lake files."""
+    chunks = [
+        chunk
+        for out in entry["outputs"]
+        if (ws.root / out).is_relative_to(ws.lake_events)
+        for chunk in pq.read_table(ws.root / out, columns=["event_id"])["event_id"].chunks
+    ]
+    return pa.chunked_array(chunks, pa.string()).combine_chunks()
