@@ -24,6 +24,7 @@ from typing import Any
 
 from core.atomic import write_json
 from core.workspace import RunDir, Workspace
+from data.lake import is_events_table
 
 log = logging.getLogger("tastemaker.evaluation")
 
@@ -122,7 +123,7 @@ def _registry(ws: Workspace, registry_url: str | None) -> list[dict[str, Any]]:
 def _engagement(ws: Workspace) -> list[dict[str, Any]]:
     from evaluation.engagement import engagement_table
 
-    if not ws.lake_events.is_dir() or not ws.lake_users.is_file():
+    if not is_events_table(ws.lake_events) or not ws.lake_users.is_file():
         return []
     eng = engagement_table(ws)
     eng = eng[eng["version"] == "*"]

@@ -29,10 +29,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from core.constants import DAY_MS
 from core.workspace import Workspace
+from data.lake import events_dataset
 from evaluation.segments import collapse_rare
 from evaluation.stats import wilson
 
@@ -60,15 +60,7 @@ class EngagementConfig:
 
 def load_events(ws: Workspace) -> pd.DataFrame:
     """The lake's events with the columns engagement needs (missing columns read as null)."""
-    if not ws.lake_events.is_dir():
-        raise FileNotFoundError(f"no lake at {ws.lake_events}; run `tastemaker ingest` first")
-    dataset = ds.dataset(
-        ws.lake_events,
-        format="parquet",
-        partitioning="hive",
-        exclude_invalid_files=True,
-        ignore_prefixes=[".", "_"],
-    )
+    dataset = events_dataset(ws.lake_events)
     present = [c for c in _EVENT_COLUMNS if c in dataset.schema.names]
     table = dataset.to_table(columns=present)
     event_ms = pc.cast(pc.cast(table["event_ts"], pa.timestamp("ms", "UTC")), pa.int64())

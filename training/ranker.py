@@ -29,7 +29,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from core.constants import DAY_MS
 from core.workspace import Workspace
@@ -42,6 +41,7 @@ from data.features.ranker import (
     label_impressions,
 )
 from data.features.user import user_features_at
+from data.lake import events_dataset
 from evaluation.gate import GateConfig
 from evaluation.ranking import context_at
 from models.ranker import Ranker, RankerConfig, RankingSet
@@ -96,12 +96,9 @@ class Slates:
 
 def read_labelled(ws: Workspace) -> pa.Table:
     """``LABELLED`` rows of every slate in the lake (impressions joined to their clicks)."""
-    if not ws.lake_events.is_dir():
-        raise FileNotFoundError(f"{ws.lake_events} not found; run `tastemaker ingest` first")
-    events = pq.read_table(
-        ws.lake_events,
+    events = events_dataset(ws.lake_events).to_table(
         columns=_LAKE_COLS,
-        filters=[("event_type", "in", ["impression", "click"])],
+        filter=pc.field("event_type").isin(["impression", "click"]),
     )
     return label_impressions(events)
 

@@ -33,6 +33,7 @@ from data.features.sort import (
     group_starts,
     stable_order,
 )
+from data.lake import event_files
 from data.schemas import ARTISTS, EVENT_TYPES, USERS
 
 log = logging.getLogger("tastemaker.data")
@@ -156,11 +157,9 @@ def _event_types(col: pa.ChunkedArray) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, np.int8)
 
 
-def _lake_files(events_dir: Path) -> list[Path]:
-    parts = sorted(p for p in events_dir.glob("dt=*") if p.is_dir())
-    if not parts:
-        raise FileNotFoundError(f"no lake partitions dt=YYYY-MM-DD under {events_dir}; run ingest")
-    return [f for part in parts for f in sorted(part.glob("*.parquet"))]
+def _lake_files(events_dir: Path, version: int | None = None) -> list[Path]:
+    """The events table's live files (never a glob: an optimize leaves replaced files behind)."""
+    return event_files(events_dir, version)
 
 
 def _read_part(path: Path) -> dict[str, list]:

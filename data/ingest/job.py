@@ -1,12 +1,16 @@
-"""Ingest: raw JSON-lines objects -> the Parquet lake, every line accounted for.
+"""Ingest: raw JSON-lines objects -> the lake's Delta table, every line accounted for.
 
 For each raw object not yet in the ledger (:mod:`data.ingest.ledger`), in path order:
 decompress -> parse (:mod:`data.ingest.parse`) -> validate rows (:mod:`data.ingest.validate`) -> dedupe
 by ``event_id`` (first occurrence wins, within the object and against every earlier object and
 run, through the id index of :class:`data.ingest.ledger.IdIndex`) -> pseudonymise ``user_id`` into ``user_key`` -> write
 ``lake/events/dt=<UTC date of event_ts>/part-<object_id>.parquet`` per day touched and
-``pii/quarantine/part-<object_id>.parquet`` -> commit the ledger entry. Output names depend
-only on the object, so an object interrupted half way is redone byte for byte.
+``pii/quarantine/part-<object_id>.parquet`` -> write the object's id index -> add its lake
+files to the ``lake/events`` Delta table in ONE commit carrying the raw object's name,
+checksum and ledger entry (:mod:`data.lake`) -> write the ledger entry. Output names depend
+only on the object, so an object interrupted half way is redone byte for byte; an object
+whose Delta commit landed but whose ledger entry did not is recognised from the log at the
+next start (its ledger entry is written from the commit) and never appended twice.
 
 The run fails (:class:`IngestInvariantError`) if ``read != accepted + duplicates +
 quarantined`` for any object, before that object is committed.
@@ -14,6 +18,8 @@ quarantined`` for any object, before that object is committed.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 import uuid
@@ -25,11 +31,13 @@ from datetime import date, datetime, timezone
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from deltalake import DeltaTable
 
 from core import atomic
 from core.constants import DAY_MS
 from core.progress import progress_bar
 from core.workspace import Workspace
+from data import lake
 from data.ingest import ledger as ledger_mod
 from data.ingest.objectstore import ObjectStore, open_store
 from data.ingest.ops import (
@@ -226,7 +234,9 @@ def ingest_store(
     later run: the daily cycle ingests day by day. They are counted as ``objects_deferred``."""
     started = time.perf_counter()
     now_ms = int((now or datetime.now(timezone.utc)).timestamp() * 1000)
+    table = lake.create_events(ws.lake_events)
     ledger = ledger_mod.load_ledger(ws)
+    recover_from_log(ws, table, ledger)
     ledger_mod.remove_orphans(ws, ledger)
     known = ledger_mod.IdIndex(ws, ledger)
     pseudonyms = Pseudonyms(key)
@@ -257,6 +267,7 @@ def ingest_store(
                 now_ms=now_ms,
             )
             entry = {"source": source, "size": len(data), "outputs": outputs, **counts.as_dict()}
+            entry["delta_version"] = commit_object(ws, table, entry, data)
             ledger_mod.commit(ws, entry)
             known.add(source)
             total.add(counts)
@@ -275,6 +286,39 @@ def ingest_store(
         "seconds": round(seconds, 3),
         "events_per_s": round(total.read / seconds) if seconds > 0 else None,
     }
+
+
+def commit_object(ws: Workspace, table: DeltaTable, entry: dict, data: bytes) -> int:
+    """Add the object's lake files to the events table in one commit; returns its version.
+
+    The commit carries the raw object's name, its SHA-256 and the ledger entry (without the
+    version), so :func:`recover_from_log` can finish an object whose ledger entry is missing."""
+    files = [ws.root / out for out in entry["outputs"]]
+    metadata = {
+        lake.SOURCE_KEY: entry["source"],
+        lake.CHECKSUM_KEY: hashlib.sha256(data).hexdigest(),
+        lake.ENTRY_KEY: json.dumps(entry, sort_keys=True),
+    }
+    return lake.commit_files(
+        table, [f for f in files if f.is_relative_to(ws.lake_events)], metadata
+    )
+
+
+def recover_from_log(ws: Workspace, table: DeltaTable, ledger: dict[str, dict]) -> int:
+    """Write the ledger entries of objects the Delta log has committed but the ledger lacks
+    (a run killed between the two); ``ledger`` is updated in place. Returns how many."""
+    after = max((e.get("delta_version", -1) for e in ledger.values()), default=-1)
+    recovered = 0
+    for source, commit in lake.committed_objects(table, after).items():
+        if source in ledger or commit["entry"] is None:
+            continue
+        entry = {**commit["entry"], "delta_version": commit["version"]}
+        ledger_mod.commit(ws, entry)
+        ledger[source] = entry
+        recovered += 1
+    if recovered:
+        log.warning("recovered %d ledger entr(ies) from the lake's Delta log", recovered)
+    return recovered
 
 
 def arrival_date(source: str) -> date | None:

@@ -1,9 +1,11 @@
 """Ingest's ledger: which raw objects are in the lake, and which lake files they produced.
 
 One small JSON file per processed object (``lake/_ledger/<object_id>.json``), written
-atomically AFTER the object's lake and quarantine files: it is the commit point. A lake or
-quarantine file that no ledger entry names was left by an interrupted run; it is removed
-before the next run starts, and that object is processed again under the same file names.
+atomically AFTER the object's lake and quarantine files and its Delta commit (the commit
+makes the events visible; the ledger entry is what the next run skips by). A lake or
+quarantine file that neither a ledger entry nor the events table's latest version names was
+left by an interrupted run; it is removed before the next run starts, and that object is
+processed again under the same file names.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pyarrow.parquet as pq
 from core import atomic
 from core.workspace import Workspace
 from data.ingest.ops import id_hashes
+from data.lake import live_files
 
 log = logging.getLogger("tastemaker.data")
 
@@ -54,13 +57,18 @@ def lake_outputs(ws: Workspace) -> list[Path]:
     found: list[Path] = []
     for folder in (ws.lake_events, ws.quarantine):
         if folder.exists():
-            found.extend(p for p in folder.rglob("*") if p.is_file())
+            found.extend(
+                p
+                for p in folder.rglob("*")
+                if p.is_file() and "_delta_log" not in p.relative_to(folder).parts
+            )
     return sorted(found)
 
 
 def remove_orphans(ws: Workspace, ledger: dict[str, dict]) -> int:
     """Delete lake files no committed object names (an interrupted run's partial output)."""
     committed = {ws.root / out for entry in ledger.values() for out in entry["outputs"]}
+    committed |= live_files(ws.lake_events)  # e.g. the compacted files of an optimize
     removed = 0
     for path in lake_outputs(ws):
         if path not in committed:

@@ -9,6 +9,7 @@ import pytest
 
 from core.atomic import write_table
 from core.workspace import Workspace
+from data.lake import append_events
 from data.schemas import LAKE_EVENTS, USERS
 from evaluation.engagement import engagement_table
 from evaluation.stats import wilson
@@ -63,7 +64,7 @@ def ws(tmp_path) -> Workspace:
         _event(201, "stream", "u3", "a3", 10, ms=40_000),
     ]
     table = pa.Table.from_pylist(ev, schema=LAKE_EVENTS)
-    write_table(ws.lake_events / "dt=all" / "part-0.parquet", table)
+    append_events(ws.lake_events, table, "part-0", {})
     users = pa.Table.from_pylist(
         [
             {

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from core.atomic import write_table
 from core.workspace import Workspace
+from data.lake import append_events
 from data.schemas import ARTISTS, LAKE_EVENTS, USERS
 
 T0 = datetime(2024, 3, 1, tzinfo=timezone.utc)  # day 0, midnight UTC
@@ -66,9 +66,6 @@ def artists_table(ids: list[str]) -> pa.Table:
 
 
 def write_lake(ws: Workspace, events: pa.Table, users: pa.Table, artists: pa.Table) -> None:
-    days = pc.strftime(events["event_ts"], format="%Y-%m-%d").to_pylist()
-    for day in sorted(set(days)):
-        part = events.filter(pc.equal(pa.array(days), day))
-        write_table(ws.lake_events / f"dt={day}" / "part-0.parquet", part)
+    append_events(ws.lake_events, events, "part-0", {})
     write_table(ws.lake_users, users)
     write_table(ws.lake_artists, artists)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from core.workspace import Workspace
 from data.features.build import FeatureConfig, build_features, user_features_at
 from data.features.events import build_event_log
-from data.schemas import LAKE_EVENTS
 from tests.data.features.features_lake import (
     artists_table,
     at,
@@ -103,12 +101,7 @@ def test_missing_inputs_raise_actionable_errors(tmp_path):
         user_features_at(events_table(ROWS), USERS, datetime(2024, 1, 1))
     with pytest.raises(ValueError, match="no usable events"):
         ws = Workspace(tmp_path / "empty")
-        write_lake(ws, events_table(ROWS[:1]), USERS, artists_table([]))
-        (ws.lake_events / "dt=2024-03-01" / "part-0.parquet").unlink()
-        pq.write_table(
-            pa.table({f.name: pa.array([], f.type) for f in LAKE_EVENTS}),
-            ws.lake_events / "dt=2024-03-01" / "part-0.parquet",
-        )
+        write_lake(ws, events_table(ROWS[:0]), USERS, artists_table([]))
         build_features(ws, FeatureConfig(), online="")
     with pytest.raises(ValueError, match="activity_thresholds"):
         FeatureConfig(activity_thresholds=(10.0, 5.0))

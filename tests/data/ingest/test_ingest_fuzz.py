@@ -16,6 +16,7 @@ import pytest
 from core.workspace import Workspace
 from data.ingest.job import ingest_store
 from data.ingest.objectstore import ObjectStore
+from data.lake import events_dataset
 from tests.data.ingest.ingest_helpers import (
     BREAKERS,
     KEY,
@@ -75,7 +76,7 @@ def test_fuzz_every_broken_line_quarantined_with_its_reason(tmp_path):
     assert got.keys() == expected.keys()
     assert manifest["quarantined_by_reason"] == dict(sorted(kinds_seen.items()))
 
-    ids = pq.read_table(ws.lake_events, columns=["event_id"])["event_id"].to_pylist()
+    ids = events_dataset(ws.lake_events).to_table(columns=["event_id"])["event_id"].to_pylist()
     assert sorted(ids) == sorted(f"ev-{i:06d}" for i in range(N_GOOD))  # each exactly once
     assert manifest["duplicates"] == N_RESENT
     assert manifest["read"] == len(records)

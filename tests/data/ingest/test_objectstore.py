@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import socket
 
-import pyarrow.parquet as pq
 import pytest
 
 from core.workspace import Workspace
 from data.ingest.job import ingest_store
 from data.ingest.objectstore import ObjectStore, redact_url
+from data.lake import events_dataset
 from tests.data.ingest.ingest_helpers import KEY, NOW, good_event, line, lookups, write_object
 
 
@@ -84,5 +84,5 @@ def test_ingest_reads_raw_events_from_s3(s3_endpoint, tmp_path):
     ]
     assert (manifest["read"], manifest["accepted"], manifest["duplicates"]) == (7, 5, 1)
     assert manifest["quarantined_by_reason"] == {"not_json": 1}
-    ids = sorted(pq.read_table(ws.lake_events)["event_id"].to_pylist())
+    ids = sorted(events_dataset(ws.lake_events).to_table()["event_id"].to_pylist())
     assert ids == [f"ev-{i:06d}" for i in range(5)]

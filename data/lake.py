@@ -1,0 +1,184 @@
+"""The lake's events as a Delta table (``deltalake``, the delta-rs binding; no JVM).
+
+``lake/events`` is a Delta table partitioned by UTC date (``dt=YYYY-MM-DD``). Ingest writes
+each raw object's Parquet files itself (deterministic names, ``dt=<day>/part-<object_id>
+.parquet``) and then adds them in ONE commit whose custom metadata names the raw object
+(:data:`SOURCE_KEY`), its checksum (:data:`CHECKSUM_KEY`) and its would-be ledger entry
+(:data:`ENTRY_KEY`): the commit is the point where the object's events become visible, and a
+killed run finds from the log which objects were committed (:func:`committed_objects`).
+
+Every reader of the events goes through :func:`open_events` / :func:`events_dataset`: only
+the files of the table's current (or a given) version are read, never a glob of the folder
+(after an ``optimize`` the replaced files stay on disk until ``vacuum``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from deltalake import CommitProperties, DeltaTable
+from deltalake.transaction import AddAction, RemoveAction
+
+from data.schemas import LAKE_EVENTS, LAKE_PARTITION
+
+SOURCE_KEY = "tastemaker.source"
+CHECKSUM_KEY = "tastemaker.sha256"
+ENTRY_KEY = "tastemaker.entry"
+# the table's schema: the lake's columns plus the partition column (a string, YYYY-MM-DD)
+EVENTS_SCHEMA = pa.schema([*LAKE_EVENTS, pa.field(LAKE_PARTITION, pa.string())])
+
+
+def is_events_table(path: Path) -> bool:
+    return (Path(path) / "_delta_log").is_dir()
+
+
+def open_events(path: Path, version: int | None = None) -> DeltaTable:
+    """The events table at ``path`` (its latest version, or ``version``).
+
+    A missing table raises FileNotFoundError naming ``tastemaker ingest``; a Parquet lake of
+    the older layout (no ``_delta_log``) one naming ``tastemaker lake migrate``."""
+    path = Path(path)
+    if not is_events_table(path):
+        if path.is_dir() and any(path.glob(f"{LAKE_PARTITION}=*/*.parquet")):
+            raise FileNotFoundError(
+                f"{path} is a Parquet lake without a Delta log; run `tastemaker lake migrate`"
+            )
+        raise FileNotFoundError(f"no lake events table at {path}; run `tastemaker ingest` first")
+    return DeltaTable(str(path), version=version)
+
+
+def create_events(path: Path) -> DeltaTable:
+    """Open the events table, creating an empty one first if there is none."""
+    path = Path(path)
+    if not is_events_table(path):
+        DeltaTable.create(
+            str(path), schema=EVENTS_SCHEMA, partition_by=[LAKE_PARTITION], mode="ignore"
+        )
+    return DeltaTable(str(path))
+
+
+def events_dataset(path: Path, version: int | None = None) -> ds.Dataset:
+    """The table's live files (those of its latest version, or of ``version``) as a pyarrow
+    dataset with ``EVENTS_SCHEMA`` (timestamps in ms), files in :func:`event_files` order.
+
+    Filter on ``dt`` (a string partition, ``YYYY-MM-DD``) to read a date range: the filter
+    is pushed down and whole files outside it are skipped."""
+    root = Path(path).resolve()
+    files = [str(f) for f in event_files(root, version)]
+    return ds.dataset(
+        files,
+        schema=EVENTS_SCHEMA,
+        format="parquet",
+        partitioning=ds.partitioning(
+            pa.schema([EVENTS_SCHEMA.field(LAKE_PARTITION)]), flavor="hive"
+        ),
+        partition_base_dir=str(root),
+    )
+
+
+def event_files(path: Path, version: int | None = None) -> list[Path]:
+    """The files of the table's latest (or ``version``) version, in (partition, file name)
+    order: a deterministic read order (the feature build breaks (user, time) ties by it)."""
+    uris = open_events(path, version).file_uris()
+    return sorted(Path(u.removeprefix("file://")) for u in uris)
+
+
+def table_root(table: DeltaTable) -> Path:
+    return Path(table.table_uri.removeprefix("file://"))
+
+
+def partition_of(relpath: str) -> str:
+    """``dt`` value of a table-relative file path ``dt=YYYY-MM-DD/part-....parquet``."""
+    head = relpath.split("/", 1)[0]
+    prefix = f"{LAKE_PARTITION}="
+    if not head.startswith(prefix):
+        raise ValueError(f"{relpath} is not inside a {LAKE_PARTITION}= partition")
+    return head[len(prefix) :]
+
+
+def commit_files(table: DeltaTable, files: list[Path], metadata: dict[str, str]) -> int:
+    """Add already written Parquet ``files`` (inside the table folder) in one commit carrying
+    ``metadata``; returns the new version. Each file's row count goes into its stats."""
+    root = table_root(table).resolve()
+    actions: list[AddAction | RemoveAction] = []
+    for file in files:
+        rel = file.resolve().relative_to(root).as_posix()
+        stats = json.dumps({"numRecords": pq.read_metadata(file).num_rows})
+        actions.append(
+            AddAction(
+                rel,
+                file.stat().st_size,
+                {LAKE_PARTITION: partition_of(rel)},
+                int(file.stat().st_mtime * 1000),
+                True,
+                stats,
+            )
+        )
+    table.create_write_transaction(
+        actions,
+        mode="append",
+        schema=EVENTS_SCHEMA,
+        partition_by=[LAKE_PARTITION],
+        commit_properties=CommitProperties(custom_metadata=metadata),
+    )
+    table.update_incremental()
+    return table.version()
+
+
+def committed_objects(table: DeltaTable, after: int = -1) -> dict[str, dict[str, Any]]:
+    """source -> {"version", "checksum", "entry"} of every object commit newer than ``after``."""
+    newer = table.version() - after
+    if newer <= 0:
+        return {}
+    found: dict[str, dict[str, Any]] = {}
+    for commit in table.history(limit=newer):
+        source = commit.get(SOURCE_KEY)
+        if source is None or commit["version"] <= after:
+            continue
+        entry = json.loads(commit[ENTRY_KEY]) if ENTRY_KEY in commit else None
+        found[source] = {
+            "version": commit["version"],
+            "checksum": commit.get(CHECKSUM_KEY),
+            "entry": entry,
+        }
+    return found
+
+
+def live_files(path: Path) -> set[Path]:
+    """Absolute paths of the files of the table's latest version (none if there is no table)."""
+    if not is_events_table(path):
+        return set()
+    return {Path(f.removeprefix("file://")) for f in DeltaTable(str(path)).file_uris()}
+
+
+def partition_counts(path: Path, version: int | None = None) -> dict[str, int]:
+    """Rows per ``dt`` partition of the table (read from the files' Parquet footers)."""
+    counts: dict[str, int] = {}
+    for file in event_files(path, version):
+        day = partition_of(f"{file.parent.name}/{file.name}")
+        counts[day] = counts.get(day, 0) + pq.read_metadata(file).num_rows
+    return dict(sorted(counts.items()))
+
+
+def append_events(path: Path, events: pa.Table, name: str, metadata: dict[str, str]) -> int:
+    """Write ``events`` (``LAKE_EVENTS`` columns) as ``dt=<UTC day>/<name>.parquet`` files and
+    add them in one commit; returns the new version. (Migration and test lakes; ingest writes
+    its own files and calls :func:`commit_files`.)"""
+    import pyarrow.compute as pc
+
+    from data.ingest.ops import write_lake_file
+
+    table = create_events(path)
+    events = events.select(LAKE_EVENTS.names).cast(LAKE_EVENTS)
+    days = pc.strftime(events["event_ts"], format="%Y-%m-%d")
+    files = []
+    for day in sorted(set(days.to_pylist())):
+        file = Path(path) / f"{LAKE_PARTITION}={day}" / f"{name}.parquet"
+        write_lake_file(file, events.filter(pc.equal(days, day)))
+        files.append(file)
+    return commit_files(table, files, metadata)
