@@ -15,6 +15,7 @@ the files of the table's current (or a given) version are read, never a glob of 
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ def open_events(path: Path, version: int | None = None) -> DeltaTable:
     the older layout (no ``_delta_log``) one naming ``tastemaker lake migrate``."""
     path = Path(path)
     if not is_events_table(path):
-        if path.is_dir() and any(path.glob(f"{LAKE_PARTITION}=*/*.parquet")):
+        if _has_parquet_partitions(path):
             raise FileNotFoundError(
                 f"{path} is a Parquet lake without a Delta log; run `tastemaker lake migrate`"
             )
@@ -52,10 +53,17 @@ def open_events(path: Path, version: int | None = None) -> DeltaTable:
     return DeltaTable(str(path), version=version)
 
 
-def create_events(path: Path) -> DeltaTable:
-    """Open the events table, creating an empty one first if there is none."""
+def _has_parquet_partitions(path: Path) -> bool:
+    return path.is_dir() and any(path.glob(f"{LAKE_PARTITION}=*/*.parquet"))
+
+
+def create_events(path: Path, migrating: bool = False) -> DeltaTable:
+    """Open the events table, creating an empty one first if there is none (refused over a
+    Parquet lake of the older layout unless ``migrating``: its files would be left out)."""
     path = Path(path)
     if not is_events_table(path):
+        if not migrating and _has_parquet_partitions(path):
+            open_events(path)  # raises, naming `tastemaker lake migrate`
         DeltaTable.create(
             str(path), schema=EVENTS_SCHEMA, partition_by=[LAKE_PARTITION], mode="ignore"
         )
@@ -182,3 +190,79 @@ def append_events(path: Path, events: pa.Table, name: str, metadata: dict[str, s
         write_lake_file(file, events.filter(pc.equal(days, day)))
         files.append(file)
     return commit_files(table, files, metadata)
+
+
+def history(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """The table's audit trail, newest first: version, UTC time, operation, raw object."""
+    rows = []
+    for commit in open_events(path).history(limit):
+        when = datetime.fromtimestamp(commit["timestamp"] / 1000, tz=timezone.utc)
+        rows.append(
+            {
+                "version": commit["version"],
+                "time": when.isoformat(timespec="seconds"),
+                "operation": commit.get("operation"),
+                "source": commit.get(SOURCE_KEY),
+                "sha256": commit.get(CHECKSUM_KEY),
+            }
+        )
+    return rows
+
+
+def optimize(path: Path, target_size: int | None = None) -> dict[str, Any]:
+    """Compact each partition's small files into larger ones (``optimize.compact``). The
+    replaced files stay on disk, out of the table, until :func:`vacuum` removes them."""
+    metrics = open_events(path).optimize.compact(target_size=target_size)
+    return {"version": open_events(path).version(), **metrics}
+
+
+def vacuum(path: Path, retention_hours: int | None = None, dry_run: bool = True) -> list[str]:
+    """Files out of the table for longer than ``retention_hours`` (default: the table's
+    retention, 7 days), deleted unless ``dry_run``. A shorter retention than the table's is
+    honoured when given (older versions then lose their files: no time travel to them)."""
+    return open_events(path).vacuum(
+        retention_hours=retention_hours,
+        dry_run=dry_run,
+        enforce_retention_duration=retention_hours is None,
+    )
+
+
+def migrate(path: Path) -> dict[str, Any]:
+    """Convert a Parquet lake of the older layout (``dt=YYYY-MM-DD/*.parquet``, no Delta log)
+    into the events table in place: one commit per partition adding its files as they are.
+
+    Idempotent: partitions already in the table are skipped. Counts are checked: rows per
+    partition in the table == rows in that partition's Parquet files, else ValueError (and
+    nothing further is committed)."""
+    path = Path(path)
+    folders = sorted(p for p in path.glob(f"{LAKE_PARTITION}=*") if p.is_dir())
+    expected = {
+        partition_of(f"{d.name}/x"): sum(pq.read_metadata(f).num_rows for f in d.glob("*.parquet"))
+        for d in folders
+    }
+    table = create_events(path, migrating=True)
+    done = set(partition_counts(path))
+    added = []
+    for folder in folders:
+        day = partition_of(f"{folder.name}/x")
+        files = sorted(folder.glob("*.parquet"))
+        if day in done or not files:
+            continue
+        for f in files:
+            schema = pq.read_schema(f)
+            missing = [n for n in LAKE_EVENTS.names if n not in schema.names]
+            if missing:
+                raise ValueError(f"{f} lacks lake columns {missing}; not migrated")
+        commit_files(table, files, {"tastemaker.migrated": day})
+        added.append(day)
+    counts = partition_counts(path)
+    wrong = {d: (n, counts.get(d, 0)) for d, n in expected.items() if counts.get(d, 0) != n}
+    if wrong:
+        raise ValueError(f"migrated counts differ (partition: Parquet rows, table rows): {wrong}")
+    return {
+        "version": open_events(path).version(),
+        "partitions_added": added,
+        "partitions": len(counts),
+        "rows": sum(counts.values()),
+        "rows_per_partition": counts,
+    }

@@ -1,0 +1,114 @@
+"""`tastemaker lake history|optimize|vacuum|migrate` on tiny lakes: the audit trail, compaction
+and retention leave the features unchanged; a Parquet lake of the older layout migrates with
+its counts checked, once."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from core.atomic import write_table
+from core.workspace import Workspace
+from data.features.build import FeatureConfig, build_features
+from data.ingest.job import ingest_store
+from data.ingest.objectstore import ObjectStore
+from data.lake import append_events, event_files, events_dataset, open_events, partition_counts
+from tastemaker.cli import main
+from tests.data.features.features_lake import artists_table, events_table
+from tests.data.features.test_features_known import ROWS, USERS
+from tests.data.ingest.ingest_helpers import KEY, NOW, good_event, line, lookups, write_object
+
+TABLES = ("examples", "eval", "user_features", "artist_features", "sequences", "trending")
+
+
+def features(ws: Workspace) -> dict[str, pa.Table]:
+    build_features(ws, FeatureConfig(), online="")
+    return {n: pq.read_table(ws.features / f"{n}.parquet") for n in TABLES}
+
+
+@pytest.fixture
+def ws(tmp_path) -> Workspace:
+    """The known-answers lake, written in three commits (several files per partition)."""
+    ws = Workspace(tmp_path / "ws")
+    events = events_table(ROWS)
+    for k, name in enumerate(("part-a", "part-b", "part-c")):
+        append_events(ws.lake_events, events.slice(k * 13, 13), name, {"k": str(k)})
+    write_table(ws.lake_users, USERS)
+    write_table(ws.lake_artists, artists_table([f"a{i}" for i in range(1, 7)]))
+    return ws
+
+
+def cli(ws: Workspace, *args: str) -> int:
+    return main(["--workspace", str(ws.root), "lake", *args])
+
+
+def test_history_optimize_vacuum_leave_the_features_unchanged(ws, capsys):
+    before = features(ws)
+    files_before = event_files(ws.lake_events)
+    assert cli(ws, "history") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [int(s.split()[0]) for s in lines] == [3, 2, 1, 0]
+    assert "CREATE TABLE" in lines[-1] and "WRITE" in lines[0]
+
+    assert cli(ws, "optimize") == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["version"] == 4 and summary["numFilesRemoved"] > summary["numFilesAdded"]
+    replaced = sorted(set(files_before) - set(event_files(ws.lake_events)))
+    assert len(event_files(ws.lake_events)) < len(files_before) and replaced
+    assert all(f.exists() for f in files_before)  # replaced, not deleted: time travel works
+    assert open_events(ws.lake_events, version=3).version() == 3
+    assert features(ws) == before
+
+    assert cli(ws, "vacuum", "--retention-hours", "0") == 0  # dry run by default
+    assert "would delete" in capsys.readouterr().out
+    assert all(f.exists() for f in files_before)
+    assert cli(ws, "vacuum", "--retention-hours", "0", "--apply") == 0
+    assert f"deleted {len(replaced)} file(s)" in capsys.readouterr().out
+    assert not any(f.exists() for f in replaced)
+    assert all(f.exists() for f in event_files(ws.lake_events))
+    assert features(ws) == before
+
+
+def test_ingest_after_optimize_keeps_the_compacted_files(tmp_path):
+    ws = Workspace(tmp_path)
+    for k in range(3):
+        rows = [line(good_event(10 * k + i)) for i in range(10)]
+        write_object(ws.root, f"dt=2025-03-0{k + 1}/o{k}.jsonl.gz", rows)
+    store = ObjectStore(ws.raw)
+    ingest_store(ws, store, lookups(), key=KEY, now=NOW)
+    assert cli(ws, "optimize") == 0
+    compacted = event_files(ws.lake_events)
+    write_object(ws.root, "dt=2025-03-04/o3.jsonl.gz", [line(good_event(i)) for i in range(25, 35)])
+    m = ingest_store(ws, store, lookups(), key=KEY, now=NOW)
+    assert (m["accepted"], m["duplicates"]) == (5, 5)  # 25..29 were in the lake already
+    assert all(f.exists() for f in compacted)
+    ids = events_dataset(ws.lake_events).to_table(columns=["event_id"])["event_id"]
+    assert sorted(ids.to_pylist()) == [f"ev-{i:06d}" for i in range(35)]
+
+
+def test_migrate_a_parquet_lake_checks_counts_and_is_idempotent(ws, tmp_path, capsys):
+    expected_features = features(ws)
+    # the older layout: the same files, no Delta log
+    old = Workspace(tmp_path / "old")
+    for f in event_files(ws.lake_events):
+        write_table(old.lake_events / f.parent.name / f.name, pq.read_table(f))
+    write_table(old.lake_users, USERS)
+    write_table(old.lake_artists, artists_table([f"a{i}" for i in range(1, 7)]))
+    with pytest.raises(FileNotFoundError, match="tastemaker lake migrate"):
+        build_features(old, FeatureConfig(), online="")
+    with pytest.raises(FileNotFoundError, match="tastemaker lake migrate"):
+        ingest_store(old, ObjectStore(old.raw), lookups(), key=KEY, now=NOW)
+
+    assert cli(old, "migrate") == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["rows_per_partition"] == partition_counts(ws.lake_events)
+    assert first["rows"] == len(ROWS) and first["partitions_added"]
+    assert features(old) == expected_features
+
+    assert cli(old, "migrate") == 0  # again: nothing to add
+    again = json.loads(capsys.readouterr().out)
+    assert again["partitions_added"] == [] and again["version"] == first["version"]
+    assert again["rows_per_partition"] == first["rows_per_partition"]
