@@ -49,8 +49,12 @@ def _info(msg: str, *args: object) -> None:
 def lineage(features_dir: Path) -> dict:
     inputs = FeatureDir(features_dir).lineage_inputs()
     files = {p.name: sha256_file(p) for p in inputs if p.exists()}
+    meta = FeatureDir(features_dir).meta
+    # the lake's events table version the features were built from (features --as-of-version)
+    version = json.loads(meta.read_text()).get("lake_version") if meta.exists() else None
     return {
         "features_dir": str(features_dir),
+        "lake_version": version,
         "sha256": files,
         "git_sha": git_sha(),
         "torch": torch.__version__,

@@ -49,6 +49,7 @@ from data.features.events import EventLog, build_event_log
 from data.features.examples import build_eval, build_examples, build_sequences
 from data.features.online_store import open_online_store, publish_table
 from data.features.user import user_features_at
+from data.lake import open_events
 from data.schemas import ARTISTS, USERS
 
 __all__ = ["FeatureConfig", "EventLog", "build_features", "cutoffs", "load_event_log"]
@@ -76,7 +77,10 @@ def _read(path: Path, what: str):
     return pq.read_table(path)
 
 
-def load_event_log(ws: Workspace, config: FeatureConfig | None = None) -> EventLog:
+def load_event_log(
+    ws: Workspace, config: FeatureConfig | None = None, version: int | None = None
+) -> EventLog:
+    """The event log of the lake's events table at ``version`` (default: the latest)."""
     users = _read(ws.lake_users, "user view")
     artists = _read(ws.lake_artists, "artist catalogue")
     missing = [c for c in USERS.names if c not in users.column_names]
@@ -84,7 +88,7 @@ def load_event_log(ws: Workspace, config: FeatureConfig | None = None) -> EventL
     if missing:
         raise ValueError(f"lake users/artists tables lack columns {missing}")
     min_ms = (config or FeatureConfig()).stream_min_ms
-    return build_event_log(ws.lake_events, users, artists, min_ms)
+    return build_event_log(ws.lake_events, users, artists, min_ms, version)
 
 
 def _publish(target: str | Path, users: pa.Table) -> int:
@@ -98,13 +102,18 @@ def _publish(target: str | Path, users: pa.Table) -> int:
 
 
 def build_features(
-    ws: Workspace, config: FeatureConfig | None = None, online: str | Path | None = None
+    ws: Workspace,
+    config: FeatureConfig | None = None,
+    online: str | Path | None = None,
+    as_of_version: int | None = None,
 ) -> dict[str, Any]:
     """Build and write every feature table; publish to ``online`` (default the SQLite file,
-    ``""`` to skip). Returns the summary also written to ``features/meta.json``."""
+    ``""`` to skip). Returns the summary also written to ``features/meta.json``, with the
+    events table version read (``lake_version``; ``as_of_version`` rebuilds from that one)."""
     config = config or FeatureConfig()
     started = time.perf_counter()
-    ev = load_event_log(ws, config)
+    version = open_events(ws.lake_events, as_of_version).version()
+    ev = load_event_log(ws, config, version)
     cut = cutoffs(ev, config)
     log.info(
         "features: %d events, %d users, %d artists; test from %s",
@@ -154,6 +163,7 @@ def build_features(
             "online_rows": n_published,
         },
         "online_store": str(target),
+        "lake_version": version,
         "config": dataclasses.asdict(config),
         "seconds": round(time.perf_counter() - started, 2),
     }

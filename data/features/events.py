@@ -186,12 +186,17 @@ def _prepare(t: pa.Table) -> dict[str, list]:
 
 
 def build_event_log(
-    events, users: pa.Table, artists: pa.Table, stream_min_ms: int = 30_000
+    events,
+    users: pa.Table,
+    artists: pa.Table,
+    stream_min_ms: int = 30_000,
+    version: int | None = None,
 ) -> EventLog:
-    """Encode events (a ``LAKE_EVENTS`` table, an iterable of them, or a lake folder).
+    """Encode events (a ``LAKE_EVENTS`` table, an iterable of them, or the lake's events
+    table folder, read at its latest version or at ``version``).
 
     ``stream_min_ms`` fixes which streams are positives (``FeatureConfig.stream_min_ms``).
-    A lake folder is read file by file, two files at a time (Arrow releases the GIL).
+    The events table is read file by file, two files at a time (Arrow releases the GIL).
     """
     users = _conform_view(users, USERS, "users")
     artists = _conform_view(artists, ARTISTS, "artists")
@@ -202,7 +207,7 @@ def build_event_log(
     cols: dict[str, list] = {k: [] for k in ("et", "ts", "ms", "dur")}
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="features-read") as pool:
         if isinstance(events, (str, Path)):
-            parts = pool.map(_read_part, _lake_files(Path(events)))
+            parts = pool.map(_read_part, _lake_files(Path(events), version))
         else:
             parts = map(_prepare, [events] if isinstance(events, pa.Table) else events)
         for part in parts:

@@ -282,6 +282,7 @@ def ingest_store(
         "objects": objects,
         "objects_skipped_already_ingested": skipped,
         "objects_deferred": deferred,
+        "lake_version": table.version(),
         **total.as_dict(),
         "seconds": round(seconds, 3),
         "events_per_s": round(total.read / seconds) if seconds > 0 else None,

@@ -30,6 +30,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--click-weight", type=float, default=defaults.click_weight)
     p.add_argument("--stream-weight", type=float, default=defaults.stream_weight)
     p.add_argument("--follow-weight", type=float, default=defaults.follow_weight)
+    p.add_argument(
+        "--as-of-version",
+        type=int,
+        default=None,
+        help="read the lake's events table at this Delta version (a run's lineage.json "
+        "lake_version) instead of the latest",
+    )
     p.set_defaults(func=_features)
 
 
@@ -45,6 +52,15 @@ def _features(args: argparse.Namespace) -> int:
         stream_weight=args.stream_weight,
         follow_weight=args.follow_weight,
     )
-    summary = build_features(args.ws, config, online=args.online)
-    print(json.dumps({"cutoffs": summary["cutoffs"], **summary["counts"]}, indent=2))
+    summary = build_features(args.ws, config, online=args.online, as_of_version=args.as_of_version)
+    print(
+        json.dumps(
+            {
+                "cutoffs": summary["cutoffs"],
+                **summary["counts"],
+                "lake_version": summary["lake_version"],
+            },
+            indent=2,
+        )
+    )
     return 0

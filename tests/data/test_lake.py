@@ -112,3 +112,24 @@ def test_migrate_a_parquet_lake_checks_counts_and_is_idempotent(ws, tmp_path, ca
     again = json.loads(capsys.readouterr().out)
     assert again["partitions_added"] == [] and again["version"] == first["version"]
     assert again["rows_per_partition"] == first["rows_per_partition"]
+
+
+def test_features_as_of_a_version_rebuild_what_that_version_gave(ws, tmp_path, capsys):
+    from training.train import lineage
+
+    # a lake holding only the first commit gives the reference features of version 1
+    first = Workspace(tmp_path / "first")
+    append_events(first.lake_events, events_table(ROWS).slice(0, 13), "part-a", {})
+    write_table(first.lake_users, USERS)
+    write_table(first.lake_artists, artists_table([f"a{i}" for i in range(1, 7)]))
+    expected = features(first)
+    latest = features(ws)
+    assert json.loads(ws.features_meta.read_text())["lake_version"] == 3
+    assert lineage(ws.features)["lake_version"] == 3
+
+    args = ["--workspace", str(ws.root), "features", "--online", "", "--as-of-version", "1"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["lake_version"] == 1
+    again = {n: pq.read_table(ws.features / f"{n}.parquet") for n in TABLES}
+    assert again == expected and again != latest
+    assert lineage(ws.features)["lake_version"] == 1
