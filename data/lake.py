@@ -18,6 +18,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -70,14 +71,17 @@ def create_events(path: Path, migrating: bool = False) -> DeltaTable:
     return DeltaTable(str(path))
 
 
-def events_dataset(path: Path, version: int | None = None) -> ds.Dataset:
+def events_dataset(
+    path: Path, version: int | None = None, days: tuple[str, str] | None = None
+) -> ds.Dataset:
     """The table's live files (those of its latest version, or of ``version``) as a pyarrow
     dataset with ``EVENTS_SCHEMA`` (timestamps in ms), files in :func:`event_files` order.
 
-    Filter on ``dt`` (a string partition, ``YYYY-MM-DD``) to read a date range: the filter
-    is pushed down and whole files outside it are skipped."""
+    ``days`` (``YYYY-MM-DD`` first and last, inclusive) reads a date range: the range is
+    pushed down to the Delta log and whole partitions outside it are never opened (a ``dt``
+    filter on the dataset prunes the same way)."""
     root = Path(path).resolve()
-    files = [str(f) for f in event_files(root, version)]
+    files = [str(f) for f in event_files(root, version, days)]
     return ds.dataset(
         files,
         schema=EVENTS_SCHEMA,
@@ -89,15 +93,21 @@ def events_dataset(path: Path, version: int | None = None) -> ds.Dataset:
     )
 
 
-def event_files(path: Path, version: int | None = None) -> list[Path]:
+def event_files(
+    path: Path, version: int | None = None, days: tuple[str, str] | None = None
+) -> list[Path]:
     """The files of the table's latest (or ``version``) version, in (partition, file name)
-    order: a deterministic read order (the feature build breaks (user, time) ties by it)."""
-    uris = open_events(path, version).file_uris()
-    return sorted(Path(u.removeprefix("file://")) for u in uris)
+    order: a deterministic read order (the feature build breaks (user, time) ties by it).
+    ``days``: only the partitions from ``days[0]`` to ``days[1]`` (``YYYY-MM-DD``, inclusive),
+    pruned from the log without opening a file."""
+    uris = open_events(path, version).file_uris(partition_filters=_day_filters(days))
+    return sorted(Path(unquote(u.removeprefix("file://"))) for u in uris)
 
 
-def table_root(table: DeltaTable) -> Path:
-    return Path(table.table_uri.removeprefix("file://"))
+def _day_filters(days: tuple[str, str] | None) -> list[tuple[str, str, Any]] | None:
+    if days is None:
+        return None
+    return [(LAKE_PARTITION, ">=", days[0]), (LAKE_PARTITION, "<=", days[1])]
 
 
 def partition_of(relpath: str) -> str:
@@ -109,10 +119,10 @@ def partition_of(relpath: str) -> str:
     return head[len(prefix) :]
 
 
-def commit_files(table: DeltaTable, files: list[Path], metadata: dict[str, str]) -> int:
-    """Add already written Parquet ``files`` (inside the table folder) in one commit carrying
-    ``metadata``; returns the new version. Each file's row count goes into its stats."""
-    root = table_root(table).resolve()
+def commit_files(table: DeltaTable, root: Path, files: list[Path], metadata: dict[str, str]) -> int:
+    """Add already written Parquet ``files`` (inside the table folder ``root``) in one commit
+    carrying ``metadata``; returns the new version. Each file's row count goes into its stats."""
+    root = Path(root).resolve()
     actions: list[AddAction | RemoveAction] = []
     for file in files:
         rel = file.resolve().relative_to(root).as_posix()
@@ -189,7 +199,7 @@ def append_events(path: Path, events: pa.Table, name: str, metadata: dict[str, s
         file = Path(path) / f"{LAKE_PARTITION}={day}" / f"{name}.parquet"
         write_lake_file(file, events.filter(pc.equal(days, day)))
         files.append(file)
-    return commit_files(table, files, metadata)
+    return commit_files(table, path, files, metadata)
 
 
 def history(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
@@ -253,7 +263,7 @@ def migrate(path: Path) -> dict[str, Any]:
             missing = [n for n in LAKE_EVENTS.names if n not in schema.names]
             if missing:
                 raise ValueError(f"{f} lacks lake columns {missing}; not migrated")
-        commit_files(table, files, {"tastemaker.migrated": day})
+        commit_files(table, path, files, {"tastemaker.migrated": day})
         added.append(day)
     counts = partition_counts(path)
     wrong = {d: (n, counts.get(d, 0)) for d, n in expected.items() if counts.get(d, 0) != n}

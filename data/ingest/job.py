@@ -300,9 +300,8 @@ def commit_object(ws: Workspace, table: DeltaTable, entry: dict, data: bytes) ->
         lake.CHECKSUM_KEY: hashlib.sha256(data).hexdigest(),
         lake.ENTRY_KEY: json.dumps(entry, sort_keys=True),
     }
-    return lake.commit_files(
-        table, [f for f in files if f.is_relative_to(ws.lake_events)], metadata
-    )
+    events = [f for f in files if f.is_relative_to(ws.lake_events)]
+    return lake.commit_files(table, ws.lake_events, events, metadata)
 
 
 def recover_from_log(ws: Workspace, table: DeltaTable, ledger: dict[str, dict]) -> int:

@@ -133,3 +133,12 @@ def test_features_as_of_a_version_rebuild_what_that_version_gave(ws, tmp_path, c
     again = {n: pq.read_table(ws.features / f"{n}.parquet") for n in TABLES}
     assert again == expected and again != latest
     assert lineage(ws.features)["lake_version"] == 1
+
+
+def test_a_date_range_reads_only_its_partitions(ws):
+    days = ("2024-03-03", "2024-03-10")
+    files = event_files(ws.lake_events, days=days)
+    assert files and all(days[0] <= f.parent.name[3:] <= days[1] for f in files)
+    table = events_dataset(ws.lake_events, days=days).to_table()
+    in_range = [r for r in ROWS if days[0] <= r["event_ts"].strftime("%Y-%m-%d") <= days[1]]
+    assert table.num_rows == len(in_range)
