@@ -233,12 +233,18 @@ def _serialise(cfg, ev, people, cat, rows, server, event_id, client_ts) -> pa.La
 
 
 def write_partitions(
-    root: Path, delivered: Delivered, per_file: int, stem: str = "part-"
+    root: Path, delivered: Delivered, per_file: int, stem: str = "part-", isal: bool = False
 ) -> list[Path]:
-    """``root/dt=YYYY-MM-DD/<stem>NNNNN.jsonl.gz``; gzip without a timestamp (reproducible)."""
-    written = []
+    """``root/dt=YYYY-MM-DD/<stem>NNNNN.jsonl.gz``; gzip without a timestamp (reproducible).
+
+    zlib level 1 by default (the bytes every preset was written with); ``isal``: ISA-L level
+    1, ~5x faster and smaller: other gzip bytes (as valid; the same on the same machine)."""
+    written: list[Path] = []
     dts = delivered.dt
     lines = delivered.lines
+    if not len(lines):
+        return written
+    compress = _isal_gzip if isal else _zlib_gzip
     offsets = np.frombuffer(lines.buffers()[1], np.int64, len(lines) + 1, lines.offset * 8)
     data = memoryview(lines.buffers()[2])
     bounds = np.flatnonzero(dts[1:] != dts[:-1]) + 1
@@ -246,6 +252,16 @@ def write_partitions(
         for part, lo in enumerate(range(s, e, per_file)):
             path = root / f"dt={dts[s]}" / f"{stem}{part:05d}.jsonl.gz"
             chunk = data[offsets[lo] : offsets[min(lo + per_file, e)]]
-            write_bytes(path, gzip.compress(chunk, compresslevel=1, mtime=0))
+            write_bytes(path, compress(chunk))
             written.append(path)
     return written
+
+
+def _zlib_gzip(data: memoryview) -> bytes:
+    return gzip.compress(data, compresslevel=1, mtime=0)
+
+
+def _isal_gzip(data: memoryview) -> bytes:
+    from isal import igzip
+
+    return igzip.compress(data, compresslevel=1, mtime=0)

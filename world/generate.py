@@ -127,8 +127,8 @@ def write_chunks(
 
     Chunk ``c`` (users ``c * chunk_users`` up to the next chunk) draws its events and their
     delivery from its own streams, seeded by ``(seed, c)``, so a world does not depend on how
-    many workers wrote it; its files are ``dt=.../part-uCCCC-NNNNN.jsonl.gz`` and its slate
-    numbers start at ``c << 24``. Returns the summed counts and the files written."""
+    many workers wrote it; its files are ``dt=.../part-uCCCC-NNNNN.jsonl.gz`` (gzip by ISA-L)
+    and its slate numbers start at ``c << 24``. Returns the summed counts and the files written."""
     global _CHUNKED
     n_chunks = -(-population.config.n_users // chunk_users)
     if workers is None:
@@ -173,5 +173,6 @@ def _write_chunk(job: tuple[Path, int]) -> tuple[dict[str, int], list[Path]]:
     )
     delivered = deliver(cfg, events, people, cat, rng_emit)
     del events
-    files = write_partitions(root, delivered, cfg.events_per_file, stem=f"part-u{c:04d}-")
+    stem = f"part-u{c:04d}-"
+    files = write_partitions(root, delivered, cfg.events_per_file, stem=stem, isal=True)
     return delivered.counts, files
