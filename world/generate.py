@@ -171,6 +171,8 @@ def _write_chunk(job: tuple[Path, int]) -> tuple[dict[str, int], list[Path]]:
         request_base=c << 24,
         world=population.world,
     )
+    if events.request.max(initial=-1) >= (c + 1) << 24:
+        raise ValueError(f"chunk {c}: over 2**24 slates collide with the next chunk's ids")
     delivered = deliver(cfg, events, people, cat, rng_emit)
     del events
     stem = f"part-u{c:04d}-"
