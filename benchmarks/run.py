@@ -37,6 +37,7 @@ AREAS = (
     "two_tower_speed",
     "simulate",
     "ranker",
+    "world",
 )
 HERE = Path(__file__).resolve().parent
 

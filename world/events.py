@@ -153,12 +153,26 @@ def simulate(
     theta: np.ndarray,
     roster: Roster,
     rng: np.random.Generator,
+    users: tuple[int, int] | None = None,
+    request_base: int = 0,
+    world: _World | None = None,
 ) -> Events:
-    w = _World(cfg, people, cat, theta, roster, rng)
-    span = people.active_to_ms - people.active_from_ms
-    n_sess = rng.poisson(people.activity * np.maximum(span, 0) / DAY_MS)
-    s_user = np.repeat(np.arange(cfg.n_users), n_sess)
-    s_t = people.active_from_ms[s_user] + (rng.random(len(s_user)) * span[s_user]).astype(np.int64)
+    """The history of users ``lo <= u < hi`` (``users``; default all of them), sorted by time.
+
+    Slate numbers (``request``) count from ``request_base``. Over all users (the default) the
+    draws are the ones every world before the chunked generator used; a chunk of users draws
+    its own sessions from ``rng`` (see :func:`world.generate.generate_world`); ``world``, the
+    lookups of these people and rosters, may be built once and passed in."""
+    if world is None:
+        w = _World(cfg, people, cat, theta, roster, rng)
+    else:  # built once for many chunks; it draws from this chunk's stream
+        w, w.rng = world, rng
+    lo, hi = users if users is not None else (0, cfg.n_users)
+    span = people.active_to_ms[lo:hi] - people.active_from_ms[lo:hi]
+    n_sess = rng.poisson(people.activity[lo:hi] * np.maximum(span, 0) / DAY_MS)
+    s_user = np.repeat(np.arange(lo, hi), n_sess)
+    s_span = span[s_user - lo]
+    s_t = people.active_from_ms[s_user] + (rng.random(len(s_user)) * s_span).astype(np.int64)
     parts = []
 
     # slates and clicks
@@ -181,7 +195,7 @@ def simulate(
         grid[bad] = w.popular_old(int(bad.sum()))
     pos = np.tile(np.arange(k), len(sl_user))
     im_user, im_artist = np.repeat(sl_user, k), grid.ravel()
-    im_req = np.repeat(slate, k)
+    im_req = np.repeat(slate + request_base, k)
     im_t = np.repeat(sl_t, k) + pos * 5  # slot rendering order, ms apart
     parts.append(_part(IMPRESSION, im_user, im_artist, im_t, request=im_req, position=pos))
     known, future = w.known_at(im_user, im_artist, im_t)

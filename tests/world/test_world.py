@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import sqlite3
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -216,3 +217,49 @@ def test_fallback_demographics_without_the_lfm_table(tmp_path: Path):
 def test_unknown_preset_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown world preset 'huge'"):
         WorldConfig.preset("huge")
+
+
+def test_a_chunked_world_keeps_the_rules(tmp_path: Path):
+    """Big worlds are written a chunk of users at a time, each chunk with its own random
+    streams: the same rules as one pass (rates, shares, heavy tails, slates that hold), the
+    same people, and the same bytes however many workers wrote it."""
+    import dataclasses
+
+    cfg = dataclasses.replace(WorldConfig.tiny(seed=5), n_users=1_200)
+    one, two, four = (Workspace(tmp_path / n).ensure() for n in ("one", "two", "four"))
+    s_one = generate_world(one, cfg)  # one pass: the draws of every world up to 25,000 users
+    s_two = generate_world(two, cfg, chunk_users=300, workers=2)
+    generate_world(four, cfg, chunk_users=300, workers=1)
+
+    def files(ws):
+        return {p.relative_to(ws.raw): p.read_bytes() for p in ws.raw_events.rglob("*.gz")}
+
+    chunked = files(two)
+    assert chunked == files(four)  # independent of the number of workers
+    assert {p.name[:11] for p in chunked} == {f"part-u{c:04d}-" for c in range(4)}
+    for key in ("events", "lines", "malformed", "duplicates", "late"):
+        assert abs(s_two[key] - s_one[key]) <= 0.15 * s_one[key] + 10, key
+    for name in EVENT_TYPES:
+        share = s_two[f"events_{name}"] / s_two["events"]
+        assert abs(share - s_one[f"events_{name}"] / s_one["events"]) < 0.02, name
+
+    events, broken = _events(two)
+    assert broken == s_two["malformed"]
+    slots = {
+        (e["request_id"], e["position"]): (e["user_id"], e["artist_id"])
+        for e in events
+        if e["event_type"] == "impression"
+    }
+    assert set(Counter(rid for rid, _ in slots).values()) == {10}  # no slate ids shared
+    for c in (e for e in events if e["event_type"] == "click"):
+        assert slots[(c["request_id"], c["position"])] == (c["user_id"], c["artist_id"])
+    per_user = np.sort(np.array(list(Counter(e["user_id"] for e in events).values())))[::-1]
+    assert per_user[: len(per_user) // 10].sum() / per_user.sum() > 0.3
+    users_one = {e["user_id"] for e in _events(one)[0]}
+    assert abs(len(per_user) - len(users_one)) <= 0.05 * len(users_one)
+
+    def accounts(ws):
+        with sqlite3.connect(ws.accounts_db) as db:
+            return db.execute("SELECT * FROM accounts ORDER BY user_id").fetchall()
+
+    assert accounts(two) == accounts(one)  # the same people, whatever the chunks
