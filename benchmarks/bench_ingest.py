@@ -1,4 +1,4 @@
-"""Ingest throughput: raw gzipped JSON lines -> validated, deduped, pseudonymised Parquet lake.
+"""Ingest throughput: raw gzipped JSON lines -> validated, deduped, pseudonymised Delta lake table.
 
 Compared, in the same run and on the same files, with bare parsers of the same bytes (gzip
 inflated with ISA-L as ingest does, then parsed; nothing validated or written): pyarrow JSON
@@ -317,7 +317,7 @@ def _report(
     cmd = ".venv/bin/python -m benchmarks.bench_ingest" + (" --quick" if quick else "")
     return "\n".join(
         [
-            "## Ingest throughput (raw JSON lines -> Parquet lake)",
+            "## Ingest throughput (raw JSON lines -> Delta lake table, one commit per object)",
             "",
             f"{n:,} events in {n_files} gzipped JSON-lines files ({gz_mb:.0f} MiB, generated "
             f"in {gen_s:.1f} s); each side in its own process pinned to one core. CPU s is "
