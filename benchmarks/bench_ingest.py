@@ -128,9 +128,9 @@ def write_raw(root: Path, n: int) -> list[Path]:
     return paths
 
 
-def _one_core() -> None:
+def _one_core(core: int) -> None:
     cores = sorted(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {cores[int(os.environ.get("BENCH_CORE", "0")) % len(cores)]})
+    os.sched_setaffinity(0, {cores[core % len(cores)]})
     import pyarrow as pa
 
     pa.set_cpu_count(1)
@@ -183,8 +183,8 @@ def _bare_parser(kind: str) -> Any:
     raise ValueError(kind)
 
 
-def _child(kind: str, root: Path) -> dict:
-    _one_core()
+def _child(kind: str, root: Path, core: int = 0) -> dict:
+    _one_core(core)
     started = time.perf_counter()
     extra: dict = {}
     if kind == "ingest":
@@ -222,8 +222,9 @@ def _child(kind: str, root: Path) -> dict:
 
 def _start_child(kind: str, root: Path, core: int = 0) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "benchmarks.bench_ingest", "--child", kind, str(root)]
+    cmd += ["--core", str(core)]
+    # the child's own thread pools: one core each (the parent's environment otherwise)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "POLARS_MAX_THREADS": "1"}
-    env["BENCH_CORE"] = str(core)
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
 
 
@@ -360,8 +361,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "ROOT"))
+    parser.add_argument("--core", type=int, default=0, help="child: the core to pin to")
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(_child(args.child[0], Path(args.child[1]))))
+        print(json.dumps(_child(args.child[0], Path(args.child[1]), args.core)))
     else:
         print(main(quick=args.quick))

@@ -135,10 +135,6 @@ class Workspace:
         """The run dir ``runs/<run_id>/`` (it may not exist yet)."""
         return RunDir(self.runs / run_id)
 
-    def latest(self) -> RunDir:
-        """The run dir the last finished training job recorded (see :meth:`latest_run`)."""
-        return RunDir(self.latest_run())
-
     @property
     def world_manifest(self) -> Path:
         """``raw/world.json``: the generated world's config and summary counts (no PII)."""
@@ -158,34 +154,6 @@ class Workspace:
     @property
     def feature_dir(self) -> FeatureDir:
         return FeatureDir(self.features)
-
-    @property
-    def examples(self) -> Path:
-        return self.feature_dir.examples
-
-    @property
-    def sequences(self) -> Path:
-        return self.feature_dir.sequences
-
-    @property
-    def eval_users(self) -> Path:
-        return self.feature_dir.eval_users
-
-    @property
-    def user_features(self) -> Path:
-        return self.feature_dir.user_features
-
-    @property
-    def artist_features(self) -> Path:
-        return self.feature_dir.artist_features
-
-    @property
-    def trending(self) -> Path:
-        return self.feature_dir.trending
-
-    @property
-    def features_meta(self) -> Path:
-        return self.feature_dir.meta
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ def load_temporal(ws: Workspace, split: str = "test") -> TemporalData:
     missing = [c for c in ex_cols if c not in EXAMPLES.names]
     if missing:  # guards the schema module against a rename
         raise ValueError(f"EXAMPLES schema lacks {missing}")
-    ex = _read(ws.examples, ex_cols)
+    ex = _read(ws.feature_dir.examples, ex_cols)
     ex = ex.filter(pc.is_in(ex["split"], pa.array(before)))
     if ex.num_rows == 0:
         raise ValueError(f"examples.parquet has no rows with split in {before}")
@@ -66,7 +66,7 @@ def load_temporal(ws: Workspace, split: str = "test") -> TemporalData:
         ex["weight"].to_numpy(zero_copy_only=False),
         user_meta={f: ex[f].to_numpy(zero_copy_only=False) for f in USER_SEGMENT_FIELDS},
     )
-    users = _read(ws.eval_users, EVAL_USERS.names)
+    users = _read(ws.feature_dir.eval_users, EVAL_USERS.names)
     users = users.filter(pc.equal(users["split"], split))
     users = users.filter(pc.greater(pc.list_value_length(users["targets"]), 0))
     if users.num_rows == 0:

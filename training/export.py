@@ -98,7 +98,7 @@ def export_user_tower(run: LoadedRun, path: Path) -> float:
 
 
 def _trending_json(ws: Workspace) -> dict:
-    path = ws.trending
+    path = ws.feature_dir.trending
     if not path.exists():
         raise FileNotFoundError(f"{path} not found; run `tastemaker features` first")
     table = pq.read_table(path, columns=TRENDING.names).sort_by(
@@ -170,7 +170,7 @@ def export_bundle(
     run = load_run(run_dir)
     n_new = 0
     if rebuild:
-        current = ws.artist_features
+        current = ws.feature_dir.artist_features
         if not current.exists():
             raise FileNotFoundError(f"{current} not found; run `tastemaker features` first")
         run, n_new = with_catalogue(run, pq.read_table(current, columns=["artist_id", "tags"]))
@@ -187,7 +187,7 @@ def export_bundle(
     if run.kind == "interactions":
         catalogue, trending = _interactions_catalogue(run, run_dir)
     else:
-        artist_features = ws.artist_features
+        artist_features = ws.feature_dir.artist_features
         if not artist_features.exists():
             raise FileNotFoundError(f"{artist_features} not found; run `tastemaker features` first")
         catalogue = pq.read_table(artist_features).select(ARTIST_FEATURES.names)
@@ -233,7 +233,7 @@ def export_bundle(
 def _user_vector_sample(ws: Workspace, run: LoadedRun, n: int = 1000) -> np.ndarray:
     """(Q, d) user vectors of up to ``n`` users of the features stage (the recall gate's
     queries; only needed for an approximate index)."""
-    users = pq.read_table(ws.user_features)
+    users = pq.read_table(ws.feature_dir.user_features)
     sample = np.random.default_rng(0).permutation(users.num_rows)[:n]
     return TwoTowerScorer(run).user_vectors(users.take(sample))
 

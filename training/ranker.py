@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.constants import DAY_MS
-from core.workspace import Workspace
+from core.workspace import RunDir, Workspace
 from data.features.build import FeatureConfig
 from data.features.events import EventLog
 from data.features.ranker import (
@@ -48,7 +48,7 @@ from models.ranker import Ranker, RankerConfig, RankingSet
 
 log = logging.getLogger("tastemaker.training")
 
-RANKER_DIR = "ranker"
+RANKER_DIR = RunDir(Path()).ranker.name  # named once, by core.workspace.RunDir
 RANKER_MODEL = "ranker.ubj"
 RANKER_RECORD = "ranker.json"
 RANKER_REPORT = "report.md"

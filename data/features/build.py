@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 
 from core.atomic import write_json, write_table
 from core.constants import DAY_MS
+from core.urls import redact_url
 from core.workspace import Workspace
 from data.features.artist import artist_features, trending
 from data.features.config import FeatureConfig
@@ -162,7 +163,7 @@ def build_features(
             "trending_rows": trend.num_rows,
             "online_rows": n_published,
         },
-        "online_store": str(target),
+        "online_store": redact_url(str(target)),  # meta.json is no place for a password
         "lake_version": version,
         "config": dataclasses.asdict(config),
         "seconds": round(time.perf_counter() - started, 2),

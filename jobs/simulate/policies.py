@@ -42,7 +42,7 @@ def _baseline_lists(
     from evaluation.registry import make_recommender
     from models.base import Interactions
 
-    ex = pq.read_table(ws.examples, columns=["user_key", "artist_id", "weight"])
+    ex = pq.read_table(ws.feature_dir.examples, columns=["user_key", "artist_id", "weight"])
     inter = Interactions.from_pairs(
         ex["user_key"].to_numpy(zero_copy_only=False),
         ex["artist_id"].to_numpy(zero_copy_only=False),

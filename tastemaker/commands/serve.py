@@ -82,7 +82,7 @@ def precompute(args: argparse.Namespace) -> int:
     """Every user's top-100 into the slate store (``--users``, ``--batch``)."""
     from serving.precompute import precompute_slates
 
-    users_path = args.users or args.ws.user_features
+    users_path = args.users or args.ws.feature_dir.user_features
     done = precompute_slates(args.settings, users_path, batch=args.batch)
     print(
         f"precomputed {done.slates:,} slates of {done.users:,} users for bundle "

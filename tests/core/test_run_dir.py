@@ -21,13 +21,15 @@ def test_run_dir_names_the_files_of_a_run(tmp_path) -> None:
     assert run.ranker == ws.runs / "r1" / "ranker" and run.plot("segments").name == "segments.png"
     run.path.mkdir(parents=True)
     ws.set_latest_run(run.path)
-    assert ws.latest() == run
+    assert RunDir(ws.latest_run()) == run
 
 
 def test_feature_files_are_the_ones_the_feature_job_writes(tmp_path) -> None:
     ws = Workspace(tmp_path)
-    assert ws.user_features == tmp_path / "features" / "user_features.parquet"
-    assert ws.eval_users.name == "eval.parquet" and ws.features_meta.name == "meta.json"
+    assert ws.feature_dir.user_features == tmp_path / "features" / "user_features.parquet"
+    assert (
+        ws.feature_dir.eval_users.name == "eval.parquet" and ws.feature_dir.meta.name == "meta.json"
+    )
     assert {p.name for p in ws.feature_dir.lineage_inputs()} == {
         "examples.parquet",
         "sequences.parquet",

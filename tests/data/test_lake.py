@@ -124,7 +124,7 @@ def test_features_as_of_a_version_rebuild_what_that_version_gave(ws, tmp_path, c
     write_table(first.lake_artists, artists_table([f"a{i}" for i in range(1, 7)]))
     expected = features(first)
     latest = features(ws)
-    assert json.loads(ws.features_meta.read_text())["lake_version"] == 3
+    assert json.loads(ws.feature_dir.meta.read_text())["lake_version"] == 3
     assert lineage(ws.features)["lake_version"] == 3
 
     args = ["--workspace", str(ws.root), "features", "--online", "", "--as-of-version", "1"]
