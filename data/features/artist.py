@@ -29,6 +29,7 @@ from data.features.user import followed_pairs, list_column
 from data.schemas import ARTIST_FEATURES, TRENDING, TS
 
 _TREND_SEGMENTS = ("age_group", "gender", "country")
+_RANKED = ("trending_rank", "popularity")  # the artist columns that compare artists
 
 
 def _window_counts(ev: EventLog, rows: np.ndarray, as_of: int, config: FeatureConfig):
@@ -47,6 +48,13 @@ def _growth(s7: np.ndarray, s28: np.ndarray, config: FeatureConfig) -> np.ndarra
 
 def artist_features(ev: EventLog, as_of: int, config: FeatureConfig) -> pa.Table:
     """``ARTIST_FEATURES`` for every artist of the catalogue and of the events."""
+    return rank_artists(artist_stats(ev, as_of, config), config)
+
+
+def artist_stats(ev: EventLog, as_of: int, config: FeatureConfig) -> pa.Table:
+    """``ARTIST_FEATURES`` less ``trending_rank`` and ``popularity`` (which compare artists):
+    every value is the artist's own, so any set of whole artists' events gives the same rows
+    (the Spark engine runs this per range of artists, then :func:`rank_artists` once)."""
     n_a = ev.n_artists
     idx = np.nonzero(ev.ts < as_of)[0]
     s = idx[ev.et[idx] == ET["stream"]]
@@ -56,11 +64,6 @@ def artist_features(ev: EventLog, as_of: int, config: FeatureConfig) -> pa.Table
     s28 = np.bincount(a[long], minlength=n_a)
     l7 = distinct_per_group(a[recent], ev.u[s][recent], n_a, ev.n_users)
     l28 = distinct_per_group(a[long], ev.u[s][long], n_a, ev.n_users)
-    growth = _growth(s7, s28, config)
-    rank = np.empty(n_a, np.int32)
-    rank[np.lexsort((-s7, -growth))] = np.arange(1, n_a + 1, dtype=np.int32)
-    pop = np.log1p(s28)
-    pop = pop / pop.max() if n_a and pop.max() > 0 else np.zeros(n_a)
 
     fol = followed_pairs(ev, idx[(ev.et[idx] == ET["follow"]) | (ev.et[idx] == ET["unfollow"])])
     followers = np.bincount(ev.a[fol], minlength=n_a)
@@ -77,24 +80,41 @@ def artist_features(ev: EventLog, as_of: int, config: FeatureConfig) -> pa.Table
     done = np.bincount(ev.a[known], weights=frac, minlength=n_a)
     completion = np.where(done_n > 0, done / np.maximum(done_n, 1), 0.0)
 
-    return pa.table(
-        {
-            "artist_id": ev.artist_ids,
-            "as_of": pa.array(np.full(n_a, as_of, np.int64)).cast(TS),
-            "name": ev.artists["name"],
-            "tags": ev.artists["tags"],
-            "followers": pa.array(followers.astype(np.int64)),
-            "days_active": pa.array(days),
-            "streams_7d": pa.array(s7.astype(np.int64)),
-            "streams_28d": pa.array(s28.astype(np.int64)),
-            "listeners_7d": pa.array(l7.astype(np.int64)),
-            "listeners_28d": pa.array(l28.astype(np.int64)),
-            "trending_rank": pa.array(rank),
-            "popularity": pa.array(pop.astype(np.float32)),
-            "top_tracks": _top_tracks(ev, s, config.top_tracks_k),
-            "completion_rate": pa.array(completion.astype(np.float32)),
-        }
-    ).cast(ARTIST_FEATURES)
+    cols = {
+        "artist_id": ev.artist_ids,
+        "as_of": pa.array(np.full(n_a, as_of, np.int64)).cast(TS),
+        "name": ev.artists["name"],
+        "tags": ev.artists["tags"],
+        "followers": pa.array(followers.astype(np.int64)),
+        "days_active": pa.array(days),
+        "streams_7d": pa.array(s7.astype(np.int64)),
+        "streams_28d": pa.array(s28.astype(np.int64)),
+        "listeners_7d": pa.array(l7.astype(np.int64)),
+        "listeners_28d": pa.array(l28.astype(np.int64)),
+        "top_tracks": _top_tracks(ev, s, config.top_tracks_k),
+        "completion_rate": pa.array(completion.astype(np.float32)),
+    }
+    return pa.table({f.name: cols[f.name] for f in ARTIST_STATS}).cast(ARTIST_STATS)
+
+
+ARTIST_STATS = pa.schema([f for f in ARTIST_FEATURES if f.name not in _RANKED])
+
+
+def rank_artists(stats: pa.Table, config: FeatureConfig) -> pa.Table:
+    """:func:`artist_stats` rows of every artist -> ``ARTIST_FEATURES`` (sorted by artist_id):
+    ``trending_rank`` by growth then ``streams_7d``, ties by artist_id; ``popularity``."""
+    stats = stats.sort_by("artist_id")
+    n_a = stats.num_rows
+    s7 = stats["streams_7d"].to_numpy()
+    s28 = stats["streams_28d"].to_numpy()
+    growth = _growth(s7, s28, config)
+    rank = np.empty(n_a, np.int32)
+    rank[np.lexsort((-s7, -growth))] = np.arange(1, n_a + 1, dtype=np.int32)
+    pop = np.log1p(s28)
+    pop = pop / pop.max() if n_a and pop.max() > 0 else np.zeros(n_a)
+    ranked = {"trending_rank": pa.array(rank), "popularity": pa.array(pop.astype(np.float32))}
+    cols = {f.name: ranked[f.name] if f.name in ranked else stats[f.name] for f in ARTIST_FEATURES}
+    return pa.table(cols).cast(ARTIST_FEATURES)
 
 
 def _top_tracks(ev: EventLog, s: np.ndarray, k: int) -> pa.ListArray:
@@ -109,31 +129,41 @@ def _top_tracks(ev: EventLog, s: np.ndarray, k: int) -> pa.ListArray:
     return list_column(art[keep], ev.track_ids.take(pa.array(trk[keep])), ev.n_artists)
 
 
-def _ranked(
-    seg: str, a: np.ndarray, recent: np.ndarray, long: np.ndarray, n_a: int, config: FeatureConfig
-) -> tuple[list, np.ndarray, np.ndarray]:
-    s7 = np.bincount(a[recent], minlength=n_a)
-    s28 = np.bincount(a[long], minlength=n_a)
-    total = np.bincount(a, minlength=n_a)
-    score = s7 * _growth(s7, s28, config)
-    order = np.lexsort((-total, -s28, -score))
-    order = order[total[order] > 0][: config.trending_k]
-    return [seg] * len(order), order, score[order]
+TREND_COUNTS = pa.schema(
+    [
+        ("segment", pa.string()),
+        ("artist_id", pa.string()),
+        ("s7", pa.int64()),  # streams in the last recent_days
+        ("s28", pa.int64()),  # streams in the last long_days
+        ("total", pa.int64()),  # the backfill order's last key: all time ("global"), else s28
+    ]
+)
 
 
 def trending(ev: EventLog, as_of: int, config: FeatureConfig) -> pa.Table:
     """``TRENDING``: the "global" list and one per segment value with recent streams."""
+    return rank_trending(trending_counts(ev, as_of, config), config)
+
+
+def trending_counts(ev: EventLog, as_of: int, config: FeatureConfig) -> pa.Table:
+    """``TREND_COUNTS``: per list and artist with streams, the counts it is ranked by. Sums over
+    users, so the counts of disjoint sets of users add up (the Spark engine sums them)."""
     n_a = ev.n_artists
     s = np.nonzero((ev.ts < as_of) & (ev.et == ET["stream"]))[0]
     recent, long = _window_counts(ev, s, as_of, config)
-    segs, arts, scores = [], [], []
+    parts: list[pa.Table] = []
 
-    def add(part: tuple[list, np.ndarray, np.ndarray]) -> None:
-        segs.extend(part[0])
-        arts.append(part[1])
-        scores.append(part[2])
+    def add(seg: str, a: np.ndarray, recent: np.ndarray, long: np.ndarray) -> None:
+        s7 = np.bincount(a[recent], minlength=n_a)
+        s28 = np.bincount(a[long], minlength=n_a)
+        total = np.bincount(a, minlength=n_a)
+        rows = np.flatnonzero(total)
+        cols = {"segment": pa.array([seg] * len(rows), pa.string())}
+        cols["artist_id"] = ev.artist_ids.take(pa.array(rows))
+        cols.update({k: pa.array(v[rows]) for k, v in (("s7", s7), ("s28", s28), ("total", total))})
+        parts.append(pa.table(cols, schema=TREND_COUNTS))
 
-    add(_ranked("global", ev.a[s], recent, long, n_a, config))
+    add("global", ev.a[s], recent, long)
     window = s[long]
     for field in _TREND_SEGMENTS:
         enc = ev.users[field].combine_chunks().dictionary_encode()
@@ -147,24 +177,39 @@ def trending(ev: EventLog, as_of: int, config: FeatureConfig) -> pa.Table:
         for c in range(len(codes)):
             lo, hi = bounds[c], bounds[c + 1]
             if hi > lo:
-                add(
-                    _ranked(
-                        f"{field}={codes[c]}",
-                        a_sorted[lo:hi],
-                        r_sorted[lo:hi],
-                        np.ones(hi - lo, bool),
-                        n_a,
-                        config,
-                    )
-                )
-    ranks: np.ndarray | list[int] = (
-        np.concatenate([np.arange(1, len(x) + 1) for x in arts]) if arts else []
-    )
+                add(f"{field}={codes[c]}", a_sorted[lo:hi], r_sorted[lo:hi], np.ones(hi - lo, bool))
+    return pa.concat_tables(parts)
+
+
+def _segment_order(segment: str) -> tuple[int, str]:
+    field, _, value = segment.partition("=")
+    return (0, "") if segment == "global" else (1 + _TREND_SEGMENTS.index(field), value)
+
+
+def rank_trending(counts: pa.Table, config: FeatureConfig) -> pa.Table:
+    """``TREND_COUNTS`` (one row per list and artist) -> ``TRENDING``: per list, the top
+    ``trending_k`` by score = streams_7d x growth, then s28, then total, then artist_id; lists
+    "global" first, then per segment field and value."""
+    counts = counts.sort_by([("segment", "ascending"), ("artist_id", "ascending")])
+    segs = counts["segment"].combine_chunks().dictionary_encode()
+    names = segs.dictionary.to_pylist()
+    code = segs.indices.to_numpy(zero_copy_only=False)
+    s7, s28, total = (counts[k].to_numpy() for k in ("s7", "s28", "total"))
+    score = s7 * _growth(s7, s28, config)
+    out_segs: list[str] = []
+    rows, ranks = [], []
+    for c in sorted(range(len(names)), key=lambda c: _segment_order(names[c])):
+        mine = np.flatnonzero(code == c)  # by artist_id: lexsort keeps that order for ties
+        order = mine[np.lexsort((-total[mine], -s28[mine], -score[mine]))][: config.trending_k]
+        out_segs += [names[c]] * len(order)
+        rows.append(order)
+        ranks.append(np.arange(1, len(order) + 1))
+    take = np.concatenate(rows).astype(np.int64) if rows else np.zeros(0, np.int64)
     return pa.table(
         {
-            "segment": pa.array(segs, pa.string()),
-            "artist_id": ev.artist_ids.take(pa.array(np.concatenate(arts).astype(np.int64))),
-            "rank": pa.array(np.asarray(ranks, np.int32)),
-            "score": pa.array(np.concatenate(scores).astype(np.float32)),
+            "segment": pa.array(out_segs, pa.string()),
+            "artist_id": counts["artist_id"].take(pa.array(take)),
+            "rank": pa.array(np.concatenate(ranks).astype(np.int32) if ranks else [], pa.int32()),
+            "score": pa.array(score[take].astype(np.float32)),
         }
     ).cast(TRENDING)

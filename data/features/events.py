@@ -43,6 +43,7 @@ LR_SCALE = 1 << 16  # log-ratios are summed as integers in 1/65536 units: exact,
 LR_CLIP = 2.0  # listen log2-ratio clipped to [-2, 2] (a quarter to four times the norm)
 _EVENT_COLS: tuple[str, ...] = ("event_type", "user_key", "artist_id", "track_id", "ms_played")
 _EVENT_COLS += ("track_duration_ms", "event_ts")
+LR_COLS = ("lr_q", "lr_ok")  # optional event columns: listen ratios computed beforehand
 _DICT_COLS = ["event_type", "user_key", "artist_id", "track_id"]  # read as Arrow dictionaries
 
 
@@ -182,6 +183,9 @@ def _prepare(t: pa.Table) -> dict[str, list]:
     out["ms"] = [_ms(t["ms_played"])]
     dur = _ms(t["track_duration_ms"])
     out["dur"] = [np.where(dur > 0, dur, np.nan)]
+    if LR_COLS[0] in t.column_names:  # computed beforehand over every user (the Spark engine)
+        out["lr_q"] = [t[LR_COLS[0]].fill_null(0).to_numpy()]
+        out["lr_ok"] = [t[LR_COLS[1]].fill_null(False).to_numpy(zero_copy_only=False)]
     return out
 
 
@@ -204,7 +208,7 @@ def build_event_log(
     strings["a"] = _dict_chunks(artists["artist_id"])
     strings["tr"] = []
     n_view = {"u": len(users), "a": len(artists), "tr": 0}
-    cols: dict[str, list] = {k: [] for k in ("et", "ts", "ms", "dur")}
+    cols: dict[str, list] = {k: [] for k in ("et", "ts", "ms", "dur", *LR_COLS)}
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="features-read") as pool:
         if isinstance(events, (str, Path)):
             parts = pool.map(_read_part, _lake_files(Path(events), version))
@@ -224,22 +228,30 @@ def build_event_log(
     et, ts, ms, dur = (
         np.concatenate(cols[k]) if cols[k] else np.zeros(0) for k in ("et", "ts", "ms", "dur")
     )
+    given = len(cols["lr_q"]) > 0
+    if given and len(cols["lr_q"]) != len(cols["et"]):
+        raise ValueError(f"events tables disagree: some carry {LR_COLS}, some do not")
+    lr = [np.concatenate(cols[k]) for k in LR_COLS] if given else []
     del cols, code
-    ok = (u >= 0) & (a >= 0) & (et >= 0) & (ts != _NO_TS)
+    ok = valid_events(u >= 0, a >= 0, et, ts)
     if not ok.all():
         log.warning(
             "dropping %d events without user_key, artist_id, known type or time", (~ok).sum()
         )
         u, a, tr, et, ts, ms, dur = (x[ok] for x in (u, a, tr, et, ts, ms, dur))
+        lr = [x[ok] for x in lr]
     by_ts = np.argsort(ts, kind="stable")  # lake order is nearly by time: cheap
     pos = stable_order(u[by_ts])  # (user, time), ties in lake order = lexsort((ts, u))
     order = by_ts[pos]
     u, a, tr, et, ts, ms, dur = (x[order] for x in (u, a, tr, et, ts, ms, dur))
-    by_time = np.empty(len(pos), np.int64)
-    by_time[pos] = np.arange(len(pos))  # row of the log at each place in time order
-    del order, by_ts, pos
-    lr_q, lr_ok = _listen_log_ratios(tr, et, ts, ms, by_time)
-    del by_time
+    if given:
+        lr_q, lr_ok = (x[order] for x in lr)
+    else:
+        by_time = np.empty(len(pos), np.int64)
+        by_time[pos] = np.arange(len(pos))  # row of the log at each place in time order
+        lr_q, lr_ok = _listen_log_ratios(tr, et, ts, ms, by_time)
+        del by_time
+    del order, by_ts, pos, lr
     day = ts // DAY_MS
     new_day = (
         np.r_[True, (u[1:] != u[:-1]) | (day[1:] != day[:-1])] if len(u) else np.zeros(0, bool)
@@ -272,6 +284,13 @@ def build_event_log(
         signup_ms=signup,
         artists=_align_artists(artists, artist_ids),
     )
+
+
+def valid_events(
+    has_user: np.ndarray, has_artist: np.ndarray, et: np.ndarray, ts: np.ndarray
+) -> np.ndarray:
+    """The events the features use: with a user, an artist, a known type and a time."""
+    return has_user & has_artist & (et >= 0) & (ts != _NO_TS)
 
 
 def _conform_view(table: pa.Table, schema: pa.Schema, name: str) -> pa.Table:
@@ -308,21 +327,32 @@ def _listen_log_ratios(tr, et, ts, ms, by_time) -> tuple[np.ndarray, np.ndarray]
     """``by_time``: the log's rows in time order (so a track's streams come out in time
     order from one packed sort by track; rows with equal (track, ts) are a tie block and their
     order does not matter)."""
-    usable = (et == ET["stream"]) & (tr >= 0) & ~np.isnan(ms)
-    rows = by_time[usable[by_time]]
+    rows = by_time[listen_usable(tr >= 0, et, ms)[by_time]]
     lr_q = np.zeros(len(tr), np.int64)
     lr_ok = np.zeros(len(tr), bool)
     if not len(rows):
         return lr_q, lr_ok
     order = rows[stable_order(tr[rows])]
-    t, tt, m = tr[order], ts[order], ms[order]
-    cs_ms, cs_n = exclusive_cumsum(m), np.arange(len(order) + 1)
+    lr_q[order], lr_ok[order] = track_listen_ratios(tr[order], ts[order], ms[order])
+    return lr_q, lr_ok
+
+
+def listen_usable(has_track: np.ndarray, et: np.ndarray, ms: np.ndarray) -> np.ndarray:
+    """The streams that take part in listen ratios: with a track and a known ``ms_played``."""
+    return (et == ET["stream"]) & has_track & ~np.isnan(ms)
+
+
+def track_listen_ratios(
+    t: np.ndarray, tt: np.ndarray, m: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Quantised listen log-ratio and its validity of usable streams sorted by (track ``t``,
+    time ``tt``); ``m`` their ``ms_played``. Tracks are independent: any set of whole tracks
+    gives the same values (the local engine passes all of them, Spark one partition's)."""
+    cs_ms, cs_n = exclusive_cumsum(m), np.arange(len(t) + 1)
     start, block = group_starts(t), before_index(t, tt)
     prior_n = cs_n[block] - cs_n[start]  # earlier streams of this track (any user)
     prior_sum = cs_ms[block] - cs_ms[start]
     ok = (prior_n > 0) & (prior_sum > 0)
     ratio = np.where(ok, m / np.where(ok, prior_sum / np.maximum(prior_n, 1), 1.0), 1.0)
     lr = np.clip(np.log2(np.maximum(ratio, 2.0**-LR_CLIP)), -LR_CLIP, LR_CLIP)
-    lr_q[order] = np.where(ok, np.round(lr * LR_SCALE), 0).astype(np.int64)
-    lr_ok[order] = ok
-    return lr_q, lr_ok
+    return np.where(ok, np.round(lr * LR_SCALE), 0).astype(np.int64), ok
