@@ -10,8 +10,9 @@ it may be used (the public demo key only in demo mode) belongs to
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -57,6 +58,11 @@ class Settings(BaseSettings):
     # stream the subscriber drains; unset: batches are written to the raw object store
     event_stream: str = "tastemaker:events"  # the stream key the subscriber drains
     events_store_url: str | None = None  # raw object store; default <workspace>/raw
+    # the feature job's engine (`tastemaker features --engine`): "local" (one process, numpy)
+    # or "spark" (PySpark; spark_master local[N], spark://host:port or a Spark Connect sc://)
+    feature_engine: Literal["local", "spark"] = "local"
+    spark_master: str = "local[*]"
+    spark_python: Path | None = None  # Spark's Python workers; default: this interpreter
     slate_store_url: str | None = (
         None  # precomputed slates; default <workspace>/online/slates.sqlite
     )
@@ -81,6 +87,18 @@ class Settings(BaseSettings):
     @property
     def online_store_target(self) -> str:
         return self.online_store_url or str(self.layout.online_users)
+
+    @property
+    def spark_python_path(self) -> str:
+        """The interpreter Spark's Python workers run (pinned: the project's, never a PATH
+        lookup on the worker)."""
+        return str(self.spark_python or Path(sys.executable))
+
+    def export_spark_env(self) -> None:
+        """Pin Spark's Python: pyspark starts its workers with ``$PYSPARK_PYTHON`` (read by
+        pyspark itself, not a Spark conf), so the feature job sets it before its session."""
+        os.environ["PYSPARK_PYTHON"] = self.spark_python_path
+        os.environ["PYSPARK_DRIVER_PYTHON"] = self.spark_python_path
 
     def child_env(self) -> dict[str, str]:
         """The ``TASTEMAKER_*`` variables from which a child process (a uvicorn worker) builds

@@ -77,7 +77,7 @@ def _quiet_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    for noisy in ("onnxscript", "onnx_ir", "lightning", "pytorch_lightning", "faiss"):
+    for noisy in ("onnxscript", "onnx_ir", "lightning", "pytorch_lightning", "faiss", "py4j"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # the ONNX exporter warns about every optional torchvision op it cannot register
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)

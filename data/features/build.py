@@ -34,24 +34,26 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core.atomic import write_json, write_table
-from core.constants import DAY_MS
 from core.urls import redact_url
 from core.workspace import Workspace
 from data.features.artist import artist_features, trending
-from data.features.config import FeatureConfig
+from data.features.config import FeatureConfig, split_cutoffs
 from data.features.events import EventLog, build_event_log
 from data.features.examples import build_eval, build_examples, build_sequences
 from data.features.online_store import open_online_store, publish_table
 from data.features.user import user_features_at
 from data.lake import open_events
 from data.schemas import ARTISTS, USERS
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 __all__ = ["FeatureConfig", "EventLog", "build_features", "cutoffs", "load_event_log"]
 __all__ += ["user_features_at"]
@@ -67,9 +69,7 @@ def cutoffs(ev: EventLog, config: FeatureConfig) -> dict[str, int]:
     """Epoch-ms cutoffs: ``end`` (midnight after the last event), ``test`` and ``valid``."""
     if not len(ev.ts):
         raise ValueError("the lake holds no usable events; nothing to build features from")
-    end = (int(ev.ts.max()) // DAY_MS + 1) * DAY_MS
-    test = end - config.test_days * DAY_MS
-    return {"valid": test - config.valid_days * DAY_MS, "test": test, "end": end}
+    return split_cutoffs(int(ev.ts.max()), config)
 
 
 def _read(path: Path, what: str):
@@ -107,13 +107,45 @@ def build_features(
     config: FeatureConfig | None = None,
     online: str | Path | None = None,
     as_of_version: int | None = None,
+    spark: SparkSession | None = None,
 ) -> dict[str, Any]:
     """Build and write every feature table; publish to ``online`` (default the SQLite file,
     ``""`` to skip). Returns the summary also written to ``features/meta.json``, with the
-    events table version read (``lake_version``; ``as_of_version`` rebuilds from that one)."""
+    events table version read (``lake_version``; ``as_of_version`` rebuilds from that one).
+
+    ``spark``: build on that session (:mod:`data.features.spark`, the same tables); without
+    one, in this process."""
     config = config or FeatureConfig()
     started = time.perf_counter()
     version = open_events(ws.lake_events, as_of_version).version()
+    target = ws.online_users if online is None else online
+    if spark is None:
+        built = _build_local(ws, config, version, target)
+        engine = "local"
+    else:
+        from data.features.spark import build_spark_tables
+
+        built = build_spark_tables(ws, config, spark, version)
+        users = pq.read_table(ws.feature_dir.user_features)
+        built["counts"]["online_rows"] = _publish(target, users)
+        engine = "spark"
+    summary = {
+        "cutoffs": {k: _iso(v) for k, v in built["cutoffs"].items()},
+        "counts": built["counts"],
+        "online_store": redact_url(str(target)),  # meta.json is no place for a password
+        "lake_version": version,
+        "engine": engine,
+        "config": dataclasses.asdict(config),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    write_json(ws.feature_dir.meta, summary)
+    log.info("features: wrote %s in %.1fs", ws.feature_dir.path, summary["seconds"])
+    return summary
+
+
+def _build_local(
+    ws: Workspace, config: FeatureConfig, version: int, target: str | Path
+) -> dict[str, Any]:
     ev = load_event_log(ws, config, version)
     cut = cutoffs(ev, config)
     log.info(
@@ -124,7 +156,6 @@ def build_features(
         _iso(cut["test"]),
     )
     out = ws.feature_dir
-    target = ws.online_users if online is None else online
     # Parquet encoding and the online store's inserts release the GIL: one background thread
     # writes each finished table while the next one is computed (the tables are immutable).
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-write") as pool:
@@ -150,24 +181,15 @@ def build_features(
         for job in pending:
             job.result()  # re-raises a failed write here
         n_published = published.result()
-    summary = {
-        "cutoffs": {k: _iso(v) for k, v in cut.items()},
-        "counts": {
-            "events": len(ev.ts),
-            "users": ev.n_users,
-            "artists": ev.n_artists,
-            "examples": n_examples,
-            "examples_by_split": split_counts,
-            "eval_valid_users": valid.num_rows,
-            "eval_test_users": test.num_rows,
-            "trending_rows": trend.num_rows,
-            "online_rows": n_published,
-        },
-        "online_store": redact_url(str(target)),  # meta.json is no place for a password
-        "lake_version": version,
-        "config": dataclasses.asdict(config),
-        "seconds": round(time.perf_counter() - started, 2),
+    counts = {
+        "events": len(ev.ts),
+        "users": ev.n_users,
+        "artists": ev.n_artists,
+        "examples": n_examples,
+        "examples_by_split": split_counts,
+        "eval_valid_users": valid.num_rows,
+        "eval_test_users": test.num_rows,
+        "trending_rows": trend.num_rows,
+        "online_rows": n_published,
     }
-    write_json(out.meta, summary)
-    log.info("features: wrote %s in %.1fs", out.path, summary["seconds"])
-    return summary
+    return {"cutoffs": cut, "counts": counts}

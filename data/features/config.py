@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.constants import DAY_MS
 from data.schemas import HISTORY_LEN
 
 
@@ -49,3 +50,11 @@ class FeatureConfig:
             "stream": self.stream_weight,
             "follow": self.follow_weight,
         }
+
+
+def split_cutoffs(last_ms: int, config: FeatureConfig) -> dict[str, int]:
+    """Epoch-ms cutoffs from the last event's time: ``end`` (the midnight after it), ``test``
+    and ``valid`` (every engine derives them here)."""
+    end = (int(last_ms) // DAY_MS + 1) * DAY_MS
+    test = end - config.test_days * DAY_MS
+    return {"valid": test - config.valid_days * DAY_MS, "test": test, "end": end}

@@ -37,6 +37,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="read the lake's events table at this Delta version (a run's lineage.json "
         "lake_version) instead of the latest",
     )
+    p.add_argument(
+        "--engine",
+        dest="feature_engine",
+        choices=("local", "spark"),
+        default=None,
+        help="local: this process (default, $TASTEMAKER_FEATURE_ENGINE); spark: PySpark, the "
+        "same tables (needs Java 17 and the 'spark' extra)",
+    )
+    p.add_argument(
+        "--master",
+        dest="spark_master",
+        default=None,
+        help="with --engine spark: local[N], spark://host:port or a Spark Connect "
+        "sc://host:port (default local[*], $TASTEMAKER_SPARK_MASTER)",
+    )
     p.set_defaults(func=_features)
 
 
@@ -52,7 +67,19 @@ def _features(args: argparse.Namespace) -> int:
         stream_weight=args.stream_weight,
         follow_weight=args.follow_weight,
     )
-    summary = build_features(args.ws, config, online=args.online, as_of_version=args.as_of_version)
+    settings = args.settings
+    spark = None
+    if settings.feature_engine == "spark":
+        from data.features.spark import spark_session
+
+        spark = spark_session(settings)
+    try:
+        summary = build_features(
+            args.ws, config, online=args.online, as_of_version=args.as_of_version, spark=spark
+        )
+    finally:
+        if spark is not None:
+            spark.stop()
     print(
         json.dumps(
             {
