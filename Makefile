@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 WS ?= workspace
 export TASTEMAKER_WORKSPACE ?= $(WS)
 
-.PHONY: install demo pipeline serve test test-fast lint bench clean
+.PHONY: install demo pipeline serve test test-fast lint bench clean check-java
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -28,7 +28,14 @@ serve: install
 	TASTEMAKER_DEMO=1 $(BIN)/tastemaker serve
 
 test: install
+	@$(MAKE) -s check-java || echo "note: without Java the Spark tests skip (fail under .ci/run)" >&2
 	$(BIN)/pytest -q
+
+## the Spark feature engine (tastemaker features --engine spark) and its tests need Java 17;
+## the local engine and `make demo` do not
+check-java:
+	@command -v java >/dev/null 2>&1 || { echo "Java not found: the Spark feature engine needs Java 17 (Debian/Ubuntu: apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
+	@java -version 2>&1 | head -1
 
 test-fast: install
 	$(BIN)/pytest -q -m "not slow"

@@ -51,7 +51,20 @@ def open_events(path: Path, version: int | None = None) -> DeltaTable:
                 f"{path} is a Parquet lake without a Delta log; run `tastemaker lake migrate`"
             )
         raise FileNotFoundError(f"no lake events table at {path}; run `tastemaker ingest` first")
-    return DeltaTable(str(path), version=version)
+    table = DeltaTable(str(path), version=version)
+    check_schema(table, path)
+    return table
+
+
+def check_schema(table: DeltaTable, path: Path) -> None:
+    """A table with columns this code does not know was written by a newer tastemaker:
+    refuse it (reading or appending would silently drop them)."""
+    unknown = [f.name for f in table.schema().fields if f.name not in EVENTS_SCHEMA.names]
+    if unknown:
+        raise ValueError(
+            f"the events table at {path} has columns {unknown} unknown to this version: it was "
+            "written by a newer tastemaker; upgrade tastemaker to read it"
+        )
 
 
 def _has_parquet_partitions(path: Path) -> bool:

@@ -11,9 +11,11 @@
   Share the DB politely: prefix keys with ``redis_prefix`` and delete what you create.
 * ``hetrec_path`` — the HetRec 2011 Last.fm 2K folder; skips if it is absent.
 * ``chromium`` — ``/usr/bin/chromium`` for the browser tests; skips if it is absent.
+* ``spark`` — one local[2] SparkSession for the whole test session (the feature engine's
+  :func:`data.features.spark.spark_session`); skips without Java or pyspark.
 
 On a laptop without these, the tests that need them skip with the reason. Under
-``TASTEMAKER_REQUIRE_SERVICES=postgres,redis,hetrec,browser`` (any subset; ``.ci/run`` sets it) the
+``TASTEMAKER_REQUIRE_SERVICES=postgres,redis,hetrec,browser,spark`` (any subset; ``.ci/run`` sets it) the
 named fixtures fail instead, so a CI machine that lost a service cannot pass green.
 """
 
@@ -176,3 +178,17 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory):
         handler.close()
     yield ws, out
     mp.undo()
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """A local[2] session shared by every Spark test (starting one costs ~5 s)."""
+    from core.settings import Settings
+    from data.features.spark import SparkUnavailable, spark_session
+
+    try:
+        session = spark_session(Settings(), "local[2]")
+    except SparkUnavailable as exc:
+        skip_unless_required("spark", str(exc))
+    yield session
+    session.stop()
