@@ -55,23 +55,25 @@ def make_lake(root: Path, n_users: int, n_events: int, days: int = 35, seed: int
     for d in range(days):
         s = slice(bounds[d], bounds[d + 1])
         n = bounds[d + 1] - bounds[d]
-        t = pa.table(
-            {
-                "event_id": pa.array(np.arange(bounds[d], bounds[d + 1])).cast(pa.string()),
-                "event_type": pa.array(TYPES[et[s]], pa.string()),
-                "user_key": user_ids.take(pa.array(u[s])),
-                "artist_id": artist_ids.take(pa.array(a[s])),
-                "track_id": track_ids.take(pa.array(np.maximum(tr[s], 0), mask=tr[s] < 0)),
-                "request_id": pa.nulls(n, pa.string()),
-                "position": pa.nulls(n, pa.int32()),
-                "ms_played": pa.array(ms[s], mask=ms[s] < 0),
-                "track_duration_ms": pa.array(dur[s], mask=dur[s] < 0),
-                "event_ts": pa.array(ts[s]).cast(TS),
-                "server_ts": pa.array(ts[s]).cast(TS),
-                "country": pa.nulls(n, pa.string()),
-                "device": pa.nulls(n, pa.string()),
-            }
-        ).cast(LAKE_EVENTS)
+        cols = {
+            "event_id": pa.array(np.arange(bounds[d], bounds[d + 1])).cast(pa.string()),
+            "event_type": pa.array(TYPES[et[s]], pa.string()),
+            "user_key": user_ids.take(pa.array(u[s])),
+            "artist_id": artist_ids.take(pa.array(a[s])),
+            "track_id": track_ids.take(pa.array(np.maximum(tr[s], 0), mask=tr[s] < 0)),
+            "request_id": pa.nulls(n, pa.string()),
+            "position": pa.nulls(n, pa.int32()),
+            "ms_played": pa.array(ms[s], mask=ms[s] < 0),
+            "track_duration_ms": pa.array(dur[s], mask=dur[s] < 0),
+            "event_ts": pa.array(ts[s]).cast(TS),
+            "server_ts": pa.array(ts[s]).cast(TS),
+            "country": pa.nulls(n, pa.string()),
+            "device": pa.nulls(n, pa.string()),
+        }
+        # the lake columns the features never read (bundle_version, source ...) stay null
+        t = pa.table({f.name: cols.get(f.name, pa.nulls(n, f.type)) for f in LAKE_EVENTS}).cast(
+            LAKE_EVENTS
+        )
         day = time.strftime("%Y-%m-%d", time.gmtime((START_MS + d * DAY_MS) / 1000))
         out = root / "lake" / "events" / f"dt={day}"
         out.mkdir(parents=True, exist_ok=True)
@@ -95,6 +97,13 @@ def make_lake(root: Path, n_users: int, n_events: int, days: int = 35, seed: int
         "created_ts": pa.array(np.full(n_artists, START_MS - 100 * DAY_MS)).cast(TS),
     }
     pq.write_table(pa.table(artists).cast(ARTISTS), root / "lake" / "artists.parquet")
+    migrate(root / "lake" / "events")  # the partitions become the Delta events table
+
+
+def migrate(events: Path) -> None:
+    from data.lake import migrate as migrate_lake
+
+    migrate_lake(events)
 
 
 def _child(root: str) -> None:

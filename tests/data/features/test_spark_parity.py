@@ -141,3 +141,25 @@ def test_the_edge_cases_are_in_the_tables(built, lake: Workspace) -> None:
     assert DELETED not in pq.read_table(lake.lake_users)["user_key"].to_pylist()
     ev_rows = spark["eval_users"].filter(pc.equal(spark["eval_users"]["user_key"], DELETED))
     assert ev_rows["split"].to_pylist() == ["test"] and len(ev_rows["targets"][0]) == 1
+
+
+def test_a_spark_job_that_dies_leaves_the_last_tables(
+    built, lake: Workspace, spark, tmp_path
+) -> None:
+    """A task fails late (the catalogue's tags are not lists: the artist stage dies after the
+    user stage wrote its parts): the feature folder keeps the previous build's files, byte for
+    byte, and no staging folder."""
+    ws = Workspace(tmp_path / "ws")
+    shutil.copytree(lake.root, ws.root)
+    artists = pq.read_table(ws.lake_artists)
+    broken = artists.set_column(
+        artists.schema.get_field_index("tags"),
+        "tags",
+        pa.array([",".join(t) for t in artists["tags"].to_pylist()]),
+    )
+    pq.write_table(broken, ws.lake_artists)
+    before = {p.name: p.read_bytes() for p in ws.feature_dir.path.iterdir()}
+    with pytest.raises(Exception, match="tags"):
+        build_features(ws, online="", spark=spark)
+    after = {p.name: p.read_bytes() for p in ws.feature_dir.path.iterdir()}
+    assert after == before and "examples.parquet" in after
