@@ -59,9 +59,10 @@ def _build(root: Path, engine: str) -> dict:
         [sys.executable, "-m", "benchmarks.bench_spark_features", "--child", str(root), engine],
         capture_output=True,
         text=True,
-        check=True,
         cwd=Path(__file__).resolve().parents[1],
     )
+    if out.returncode:
+        raise RuntimeError(f"the {engine} build failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

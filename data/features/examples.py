@@ -60,7 +60,7 @@ def split_of(ts: np.ndarray, valid_cut: int, test_cut: int) -> pa.Array:
     return _SPLITS.take(pa.array((ts >= valid_cut).astype(np.int8) + (ts >= test_cut)))
 
 
-def followed_before(ev: EventLog, users: np.ndarray, bi: np.ndarray) -> pa.ListArray:
+def followed_before(ev: EventLog, users: np.ndarray, bi: np.ndarray) -> pa.ChunkedArray:
     """Per (user, row end ``bi``: rows ``[user's first row, bi)`` are its events before a time): the
     artists that user follows then, most recent follow first, as :func:`followed_pairs` gives
     for ``user_features_at``. A user's followed set only changes at a follow or unfollow, so
@@ -85,7 +85,16 @@ def followed_before(ev: EventLog, users: np.ndarray, bi: np.ndarray) -> pa.ListA
     states = pa.ListArray.from_arrays(
         pa.array(offsets), ev.artist_ids.take(pa.array(flat, pa.int64()))
     )
-    return states.take(pa.array(np.searchsorted(acts, bi) + users))
+    at = np.searchsorted(acts, bi) + users
+    # in slices: one take of millions of lists can pass the 2 GiB of a string array's offsets
+    step = _TAKE_ROWS
+    return pa.chunked_array(
+        [states.take(pa.array(at[i : i + step])) for i in range(0, len(at), step)],
+        states.type,
+    )
+
+
+_TAKE_ROWS = 1 << 18  # examples per slice of the followed lists
 
 
 def build_examples(ev: EventLog, config: FeatureConfig, valid_cut: int, test_cut: int) -> pa.Table:
