@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from core.kv import is_redis, sqlite_path
 from core.settings import Settings
 from data.features.online_store import OnlineStore
 from data.pii import pseudonym_key
@@ -20,7 +19,7 @@ from serving.recommender import Recommender
 from serving.reload import ModelHolder, Watcher
 from serving.routes import HotPath, router
 from serving.shed import LoadState, ShedMiddleware
-from serving.slates import SlateStore, open_slate_store
+from serving.slates import BundleSlates
 from serving.store import GuardedStore, Prober, open_serving_store
 from serving.web import STATIC
 from serving.web import router as web_router
@@ -33,12 +32,9 @@ log = logging.getLogger("tastemaker.serving")
 GIL_SWITCH_S = 0.0002
 
 
-def _slates(settings: Settings) -> SlateStore | None:
-    target = settings.slate_store_target
-    if not is_redis(target) and not sqlite_path(target).is_file():
-        log.info("no precomputed slates at %s: every request is computed in real time", target)
-        return None
-    return open_slate_store(target, timeout_s=settings.store_timeout_ms / 1000.0)
+def _slates(settings: Settings) -> BundleSlates:
+    """Each bundle's precomputed slates (``serving.slates``); none yet: real time."""
+    return BundleSlates(settings.slate_store_target, timeout_s=settings.store_timeout_ms / 1000.0)
 
 
 def create_app(settings: Settings | None = None, store: OnlineStore | None = None) -> FastAPI:
