@@ -7,8 +7,6 @@ import argparse
 import json
 from datetime import date, timedelta
 
-from evaluation.gate import GateConfig
-
 ALARM_EXIT = 3  # `tastemaker daily` exit status when the regression alarm fires
 
 
@@ -32,8 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--min-delta",
         type=float,
-        default=GateConfig.min_delta,
-        help="Recall@20 margin a challenger must win by",
+        default=None,  # evaluation.gate.GateConfig's (imported by the command: it loads torch)
+        help="Recall@20 margin a challenger must win by (default: the gate's, 0.0)",
     )
     p.set_defaults(func=_daily)
 
@@ -55,13 +53,14 @@ def _days(args: argparse.Namespace) -> list[date]:
 
 def _daily(args: argparse.Namespace) -> int:
     from data.pii import pseudonym_key
+    from evaluation.gate import GateConfig
     from jobs.daily import DailyConfig, day_dir, run_day
 
     config = DailyConfig(
         accounts_url=args.settings.accounts_url,
         registry_url=args.settings.registry_url,
         warm_start=args.warm_start,
-        gate=GateConfig(min_delta=args.min_delta),
+        gate=GateConfig() if args.min_delta is None else GateConfig(min_delta=args.min_delta),
         ranker=args.ranker,
         slate_store_url=args.settings.slate_store_url,
     )
