@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from core.settings import Settings
 from data.features.online_store import OnlineStore
 from data.pii import pseudonym_key
+from serving.bundle_store import BundlePuller, start_mirror
 from serving.events import EventSink
 from serving.recommender import Recommender
 from serving.reload import ModelHolder, Watcher
@@ -40,6 +41,7 @@ def _slates(settings: Settings) -> BundleSlates:
 def create_app(settings: Settings | None = None, store: OnlineStore | None = None) -> FastAPI:
     """Load the bundle and open the store now (missing or corrupt ones fail here)."""
     settings = settings or Settings()
+    mirror = start_mirror(settings)  # with a bundle store: wait for a verified bundle first
     holder = ModelHolder(settings.bundles_path, settings.onnx_threads, settings.faiss_threads)
     owned = store is None
     raw_store = store or open_serving_store(settings.online_store_target, settings.store_timeout_ms)
@@ -56,10 +58,13 @@ def create_app(settings: Settings | None = None, store: OnlineStore | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sys.setswitchinterval(GIL_SWITCH_S)
-        watcher = None
+        watcher = puller = None
         if settings.reload_interval_s > 0:
             watcher = Watcher(holder, settings.reload_interval_s)
             watcher.start()
+            if mirror is not None:
+                puller = BundlePuller(mirror, settings.reload_interval_s)
+                puller.start()
         prober = Prober(guarded, settings.health_interval_s)
         prober.start()
         events.start()
@@ -71,6 +76,8 @@ def create_app(settings: Settings | None = None, store: OnlineStore | None = Non
             prober.stop()
             if watcher is not None:
                 watcher.stop()
+            if puller is not None:
+                puller.stop()
             if owned:
                 guarded.close()
             if slates is not None:

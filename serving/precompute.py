@@ -68,7 +68,11 @@ class Precomputed:
 def precompute_slates(settings: Settings, users_path: Path, batch: int = 2048) -> Precomputed:
     """Score the users of ``users_path`` (the USER_FEATURES table the features stage
     published online) with ``settings``'s bundle (what ``CURRENT`` names) and replace that
-    bundle's slate store (:func:`serving.slates.open_slate_store` with its version)."""
+    bundle's slate store (:func:`serving.slates.open_slate_store` with its version). With a
+    bundle store, its current bundle is pulled first."""
+    from serving.bundle_store import start_mirror
+
+    start_mirror(settings)
     return precompute_bundle(settings.bundles_path, users_path, settings.slate_store_target, batch)
 
 
@@ -111,6 +115,7 @@ def warm_and_publish(
     slate_target: str,
     batch: int = 2048,
     grace_s: float = 0.0,
+    bundle_store_url: str | None = None,
 ) -> Warmed:
     """Promote ``version`` (published in ``bundles_dir`` but not yet current) the warm way:
 
@@ -123,11 +128,19 @@ def warm_and_publish(
        swapped yet still read; the next promotion removes it.
 
     A failed precompute raises before step 2: ``CURRENT`` has not moved, the old bundle and its
-    slates keep serving, and the half-written store is never read (it is dropped)."""
+    slates keep serving, and the half-written store is never read (it is dropped).
+
+    ``bundle_store_url``: the object store replicas pull from (:mod:`serving.bundle_store`):
+    the version is uploaded first and the store's ``CURRENT`` moves with the local one."""
+    from data.ingest.objectstore import ObjectStore
     from index.bundle import current_version, set_current
+    from serving.bundle_store import push_bundle, set_remote_current
     from serving.slates import drop_slates, drop_version
 
     previous = current_version(bundles_dir)
+    store = ObjectStore(bundle_store_url) if bundle_store_url else None
+    if store is not None:
+        push_bundle(store, Path(bundles_dir) / version)  # not current yet: nobody pulls it
     try:
         done = precompute_bundle(Path(bundles_dir) / version, users_path, slate_target, batch)
     except BaseException:
@@ -136,6 +149,8 @@ def warm_and_publish(
     if done.bundle_version != version:
         raise RuntimeError(f"bundle folder {version} holds version {done.bundle_version}")
     set_current(bundles_dir, version)
+    if store is not None:
+        set_remote_current(store, version)
     if grace_s > 0:
         time.sleep(grace_s)
     keep = {version} | ({previous} if previous else set())

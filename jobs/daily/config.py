@@ -40,6 +40,7 @@ class DailyConfig:
     # moves (serving.precompute.warm_and_publish); off: CURRENT moves at export, slates later
     warm_slates: bool = True
     slate_store_url: str | None = None  # default: the workspace's slate store (Settings)
+    bundle_store_url: str | None = None  # the object store replicas pull bundles from
     slate_grace_s: float = 0.0  # after the switch, wait this long before removing old slates
 
 

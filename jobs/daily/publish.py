@@ -137,6 +137,7 @@ def warm(ws: Workspace, config: DailyConfig, version: str) -> Any:
         ws.feature_dir.user_features,
         target,
         grace_s=config.slate_grace_s,
+        bundle_store_url=config.bundle_store_url,
     )
 
 

@@ -63,6 +63,7 @@ def _daily(args: argparse.Namespace) -> int:
         gate=GateConfig() if args.min_delta is None else GateConfig(min_delta=args.min_delta),
         ranker=args.ranker,
         slate_store_url=args.settings.slate_store_url,
+        bundle_store_url=args.settings.bundle_store_url,
     )
     key = pseudonym_key(args.settings)
     status = 0
