@@ -99,7 +99,10 @@ class Cluster:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start_replica(self, extra_args: tuple[str, ...] = ()) -> Replica:
+    def start_replica(
+        self, extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None
+    ) -> Replica:
+        """One more ``tastemaker serve`` on a free port (``env`` laid over the cluster's)."""
         port = free_port()
         log = self.workdir / f"replica-{port}.log"
         with open(log, "wb") as out:
@@ -107,7 +110,7 @@ class Cluster:
                 [sys.executable, "-m", "tastemaker.cli", "serve", "--port", str(port)]
                 + list(extra_args),
                 cwd=ROOT,
-                env=self.env,
+                env={**self.env, **(env or {})},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: kill() reaches it alone

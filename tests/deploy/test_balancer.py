@@ -1,6 +1,6 @@
 """Three ``tastemaker serve`` replicas on loopback behind nginx, sharing Redis (this test's DB,
-a private prefix) for online features and slates and one bundles folder: requests are spread
-over every replica, killing one mid-run loses no request (nginx retries it on another: 0 client
+a private prefix) for online features and slates and an object store (``file://``) for bundles,
+each with a bundles cache of its own: requests are spread over every replica, killing one mid-run loses no request (nginx retries it on another: 0 client
 errors), and a bundle promoted during the run (warmed, then ``CURRENT`` moved) reaches every
 replica that is still up, which then answer from its precomputed slates."""
 
@@ -20,7 +20,7 @@ import pytest
 
 from data.features.online_store import open_online_store, table_from_rows
 from index.bundle import publish_bundle
-from serving.precompute import precompute_bundle, warm_and_publish
+from serving.precompute import warm_and_publish
 from tests.conftest import skip_unless_required
 from tests.deploy.balancer import NGINX, Cluster
 from tests.fixtures.synthetic_bundle import bundle_files
@@ -62,16 +62,19 @@ def test_replicas_behind_nginx_survive_a_kill_and_all_take_a_new_bundle(
     store.close()
     users = tmp_path / "user_features.parquet"
     pq.write_table(table_from_rows(rows), users)
-    bundles = tmp_path / "bundles"
+    bundles = tmp_path / "publisher" / "bundles"  # the promoting job's
+    object_store = f"file://{tmp_path / 'object-store' / 'bundles'}"
     files, manifest = bundle_files(SPEC, TRENDING)
-    v1 = publish_bundle(bundles, files, manifest, version="20240101T000000Z-one")
-    assert precompute_bundle(bundles, users, slates).slates == N_USERS
+    v1 = publish_bundle(
+        bundles, files, manifest, version="20240101T000000Z-one", make_current=False
+    )
+    warm_and_publish(bundles, v1, users, slates, bundle_store_url=object_store)
 
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("TASTEMAKER_")},
         "TASTEMAKER_PSEUDONYM_KEY": TEST_KEY,
         "TASTEMAKER_WORKSPACE": str(tmp_path / "ws"),
-        "TASTEMAKER_BUNDLE_DIR": str(bundles),
+        "TASTEMAKER_BUNDLE_STORE_URL": object_store,
         "TASTEMAKER_ONLINE_STORE_URL": online,
         "TASTEMAKER_SLATE_STORE_URL": slates,
         "TASTEMAKER_RELOAD_INTERVAL_S": "0.2",
@@ -79,8 +82,8 @@ def test_replicas_behind_nginx_survive_a_kill_and_all_take_a_new_bundle(
     }
     cluster = Cluster(tmp_path, env)
     try:
-        for _ in range(N_REPLICAS):
-            cluster.start_replica()
+        for i in range(N_REPLICAS):  # the same configuration, a cache folder each
+            cluster.start_replica(env={"TASTEMAKER_BUNDLE_DIR": str(tmp_path / f"cache-{i}")})
         for replica in cluster.replicas:
             cluster.wait_ready(replica, timeout_s=120)
         cluster.start_nginx()
@@ -117,7 +120,7 @@ def test_replicas_behind_nginx_survive_a_kill_and_all_take_a_new_bundle(
         v2 = publish_bundle(
             bundles, files, manifest, version="20240102T000000Z-two", make_current=False
         )
-        warm_and_publish(bundles, v2, users, slates)
+        warm_and_publish(bundles, v2, users, slates, bundle_store_url=object_store)
         survivors = [r for r in cluster.replicas if r is not victim]
         deadline = time.monotonic() + 20
         for replica in survivors:  # the new bundle reaches every replica still up
