@@ -100,14 +100,18 @@ class Cluster:
         return f"http://127.0.0.1:{self.port}"
 
     def start_replica(
-        self, extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None
+        self,
+        extra_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        prefix: tuple[str, ...] = (),
     ) -> Replica:
-        """One more ``tastemaker serve`` on a free port (``env`` laid over the cluster's)."""
+        """One more ``tastemaker serve`` on a free port (``env`` laid over the cluster's;
+        ``prefix``: a command to run it under, e.g. ``taskset -c 0``)."""
         port = free_port()
         log = self.workdir / f"replica-{port}.log"
         with open(log, "wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "tastemaker.cli", "serve", "--port", str(port)]
+                [*prefix, sys.executable, "-m", "tastemaker.cli", "serve", "--port", str(port)]
                 + list(extra_args),
                 cwd=ROOT,
                 env={**self.env, **(env or {})},
@@ -133,7 +137,13 @@ class Cluster:
             time.sleep(0.05)
         raise RuntimeError(f"replica {replica.port} not ready:\n{replica.log.read_text()[-3000:]}")
 
-    def start_nginx(self) -> None:
+    def add_upstream(self, port: int, proc: subprocess.Popen) -> Replica:
+        """Balance over a server started elsewhere (a baseline app) as over a replica."""
+        replica = Replica(port, proc, self.workdir / f"upstream-{port}.log")
+        self.replicas.append(replica)
+        return replica
+
+    def start_nginx(self, pin: tuple[str, ...] = ()) -> None:
         prefix = self.workdir / "nginx"
         prefix.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -144,7 +154,7 @@ class Cluster:
         conf = prefix / "nginx.conf"
         conf.write_text(CONF.format(user=user, prefix=prefix, servers=servers, port=self.port))
         self.nginx = subprocess.Popen(
-            [NGINX, "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"],
+            [*pin, NGINX, "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"],
             stdout=subprocess.DEVNULL,
             stderr=open(prefix / "stderr.log", "wb"),  # noqa: SIM115 (closed with the process)
             start_new_session=True,
