@@ -2,9 +2,9 @@
 
 Each replica is its own process (``python -m tastemaker.cli serve``) built from the same
 environment; nginx (Debian's package) balances them round-robin and retries a request that a
-replica fails at the connection level (refused, reset, timed out) or answers 502/503 on the
-next one, so killing a replica loses no idempotent request. nginx runs unprivileged-style from
-a private prefix (its own config, pid, logs and temp folders) and never touches /etc/nginx.
+replica fails at the connection level (refused, reset, timed out) on the next one, so killing
+a replica loses no idempotent request (a replica's own 503, load shed with ``Retry-After``,
+reaches the client unchanged). nginx runs from a private prefix (its own config, pid, logs and temp folders) and never touches /etc/nginx.
 """
 
 from __future__ import annotations
@@ -49,7 +49,10 @@ http {{
             proxy_set_header Connection "";
             proxy_connect_timeout 1s;
             proxy_read_timeout 5s;
-            proxy_next_upstream error timeout http_502 http_503;
+            # connection-level failures only: a shed 503 (+ Retry-After) goes back to the client
+            # as designed; listing http_503 here would also count it against max_fails and
+            # take a busy replica out of the pool, turning shedding into 502s
+            proxy_next_upstream error timeout;
             proxy_next_upstream_tries 3;
             proxy_next_upstream_timeout 5s;
             add_header X-Upstream $upstream_addr always;
