@@ -91,7 +91,12 @@ def pull_bundle(store: ObjectStore, version: str, local_dir: Path) -> Path:
         bundle = load_bundle(tmp)  # every file against its sha256
         if bundle.version != version:
             raise CorruptBundleError(f"bundle folder {version} holds version {bundle.version}")
-        tmp.rename(final)
+        try:
+            tmp.rename(final)
+        except OSError:  # another worker process of this replica put it in place first
+            if not (final / MANIFEST).is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -98,13 +98,22 @@ print(json.dumps({
 """
 
 
-def test_serving_starts_and_answers_with_only_the_serving_set(
-    tmp_path, bundles_dir, store_path, pseudonym_key
-) -> None:
+def test_serving_starts_and_answers_with_only_the_serving_set(tmp_path, monkeypatch) -> None:
     import pyarrow.parquet as pq
 
-    from data.features.online_store import table_from_rows
-    from tests.serving.conftest import USERS
+    from data.features.online_store import open_online_store, table_from_rows
+    from data.pii import KEY_ENV
+    from tests.fixtures.synthetic_bundle import publish_synthetic
+    from tests.serving.conftest import SPEC, TEST_KEY, TRENDING, USERS
+
+    monkeypatch.setenv(KEY_ENV, TEST_KEY)  # the child builds its Settings from the environment
+    monkeypatch.delenv("TASTEMAKER_DEMO", raising=False)
+    bundles_dir = tmp_path / "bundles"
+    publish_synthetic(bundles_dir, SPEC, trending=TRENDING, version="20240101T000000Z-first")
+    store_path = tmp_path / "online" / "users.sqlite"
+    store = open_online_store(store_path)
+    store.put_many(USERS.values())
+    store.close()
 
     users = tmp_path / "user_features.parquet"
     pq.write_table(table_from_rows(USERS.values()), users)
