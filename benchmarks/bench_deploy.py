@@ -75,7 +75,13 @@ def _loadgen(url: str, paths: Path, schedule: Path) -> dict:
     return json.loads(out)
 
 
-def main(redis_url: str, quick: bool = False, raw: Path | None = None) -> str:
+def main(quick: bool = False, redis_url: str | None = None, raw: Path | None = None) -> str:
+    """The section for benchmarks/README.md; Redis: ``redis_url``, else the test Redis
+    (``$TASTEMAKER_TEST_REDIS_URL``, as ``tests/conftest.py`` reads it)."""
+    if redis_url is None:
+        from tests.conftest import REDIS_URL
+
+        redis_url = REDIS_URL
     os.environ.setdefault("TASTEMAKER_DEMO", "1")  # synthetic listeners: the demo key is fine
     import redis
 
@@ -315,8 +321,8 @@ def _report(r: dict, n_users: int, source: str, quick: bool) -> str:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--redis", required=True, help="a Redis URL (a DB of its own)")
+    parser.add_argument("--redis", default=None, help="a Redis URL (default: the test Redis)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw results")
     args = parser.parse_args()
-    print(main(args.redis, args.quick, args.json))
+    print(main(args.quick, args.redis, args.json))

@@ -28,6 +28,7 @@ AREAS = (
     "eval",
     "serving",
     "burst",
+    "deploy",
     "ann",
     "precompute",
     "hetrec",
