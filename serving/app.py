@@ -35,7 +35,11 @@ GIL_SWITCH_S = 0.0002
 
 def _slates(settings: Settings) -> BundleSlates:
     """Each bundle's precomputed slates (``serving.slates``); none yet: real time."""
-    return BundleSlates(settings.slate_store_target, timeout_s=settings.store_timeout_ms / 1000.0)
+    return BundleSlates(
+        settings.slate_store_target,
+        timeout_s=settings.store_timeout_ms / 1000.0,
+        cooldown_s=settings.store_cooldown_s,
+    )
 
 
 def create_app(settings: Settings | None = None, store: OnlineStore | None = None) -> FastAPI:

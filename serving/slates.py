@@ -230,12 +230,16 @@ class BundleSlates:
     used versions stay open: a swap keeps the old bundle's store for the requests still on it.
     """
 
-    def __init__(self, target: str, timeout_s: float = 0.05, retry_s: float = 5.0) -> None:
+    def __init__(
+        self, target: str, timeout_s: float = 0.05, retry_s: float = 5.0, cooldown_s: float = 1.0
+    ) -> None:
         if not is_redis(target):
             sqlite_path(target, "slate store")  # a bad URL fails at start, not per request
         self.target = target
         self.timeout_s = timeout_s
         self.retry_s = retry_s
+        self.cooldown_s = cooldown_s  # after a failed lookup, skip the store this long
+        self._down_until = 0.0
         self._stores: dict[str, tuple[SlateStore | None, float]] = {}
         self._legacy: tuple[SlateStore | None, float] = (None, -1e18)
 
@@ -277,8 +281,19 @@ class BundleSlates:
         return legacy
 
     def lookup(self, user_key: str, version: str) -> Slate | None:
+        """The user's slate from ``version``'s store. A failure raises and the store is then
+        skipped (None, at no cost) for ``cooldown_s``: a Redis that hangs costs one timeout
+        per cool-down, not one per request."""
+        if time.monotonic() < self._down_until:
+            return None
         store = self.store(version)
-        return store.get(user_key) if store is not None else None
+        if store is None:
+            return None
+        try:
+            return store.get(user_key)
+        except Exception:
+            self._down_until = time.monotonic() + self.cooldown_s
+            raise
 
     def close(self) -> None:
         for store, _ in self._stores.values():
