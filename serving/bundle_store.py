@@ -59,6 +59,15 @@ def set_remote_current(store: ObjectStore, version: str) -> None:
     log.info("bundle store %s: CURRENT -> %s", redact_url(store.url), version)
 
 
+def point_store_at(url: str, bundles_dir: Path, version: str) -> None:
+    """Make the store at ``url`` serve ``version`` of ``bundles_dir`` (a manual promote or a
+    rollback): pushed first when the store lacks it, then its ``CURRENT``."""
+    store = ObjectStore(url)
+    if not store.exists(f"{_safe(version)}/{MANIFEST}"):
+        push_bundle(store, Path(bundles_dir) / version)
+    set_remote_current(store, version)
+
+
 def remote_current(store: ObjectStore) -> str | None:
     if not store.exists(CURRENT):
         return None

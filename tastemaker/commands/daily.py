@@ -115,12 +115,22 @@ def _models(args: argparse.Namespace) -> int:
                     f"(`tastemaker export --run {target.artefacts.get('run_dir')}`)"
                 )
             set_current(args.ws.bundles, target.bundle_version)
+            _point_store(args, str(target.bundle_version))
             registry.promote(args.run_id)
             print(f"champion: {args.run_id} (bundle {target.bundle_version})")
             return 0
         demoted, restored = registry.rollback()
         set_current(args.ws.bundles, str(restored.bundle_version))
+        _point_store(args, str(restored.bundle_version))
         print(
             f"rolled back: {demoted.run_id} -> {restored.run_id} (bundle {restored.bundle_version})"
         )
         return 0
+
+
+def _point_store(args: argparse.Namespace, version: str) -> None:
+    """With a bundle store (``TASTEMAKER_BUNDLE_STORE_URL``), the replicas follow too."""
+    if args.settings.bundle_store_url:
+        from serving.bundle_store import point_store_at
+
+        point_store_at(args.settings.bundle_store_url, args.ws.bundles, version)

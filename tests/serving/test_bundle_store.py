@@ -18,6 +18,7 @@ from data.ingest.objectstore import ObjectStore
 from index.bundle import current_version, publish_bundle
 from serving.bundle_store import (
     BundleMirror,
+    point_store_at,
     push_bundle,
     remote_current,
     set_remote_current,
@@ -153,3 +154,16 @@ def test_warm_and_publish_pushes_then_moves_the_stores_current(tmp_path, store_u
     assert remote_current(store) == version == current_version(bundles)
     mirror = BundleMirror(store_url, tmp_path / "replica")
     assert mirror.sync() and mirror.has_good_bundle()
+
+
+def test_a_manual_promote_or_rollback_points_the_store_too(tmp_path, store_url) -> None:
+    bundles = tmp_path / "bundles"
+    one = _local_version(bundles, "20240101T000000Z-one").name
+    two = _local_version(bundles, "20240102T000000Z-two").name
+    point_store_at(store_url, bundles, two)  # never pushed: pushed, then named
+    store = ObjectStore(store_url)
+    assert remote_current(store) == two
+    point_store_at(store_url, bundles, one)  # the rollback
+    assert remote_current(store) == one
+    mirror = BundleMirror(store_url, tmp_path / "replica")
+    assert mirror.sync() and current_version(mirror.local_dir) == one
