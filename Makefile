@@ -44,6 +44,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/hadolint deploy/Containerfile
 
 bench: install
 	TASTEMAKER_DEMO=1 $(BIN)/python -m benchmarks.run

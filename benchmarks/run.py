@@ -29,6 +29,7 @@ AREAS = (
     "eval",
     "serving",
     "burst",
+    "deploy",
     "ann",
     "precompute",
     "hetrec",

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     registry_url: str | None = None  # default sqlite:///<workspace>/registry.sqlite
     data_dir: Path | None = None  # research data sets; default <repository>/../shared/data
     bundle_dir: Path | None = None  # a bundles dir (follows CURRENT) or one version folder
+    # the object store bundles are published to (s3://bucket/prefix, file://..., any fsspec
+    # URL): when set, bundle_dir is a cache the service fills from it (serving.bundle_store)
+    bundle_store_url: str | None = None
+    bundle_wait_s: Annotated[float, Field(ge=0)] = 120.0  # at start: wait this long for one
     online_store_url: str | None = None  # redis://... or a SQLite path; default in workspace
     default_k: Annotated[int, Field(ge=1, le=MAX_K)] = 10
     max_k: Annotated[int, Field(ge=1, le=MAX_K)] = MAX_K

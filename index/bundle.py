@@ -109,8 +109,12 @@ def publish_bundle(
     *,
     version: str | None = None,
     keep: int = DEFAULT_KEEP,
+    make_current: bool = True,
 ) -> str:
     """Publish ``files`` (name -> source path or bytes) as a new version; return its name.
+
+    ``make_current=False`` puts the version in place without moving ``CURRENT`` (a promotion
+    that warms the new bundle's slates first, then calls :func:`set_current`).
 
     ``manifest`` is the caller's metadata (run_id, metrics, model); ``version``,
     ``created_at`` and ``files`` (sha256 and size per file) are filled in here. Only the
@@ -159,7 +163,8 @@ def publish_bundle(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    write_bytes(root / CURRENT, f"{version}\n".encode())
+    if make_current:
+        write_bytes(root / CURRENT, f"{version}\n".encode())
     log.info("published bundle %s (%d files) in %s", version, len(files), root)
     prune_bundles(root, keep)
     return version

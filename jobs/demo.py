@@ -65,7 +65,9 @@ def run_pipeline(
 
         decision, version, champion = _timed(
             "gate",
-            lambda: gate_and_publish(ws, Path(run_dir), metrics, DailyConfig(train=train_cfg)),
+            lambda: gate_and_publish(
+                ws, Path(run_dir), metrics, DailyConfig(train=train_cfg, warm_slates=False)
+            ),
             timings,
         )
         if version is None and (champion is None or champion.bundle_version is None):

@@ -11,16 +11,16 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from core.kv import is_redis, sqlite_path
 from core.settings import Settings
 from data.features.online_store import OnlineStore
 from data.pii import pseudonym_key
+from serving.bundle_store import BundlePuller, start_mirror
 from serving.events import EventSink
 from serving.recommender import Recommender
 from serving.reload import ModelHolder, Watcher
 from serving.routes import HotPath, router
 from serving.shed import LoadState, ShedMiddleware
-from serving.slates import SlateStore, open_slate_store
+from serving.slates import BundleSlates
 from serving.store import GuardedStore, Prober, open_serving_store
 from serving.web import STATIC
 from serving.web import router as web_router
@@ -33,17 +33,19 @@ log = logging.getLogger("tastemaker.serving")
 GIL_SWITCH_S = 0.0002
 
 
-def _slates(settings: Settings) -> SlateStore | None:
-    target = settings.slate_store_target
-    if not is_redis(target) and not sqlite_path(target).is_file():
-        log.info("no precomputed slates at %s: every request is computed in real time", target)
-        return None
-    return open_slate_store(target, timeout_s=settings.store_timeout_ms / 1000.0)
+def _slates(settings: Settings) -> BundleSlates:
+    """Each bundle's precomputed slates (``serving.slates``); none yet: real time."""
+    return BundleSlates(
+        settings.slate_store_target,
+        timeout_s=settings.store_timeout_ms / 1000.0,
+        cooldown_s=settings.store_cooldown_s,
+    )
 
 
 def create_app(settings: Settings | None = None, store: OnlineStore | None = None) -> FastAPI:
     """Load the bundle and open the store now (missing or corrupt ones fail here)."""
     settings = settings or Settings()
+    mirror = start_mirror(settings)  # with a bundle store: wait for a verified bundle first
     holder = ModelHolder(settings.bundles_path, settings.onnx_threads, settings.faiss_threads)
     owned = store is None
     raw_store = store or open_serving_store(settings.online_store_target, settings.store_timeout_ms)
@@ -60,10 +62,13 @@ def create_app(settings: Settings | None = None, store: OnlineStore | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sys.setswitchinterval(GIL_SWITCH_S)
-        watcher = None
+        watcher = puller = None
         if settings.reload_interval_s > 0:
             watcher = Watcher(holder, settings.reload_interval_s)
             watcher.start()
+            if mirror is not None:
+                puller = BundlePuller(mirror, settings.reload_interval_s)
+                puller.start()
         prober = Prober(guarded, settings.health_interval_s)
         prober.start()
         events.start()
@@ -75,6 +80,8 @@ def create_app(settings: Settings | None = None, store: OnlineStore | None = Non
             prober.stop()
             if watcher is not None:
                 watcher.stop()
+            if puller is not None:
+                puller.stop()
             if owned:
                 guarded.close()
             if slates is not None:

@@ -67,7 +67,20 @@ class Precomputed:
 
 def precompute_slates(settings: Settings, users_path: Path, batch: int = 2048) -> Precomputed:
     """Score the users of ``users_path`` (the USER_FEATURES table the features stage
-    published online) with ``settings``'s bundle and replace the slate store's contents."""
+    published online) with ``settings``'s bundle (what ``CURRENT`` names) and replace that
+    bundle's slate store (:func:`serving.slates.open_slate_store` with its version). With a
+    bundle store, its current bundle is pulled first."""
+    from serving.bundle_store import start_mirror
+
+    start_mirror(settings)
+    return precompute_bundle(settings.bundles_path, users_path, settings.slate_store_target, batch)
+
+
+def precompute_bundle(
+    bundle: Path, users_path: Path, slate_target: str, batch: int = 2048
+) -> Precomputed:
+    """Score every user of ``users_path`` with ``bundle`` (a bundles dir: what ``CURRENT``
+    names; or one version folder, published or not yet current) into that version's store."""
     import pyarrow.parquet as pq
 
     from serving.reload import ModelHolder
@@ -75,18 +88,70 @@ def precompute_slates(settings: Settings, users_path: Path, batch: int = 2048) -
 
     if not Path(users_path).is_file():
         raise FileNotFoundError(f"no user features at {users_path}; run `tastemaker features`")
-    model = ModelHolder(settings.bundles_path, faiss_threads=None).current  # batch: all cores
+    model = ModelHolder(bundle, faiss_threads=None).current  # batch: all cores
     users = pq.read_table(users_path)
-    store = open_slate_store(settings.slate_store_target, create=True, timeout_s=30.0)
+    store = open_slate_store(slate_target, create=True, timeout_s=30.0, version=model.version)
     started = time.perf_counter()
     try:
         n = precompute(model, users, store, batch)
     finally:
         store.close()
     return Precomputed(
-        n,
-        users.num_rows,
-        model.version,
-        time.perf_counter() - started,
-        redact_url(settings.slate_store_target),
+        n, users.num_rows, model.version, time.perf_counter() - started, redact_url(slate_target)
     )
+
+
+@dataclass(frozen=True)
+class Warmed:
+    precomputed: Precomputed
+    previous: str | None  # the version CURRENT named before the switch
+    dropped: list[str]  # versions whose slates were removed after it
+
+
+def warm_and_publish(
+    bundles_dir: Path,
+    version: str,
+    users_path: Path,
+    slate_target: str,
+    batch: int = 2048,
+    grace_s: float = 0.0,
+    bundle_store_url: str | None = None,
+) -> Warmed:
+    """Promote ``version`` (published in ``bundles_dir`` but not yet current) the warm way:
+
+    1. precompute every user's slates for it, into its own store (the old bundle's slates
+       keep serving meanwhile);
+    2. only then move ``CURRENT`` (a replica swaps bundle and slates together: its requests
+       read the slates of the bundle they serve);
+    3. after ``grace_s`` (replicas notice ``CURRENT`` within their reload interval) remove the
+       slates of every other bundle but the one just replaced, which replicas that have not
+       swapped yet still read; the next promotion removes it.
+
+    A failed precompute raises before step 2: ``CURRENT`` has not moved, the old bundle and its
+    slates keep serving, and the half-written store is never read (it is dropped).
+
+    ``bundle_store_url``: the object store replicas pull from (:mod:`serving.bundle_store`):
+    the version is uploaded first and the store's ``CURRENT`` moves with the local one."""
+    from data.ingest.objectstore import ObjectStore
+    from index.bundle import current_version, set_current
+    from serving.bundle_store import push_bundle, set_remote_current
+    from serving.slates import drop_slates, drop_version
+
+    previous = current_version(bundles_dir)
+    store = ObjectStore(bundle_store_url) if bundle_store_url else None
+    if store is not None:
+        push_bundle(store, Path(bundles_dir) / version)  # not current yet: nobody pulls it
+    try:
+        done = precompute_bundle(Path(bundles_dir) / version, users_path, slate_target, batch)
+    except BaseException:
+        drop_version(slate_target, version)
+        raise
+    if done.bundle_version != version:
+        raise RuntimeError(f"bundle folder {version} holds version {done.bundle_version}")
+    set_current(bundles_dir, version)
+    if store is not None:
+        set_remote_current(store, version)
+    if grace_s > 0:
+        time.sleep(grace_s)
+    keep = {version} | ({previous} if previous else set())
+    return Warmed(done, previous, drop_slates(slate_target, keep))

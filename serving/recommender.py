@@ -24,7 +24,7 @@ from serving.metrics import STORE_ERRORS
 from serving.model import ServingModel
 from serving.pipeline import exclusions, score_rows
 from serving.reload import ModelHolder
-from serving.slates import Slate, SlateStore
+from serving.slates import BundleSlates, Slate, SlateStore
 from serving.store import GuardedStore
 
 log = logging.getLogger("tastemaker.serving")
@@ -157,7 +157,7 @@ class Recommender:
         holder: ModelHolder,
         store: GuardedStore[dict[str, Any]] | OnlineStore,
         key: bytes,
-        slates: SlateStore | None = None,
+        slates: SlateStore | BundleSlates | None = None,
         slate_max_age_s: float = 36 * 3600.0,
     ) -> None:
         self.holder = holder
@@ -178,7 +178,7 @@ class Recommender:
         if self.slates is None:
             return None
         try:
-            slate = self.slates.get(user_key)
+            slate = self.slates.lookup(user_key, version)
         except Exception as exc:
             STORE_ERRORS.labels(kind="slates").inc()
             log.warning("slate lookup failed (%s); computing in real time", type(exc).__name__)

@@ -158,6 +158,7 @@ def export_bundle(
     recall_floor: float = RECALL_FLOOR,
     rebuild: bool = False,
     ranker: bool = True,
+    make_current: bool = True,
 ) -> Path:
     """Export ``run_dir`` (default: the latest run) as a new bundle; return its folder.
 
@@ -165,7 +166,9 @@ def export_bundle(
     loop passes False when its gate kept "retrieval + ranker" out).
 
     ``rebuild``: re-embed the workspace's *current* catalogue with the run's model (new
-    artists by their tags, see :func:`with_catalogue`) and publish it, without training."""
+    artists by their tags, see :func:`with_catalogue`) and publish it, without training.
+
+    ``make_current=False``: publish without moving ``CURRENT`` (the caller warms, then moves)."""
     run_dir = Path(run_dir) if run_dir else ws.latest_run()
     run = load_run(run_dir)
     n_new = 0
@@ -225,7 +228,7 @@ def export_bundle(
         ranked = bundle_ranker(run_dir) if ranker else None  # fitted against this run, if any
         if ranked is not None:
             files[RANKER_FILE], manifest["ranker"] = ranked
-        version = publish_bundle(ws.bundles, files, manifest)
+        version = publish_bundle(ws.bundles, files, manifest, make_current=make_current)
     log.info("exported run %s as bundle %s (onnx parity %.1e)", run.run_id, version, diff)
     return ws.bundles / version
 

@@ -36,6 +36,12 @@ class DailyConfig:
     # "retrieval alone" (off by default: it costs the two-tower the validation week, and on the
     # demo world the ranker loses Recall@20, docs/ranking.md)
     ranker: bool = False
+    # warm, then publish: precompute every user's slates for a promoted bundle before CURRENT
+    # moves (serving.precompute.warm_and_publish); off: CURRENT moves at export, slates later
+    warm_slates: bool = True
+    slate_store_url: str | None = None  # default: the workspace's slate store (Settings)
+    bundle_store_url: str | None = None  # the object store replicas pull bundles from
+    slate_grace_s: float = 0.0  # after the switch, wait this long before removing old slates
 
 
 def day_dir(ws: Workspace, day: date) -> Path:

@@ -105,9 +105,15 @@ def gate_and_publish(
             registry.set_decision(sibling, "rejected", {**gate, "ranker_gate": True})
         bundle_version = None
         if decision.promote:
+            cold = not config.warm_slates
             bundle_version = Path(
-                run("export", lambda: export_bundle(ws, run_dir, ranker=ranked_wins))
+                run(
+                    "export",
+                    lambda: export_bundle(ws, run_dir, ranker=ranked_wins, make_current=cold),
+                )
             ).name
+            if config.warm_slates:  # CURRENT moves only once the new bundle's slates are in
+                run("warm", lambda: warm(ws, config, str(bundle_version)))
             registry.set_decision(run_id, "challenger", decision.as_dict())
             registry.set_bundle(run_id, bundle_version)
             registry.promote(run_id)
@@ -116,6 +122,23 @@ def gate_and_publish(
         return decision, bundle_version, registry.champion()
     finally:
         registry.close()
+
+
+def warm(ws: Workspace, config: DailyConfig, version: str) -> Any:
+    """Precompute ``version``'s slates for every user of the features stage, then make it
+    ``CURRENT`` (:func:`serving.precompute.warm_and_publish`); raises, CURRENT unmoved, if the
+    precompute fails."""
+    from serving.precompute import warm_and_publish
+
+    target = config.slate_store_url or str(ws.online_slates)
+    return warm_and_publish(
+        ws.bundles,
+        version,
+        ws.feature_dir.user_features,
+        target,
+        grace_s=config.slate_grace_s,
+        bundle_store_url=config.bundle_store_url,
+    )
 
 
 def _ranker_record(base: Any, run_dir: Path, ranker: dict[str, Any]) -> Any:

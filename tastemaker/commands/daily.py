@@ -7,8 +7,6 @@ import argparse
 import json
 from datetime import date, timedelta
 
-from evaluation.gate import GateConfig
-
 ALARM_EXIT = 3  # `tastemaker daily` exit status when the regression alarm fires
 
 
@@ -32,8 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--min-delta",
         type=float,
-        default=GateConfig.min_delta,
-        help="Recall@20 margin a challenger must win by",
+        default=None,  # evaluation.gate.GateConfig's (imported by the command: it loads torch)
+        help="Recall@20 margin a challenger must win by (default: the gate's, 0.0)",
     )
     p.set_defaults(func=_daily)
 
@@ -55,14 +53,17 @@ def _days(args: argparse.Namespace) -> list[date]:
 
 def _daily(args: argparse.Namespace) -> int:
     from data.pii import pseudonym_key
+    from evaluation.gate import GateConfig
     from jobs.daily import DailyConfig, day_dir, run_day
 
     config = DailyConfig(
         accounts_url=args.settings.accounts_url,
         registry_url=args.settings.registry_url,
         warm_start=args.warm_start,
-        gate=GateConfig(min_delta=args.min_delta),
+        gate=GateConfig() if args.min_delta is None else GateConfig(min_delta=args.min_delta),
         ranker=args.ranker,
+        slate_store_url=args.settings.slate_store_url,
+        bundle_store_url=args.settings.bundle_store_url,
     )
     key = pseudonym_key(args.settings)
     status = 0
@@ -114,12 +115,22 @@ def _models(args: argparse.Namespace) -> int:
                     f"(`tastemaker export --run {target.artefacts.get('run_dir')}`)"
                 )
             set_current(args.ws.bundles, target.bundle_version)
+            _point_store(args, str(target.bundle_version))
             registry.promote(args.run_id)
             print(f"champion: {args.run_id} (bundle {target.bundle_version})")
             return 0
         demoted, restored = registry.rollback()
         set_current(args.ws.bundles, str(restored.bundle_version))
+        _point_store(args, str(restored.bundle_version))
         print(
             f"rolled back: {demoted.run_id} -> {restored.run_id} (bundle {restored.bundle_version})"
         )
         return 0
+
+
+def _point_store(args: argparse.Namespace, version: str) -> None:
+    """With a bundle store (``TASTEMAKER_BUNDLE_STORE_URL``), the replicas follow too."""
+    if args.settings.bundle_store_url:
+        from serving.bundle_store import point_store_at
+
+        point_store_at(args.settings.bundle_store_url, args.ws.bundles, version)
