@@ -50,6 +50,7 @@ from data.ingest.subscriber import DEFAULT_STREAM, EVENT_FIELD, partition_of
 from data.ingest.validate import IngestRules, Lookups, reason_name, validate_rows
 from data.schemas import RAW_PARSE_SCHEMA
 from serving.metrics import EVENTS
+from serving.schemas import user_id_problem
 
 log = logging.getLogger("tastemaker.serving")
 
@@ -95,7 +96,12 @@ def clean_event(event: Any) -> tuple[dict[str, Any] | None, str]:
             and not math.isfinite(value)
         ):
             return None, f"out_of_range:{name}"
+            if any(ord(c) < 32 or ord(c) == 127 for c in value):
+                return None, f"control_characters:{name}"
         clean[name] = value
+    user_id = clean.get("user_id")
+    if isinstance(user_id, str) and user_id_problem(user_id):
+        return None, "bad_user_id"  # the rules the routes apply (and check tokens against)
     if isinstance(clean.get("event_id"), str):
         clean["event_id"] = APP_ID_PREFIX + clean["event_id"]
     return clean, ""
