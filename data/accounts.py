@@ -174,6 +174,10 @@ class AccountTable:
             self._conn.execute("VACUUM")
         return {"email": rows[0][0]} if rows else None
 
+    def email_of(self, user_id: str) -> str | None:
+        rows = self._execute("SELECT email FROM accounts WHERE user_id = ?", (user_id,))
+        return str(rows[0][0]) if rows and rows[0][0] else None
+
     def user_ids(self) -> set[str]:
         """Account ids that are not deleted."""
         return {
