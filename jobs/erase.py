@@ -364,11 +364,15 @@ def request(ws: Workspace, settings: Settings, user_id: str) -> str:
 
 
 def drain(
-    ws: Workspace, settings: Settings, after_step: Callable[[str], None] | None = None
+    ws: Workspace,
+    settings: Settings,
+    after_step: Callable[[str], None] | None = None,
+    key: bytes | None = None,
 ) -> list[dict[str, Any]]:
     """Carry out every open request (resuming a killed one); returns a summary per request.
-    ``after_step`` (tests) is called with each step's name once it is recorded."""
-    key = pseudonym_key(settings)
+    ``after_step`` (tests) is called with each step's name once it is recorded; ``key`` is
+    the pseudonymisation secret (default: ``settings``')."""
+    key = key or pseudonym_key(settings)
     requests = Requests(ws)
     done = []
     try:
