@@ -218,10 +218,6 @@ def parse_json_body(raw: bytes, model: type[M]) -> M:
         raise RequestValidationError(exc.errors()) from None
 
 
-def finite(value: Any) -> bool:
-    return not (isinstance(value, float) and not math.isfinite(value))
-
-
 # --- who may call what -------------------------------------------------------------------------
 def bearer(authorization: str | None) -> str | None:
     if not authorization:
