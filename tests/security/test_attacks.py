@@ -12,7 +12,7 @@ import time
 
 import orjson
 import pytest
-from conftest import (
+from attack_world import (
     ADMIN,
     ARTISTS,
     OLD_TOKEN_KEY,
@@ -27,6 +27,17 @@ from conftest import (
 )
 
 CLIENT_TS = "2026-01-01T06:00:00+00:00"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """Outside demo mode, 400 events a minute per listener."""
+    srv = start_server(
+        make_workspace(tmp_path_factory.mktemp("attack")),
+        TASTEMAKER_EVENTS_PER_LISTENER_PER_MIN="400",
+    )
+    yield srv
+    stop_server(srv)
 
 
 def event(i: int, user: str = "alice", **kw) -> dict:

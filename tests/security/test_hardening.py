@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import (
+from attack_world import (
     ADMIN,
     OLD_TOKEN_KEY,
     PSEUDONYM_KEY,
@@ -162,7 +162,7 @@ def fuzz_client(tmp_path_factory):
 
 
 def _auth() -> dict[str, str]:
-    from conftest import auth
+    from attack_world import auth
 
     return auth("alice")
 

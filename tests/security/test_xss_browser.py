@@ -8,7 +8,7 @@ the token the listener API handed the page."""
 from __future__ import annotations
 
 import pytest
-from conftest import XSS_NAME, XSS_TAG, make_workspace, start_server, stop_server
+from attack_world import XSS_NAME, XSS_TAG, make_workspace, start_server, stop_server
 
 
 @pytest.fixture(scope="module")

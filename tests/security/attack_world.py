@@ -1,4 +1,5 @@
-"""The attack suite's target: ``tastemaker serve`` in a subprocess on a free loopback port, on a
+"""(Not a conftest.py: tests/serving imports its own conftest by that name.) The attack
+suite's target: ``tastemaker serve`` in a subprocess on a free loopback port, on a
 small workspace (a synthetic bundle whose artist names and tags carry script, a real SQLite
 online store), outside demo mode, with a token key, an admin token and a service token."""
 
@@ -11,13 +12,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pyarrow.parquet as pq
-import pytest
 
 from core.tokens import issue
 from data.features.online_store import open_online_store
@@ -175,11 +174,3 @@ def make_workspace(root: Path) -> Path:
     store.put_many([_row("alice", ARTISTS[:3]), _row("bob", ARTISTS[12:14])])
     store.close()
     return root
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[Server]:
-    ws = make_workspace(tmp_path_factory.mktemp("attack"))
-    srv = start_server(ws, TASTEMAKER_EVENTS_PER_LISTENER_PER_MIN="400")
-    yield srv
-    stop_server(srv)
