@@ -66,6 +66,7 @@ class KV(Protocol):
     def get(self, key: str) -> bytes | None: ...
     def get_many(self, keys: Iterable[str]) -> list[bytes | None]: ...
     def put_many(self, pairs: Iterable[Pair]) -> int: ...
+    def delete(self, keys: Iterable[str]) -> int: ...
     def replace_all(self, pairs: Iterable[Pair]) -> int: ...
     def sample(self, timeout_s: float = 1.0) -> bytes | None: ...
     def __len__(self) -> int: ...
@@ -141,6 +142,19 @@ class SqliteKV:
 
     def __len__(self) -> int:
         return int(self._db.execute(f"SELECT COUNT(*) FROM {self.table}").fetchone()[0])
+
+    def delete(self, keys: Iterable[str]) -> int:
+        """Remove these keys (erasure), then checkpoint the WAL and vacuum, so no freed page
+        of the file still holds them; returns how many were there."""
+        keys = list(keys)
+        with self._db:
+            n = sum(
+                self._db.execute(f"DELETE FROM {self.table} WHERE user_key = ?", (k,)).rowcount
+                for k in keys
+            )
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._db.execute("VACUUM")
+        return int(n)
 
     def drop(self) -> None:
         with self._db:
@@ -252,6 +266,16 @@ class RedisKV:
         version = self._r.get(self._current)
         name = self._hash(version) if version is not None else self.legacy  # type: ignore[arg-type]
         return int(self._r.hlen(name)) if name else 0  # type: ignore[arg-type]
+
+    def delete(self, keys: Iterable[str]) -> int:
+        """Remove these keys from every snapshot of the namespace (erasure)."""
+        keys = list(keys)
+        if not keys:
+            return 0
+        names = list(self._r.scan_iter(match=f"{self.ns}:v*"))
+        if self.legacy:
+            names.append(self.legacy)
+        return sum(int(self._r.hdel(name, *keys)) for name in names)  # type: ignore[arg-type]
 
     def drop(self) -> None:
         """Delete every key of this namespace (tests, decommissioning)."""

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.workspace import Workspace
@@ -22,6 +22,7 @@ from core.workspace import Workspace
 ENV_PREFIX = "TASTEMAKER_"
 
 MAX_K = 100
+MIN_SECRET_CHARS = 16  # the pseudonymisation and token keys: shorter is refused at start
 
 
 class Settings(BaseSettings):
@@ -70,6 +71,34 @@ class Settings(BaseSettings):
     slate_store_url: str | None = (
         None  # precomputed slates; default <workspace>/online/slates.sqlite
     )
+    # --- issue 20: who may do what (docs/privacy.md, docs/serving.md "Security") --------------
+    # listener tokens (``tastemaker token``): HMAC over the pseudonymous id and an expiry. The
+    # current key signs; the previous one still verifies, for one token lifetime after a
+    # rotation. Unset outside demo mode: POST /v1/events is off (403).
+    token_key: SecretStr | None = None
+    token_key_previous: SecretStr | None = None
+    token_ttl_s: Annotated[int, Field(ge=10, le=7 * 86400)] = 3600
+    service_token: SecretStr | None = None  # the app backend's: any listener's recommendations
+    # outside demo mode the recommendation calls need the listener's token or the service
+    # token; this opens them (a gateway in front authenticates instead)
+    public_recommendations: bool = False
+    # per listener and per client address, events accepted per minute (429 + Retry-After)
+    events_per_listener_per_min: Annotated[int, Field(ge=1)] = 600
+    events_per_client_per_min: Annotated[int, Field(ge=1)] = 6000
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024  # 413 beyond, before parsing
+    max_header_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024  # all headers together: 431
+    event_queue_bytes: Annotated[int, Field(ge=1024)] = 64 << 20  # sink backlog; then 503
+    # /metrics: on the API port only in demo mode or with X-Admin-Token; with a port set, it is
+    # served there instead (metrics_host, default loopback) and the API port has none
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = None
+    metrics_host: str = "127.0.0.1"
+
+    @field_validator("pseudonym_key", "token_key", "token_key_previous", "service_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_SECRET_CHARS:
+            raise ValueError(f"must be at least {MIN_SECRET_CHARS} characters")
+        return value
 
     @property
     def layout(self) -> Workspace:

@@ -50,6 +50,11 @@ class Workspace:
         return self.root / "pii" / "quarantine"
 
     @property
+    def erasure(self) -> Path:
+        """Erasure requests (raw ids only while open) and their append-only audit log."""
+        return self.root / "pii" / "erasure"
+
+    @property
     def lake_artists(self) -> Path:
         return self.lake / "artists.parquet"
 

@@ -163,6 +163,21 @@ class AccountTable:
         self._execute("DELETE FROM accounts")
         self._conn.commit()
 
+    def erase(self, user_id: str) -> dict[str, Any] | None:
+        """Remove one account for good (the right to be forgotten); returns its email (for the
+        caller's check that nothing is left) or None when there was no such account. SQLite
+        is vacuumed, so the freed pages no longer hold the row."""
+        rows = self._execute("SELECT email FROM accounts WHERE user_id = ?", (user_id,))
+        self._execute("DELETE FROM accounts WHERE user_id = ?", (user_id,))
+        self._conn.commit()
+        if self.dialect == "sqlite":
+            self._conn.execute("VACUUM")
+        return {"email": rows[0][0]} if rows else None
+
+    def email_of(self, user_id: str) -> str | None:
+        rows = self._execute("SELECT email FROM accounts WHERE user_id = ?", (user_id,))
+        return str(rows[0][0]) if rows and rows[0][0] else None
+
     def user_ids(self) -> set[str]:
         """Account ids that are not deleted."""
         return {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -182,11 +183,33 @@ def list_versions(bundles_dir: str | os.PathLike[str]) -> list[str]:
     )
 
 
+MAX_POINTER_BYTES = 256
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
 def current_version(bundles_dir: str | os.PathLike[str]) -> str | None:
+    """The version ``CURRENT`` names; None when there is no ``CURRENT`` (or it is empty).
+
+    Read defensively: a pointer that is not short ASCII text naming a plain folder name (no
+    path separator, no ``..``, not hidden) raises :class:`CorruptBundleError` without quoting
+    the content, so ``CURRENT`` can never lead outside the bundles folder.
+    """
     pointer = Path(bundles_dir) / CURRENT
     if not pointer.is_file():
         return None
-    return pointer.read_text().strip() or None
+    with pointer.open("rb") as f:
+        raw = f.read(MAX_POINTER_BYTES + 1)
+    if len(raw) > MAX_POINTER_BYTES:
+        raise CorruptBundleError(f"{pointer} is over {MAX_POINTER_BYTES} bytes: not a version")
+    try:
+        text = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise CorruptBundleError(f"{pointer} is not ASCII text: not a version") from None
+    if not text:
+        return None
+    if not _VERSION.match(text) or ".." in text:
+        raise CorruptBundleError(f"{pointer} does not name a bundle folder (bad characters)")
+    return text
 
 
 def set_current(bundles_dir: str | os.PathLike[str], version: str) -> None:

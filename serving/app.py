@@ -1,5 +1,7 @@
 """The HTTP app factory. It only wires: settings -> bundle holder, guarded online store, slates,
-event sink, load shedder -> the routes of :mod:`serving.routes`. Interactive docs at ``/docs``."""
+event sink, load shedder, access checks and guards (:mod:`serving.security`) -> the routes of
+:mod:`serving.routes`. Interactive docs at ``/docs`` in demo mode only (Swagger UI loads its
+script from a CDN); ``/openapi.json`` is always there."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 
 from core.settings import Settings
@@ -19,6 +22,7 @@ from serving.events import EventSink
 from serving.recommender import Recommender
 from serving.reload import ModelHolder, Watcher
 from serving.routes import HotPath, router
+from serving.security import Access, GuardMiddleware, RateLimiter, validation_error
 from serving.shed import LoadState, ShedMiddleware
 from serving.slates import BundleSlates
 from serving.store import GuardedStore, Prober, open_serving_store
@@ -51,11 +55,13 @@ def create_app(settings: Settings | None = None, store: OnlineStore | None = Non
     raw_store = store or open_serving_store(settings.online_store_target, settings.store_timeout_ms)
     guarded = GuardedStore(raw_store, settings.store_timeout_ms, settings.store_cooldown_s)
     slates = _slates(settings)
-    recommender = Recommender(
-        holder, guarded, pseudonym_key(settings), slates, settings.slate_max_age_s
-    )
+    key = pseudonym_key(settings)
+    recommender = Recommender(holder, guarded, key, slates, settings.slate_max_age_s)
     events = EventSink(
-        settings.event_bus_url, settings.events_store_target, stream=settings.event_stream
+        settings.event_bus_url,
+        settings.events_store_target,
+        stream=settings.event_stream,
+        max_bytes=settings.event_queue_bytes,
     )
     load = LoadState(settings.max_queue_ms, settings.max_inflight, settings.retry_after_s)
 
@@ -91,13 +97,24 @@ def create_app(settings: Settings | None = None, store: OnlineStore | None = Non
         title="tastemaker",
         summary="Artist recommendations from a two-tower model (ONNX) and a FAISS index.",
         lifespan=lifespan,
+        docs_url="/docs" if settings.demo else None,
+        redoc_url=None,
     )
+    app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
     app.state.settings = settings
+    app.state.access = Access(settings, key)
+    app.state.listener_limit = RateLimiter(settings.events_per_listener_per_min)
+    app.state.client_limit = RateLimiter(settings.events_per_client_per_min)
     app.state.recommender = recommender
     app.state.events = events
     app.state.load = load
     app.add_middleware(HotPath, state=app.state)  # inside the shedder: added first
     app.add_middleware(ShedMiddleware, state=load)
+    app.add_middleware(  # outermost: limits before anything parses, headers on every answer
+        GuardMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        max_header_bytes=settings.max_header_bytes,
+    )
     app.include_router(router)
     app.include_router(web_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 from index import CorruptBundleError, load_bundle
-from index.bundle import current_version, list_versions
+from index.bundle import CURRENT, current_version, list_versions
 from serving.metrics import set_bundle
 from serving.model import ServingModel
 from serving.periodic import Periodic
@@ -43,15 +43,19 @@ class ModelHolder:
     def _load_at_start(self) -> ServingModel:
         """The bundle CURRENT names; if it is corrupt, the newest valid one, loudly.
 
-        A restart must not turn one bad publish into an outage while a good bundle is on disk.
-        A single version folder (no CURRENT) has nothing to fall back to and raises.
+        A restart must not turn one bad publish into an outage while a good bundle is on disk;
+        nor must a bad ``CURRENT`` (empty, binary, naming something outside the folder). A
+        single version folder (no CURRENT) has nothing to fall back to and raises.
         """
         try:
             return self._load()
         except CorruptBundleError as exc:
-            named = current_version(self.source)
-            if named is None:
+            if not (self.source / CURRENT).is_file():
                 raise
+            try:
+                named = current_version(self.source)
+            except CorruptBundleError:
+                named = None  # unreadable pointer: every published version is a candidate
             for version in reversed(list_versions(self.source)):
                 if version == named:
                     continue
@@ -121,8 +125,20 @@ class Watcher(Periodic):
         super().__init__("bundle-watcher", interval_s)
         self.holder = holder
         self._failed: str | None = None
+        self._error: str | None = None  # the last error logged (logged once until it changes)
 
     def tick(self) -> None:
+        try:
+            self._check()
+        except Exception as exc:  # a bad CURRENT, a disk error: log once, keep watching
+            why = f"{type(exc).__name__}: {exc}"
+            if why != self._error:
+                log.error("bundle watcher: %s; still serving %s", why, self.holder.current.version)
+                self._error = why
+        else:
+            self._error = None
+
+    def _check(self) -> None:
         pending = self.holder.pending_version()
         if pending is None or pending == self._failed:
             return  # don't re-verify (and re-log) the same corrupt bundle every tick

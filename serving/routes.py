@@ -10,12 +10,11 @@ response-model pass (the models in ``serving.schemas`` still document them in ``
 from __future__ import annotations
 
 import hmac
-import itertools
+import os
 import time
 from collections.abc import Mapping
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
-from uuid import uuid4
 
 import orjson
 from fastapi import APIRouter, Header, HTTPException, Request
@@ -25,7 +24,7 @@ from starlette.datastructures import State
 
 from core.settings import MAX_K
 from index import CorruptBundleError
-from serving.events import ServedSlate, validate_events
+from serving.events import ServedSlate, SinkUnavailable, validate_events
 from serving.metrics import READY, count_served
 from serving.recommender import RecommendationList
 from serving.schemas import (
@@ -41,6 +40,7 @@ from serving.schemas import (
     country_problem,
     user_id_problem,
 )
+from serving.security import REFUSED, bearer, parse_json_body
 
 router = APIRouter()
 
@@ -57,14 +57,31 @@ def _check_country(country: str | None) -> str | None:
     return country.upper()
 
 
-_ID_PREFIX = uuid4().hex[:16]  # random per process (and per worker)
-_counter = itertools.count()
+class _RequestIds:
+    """128 random bits per id, 32 hex chars: nobody can guess the next one (a forged click
+    cannot take a victim's next request id). Drawn from the OS in blocks of 256 ids (one
+    urandom syscall per id cost ~13 us on this box); a forked worker refills its own."""
+
+    BLOCK = 256
+
+    def __init__(self) -> None:
+        self._pool = ""
+        self._at = 0
+        self._pid = -1
+
+    def next(self) -> str:
+        if self._at >= len(self._pool) or self._pid != os.getpid():
+            self._pool, self._at, self._pid = os.urandom(16 * self.BLOCK).hex(), 0, os.getpid()
+        at = self._at
+        self._at = at + 32
+        return self._pool[at : at + 32]
+
+
+_ids = _RequestIds()
 
 
 def new_request_id() -> str:
-    """32 hex chars, unique: a random per-process prefix and a counter (uuid4 per request
-    cost a urandom syscall, ~13 us on this box)."""
-    return f"{_ID_PREFIX}{next(_counter):016x}"
+    return _ids.next()
 
 
 def _answer(state: State, result: RecommendationList, user_id: str | None) -> Response:
@@ -150,15 +167,22 @@ async def recommendations(request: Request) -> Response:
     usually never get here: :class:`HotPath` answers them with the same function before
     Starlette's routing; this route documents the endpoint and answers the invalid ones."""
     return user_recommendations(
-        request.app.state, request.path_params["user_id"], request.query_params
+        request.app.state,
+        request.path_params["user_id"],
+        request.query_params,
+        request.headers.get("authorization"),
     )
 
 
-def user_recommendations(state: State, user_id: str, query: Mapping[str, str]) -> Response:
-    """The endpoint's work: validate, recommend, log the slate, serialise. Raises
-    ``HTTPException`` (422) on bad input."""
+def user_recommendations(
+    state: State, user_id: str, query: Mapping[str, str], authorization: str | None = None
+) -> Response:
+    """The endpoint's work: validate, authorise, recommend, log the slate, serialise. Raises
+    ``HTTPException`` (422 on bad input, 401/403 without the listener's or the service token
+    outside demo mode)."""
     if problem := user_id_problem(user_id):
         raise HTTPException(status_code=422, detail=problem)
+    state.access.recommendations(authorization, user_id)
     k = _parse_k(query.get("k"))
     result = state.recommender.recommend(
         user_id, _k(state, k), country=_check_country(query.get("country"))
@@ -194,8 +218,12 @@ class HotPath:
             user_id = path[len(self.PREFIX) : -len(self.SUFFIX)]
             if user_id and "/" not in user_id:
                 query = dict(parse_qsl(scope["query_string"].decode("latin-1"), True))
+                authorization = None
+                for name, value in scope["headers"]:
+                    if name == b"authorization":
+                        authorization = value.decode("latin-1")
                 try:
-                    response = user_recommendations(self.state, user_id, query)
+                    response = user_recommendations(self.state, user_id, query, authorization)
                 except HTTPException:
                     pass  # the route answers it, in FastAPI's error format
                 else:
@@ -223,30 +251,87 @@ def _parse_k(raw: str | None) -> int | None:
     return k
 
 
+def _body_doc(model: type[Any]) -> dict[str, Any]:
+    """OpenAPI for a body the route parses itself (orjson: strict UTF-8, depth-limited)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
+
 @router.post(
     "/v1/recommendations",
     response_model=None,
     responses={200: {"model": RecommendationsResponse}, 503: {"description": "shed"}},
+    openapi_extra=_body_doc(HistoryRequest),
 )
-async def recommendations_for_history(request: Request, body: HistoryRequest) -> Response:
+async def recommendations_for_history(request: Request) -> Response:
     """Recommendations for a listener known only by a history of artist ids."""
+    body = parse_json_body(await request.body(), HistoryRequest)
     if body.user_id is not None and (problem := user_id_problem(body.user_id)):
         raise HTTPException(status_code=422, detail=problem)
     state = request.app.state
+    state.access.recommendations(request.headers.get("authorization"), body.user_id)
     result = state.recommender.recommend_history(
         body.history, _k(state, body.k), country=_check_country(body.country)
     )
     return _answer(state, result, body.user_id)
 
 
-@router.post("/v1/events", response_model=EventsResponse, status_code=202)
-async def events(request: Request, body: EventsRequest) -> Response:
-    """Impressions, clicks, streams, follows from the app; validated like ingest."""
-    sink = request.app.state.events
+@router.post(
+    "/v1/events",
+    response_model=EventsResponse,
+    status_code=202,
+    openapi_extra=_body_doc(EventsRequest),
+    responses={
+        401: {"description": "no, a forged or an expired listener token"},
+        403: {"description": "an event for another listener (nothing of the call is kept)"},
+        429: {"description": "rate limited per listener or per client address; Retry-After"},
+        503: {"description": "the event bus is down or the queue is full; Retry-After"},
+    },
+)
+async def events(request: Request) -> Response:
+    """Impressions, clicks, streams, follows of the token's own listener, validated like
+    ingest. ``Authorization: Bearer <token>`` (``tastemaker token --user ID``)."""
+    state = request.app.state
+    sink = state.events
     if sink is None:
         raise HTTPException(status_code=503, detail="no event sink configured")
+    subject = state.access.listener(bearer(request.headers.get("authorization")))
+    body = parse_json_body(await request.body(), EventsRequest)
+    for event in body.events:
+        user_id = event.get("user_id") if isinstance(event, dict) else None
+        if (
+            isinstance(user_id, str)
+            and not user_id_problem(user_id)
+            and not hmac.compare_digest(state.access.user_key(user_id), subject)
+        ):
+            REFUSED.labels(reason="other_listener").inc()
+            raise HTTPException(status_code=403, detail="an event is for another listener")
+    cost = len(body.events)
+    client = request.client.host if request.client else "unknown"
+    wait = state.listener_limit.retry_after(subject, cost)
+    if not wait:
+        wait = state.client_limit.retry_after(client, cost)
+        if wait:
+            state.listener_limit.refund(subject, cost)
+    if wait:
+        REFUSED.labels(reason="rate_limited").inc()
+        raise HTTPException(
+            status_code=429, detail="too many events", headers={"Retry-After": str(wait)}
+        )
     accepted, rejected = validate_events(body.events, int(time.time() * 1000))
-    sink.submit(accepted)
+    try:
+        sink.submit(accepted)
+    except SinkUnavailable as exc:
+        REFUSED.labels(reason="sink_unavailable").inc()
+        raise HTTPException(
+            status_code=503,
+            detail=str(exc),
+            headers={"Retry-After": str(state.settings.retry_after_s)},
+        ) from None
     reply = {
         "accepted": len(accepted),
         "rejected": [{"index": i, "reason": r} for i, r in rejected],
@@ -277,8 +362,18 @@ async def readyz(request: Request) -> Response:
     recommender = request.app.state.recommender
     store = recommender.store
     overloaded = request.app.state.load.overloaded()
-    ready = store.healthy and not overloaded
-    reason = "" if ready else ("overloaded: shedding requests" if overloaded else store.reason)
+    sink = request.app.state.events
+    sink_ok = sink is None or sink.healthy
+    ready = store.healthy and not overloaded and sink_ok
+    reason = (
+        ""
+        if ready
+        else "overloaded: shedding requests"
+        if overloaded
+        else "the event sink is not answering"
+        if not sink_ok
+        else store.reason
+    )
     READY.set(1 if ready else 0)
     body = Ready(
         ready=ready,
@@ -291,7 +386,13 @@ async def readyz(request: Request) -> Response:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics() -> Response:
+async def metrics(request: Request) -> Response:
+    """Demo mode, or with X-Admin-Token; none here when ``metrics_port`` serves them apart."""
+    state = request.app.state
+    if state.settings.metrics_port:
+        raise HTTPException(status_code=404, detail="Not Found")
+    if not state.settings.demo:
+        require_admin(request, request.headers.get("x-admin-token"))
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -314,9 +415,9 @@ def reload(
     holder = request.app.state.recommender.holder
     try:
         swapped, version, previous = holder.reload()
-    except CorruptBundleError as exc:
+    except (CorruptBundleError, OSError, ValueError) as exc:
         raise HTTPException(
             status_code=409,
-            detail=f"refused to swap, still serving {holder.current.version}: {exc}",
+            detail=f"refused to swap, still serving {holder.current.version}: {exc}"[:500],
         ) from exc
     return ReloadResponse(swapped=swapped, version=version, previous=previous)

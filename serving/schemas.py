@@ -309,6 +309,10 @@ def user_id_problem(user_id: str) -> str | None:
         return f"user_id is longer than {MAX_USER_ID_BYTES} bytes"
     if any(ord(c) < 32 or ord(c) == 127 for c in user_id):
         return "user_id contains control characters"
+    try:
+        user_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return "user_id is not valid Unicode text (a lone surrogate)"
     return None
 
 

@@ -28,6 +28,13 @@ def run_server(settings: Settings, host: str, port: int, workers: int = 1) -> No
         loop="uvloop",
         backlog=4096,
     )
+    if settings.metrics_port:
+        if workers > 1:
+            raise SystemExit("TASTEMAKER_METRICS_PORT serves one process's metrics: --workers 1")
+        from prometheus_client import start_http_server
+
+        # /metrics apart from the API: its own address (loopback by default), no token
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
     if workers <= 1:
         app = create_app(settings)
         uvicorn.run(app, **common)

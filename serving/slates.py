@@ -98,6 +98,10 @@ class SlateStore:
         blob = self.kv.sample(timeout_s)
         return Slate.from_blob(blob) if blob is not None else None
 
+    def delete(self, user_keys: Iterable[str]) -> int:
+        """Remove these listeners' slates (erasure); returns how many were there."""
+        return self.kv.delete(user_keys)
+
     def drop(self) -> None:
         self.kv.drop()
 

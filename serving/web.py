@@ -6,7 +6,10 @@ under ``/ui/api``:
 
 * ``GET /ui/api/listener?account=ID&k=10`` — a listener's segment (age group, country,
   tenure, activity: never raw PII), recent artists, follows and a served slate with tags. The
-  account id is pseudonymised here, as the API does, and is **not** echoed back;
+  account id is pseudonymised here, as the API does, and is **not** echoed back. It and the
+  listener page (``/``) exist only in demo mode or with ``X-Admin-Token`` (404 otherwise);
+  a page view is not an impression (nothing is logged), and in demo mode the answer carries
+  the listener's short-lived token, with which the page posts its clicks;
 * ``GET /ui/api/artists?q=TEXT`` / ``?ids=A,B`` — catalogue search and lookup (name, tags);
 * ``GET /ui/api/dashboard`` — the batch jobs' snapshot (``Workspace.dashboard_state``) plus
   the serving bundle and the store's health.
@@ -14,21 +17,20 @@ under ``/ui/api``:
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any
-from uuid import uuid4
+from typing import Annotated, Any
 
 import orjson
 import pyarrow.parquet as pq
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import FileResponse, Response
 
 from core.settings import MAX_K
+from core.tokens import issue
 from core.workspace import Workspace
 from index import FILES, load_bundle
-from serving.events import ServedSlate
 from serving.metrics import count_served
+from serving.routes import new_request_id
 from serving.schemas import user_id_problem
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -81,12 +83,23 @@ def _artists(request: Request, ids: list[str]) -> list[dict[str, Any]]:
 @router.get("/")
 @router.get("/new")
 @router.get("/dashboard")
-async def page(request: Request) -> FileResponse:
+async def page(
+    request: Request, x_admin_token: Annotated[str | None, Header()] = None
+) -> FileResponse:
+    if request.url.path == "/":
+        request.app.state.access.page(x_admin_token)
     return FileResponse(STATIC / PAGES[request.url.path], media_type="text/html")
 
 
 @router.get("/ui/api/listener")
-async def listener(request: Request, account: str, k: int = 10) -> Response:
+async def listener(
+    request: Request,
+    account: str,
+    k: int = 10,
+    x_admin_token: Annotated[str | None, Header()] = None,
+) -> Response:
+    access = request.app.state.access
+    access.page(x_admin_token)
     if problem := user_id_problem(account):
         raise HTTPException(status_code=422, detail=problem)
     if not 1 <= k <= MAX_K:
@@ -94,7 +107,7 @@ async def listener(request: Request, account: str, k: int = 10) -> Response:
     rec = request.app.state.recommender
     row = rec.features(account)
     result = rec.recommend(account, k)
-    request_id = uuid4().hex
+    request_id = new_request_id()
     items = []
     for rank, r in enumerate(result.items, start=1):
         meta = _artists(request, [r.artist_id])[0]
@@ -110,18 +123,12 @@ async def listener(request: Request, account: str, k: int = 10) -> Response:
             }
         )
     count_served(result.source, [r.source for r in result.items])
-    events = request.app.state.events
-    if events is not None:  # the page's slates are impressions like any other
-        events.log_slate(
-            ServedSlate(
-                account,
-                request_id,
-                result.bundle_version,
-                result.source,
-                tuple(r.artist_id for r in result.items),
-                int(time.time() * 1000),
-            )
-        )
+    # a page view is not an impression: nothing is logged (it would lower the listener's
+    # clicks-per-100 feature and the engagement numbers)
+    settings = request.app.state.settings
+    token = None
+    if access.demo and access.keys:
+        token = issue(access.user_key(account), access.keys[0], settings.token_ttl_s)
     body = {
         "known": row is not None,
         "segment": {f: (row or {}).get(f) for f in SEGMENT_FIELDS},
@@ -129,6 +136,7 @@ async def listener(request: Request, account: str, k: int = 10) -> Response:
         "recent": _artists(request, list(dict.fromkeys((row or {}).get("history") or []))[:10]),
         "follows": _artists(request, list((row or {}).get("followed") or [])[:10]),
         "request_id": request_id,
+        "token": token,
         "bundle_version": result.bundle_version,
         "source": result.source,
         "items": items,

@@ -9,7 +9,7 @@ happen inside the handlers, so ``tastemaker serve`` never imports torch.
 
 Commands: world, import hetrec, ingest, publish, subscribe, features, train, train ranker,
 export, index rebuild, evaluate, recommend, compare, dashboard, serve, precompute, daily,
-models, simulate, demo.
+models, simulate, demo, token, erase.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ COMMAND_MODULES = (
     "tastemaker.commands.daily",  # daily: the retrain-gate-publish cycle; models: the registry
     "tastemaker.commands.simulate",  # simulate: A/B test of policies on the synthetic listeners
     "tastemaker.commands.demo",  # demo: every stage on the default world, then serve
+    "tastemaker.commands.privacy",  # token: a listener's event token; erase: forget a listener
 )
 
 

@@ -170,6 +170,10 @@ class OnlineStore:
     def __len__(self) -> int:
         return len(self.kv)
 
+    def delete(self, user_keys: Iterable[str]) -> int:
+        """Remove these listeners' rows (erasure); returns how many were there."""
+        return self.kv.delete(user_keys)
+
     def drop(self) -> None:
         """Delete every row (tests, decommissioning)."""
         self.kv.drop()

@@ -105,6 +105,9 @@ def _partition(day: int) -> str:
     return f"{LAKE_PARTITION}={dt}"
 
 
+ACCOUNT_REASONS = frozenset({"deleted_user", "unknown_user"})
+
+
 def _quarantine_table(source: str, parsed: Parsed, codes: np.ndarray) -> pa.Table:
     rej = parsed.rejected
     line_no, reason, detail, line = (
@@ -122,6 +125,12 @@ def _quarantine_table(source: str, parsed: Parsed, codes: np.ndarray) -> pa.Tabl
             name = reason_name(int(codes[r]))
             line_no.append(int(n))
             reason.append(name)
+            if name in ACCOUNT_REASONS:
+                # a deleted (or erased, hence unknown) account: reason and count only, never
+                # the raw line or its id (erasure wins over debugging; docs/privacy.md)
+                detail.append(f"event_id={str(row.get('event_id'))[:64]!r}; user_id withheld")
+                line.append("")
+                continue
             detail.append(reason_detail(name, row))
             line.append(text.decode("utf-8", errors="backslashreplace"))
     order = np.argsort(np.asarray(line_no, dtype=np.int64), kind="stable")

@@ -58,6 +58,7 @@ def run_day(
         return result
 
     end_of_day = datetime.combine(day + timedelta(days=1), datetime.min.time(), timezone.utc)
+    step("erase", lambda: drain_erasures(ws, config, key))  # before anything reads the lake
     ingest = step(
         "ingest",
         lambda: run_ingest(
@@ -122,6 +123,15 @@ def run_day(
     write_bytes(out_dir / "report.md", render_summary(summary).encode())
     write_json(done, summary)  # last: the day counts as done only when everything is written
     return summary
+
+
+def drain_erasures(ws: Workspace, config: DailyConfig, key: bytes | None) -> list[dict]:
+    """Carry out the filed erasure requests (``tastemaker erase --queue``; jobs.erase)."""
+    from core.settings import Settings
+    from jobs.erase import drain
+
+    settings = Settings(workspace=ws.root, accounts_url=config.accounts_url)
+    return drain(ws, settings, key=key)
 
 
 def _fit_ranker(ws: Workspace, run_dir: Path, config: DailyConfig) -> dict[str, Any]:

@@ -47,9 +47,10 @@ async function sendClick(userId, slate, item, li) {
     request_id: slate.request_id, position: item.rank,
     client_ts: now.toISOString(), server_ts: now.getTime(),
   };
-  const reply = await getJSON("/v1/events", {
-    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ events: [event] }),
-  });
+  // the listener's own short-lived token (the listener API hands it out in demo mode only)
+  const headers = { "content-type": "application/json" };
+  if (slate.token) headers.authorization = `Bearer ${slate.token}`;
+  const reply = await getJSON("/v1/events", { method: "POST", headers, body: JSON.stringify({ events: [event] }) });
   li.classList.add("clicked");
   li.querySelector(".done").textContent = reply.accepted ? `click recorded (${reply.sink})` : "click refused";
   return reply;

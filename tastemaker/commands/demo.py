@@ -43,9 +43,23 @@ def run(args: argparse.Namespace) -> int:
         f'{{"events": [{{"event_id": "demo-1", "event_type": "click", "user_id": "{some_user}", '
         '"artist_id": "<artist_id from the list>", "client_ts": "2026-01-01T06:00:00+00:00"}]}'
     )
+    from core.tokens import issue, token_keys
+    from data.pii import pseudonym_key, pseudonymise
+
+    settings = args.settings
+    keys = token_keys(settings)
+    token = (
+        issue(pseudonymise(some_user, pseudonym_key(settings)), keys[0], settings.token_ttl_s)
+        if keys
+        else "<set TASTEMAKER_TOKEN_KEY, then: tastemaker token --user ID>"
+    )
     print(
-        f"\nTry:  curl '{base}/v1/users/{some_user}/recommendations?k=10'\n"
-        f"      curl -X POST {base}/v1/events -H 'content-type: application/json' -d '{event}'\n"
+        f"\nTry:  curl '{base}/v1/users/{some_user}/recommendations?k=10' "
+        f"-H 'authorization: Bearer {token}'\n"
+        f"      curl -X POST {base}/v1/events -H 'content-type: application/json' "
+        f"-H 'authorization: Bearer {token}' -d '{event}'\n"
+        f"      (a token of {some_user}, valid {settings.token_ttl_s} s; another: "
+        f"tastemaker token --user ID)\n"
         f"Pages: {base}/ (a listener: try account {some_user}) · {base}/new · {base}/dashboard"
     )
     return serve(args)

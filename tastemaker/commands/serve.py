@@ -66,9 +66,12 @@ def serve(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"admin_token": secrets.token_urlsafe(16)})
         print(f"demo mode: admin token for /admin/reload is {settings.admin_token}")
     base = f"http://{args.host}:{args.port}"
+    auth = "" if settings.demo else " -H 'authorization: Bearer <token>'"
+    docs = "/docs" if settings.demo else "/openapi.json"
     print(
-        f"serving on {base}  (docs: /docs, {args.workers} worker(s))\n"
-        f"  curl '{base}/v1/users/<user_id>/recommendations?k=10'\n"
+        f"serving on {base}  (docs: {docs}, {args.workers} worker(s))\n"
+        f"  curl '{base}/v1/users/<user_id>/recommendations?k=10'{auth}\n"
+        f"  (a listener's token for POST /v1/events: tastemaker token --user <user_id>)\n"
         f"  curl -X POST {base}/v1/recommendations -H 'content-type: application/json' "
         """-d '{"history": ["<artist_id>"], "k": 10}'\n"""
         f"  curl {base}/healthz ; curl {base}/readyz ; curl {base}/metrics\n"

@@ -88,6 +88,19 @@ def test_drop_deletes_everything(pair):
     assert reader.get("a") is None and reader.sample() is None
 
 
+def test_delete_removes_only_those_keys(pair, target):
+    writer, reader = pair
+    writer.replace_all([("a", b"secret-a"), ("b", b"2"), ("c", b"3")])
+    assert writer.delete(["a", "zz"]) == 1
+    assert reader.get_many(["a", "b", "c"]) == [None, b"2", b"3"] and len(reader) == 2
+    assert writer.delete(["a"]) == 0, "idempotent"
+    if "://" not in target:  # SQLite: no freed page of the file still holds the value
+        writer.close()
+        with open(target, "rb") as f:
+            data = f.read()
+        assert b"secret-a" not in data
+
+
 def test_a_failed_replace_leaves_the_old_snapshot(pair):
     writer, reader = pair
     writer.replace_all([("a", b"1")])

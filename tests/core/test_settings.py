@@ -78,11 +78,11 @@ def test_settings_come_from_the_environment(monkeypatch, tmp_path) -> None:
 
 
 def test_child_env_rebuilds_the_same_settings(monkeypatch, tmp_path) -> None:
-    monkeypatch.setenv("TASTEMAKER_PSEUDONYM_KEY", "s3cret")
+    monkeypatch.setenv("TASTEMAKER_PSEUDONYM_KEY", "s3cret-of-sixteen+")
     settings = Settings(workspace=tmp_path, bundle_dir=tmp_path / "b", default_k=7)
     settings = settings.model_copy(update={"admin_token": "tok"})
     env = settings.child_env()
-    assert env["TASTEMAKER_PSEUDONYM_KEY"] == "s3cret"
+    assert env["TASTEMAKER_PSEUDONYM_KEY"] == "s3cret-of-sixteen+"
     assert env["TASTEMAKER_ADMIN_TOKEN"] == "tok"
     for name in list(Settings.model_fields):
         monkeypatch.delenv(f"TASTEMAKER_{name.upper()}", raising=False)
@@ -105,3 +105,12 @@ def test_the_registry_never_defaults_into_the_account_database(monkeypatch, tmp_
 def test_new_fields_default_to_none(monkeypatch, field) -> None:
     monkeypatch.delenv(f"TASTEMAKER_{field.upper()}", raising=False)
     assert getattr(Settings(), field) is None
+
+
+@pytest.mark.parametrize("field", ["pseudonym_key", "token_key", "token_key_previous"])
+def test_secrets_shorter_than_16_characters_are_refused(field, tmp_path) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="at least 16 characters"):
+        Settings(workspace=tmp_path, **{field: "x" * 15})
+    assert Settings(workspace=tmp_path, **{field: "x" * 16})

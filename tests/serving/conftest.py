@@ -13,6 +13,7 @@ from data.schemas import USER_DENSE_FIELDS, USER_FEATURES, USER_SEGMENT_FIELDS
 from tests.fixtures.synthetic_bundle import SyntheticSpec, artist_ids, publish_synthetic
 
 TEST_KEY = "serving-tests-secret-key-0123456789"
+TEST_TOKEN_KEY = "serving-tests-token-key-0123456789"
 SPEC = SyntheticSpec(n_artists=24, n_clusters=2, dim=8, history_len=10)
 ARTISTS = artist_ids(SPEC)
 C0 = [a for a in ARTISTS if a.startswith("c0")]  # 12 artists of cluster 0
@@ -80,9 +81,21 @@ def store_path(tmp_path: Path) -> Path:
 def settings(tmp_path: Path, bundles_dir: Path, store_path: Path):
     from core.settings import Settings
 
+    # the recommendation calls open (tests/security checks the closed default), and a token
+    # key for POST /v1/events (listener_token below)
     return Settings(
         workspace=tmp_path,
         bundle_dir=bundles_dir,
         online_store_url=str(store_path),
         reload_interval_s=0,
+        public_recommendations=True,
+        token_key=TEST_TOKEN_KEY,
     )
+
+
+def token_header(user_id: str, ttl_s: int = 600) -> dict[str, str]:
+    """The Authorization header of ``user_id``'s listener token (what `tastemaker token` prints)."""
+    from core.tokens import issue
+
+    token = issue(pseudonymise(user_id, TEST_KEY.encode()), TEST_TOKEN_KEY.encode(), ttl_s)
+    return {"authorization": f"Bearer {token}"}

@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import orjson
 import pytest
-from conftest import C0, SPEC, TRENDING, USERS
+from conftest import C0, SPEC, TRENDING, USERS, token_header
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
@@ -76,7 +76,9 @@ def _asgi_get(app, path: str, waited_s: float) -> tuple[int, dict[bytes, bytes],
 
 
 def test_requests_that_waited_too_long_are_shed_with_retry_after(settings) -> None:
-    app = create_app(settings.model_copy(update={"max_queue_ms": 20.0, "retry_after_s": 2}))
+    app = create_app(
+        settings.model_copy(update={"max_queue_ms": 20.0, "retry_after_s": 2, "admin_token": ADMIN})
+    )
     with TestClient(app):  # runs the lifespan (prober, sink)
         status, headers, _ = _asgi_get(app, "/v1/users/alice/recommendations", 0.0)
         assert status == 200
@@ -88,7 +90,7 @@ def test_requests_that_waited_too_long_are_shed_with_retry_after(settings) -> No
         app.state.load.inflight = app.state.load.max_inflight  # every slot taken
         assert _asgi_get(app, "/v1/users/alice/recommendations", 0.0)[0] == 503
         app.state.load.inflight = 0
-        metrics = TestClient(app).get("/metrics").text
+        metrics = TestClient(app).get("/metrics", headers={"x-admin-token": ADMIN}).text
         assert 'tastemaker_shed_total{reason="queue_time"} 1.0' in metrics
         assert 'tastemaker_shed_total{reason="inflight"} 1.0' in metrics
 
@@ -111,6 +113,7 @@ def _uvicorn(settings, **env: str) -> Iterator[int]:
         "TASTEMAKER_BUNDLE_DIR": str(settings.bundles_path),
         "TASTEMAKER_ONLINE_STORE_URL": settings.online_store_target,
         "TASTEMAKER_RELOAD_INTERVAL_S": "0",
+        "TASTEMAKER_PUBLIC_RECOMMENDATIONS": "1",
         **env,
     }
     cmd = [sys.executable, "-m", "uvicorn", "serving.app:create_app", "--factory", "--port"]
@@ -212,6 +215,8 @@ def test_stalled_redis_times_out_degrades_to_trending_and_is_not_ready(
             store_timeout_ms=100,
             store_cooldown_s=30,
             health_interval_s=0.1,
+            public_recommendations=True,
+            admin_token=ADMIN,
         )
         with TestClient(create_app(settings)) as c:
             assert c.get("/v1/users/alice/recommendations?k=3").json()["source"] == "model"
@@ -233,7 +238,7 @@ def test_stalled_redis_times_out_degrades_to_trending_and_is_not_ready(
             while c.get("/readyz").status_code != 503:
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
-            metrics = c.get("/metrics").text
+            metrics = c.get("/metrics", headers={"x-admin-token": ADMIN}).text
             assert 'tastemaker_online_store_errors_total{kind="timeout"}' in metrics
             assert 'tastemaker_online_store_errors_total{kind="skipped"}' in metrics
             os.kill(server.pid, signal.SIGCONT)
@@ -375,7 +380,7 @@ def test_events_reach_the_redis_stream(settings, redis_url, redis_prefix) -> Non
     try:
         with TestClient(create_app(s)) as c:
             events = [_event(0), _event(1, event_type="teleport"), _event(2, client_ts="yesterday")]
-            resp = c.post("/v1/events", json={"events": events})
+            resp = c.post("/v1/events", json={"events": events}, headers=token_header("alice"))
             assert resp.status_code == 202
             body = resp.json()
             assert body["accepted"] == 1 and body["sink"] == "stream"
@@ -387,8 +392,12 @@ def test_events_reach_the_redis_stream(settings, redis_url, redis_prefix) -> Non
             entries = r.xrange(stream)
             assert len(entries) == 1
             line = orjson.loads(entries[0][1][b"event"])
-            assert line["event_id"] == "ev-0" and isinstance(line["server_ts"], int)
-            bad = c.post("/v1/events", json={"events": [_event(3, user_id="")]})
+            assert line["event_id"] == "app-ev-0" and isinstance(line["server_ts"], int)
+            bad = c.post(
+                "/v1/events",
+                json={"events": [_event(3, user_id="")]},
+                headers=token_header("alice"),
+            )
             assert bad.status_code == 422
     finally:
         r.delete(stream)
@@ -429,13 +438,14 @@ def test_precompute_then_serve_precomputed_slates(tmp_path, settings, bundles_di
         live = c.get("/v1/users/alice/recommendations?k=5").json()
     args = parse_args(["--workspace", str(tmp_path), "precompute", "--bundle", str(bundles_dir)])
     assert args.func(args) == 0
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings.model_copy(update={"admin_token": ADMIN}))) as c:
         pre = c.get("/v1/users/alice/recommendations?k=5").json()
         assert pre["source"] == "precomputed"
         assert [i["artist_id"] for i in pre["items"]] == [i["artist_id"] for i in live["items"]]
         assert [i["reason"] for i in pre["items"]] == [i["reason"] for i in live["items"]]
         assert c.get("/v1/users/carol/recommendations?k=2").json()["source"] == "trending"
-        assert 'tastemaker_recommendations_total{source="precomputed"}' in c.get("/metrics").text
+        metrics = c.get("/metrics", headers={"x-admin-token": ADMIN}).text
+        assert 'tastemaker_recommendations_total{source="precomputed"}' in metrics
     # a new bundle makes the slates stale: real time until precompute runs again
     publish_synthetic(bundles_dir, SPEC, trending=TRENDING, version="20240109T000000Z-new")
     with TestClient(create_app(settings)) as c:
