@@ -111,6 +111,7 @@ def test_a_replica_starts_from_the_store_alone_and_waits_for_a_good_bundle(
         online_store_url=str(store_path),
         reload_interval_s=0.05,
         bundle_wait_s=0.3,
+        public_recommendations=True,  # this test is about bundles, not who may ask
     )
     with pytest.raises(TimeoutError, match="checksum"):
         create_app(settings)  # only a corrupt bundle: it never starts serving it

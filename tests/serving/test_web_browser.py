@@ -119,8 +119,17 @@ def _listener_with_history(ws) -> str:
     raise AssertionError("no listener with history in the demo world")
 
 
+def _wait_until(page, expression: str, timeout_s: float = 10.0) -> None:
+    """Poll ``expression`` in the page until it is true. Not ``page.wait_for_function``: that
+    compiles its predicate with ``eval``, which the pages' Content-Security-Policy forbids."""
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"never true in the page: {expression}"
+        page.wait_for_timeout(50)
+
+
 def _rendered_ms(page) -> float:
-    page.wait_for_function("window.__rendered !== undefined", timeout=10_000)
+    _wait_until(page, "window.__rendered !== undefined")
     return page.evaluate("window.__rendered")
 
 
@@ -167,7 +176,7 @@ def test_pages_listener_click_new_listener_dashboard_and_no_pii(server, browser,
     picks = [page.get_attribute(f"#hits button >> nth={i}", "data-artist-id") for i in (0, 1)]
     page.click("#hits button >> nth=0")
     page.click("#hits button >> nth=1")
-    page.wait_for_function(f"document.querySelectorAll('ol.recs li').length === {K}")
+    _wait_until(page, f"document.querySelectorAll('ol.recs li').length === {K}", 30.0)
     shown = page.locator("ol.recs li").evaluate_all("els => els.map(e => e.dataset.artistId)")
     assert len(set(shown)) == K and not set(shown) & set(picks)
     page.screenshot(path=str(ARTIFACTS / "new-listener.png"), full_page=True)
