@@ -83,6 +83,7 @@ _LOG4J = Path(__file__).with_name("log4j2-spark.properties")
 _EVENT_COLS: tuple[str, ...] = ("event_type", "user_key", "artist_id", "track_id")
 _EVENT_COLS += ("ms_played", "track_duration_ms", "event_ts")
 _ROWS_PER_TASK = 2_000_000  # events per user/artist range: ~0.2 GB of EventLog per task
+_ASSEMBLE_ROWS = 1 << 16  # rows per batch when the driver joins the parts
 _KIND = "_kind"  # 0 = an event, 1 = a row of the account view or the catalogue
 
 
@@ -312,10 +313,10 @@ def _assemble(parts: list[Path], target: Path, schema: pa.Schema) -> int:
     """Parts, in order, streamed into one Parquet file (atomic); returns its rows."""
     rows = 0
     with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as out:
-        for part in parts:
-            table = pq.read_table(part).cast(schema)
-            out.write_table(table)
-            rows += table.num_rows
+        for part in parts:  # batch by batch: the driver never holds a whole part
+            for batch in pq.ParquetFile(part).iter_batches(batch_size=_ASSEMBLE_ROWS):
+                out.write_table(pa.Table.from_batches([batch]).cast(schema))
+                rows += batch.num_rows
     return rows
 
 
@@ -334,6 +335,8 @@ def build_spark_tables(
     out = ws.feature_dir
     stage = out.path / f".spark-{uuid.uuid4().hex[:12]}"
     stage.mkdir(parents=True)
+    shuffle = spark.conf.get("spark.sql.shuffle.partitions")
+    spark.conf.set("spark.sql.shuffle.partitions", str(n_parts))  # joins: one task per range
     try:
         with progress_bar(5, desc="features (spark)", unit="stage") as bar:
             events = _read_events(spark, files).cache()
@@ -363,6 +366,7 @@ def build_spark_tables(
             counts = _finish(stage, out, config, per_user, per_artist)
             bar.update()
     finally:
+        spark.conf.set("spark.sql.shuffle.partitions", str(shuffle))
         shutil.rmtree(stage, ignore_errors=True)
     if n_rows != counts["events"]:
         log.warning(
