@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     max_inflight: Annotated[int, Field(ge=1)] = 64  # concurrent API requests per process
     retry_after_s: Annotated[int, Field(ge=1)] = 1  # Retry-After on a shed 503
     store_timeout_ms: Annotated[float, Field(gt=0)] = 50.0  # per online-store call (Redis)
+    # real-time micro-batching (serving.batcher): a request waits at most this long for others
+    # to share its ONNX call and index search; 0 = every request scored alone
+    batch_max_wait_ms: Annotated[float, Field(ge=0, le=2.0)] = 2.0
+    batch_max_rows: Annotated[int, Field(ge=1)] = 64  # a batch this full goes at once
     store_cooldown_s: Annotated[float, Field(ge=0)] = 1.0  # after a store failure, skip it
     health_interval_s: Annotated[float, Field(gt=0)] = 1.0  # background readiness probe period
     slate_max_age_s: Annotated[float, Field(gt=0)] = 36 * 3600.0  # precomputed slates older -> live

@@ -15,6 +15,7 @@ from core.kv import is_redis, sqlite_path
 from core.settings import Settings
 from data.features.online_store import OnlineStore
 from data.pii import pseudonym_key
+from serving.batcher import MicroBatcher
 from serving.events import EventSink
 from serving.recommender import Recommender
 from serving.reload import ModelHolder, Watcher
@@ -49,8 +50,13 @@ def create_app(settings: Settings | None = None, store: OnlineStore | None = Non
     raw_store = store or open_serving_store(settings.online_store_target, settings.store_timeout_ms)
     guarded = GuardedStore(raw_store, settings.store_timeout_ms, settings.store_cooldown_s)
     slates = _slates(settings)
+    batcher = (
+        MicroBatcher(settings.batch_max_wait_ms, settings.batch_max_rows)
+        if settings.batch_max_wait_ms > 0
+        else None
+    )
     recommender = Recommender(
-        holder, guarded, pseudonym_key(settings), slates, settings.slate_max_age_s
+        holder, guarded, pseudonym_key(settings), slates, settings.slate_max_age_s, batcher
     )
     events = EventSink(
         settings.event_bus_url, settings.events_store_target, stream=settings.event_stream
