@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     event_bus_url: str | None = None  # redis://... : POST /v1/events and slate logs go to the
     # stream the subscriber drains; unset: batches are written to the raw object store
     event_stream: str = "tastemaker:events"  # the stream key the subscriber drains
+    # live rows written by `tastemaker stream-features` (redis://...); unset: the event bus's
+    # Redis when there is one. The service reads them over the batch rows (fresh features).
+    stream_state_url: str | None = None
     events_store_url: str | None = None  # raw object store; default <workspace>/raw
     slate_store_url: str | None = (
         None  # precomputed slates; default <workspace>/online/slates.sqlite
@@ -81,6 +84,11 @@ class Settings(BaseSettings):
     @property
     def events_store_target(self) -> str:
         return self.events_store_url or str(self.layout.raw)
+
+    @property
+    def stream_state_target(self) -> str | None:
+        """Where the streamed live rows are (None: no streaming, batch rows only)."""
+        return self.stream_state_url or self.event_bus_url
 
     @property
     def online_store_target(self) -> str:
