@@ -17,6 +17,7 @@ from data.features.online_store import OnlineStore
 from data.pii import pseudonym_key
 from serving.batcher import MicroBatcher
 from serving.events import EventSink
+from serving.live import LiveRows
 from serving.recommender import Recommender
 from serving.reload import ModelHolder, Watcher
 from serving.routes import HotPath, router
@@ -55,8 +56,13 @@ def create_app(settings: Settings | None = None, store: OnlineStore | None = Non
         if settings.batch_max_wait_ms > 0
         else None
     )
+    live = (  # rows `tastemaker stream-features` keeps fresh, read over the batch rows
+        LiveRows(settings.stream_state_target, settings.store_timeout_ms, settings.store_cooldown_s)
+        if settings.stream_state_target
+        else None
+    )
     recommender = Recommender(
-        holder, guarded, pseudonym_key(settings), slates, settings.slate_max_age_s, batcher
+        holder, guarded, pseudonym_key(settings), slates, settings.slate_max_age_s, batcher, live
     )
     events = EventSink(
         settings.event_bus_url, settings.events_store_target, stream=settings.event_stream
@@ -85,6 +91,8 @@ def create_app(settings: Settings | None = None, store: OnlineStore | None = Non
                 guarded.close()
             if slates is not None:
                 slates.close()
+            if live is not None:
+                live.close()
 
     app = FastAPI(
         title="tastemaker",

@@ -7,6 +7,12 @@ bundle carries a ranker: the top ``ranker.candidates`` re-ordered by it, ``servi
 global). Users without an online row, or with no history yet,
 get trending for their segment when known, else global trending. A user with a fresh slate
 precomputed for the served bundle (``serving.slates``) is answered from it with one lookup.
+
+With streaming on (``tastemaker stream-features``, :mod:`serving.live`), the listener's live
+state is read first: a slate older than its last applied event (impressions aside) is not
+used, and the real-time path scores the batch row with the streamed fields over it
+(:func:`data.features.stream.live_row`), so a just-streamed or just-followed artist is
+excluded at once. Real-time rows are scored in micro-batches (:mod:`serving.batcher`).
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ from typing import Any, Literal
 
 from core.constants import UNK_INDEX
 from data.features.online_store import OnlineStore
+from data.features.stream import live_row
 from data.pii import pseudonymise
 from serving.batcher import MicroBatcher
+from serving.live import LiveRows
 from serving.metrics import STORE_ERRORS
 from serving.model import ServingModel
 from serving.pipeline import Picks, exclusions, score_rows
@@ -167,8 +175,10 @@ class Recommender:
         slates: SlateStore | None = None,
         slate_max_age_s: float = 36 * 3600.0,
         batcher: MicroBatcher | None = None,
+        live: LiveRows | None = None,
     ) -> None:
         self.batcher = batcher  # None: each real-time request is scored alone
+        self.live = live  # None: no streaming, the batch rows as they are
         self.holder = holder
         self.store = store if isinstance(store, GuardedStore) else GuardedStore(store, 50.0, 1.0)
         self.slates = slates
@@ -225,10 +235,15 @@ class Recommender:
             raise ValueError(f"k must be >= 1; got {k}")
         model = self.holder.current  # one reference for the whole request: swaps can't tear it
         user_key = self.user_key(user_id)
+        state = self.live.get(user_key) if self.live is not None else None
         slate = self.slate(user_key, model.version)
-        if slate is not None:
+        # a slate is used only while it is newer than the listener's last applied event (that
+        # is not an impression: serving a slate logs impressions, which would retire it at once)
+        if slate is not None and (state is None or slate.computed_ms > state.get("ax", 0)):
             return model, from_slate(model, slate, k), {}
         row = self.store.get(user_key)[0]
+        if state is not None:  # the batch row with the streamed fields over it
+            row = live_row(row, state, int(time.time() * 1000))
         if row is not None:
             return model, None, row
         return model, trending_list(model, k, country), {}

@@ -131,6 +131,7 @@ local function insert(items, times, item)
   while #items > cap do table.remove(items) table.remove(times) end
 end
 local positive = false
+if et ~= 'impression' then s['ax'] = s['at'] end  -- lists or exclusions may change
 if et == 'impression' then
   s['ni'] = s['ni'] + 1
 elseif et == 'click' then
@@ -198,7 +199,8 @@ def seed_state(batch_row: Mapping[str, Any] | None, seed_id: str = "0-0") -> dic
     tracks, follows = _list(row.get("recent_tracks")), _list(row.get("followed"))
     return {
         "id": seed_id,
-        "at": 0,
+        "at": 0,  # when the last event was applied (worker clock, ms)
+        "ax": 0,  # ... the last one that is not an impression (history, follows, seen)
         "base": as_of,
         "h": history,
         "hts": hts,

@@ -149,7 +149,8 @@ def _states(r: redis.Redis, prefix: str) -> dict[str, dict]:
     out = {}
     for k in r.scan_iter(f"{prefix}*"):
         state = orjson.loads(r.get(k))
-        state.pop("at")  # when it was applied: the only field that depends on the run
+        state.pop("at")  # when it was applied: the only fields that depend on the run
+        state.pop("ax", None)
         out[k.decode()[len(prefix) :]] = state
     return out
 
