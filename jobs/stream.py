@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 from core.settings import Settings
 from data.features.stream import FeatureStreamer, StreamConfig, StreamStats
@@ -57,3 +58,53 @@ def run_stream_worker(
         return worker.run(stop)
     finally:
         rows.close()
+
+
+DEMO_BUS_URL = "redis://127.0.0.1:6379/0"  # where the demo looks for Redis when none is set
+DEMO_METRICS_PORT = 9108
+
+
+def redis_reachable(url: str) -> bool:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except redis.RedisError:
+        return False
+
+
+def start_demo_worker(settings: Settings) -> tuple[Settings, Any, str]:
+    """For ``tastemaker demo``: when Redis answers (``settings.event_bus_url``, else the local
+    default), start ``tastemaker stream-features`` as a child process and return the settings
+    that make the service post events to that bus and read the live rows; else the settings
+    unchanged and no process. The third value is the one line the demo prints."""
+    import subprocess
+    import sys
+
+    from core.urls import redact_url
+
+    url = settings.event_bus_url or DEMO_BUS_URL
+    if not redis_reachable(url):
+        return (
+            settings,
+            None,
+            f"Streaming features: off, batch-only (no Redis at {redact_url(url)}); start Redis "
+            "or set TASTEMAKER_EVENT_BUS_URL=redis://host:port/db and rerun to stream events "
+            "into the live rows",
+        )
+    settings = settings.model_copy(update={"event_bus_url": url})
+    cmd = [sys.executable, "-m", "tastemaker.cli", "stream-features"]
+    cmd += ["--metrics-port", str(DEMO_METRICS_PORT)]
+    settings.export_env()  # the child builds these same settings (the bus URL included)
+    proc = subprocess.Popen(cmd)
+    return (
+        settings,
+        proc,
+        f"Streaming features: on (worker pid {proc.pid}, {redact_url(url)} stream "
+        f"{settings.event_stream}); lag and throughput on http://127.0.0.1:{DEMO_METRICS_PORT}"
+        "/metrics",
+    )
