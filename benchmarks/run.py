@@ -27,6 +27,7 @@ AREAS = (
     "features",
     "eval",
     "serving",
+    "stream",
     "burst",
     "ann",
     "precompute",

@@ -12,8 +12,8 @@ HMAC (:func:`data.pii.pseudonymise`), and every valid event is applied to the li
   de-duplication: the batch's :func:`data.features.user.last_per_user` order), follows (a
   pair's last action decides; newest follow first), the seen set (first positive event per
   artist: click, follow, stream of >= ``stream_min_ms``), impression / click / stream counters;
-* atomically (one script call), and idempotently by stream id: the state stores the last
-  applied id, and an entry at or below it changes nothing (redelivery after a crash); the
+* atomically (one script call on the listener's hash, which an impression touches only in
+  its counters), and idempotently by stream id: the state stores the last applied id, and an entry at or below it changes nothing (redelivery after a crash); the
   state also keeps the last ``DEDUPE_EVENTS`` event ids, so a duplicate *delivery* of one
   event (a retried client post: new stream id, same ``event_id``) counts once, as ingest's
   dedupe does.
@@ -80,48 +80,68 @@ APPLIED_RATE = Gauge(
 )
 RETRIES = Counter("tastemaker_stream_redis_retries_total", "Redis failures the worker rode out")
 
-# KEYS[1] state; ARGV: 1 stream id, 2 seed JSON ('' = none), 3 type, 4 artist, 5 track ('' =
-# none), 6 event ms, 7 ms_played (-1 = none), 8 event_id, 9 history_len, 10 stream_min_ms,
-# 11 now ms, 12 dedupe length. Returns 'seed' (no state: call again with the batch row),
-# 'replayed' (id already applied), 'duplicate' (event_id seen) or 'applied'.
+# KEYS[1] the listener's live row, a hash; ARGV: 1 stream id, 2 seed JSON ('' = none), 3 type,
+# 4 artist, 5 track ('' = none), 6 event ms, 7 ms_played (-1 = none), 8 event_id,
+# 9 history_len, 10 stream_min_ms, 11 now ms, 12 dedupe length. Returns 'seed' (no usable
+# row: call again with the batch row), 'replayed' (id already applied), 'duplicate' (event_id
+# seen) or 'applied'. Hash fields: id, at, ax, ts, base, ni, nc, ns (numbers); h, hts, rt,
+# rts, f, fts (JSON lists); seen, ev (ids joined by SEP, so a membership test is a plain find
+# and an impression never decodes a list).
 APPLY_LUA = r"""
-local raw = redis.call('GET', KEYS[1])
-local s = nil
-if raw then
-  local ok, v = pcall(cjson.decode, raw)
-  if ok and type(v) == 'table' and v['id'] then s = v end
-end
-if not s then
+local k = KEYS[1]
+local SEP = '\31'
+local kind = redis.call('TYPE', k)['ok']
+if kind ~= 'hash' and kind ~= 'none' then redis.call('DEL', k) end
+local function main()
+local id = redis.call('HGET', k, 'id')
+if not id then
   if ARGV[2] == '' then return 'seed' end
-  s = cjson.decode(ARGV[2])
+  redis.call('DEL', k)
+  local seed = cjson.decode(ARGV[2])
+  for name, v in pairs(seed) do redis.call('HSET', k, name, v) end
+  id = seed['id']
 end
 local function idnum(x)
   local a, b = string.match(x, '^(%d+)-(%d+)$')
   return tonumber(a), tonumber(b)
 end
 local ma, sa = idnum(ARGV[1])
-local mb, sb = idnum(s['id'])
+local mb, sb = idnum(id)
 if ma < mb or (ma == mb and sa <= sb) then return 'replayed' end
-s['id'] = ARGV[1]
-s['at'] = tonumber(ARGV[11])
-local function list(x) if type(x) ~= 'table' then return {} end return x end
-local ev = list(s['ev'])
+local now = ARGV[11]
+redis.call('HSET', k, 'id', ARGV[1], 'at', now)
+local ev = redis.call('HGET', k, 'ev') or ''
 local eid = ARGV[8]
-for i = 1, #ev do
-  if ev[i] == eid then
-    redis.call('SET', KEYS[1], cjson.encode(s))
-    return 'duplicate'
-  end
+if string.find(SEP .. ev .. SEP, SEP .. eid .. SEP, 1, true) then return 'duplicate' end
+ev = (ev == '' and eid) or (ev .. SEP .. eid)
+local extra = select(2, string.gsub(ev, SEP, '')) + 1 - tonumber(ARGV[12])
+if extra > 0 then
+  local cut = 0
+  for _ = 1, extra do cut = string.find(ev, SEP, cut + 1, true) end
+  ev = string.sub(ev, cut + 1)
 end
-ev[#ev + 1] = eid
-while #ev > tonumber(ARGV[12]) do table.remove(ev, 1) end
-s['ev'] = ev
+redis.call('HSET', k, 'ev', ev)
 local et, artist, track = ARGV[3], ARGV[4], ARGV[5]
 local ts, msp = tonumber(ARGV[6]), tonumber(ARGV[7])
 local cap = tonumber(ARGV[9])
-if not s['ts'] or ts > s['ts'] then s['ts'] = ts end
+local last = tonumber(redis.call('HGET', k, 'ts') or '0')
+if ts > last then redis.call('HSET', k, 'ts', ts) end
+if et == 'impression' then
+  redis.call('HINCRBY', k, 'ni', 1)
+  return 'applied'
+end
+redis.call('HSET', k, 'ax', now)  -- lists or exclusions may change: slates older are stale
+local function load(name)
+  local raw = redis.call('HGET', k, name)
+  if not raw or raw == '' or raw == '{}' then return {} end
+  return cjson.decode(raw)
+end
+local function store(name, v)
+  if #v == 0 then redis.call('HSET', k, name, '[]') else redis.call('HSET', k, name, cjson.encode(v)) end
+end
 -- newest first by event time; a tie goes before the older arrivals (lake order)
-local function insert(items, times, item)
+local function insert(name, tname, item)
+  local items, times = load(name), load(tname)
   local pos = #items + 1
   for i = 1, #items do
     if times[i] <= ts then pos = i break end
@@ -129,51 +149,51 @@ local function insert(items, times, item)
   table.insert(items, pos, item)
   table.insert(times, pos, ts)
   while #items > cap do table.remove(items) table.remove(times) end
+  store(name, items)
+  store(tname, times)
 end
 local positive = false
-if et ~= 'impression' then s['ax'] = s['at'] end  -- lists or exclusions may change
-if et == 'impression' then
-  s['ni'] = s['ni'] + 1
-elseif et == 'click' then
-  s['nc'] = s['nc'] + 1
+if et == 'click' then
+  redis.call('HINCRBY', k, 'nc', 1)
   positive = true
 elseif et == 'stream' then
-  s['ns'] = s['ns'] + 1
-  s['h'], s['hts'] = list(s['h']), list(s['hts'])
-  insert(s['h'], s['hts'], artist)
-  if track ~= '' then
-    s['rt'], s['rts'] = list(s['rt']), list(s['rts'])
-    insert(s['rt'], s['rts'], track)
-  end
+  redis.call('HINCRBY', k, 'ns', 1)
+  insert('h', 'hts', artist)
+  if track ~= '' then insert('rt', 'rts', track) end
   positive = msp >= tonumber(ARGV[10])
 elseif et == 'follow' or et == 'unfollow' then
-  local f, fts = list(s['f']), list(s['fts'])
-  local last = -1
+  local f, fts = load('f'), load('fts')
+  local prev = -1
   for i = 1, #f do
-    if f[i] == artist then last = fts[i] table.remove(f, i) table.remove(fts, i) break end
+    if f[i] == artist then prev = fts[i] table.remove(f, i) table.remove(fts, i) break end
   end
   if et == 'follow' then
+    local at = math.max(ts, prev)
     local pos = #f + 1
-    local at = math.max(ts, last)
     for i = 1, #f do if fts[i] <= at then pos = i break end end
     table.insert(f, pos, artist)
     table.insert(fts, pos, at)
     positive = true
-  elseif last > ts then  -- an unfollow older than the follow it would undo: the follow stays
+  elseif prev > ts then  -- an unfollow older than the follow it would undo: the follow stays
     table.insert(f, 1, artist)
-    table.insert(fts, 1, last)
+    table.insert(fts, 1, prev)
   end
-  s['f'], s['fts'] = f, fts
+  store('f', f)
+  store('fts', fts)
 end
 if positive then
-  local seen = list(s['seen'])
-  local found = false
-  for i = 1, #seen do if seen[i] == artist then found = true break end end
-  if not found then seen[#seen + 1] = artist end
-  s['seen'] = seen
+  local seen = redis.call('HGET', k, 'seen') or ''
+  if not string.find(SEP .. seen .. SEP, SEP .. artist .. SEP, 1, true) then
+    redis.call('HSET', k, 'seen', (seen == '' and artist) or (seen .. SEP .. artist))
+  end
 end
-redis.call('SET', KEYS[1], cjson.encode(s))
 return 'applied'
+end
+local ok, res = pcall(main)
+if ok then return res end
+redis.call('DEL', k)  -- a row that does not decode is never served: rebuilt from the batch row
+if ARGV[2] == '' then return 'seed' end
+return 'unusable_seed'
 """
 
 
@@ -186,10 +206,15 @@ def _list(value: Any) -> list:
     return list(value) if isinstance(value, list) else []
 
 
+SEP = "\x1f"  # joins the ids of ``seen`` and ``ev`` in the hash (ids holding it are quarantined)
+LIST_FIELDS = ("h", "hts", "rt", "rts", "f", "fts")
+INT_FIELDS = ("at", "ax", "ts", "base", "ni", "nc", "ns")
+
+
 def seed_state(batch_row: Mapping[str, Any] | None, seed_id: str = "0-0") -> dict[str, Any]:
-    """The live state a listener starts from: its batch row (or nothing, for a listener the
-    batch has not seen yet). Seeded list items get times just before the row's ``as_of``, so
-    streamed events (later) go in front of them."""
+    """The hash fields a listener's live row starts from: its batch row (or nothing, for a
+    listener the batch has not seen yet). Seeded list items get times just before the row's
+    ``as_of``, so streamed events (later) go in front of them."""
     row = batch_row or {}
     as_of = _ms(row.get("as_of")) if row.get("as_of") is not None else 0
     history = _list(row.get("history"))
@@ -197,22 +222,26 @@ def seed_state(batch_row: Mapping[str, Any] | None, seed_id: str = "0-0") -> dic
     hts = [as_of - int(round(float(a) * 1000)) for a in ages[: len(history)]]
     hts += [as_of - 1] * (len(history) - len(hts))
     tracks, follows = _list(row.get("recent_tracks")), _list(row.get("followed"))
-    return {
-        "id": seed_id,
-        "at": 0,  # when the last event was applied (worker clock, ms)
-        "ax": 0,  # ... the last one that is not an impression (history, follows, seen)
-        "base": as_of,
+    lists = {
         "h": history,
         "hts": hts,
         "rt": tracks,
         "rts": [as_of - 1] * len(tracks),
         "f": follows,
         "fts": [as_of - 1] * len(follows),
-        "seen": _list(row.get("seen")),
+    }
+    return {
+        "id": seed_id,
+        "at": 0,  # when the last event was applied (worker clock, ms)
+        "ax": 0,  # ... the last one that is not an impression (history, follows, seen)
+        "ts": 0,
+        "base": as_of,
+        **{name: orjson.dumps(v).decode() for name, v in lists.items()},
+        "seen": SEP.join(s for s in _list(row.get("seen")) if SEP not in s),
+        "ev": "",
         "ni": int(row.get("n_impressions") or 0),
         "nc": int(row.get("n_clicks") or 0),
         "ns": int(row.get("n_streams") or 0),
-        "ev": [],
     }
 
 
@@ -224,15 +253,22 @@ def _ms(value: Any) -> int:
     return int(value)
 
 
-def decode_state(blob: bytes | None) -> dict[str, Any] | None:
-    """A stored live state, or None when absent or undecodable (then the batch row serves)."""
-    if blob is None:
+def decode_state(fields: Mapping[bytes, bytes] | None) -> dict[str, Any] | None:
+    """A stored live row (the hash's fields), or None when absent or undecodable (then the
+    batch row serves)."""
+    if not fields:
         return None
     try:
-        state = orjson.loads(blob)
-    except orjson.JSONDecodeError:
+        raw = {k.decode(): v.decode() for k, v in fields.items()}
+        state: dict[str, Any] = {"id": raw["id"]}
+        for name in INT_FIELDS:
+            state[name] = int(float(raw.get(name) or 0))
+        for name in LIST_FIELDS:
+            state[name] = _list(orjson.loads(raw.get(name) or "[]"))
+        state["seen"] = raw["seen"].split(SEP) if raw.get("seen") else []
+    except (KeyError, ValueError, UnicodeDecodeError, orjson.JSONDecodeError):
         return None
-    if not isinstance(state, dict) or "id" not in state:
+    if len(state["h"]) != len(state["hts"]) or len(state["f"]) != len(state["fts"]):
         return None
     return state
 
@@ -265,11 +301,15 @@ def read_state(
 ) -> dict[str, Any] | None:
     """The listener's live state; an undecodable one is deleted (the batch row serves, and
     the next event re-seeds it) and None is returned."""
-    blob = client.get(state_key(user_key, prefix))
-    state = decode_state(blob)  # type: ignore[arg-type]
-    if blob is not None and state is None:
+    key = state_key(user_key, prefix)
+    try:
+        fields = client.hgetall(key)
+    except redis.exceptions.ResponseError:  # WRONGTYPE: something else was written there
+        fields = {b"?": b"?"}
+    state = decode_state(fields)  # type: ignore[arg-type]
+    if fields and state is None:
         log.warning("live row of a listener failed to decode; serving its batch row")
-        client.delete(state_key(user_key, prefix))
+        client.delete(key)
         EVENTS.labels(outcome="rebuilt_from_batch").inc()
     return state
 
@@ -365,6 +405,9 @@ class FeatureStreamer:
                 reason = reason_name(code)
                 kind = "dropped" if reason in DROP_REASONS else "quarantined"
                 self.stats.add(f"{kind}:{reason}")
+                continue
+            if any(SEP in (cols[c][r] or "") for c in ("artist_id", "event_id", "track_id")):
+                self.stats.add("quarantined:separator_in_id")
                 continue
             uid = cols["user_id"][r]
             user_key = keys.get(uid) or keys.setdefault(uid, pseudonymise(uid, self.key))

@@ -138,10 +138,10 @@ def test_redelivered_and_duplicate_events_change_nothing(setup) -> None:
     client, worker, _, alice = setup
     ids = publish(client, worker.config.stream, ALICE_DAY)
     worker.run(threading.Event())
-    before = client.get(state_key(alice, worker.config.state_prefix))
+    before = client.hgetall(state_key(alice, worker.config.state_prefix))
     entries = [(i, {EVENT_FIELD: ln}) for i, ln in zip(ids, ALICE_DAY, strict=True)]
     worker.process(entries)  # a crash before XACK: the same entries again
-    assert client.get(state_key(alice, worker.config.state_prefix)) == before
+    assert client.hgetall(state_key(alice, worker.config.state_prefix)) == before
     assert worker.stats.outcomes["replayed"] == 6
     # the same event posted twice (a client retry): a new stream id, the same event_id
     publish(client, worker.config.stream, [ALICE_DAY[0]])
@@ -184,7 +184,10 @@ def test_an_undecodable_live_row_is_rebuilt_from_the_batch_row(setup) -> None:
     key = state_key(alice, worker.config.state_prefix)
     client.set(key, b"\x00half-written{")
     assert read_state(client, alice, worker.config.state_prefix) is None  # never served
-    assert client.get(key) is None
+    assert client.exists(key) == 0
+    client.hset(key, mapping={"id": "0-1", "h": "[half-writ", "seen": ""})  # a torn row
+    assert read_state(client, alice, worker.config.state_prefix) is None
+    assert client.exists(key) == 0
     client.set(key, b"\x00half-written{")
     publish(client, worker.config.stream, ALICE_DAY[:1])
     worker.run(threading.Event())

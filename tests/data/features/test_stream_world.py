@@ -148,7 +148,7 @@ def _config():
 def _states(r: redis.Redis, prefix: str) -> dict[str, dict]:
     out = {}
     for k in r.scan_iter(f"{prefix}*"):
-        state = orjson.loads(r.get(k))
+        state = {f.decode(): v for f, v in r.hgetall(k).items()}
         state.pop("at")  # when it was applied: the only fields that depend on the run
         state.pop("ax", None)
         out[k.decode()[len(prefix) :]] = state
