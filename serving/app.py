@@ -51,8 +51,9 @@ def create_app(settings: Settings | None = None, store: OnlineStore | None = Non
     raw_store = store or open_serving_store(settings.online_store_target, settings.store_timeout_ms)
     guarded = GuardedStore(raw_store, settings.store_timeout_ms, settings.store_cooldown_s)
     slates = _slates(settings)
+    load = LoadState(settings.max_queue_ms, settings.max_inflight, settings.retry_after_s)
     batcher = (
-        MicroBatcher(settings.batch_max_wait_ms, settings.batch_max_rows)
+        MicroBatcher(settings.batch_max_wait_ms, settings.batch_max_rows, lambda: load.inflight)
         if settings.batch_max_wait_ms > 0
         else None
     )
@@ -67,7 +68,6 @@ def create_app(settings: Settings | None = None, store: OnlineStore | None = Non
     events = EventSink(
         settings.event_bus_url, settings.events_store_target, stream=settings.event_stream
     )
-    load = LoadState(settings.max_queue_ms, settings.max_inflight, settings.retry_after_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -9,12 +9,15 @@ alone (``tests/serving/test_batcher.py``).
 When does a batch go? A request's row joins the open batch; the batch is flushed
 
 * once ``max_batch`` rows wait, or
+* at the next loop turn once every request in flight in the app is waiting in it
+  (``inflight``, the shedder's count: nobody else can join before it goes; a lone request
+  goes one turn after it joined; the requests that arrived together have all joined by then), or
 * once the loop has run ``QUIET_TURNS`` turns in a row without a new row joining (the
   requests already parsed have all had their turn: waiting longer would only add latency), or
 * at the latest ``max_wait_ms`` after its first row joined (the bound; <= 2 ms).
 
-So a lone request waits a few loop turns (tens of microseconds), and under load a batch holds
-whatever arrived while the previous one was being computed. The batch is computed inline on
+So a lone request waits one loop turn, and under load a batch holds whatever arrived while the
+previous one was being computed. The batch is computed inline on
 the loop, like the one-row path was (a thread hop cost more than it saved). The shedder
 (:mod:`serving.shed`) has already admitted every request that waits here, and the wait is
 bounded, so the queue budget and ``max_inflight`` hold as before.
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,13 +50,16 @@ class _Waiting:
 class MicroBatcher:
     """Scores rows for concurrent requests in batches; use from one event loop."""
 
-    def __init__(self, max_wait_ms: float, max_batch: int) -> None:
+    def __init__(
+        self, max_wait_ms: float, max_batch: int, inflight: Callable[[], int] | None = None
+    ) -> None:
         if not 0 < max_wait_ms <= 2.0:
             raise ValueError(f"max_wait_ms must be in (0, 2]; got {max_wait_ms}")
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1; got {max_batch}")
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_batch = max_batch
+        self.inflight = inflight  # requests in flight in the app (None: unknown)
         self._open: list[_Waiting] = []
         self._seen = 0  # rows in the open batch at the last quiet check
         self._quiet = 0
@@ -78,6 +84,9 @@ class MicroBatcher:
     def _quiet_check(self) -> None:
         self._check = None
         if not self._open:
+            return
+        if self.inflight is not None and len(self._open) >= self.inflight():
+            self.flush()  # every request in the app waits here: nobody else can join
             return
         if len(self._open) == self._seen:
             self._quiet += 1

@@ -197,8 +197,23 @@ def test_concurrent_http_requests_answer_as_alone(
     alone = create_app(Settings(**base, batch_max_wait_ms=0))
     assert isinstance(batched.state.recommender.batcher, MicroBatcher)
     assert alone.state.recommender.batcher is None
+    singles, batches = _batch_counts()
     assert asyncio.run(ask(batched, True)) == asyncio.run(ask(alone, False))
+    singles2, batches2 = _batch_counts()
+    assert batches2 - singles2 > batches - singles  # some batches held more than one request
     assert TEST_KEY  # the rows above are keyed with the test secret (conftest fixture)
+
+
+def _batch_counts() -> tuple[float, float]:
+    """(batches of one row, all batches) observed so far by the service's histogram."""
+    from serving.metrics import BATCH_SIZE
+
+    samples = {
+        (s.name, s.labels.get("le")): s.value for m in BATCH_SIZE.collect() for s in m.samples
+    }
+    return samples[("tastemaker_realtime_batch_rows_bucket", "1.0")], samples[
+        ("tastemaker_realtime_batch_rows_count", None)
+    ]
 
 
 def test_recommender_without_store_row_needs_no_batch(big_bundles: Path, store_path: Path) -> None:
