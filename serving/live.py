@@ -15,7 +15,7 @@ from typing import Any
 import redis
 
 from core.urls import redact_url
-from data.features.stream import STATE_PREFIX, read_state
+from data.features.stream import STATE_PREFIX, read_state, worker_status
 from serving.metrics import STORE_ERRORS
 
 log = logging.getLogger("tastemaker.serving")
@@ -41,6 +41,13 @@ class LiveRows:
             STORE_ERRORS.labels(kind="live_rows").inc()
             self._down_until = time.monotonic() + self.cooldown_s
             log.warning("live rows at %s failing (%s); batch rows only", self.url, exc)
+            return None
+
+    def status(self) -> dict[str, Any] | None:
+        """The worker's last report (lag, events applied, when), or None (none, or failing)."""
+        try:
+            return worker_status(self.client)
+        except redis.RedisError:
             return None
 
     def close(self) -> None:

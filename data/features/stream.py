@@ -43,6 +43,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -197,6 +198,30 @@ return 'unusable_seed'
 """
 
 
+STATUS_KEY = "tastemaker:stream-features:status"  # the worker's last report (the dashboard's)
+
+
+def worker_status(client: redis.Redis, key: str = STATUS_KEY) -> dict[str, Any] | None:
+    """The worker's last report: ``lag_s`` (event time -> applied, newest event), ``events``
+    (entries handled since the key was made), ``rate`` (entries/s, last batch), ``applied_at``."""
+    raw: Any = client.hgetall(key)
+    if not raw:
+        return None
+    fields = {_text(k): _text(v) for k, v in raw.items()}
+    return {
+        "lag_s": round(float(fields.get("lag_s", "nan")), 3),
+        "events": int(fields.get("events", 0)),
+        "rate": round(float(fields.get("rate", 0.0))),
+        "applied_at": datetime.fromtimestamp(
+            int(fields.get("applied_ms", 0)) / 1000, tz=timezone.utc
+        ).isoformat(timespec="seconds"),
+    }
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def state_key(user_key: str, prefix: str = STATE_PREFIX) -> str:
     return prefix + user_key
 
@@ -325,6 +350,7 @@ class StreamConfig:
     exit_when_idle: bool = False  # stop when nothing new arrives (tests, replays)
     max_backoff_s: float = 5.0
     state_prefix: str = STATE_PREFIX  # key prefix of the live rows
+    status_key: str = STATUS_KEY  # where the worker reports lag and progress
 
 
 @dataclass
@@ -476,7 +502,15 @@ class FeatureStreamer:
             LAST_LAG.set(max(0.0, now - events[-1].ts / 1000.0))
         self.client.xack(self.config.stream, self.config.group, *[i for i, _ in entries])
         self.stats.entries += len(entries)
-        APPLIED_RATE.set(len(entries) / max(time.perf_counter() - t0, 1e-9))
+        rate = len(entries) / max(time.perf_counter() - t0, 1e-9)
+        APPLIED_RATE.set(rate)
+        report: dict[Any, Any] = {"applied_ms": str(int(now * 1000)), "rate": f"{rate:.0f}"}
+        if events:
+            report["lag_s"] = f"{max(0.0, now - events[-1].ts / 1000.0):.3f}"
+        pipe = self.state.pipeline(transaction=False)
+        pipe.hset(self.config.status_key, mapping=report)
+        pipe.hincrby(self.config.status_key, "events", len(entries))
+        pipe.execute()
 
     def _read(self, start: str, block: int | None) -> list[tuple[bytes, Mapping]]:
         cfg = self.config

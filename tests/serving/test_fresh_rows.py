@@ -117,3 +117,5 @@ def test_a_posted_stream_and_follow_are_excluded_from_the_next_answer(
         assert source == "model"  # fresher than any slate: the real-time path on the live row
         assert streamed not in after and followed not in after
         assert len(after) == len(before)
+        streaming = http.get("/ui/api/dashboard").json()["serving"]["streaming"]
+        assert streaming["events"] >= 2 + 5 + 5 and streaming["lag_s"] >= 0  # on the dashboard
