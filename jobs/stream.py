@@ -54,7 +54,15 @@ def run_stream_worker(
         start_http_server(metrics_port, addr="127.0.0.1")
     log.info("streaming features from %s (group %s)", config.stream, config.group)
     try:
-        worker = FeatureStreamer(bus, rows, pseudonym_key(settings), lookups, config, state=state)
+        worker = FeatureStreamer(
+            bus,
+            rows,
+            pseudonym_key(settings),
+            lookups,
+            config,
+            state=state,
+            reload_lookups=lambda: load_lookups(settings.layout, settings.accounts_url),
+        )
         return worker.run(stop)
     finally:
         rows.close()

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -389,7 +389,12 @@ class FeatureStreamer:
         features: FeatureConfig | None = None,
         rules: IngestRules | None = None,
         state: redis.Redis | None = None,
+        reload_lookups: Callable[[], Lookups] | None = None,
+        reload_every_s: float = 60.0,
     ) -> None:
+        # accounts made (or erased) after the start: the lookups are reloaded this often
+        self._reload, self._reload_every_s = reload_lookups, reload_every_s
+        self._loaded_at = time.monotonic()
         self.client, self.batch_rows, self.key = client, batch_rows, key
         self.state = state if state is not None else client  # where the live rows are
         self.lookups, self.config = lookups, config
@@ -482,6 +487,8 @@ class FeatureStreamer:
         if not entries:
             return
         t0 = time.perf_counter()
+        if self._reload is not None and time.monotonic() - self._loaded_at > self._reload_every_s:
+            self.lookups, self._loaded_at = self._reload(), time.monotonic()
         events = self.events(entries)
         results = self._apply(events, {})
         need = [e for e, r in zip(events, results, strict=True) if r == "seed"]

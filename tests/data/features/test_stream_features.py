@@ -221,3 +221,23 @@ def test_redis_down_then_back_resumes_from_pending(setup, redis_url) -> None:
     assert client.xpending(cfg.stream, cfg.group)["pending"] == 0
     state = read_state(client, alice, cfg.state_prefix)
     assert state is not None and state["ns"] == 4
+
+
+@pytest.mark.redis
+def test_accounts_made_after_the_start_are_picked_up(setup) -> None:
+    client, worker, store, _ = setup
+    known = ["alice"]
+    late = FeatureStreamer(
+        client,
+        store,
+        KEY,
+        Lookups(users=pa.array(known)),
+        worker.config,
+        reload_lookups=lambda: Lookups(users=pa.array(list(known))),
+        reload_every_s=0.0,
+    )
+    publish(client, worker.config.stream, [line(20, "newbie", "stream", "a1", T0)])
+    assert late.run(threading.Event()).outcomes == {"dropped:unknown_user": 1}
+    known.append("newbie")  # the account table gains the listener
+    publish(client, worker.config.stream, [line(21, "newbie", "stream", "a2", T0 + 1)])
+    assert late.run(threading.Event()).outcomes == {"dropped:unknown_user": 1, "applied": 1}
