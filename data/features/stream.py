@@ -556,6 +556,14 @@ class FeatureStreamer:
                         return self.stats
                     backoff = 0.1
                 return self.stats
+            except redis.exceptions.ResponseError as exc:
+                # the stream or its group was deleted under us: recreate them and go on
+                if not any(m in str(exc) for m in ("NOGROUP", "UNBLOCKED")):
+                    raise
+                self.stats.retries += 1
+                RETRIES.inc()
+                log.warning("stream or group gone (%s); recreating them", exc)
+                stop.wait(backoff)
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                 self.stats.retries += 1
                 RETRIES.inc()

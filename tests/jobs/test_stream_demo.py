@@ -4,6 +4,7 @@ the demo is batch-only and how to turn streaming on."""
 from __future__ import annotations
 
 import time
+import uuid
 
 import pytest
 import redis
@@ -33,7 +34,10 @@ def test_without_redis_the_demo_says_batch_only_and_how_to_stream(
 def test_with_redis_the_demo_runs_the_worker(
     tiny_world: Workspace, redis_url: str, demo_mode, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = Settings(workspace=tiny_world.root, event_bus_url=redis_url, demo=True)
+    stream = f"tm-test:{uuid.uuid4().hex[:10]}:events"  # a fresh stream: no group yet
+    settings = Settings(
+        workspace=tiny_world.root, event_bus_url=redis_url, event_stream=stream, demo=True
+    )
     _keep_environment(monkeypatch, settings, redis_url)
     got, proc, line = start_demo_worker(settings)
     assert proc is not None
@@ -48,6 +52,7 @@ def test_with_redis_the_demo_runs_the_worker(
     finally:
         proc.terminate()
         assert proc.wait(timeout=30) == 0  # SIGTERM: the batch in hand is acked, exit 0
+        redis.Redis.from_url(redis_url).delete(stream)
 
 
 def _has_group(client: redis.Redis, stream: str) -> bool:

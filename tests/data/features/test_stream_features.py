@@ -241,3 +241,35 @@ def test_accounts_made_after_the_start_are_picked_up(setup) -> None:
     known.append("newbie")  # the account table gains the listener
     publish(client, worker.config.stream, [line(21, "newbie", "stream", "a2", T0 + 1)])
     assert late.run(threading.Event()).outcomes == {"dropped:unknown_user": 1, "applied": 1}
+
+
+@pytest.mark.redis
+def test_a_deleted_stream_is_recreated_not_fatal(setup) -> None:
+    client, worker, _, alice = setup
+    cfg = worker.config
+    stop = threading.Event()
+    live = FeatureStreamer(
+        client,
+        worker.batch_rows,
+        KEY,
+        worker.lookups,
+        StreamConfig(stream=cfg.stream, consumer="c1", block_ms=200, state_prefix=cfg.state_prefix),
+    )
+    t = threading.Thread(target=live.run, args=(stop,))
+    t.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not client.exists(cfg.stream):  # the worker made the stream and its group
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(0.3)
+        client.delete(cfg.stream)  # under a blocked XREADGROUP
+        publish(client, cfg.stream, ALICE_DAY[:1])
+        while live.stats.outcomes.get("applied", 0) < 1:
+            assert time.monotonic() < deadline and t.is_alive()
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        t.join(timeout=10)
+    state = read_state(client, alice, cfg.state_prefix)
+    assert state is not None and state["h"][0] == "a5"
