@@ -211,6 +211,14 @@ def main(quick: bool = False) -> str:
                 ["serving.app:create_app", "--factory"],
                 {**env, "TASTEMAKER_SLATE_STORE_URL": str(root / "slates.sqlite")},
             ),
+            "real-time, one request at a time (batching off)": (
+                ["serving.app:create_app", "--factory"],
+                {
+                    **env,
+                    "TASTEMAKER_SLATE_STORE_URL": str(root / "none.sqlite"),
+                    "TASTEMAKER_BATCH_MAX_WAIT_MS": "0",
+                },
+            ),
             "real-time (ONNX + FAISS)": (
                 ["serving.app:create_app", "--factory"],
                 {**env, "TASTEMAKER_SLATE_STORE_URL": str(root / "none.sqlite")},
@@ -226,8 +234,13 @@ def main(quick: bool = False) -> str:
                     _check_source(base, uids[0], "precomputed" if "slates" in name else "model")
                 _saturation(base, lua, 1)  # warm-up
                 sat[name] = _saturation(base, lua, sat_s)
-                runs[name] = [_open(base, paths, r, open_s) for r in rates]
-                if name.startswith("real-time"):
+                # the batching-off server is the before/after control: saturation and 500 req/s
+                runs[name] = [
+                    _open(base, paths, r, open_s)
+                    for r in rates
+                    if r == 500 or "batching off" not in name
+                ]
+                if name == "real-time (ONNX + FAISS)":
                     over = _open(base, paths, 2 * sat[name][0], open_s, probe="/healthz")
                     swap = _swap_under_load(base, bundles, spec, paths, open_s)
         # control: can the generator itself offer that rate? (the bare app is far from saturated)
@@ -243,7 +256,10 @@ def main(quick: bool = False) -> str:
             f"(50-artist history) in SQLite, k={K}; server: one uvicorn process on core 0; "
             "load: core 1. Saturation: `wrk -t1 -c8` (closed loop, "
             f"{sat_s} s, 2xx only; server CPU per request from `/proc`, which the other jobs on "
-            f"the core disturb less than wall-clock rates). Open loop: `benchmarks.loadgen`, "
+            f"the core disturb less than wall-clock rates). Real time micro-batches concurrent "
+            "requests (`serving/batcher.py`, default `TASTEMAKER_BATCH_MAX_WAIT_MS=2`, 64 rows); "
+            "the batching-off row is the same server with `TASTEMAKER_BATCH_MAX_WAIT_MS=0`. "
+            f"Open loop: `benchmarks.loadgen`, "
             f"{open_s} s per rate, latency from the scheduled send time, 1 s client timeout, "
             "256 keep-alive connections opened before the clock starts.",
             "",

@@ -28,6 +28,7 @@ AREAS = (
     "spark_features",
     "eval",
     "serving",
+    "stream",
     "burst",
     "deploy",
     "ann",

@@ -56,12 +56,19 @@ class Settings(BaseSettings):
     max_inflight: Annotated[int, Field(ge=1)] = 64  # concurrent API requests per process
     retry_after_s: Annotated[int, Field(ge=1)] = 1  # Retry-After on a shed 503
     store_timeout_ms: Annotated[float, Field(gt=0)] = 50.0  # per online-store call (Redis)
+    # real-time micro-batching (serving.batcher): a request waits at most this long for others
+    # to share its ONNX call and index search; 0 = every request scored alone
+    batch_max_wait_ms: Annotated[float, Field(ge=0, le=2.0)] = 2.0
+    batch_max_rows: Annotated[int, Field(ge=1)] = 64  # a batch this full goes at once
     store_cooldown_s: Annotated[float, Field(ge=0)] = 1.0  # after a store failure, skip it
     health_interval_s: Annotated[float, Field(gt=0)] = 1.0  # background readiness probe period
     slate_max_age_s: Annotated[float, Field(gt=0)] = 36 * 3600.0  # precomputed slates older -> live
     event_bus_url: str | None = None  # redis://... : POST /v1/events and slate logs go to the
     # stream the subscriber drains; unset: batches are written to the raw object store
     event_stream: str = "tastemaker:events"  # the stream key the subscriber drains
+    # live rows written by `tastemaker stream-features` (redis://...); unset: the event bus's
+    # Redis when there is one. The service reads them over the batch rows (fresh features).
+    stream_state_url: str | None = None
     events_store_url: str | None = None  # raw object store; default <workspace>/raw
     # the feature job's engine (`tastemaker features --engine`): "local" (one process, numpy)
     # or "spark" (PySpark; spark_master local[N], spark://host:port or a Spark Connect sc://)
@@ -116,6 +123,11 @@ class Settings(BaseSettings):
     @property
     def events_store_target(self) -> str:
         return self.events_store_url or str(self.layout.raw)
+
+    @property
+    def stream_state_target(self) -> str | None:
+        """Where the streamed live rows are (None: no streaming, batch rows only)."""
+        return self.stream_state_url or self.event_bus_url
 
     @property
     def online_store_target(self) -> str:

@@ -17,8 +17,10 @@ from fastapi.staticfiles import StaticFiles
 from core.settings import Settings
 from data.features.online_store import OnlineStore
 from data.pii import pseudonym_key
+from serving.batcher import MicroBatcher
 from serving.bundle_store import BundlePuller, start_mirror
 from serving.events import EventSink
+from serving.live import LiveRows
 from serving.recommender import Recommender
 from serving.reload import ModelHolder, Watcher
 from serving.routes import HotPath, router
@@ -56,14 +58,26 @@ def create_app(settings: Settings | None = None, store: OnlineStore | None = Non
     guarded = GuardedStore(raw_store, settings.store_timeout_ms, settings.store_cooldown_s)
     slates = _slates(settings)
     key = pseudonym_key(settings)
-    recommender = Recommender(holder, guarded, key, slates, settings.slate_max_age_s)
+    load = LoadState(settings.max_queue_ms, settings.max_inflight, settings.retry_after_s)
+    batcher = (
+        MicroBatcher(settings.batch_max_wait_ms, settings.batch_max_rows, lambda: load.inflight)
+        if settings.batch_max_wait_ms > 0
+        else None
+    )
+    live = (  # rows `tastemaker stream-features` keeps fresh, read over the batch rows
+        LiveRows(settings.stream_state_target, settings.store_timeout_ms, settings.store_cooldown_s)
+        if settings.stream_state_target
+        else None
+    )
+    recommender = Recommender(
+        holder, guarded, key, slates, settings.slate_max_age_s, batcher, live
+    )
     events = EventSink(
         settings.event_bus_url,
         settings.events_store_target,
         stream=settings.event_stream,
         max_bytes=settings.event_queue_bytes,
     )
-    load = LoadState(settings.max_queue_ms, settings.max_inflight, settings.retry_after_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -92,6 +106,8 @@ def create_app(settings: Settings | None = None, store: OnlineStore | None = Non
                 guarded.close()
             if slates is not None:
                 slates.close()
+            if live is not None:
+                live.close()
 
     app = FastAPI(
         title="tastemaker",

@@ -45,6 +45,16 @@ EVENTS = Counter(
     "Events accepted by POST /v1/events and impressions logged from served slates, by sink",
     ["kind", "sink"],
 )
+BATCH_SIZE = Histogram(
+    "tastemaker_realtime_batch_rows",
+    "Rows scored together by one real-time micro-batch (serving.batcher)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
+BATCH_WAIT = Histogram(
+    "tastemaker_realtime_batch_wait_seconds",
+    "How long a micro-batch's first row waited for the batch to go",
+    buckets=(0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005),
+)
 BUNDLE_INFO = Gauge("tastemaker_bundle_info", "The served bundle (value 1)", ["version"])
 BUNDLE_CREATED = Gauge(
     "tastemaker_bundle_created_timestamp_seconds", "When the served bundle was published"

@@ -87,9 +87,15 @@ def _recent_history(model: ServingModel, row: Mapping[str, Any], encoded: np.nda
 
 
 def score_rows(
-    model: ServingModel, rows: Sequence[Mapping[str, Any]], k: int
+    model: ServingModel, rows: Sequence[Mapping[str, Any]], k: int | Sequence[int]
 ) -> list[Picks | None]:
-    """Exclude -> search -> re-rank -> explain for every row; None for rows without history."""
+    """Exclude -> search -> re-rank -> explain for every row; None for rows without history.
+
+    ``k``: one list length for every row, or one per row (the micro-batcher of
+    :mod:`serving.batcher` mixes requests with different ``k`` in one call)."""
+    ks = [k] * len(rows) if isinstance(k, int) else list(k)
+    if len(ks) != len(rows):
+        raise ValueError(f"{len(rows)} rows but {len(ks)} list lengths")
     out: list[Picks | None] = [None] * len(rows)
     live = [j for j, r in enumerate(rows) if r.get("history")]
     if not live:
@@ -99,19 +105,22 @@ def score_rows(
     feed = enc.encode(users)  # what model.user_vectors runs; its history rows are reused below
     vecs = model.session.run(None, feed)[0]  # (B, d)
     excluded = [exclusions(r) for r in users]
-    depth = depth_for(model, k)
+    depths = [depth_for(model, ks[j]) for j in live]
     # Excluded artists are matched by id, not mapped to vocab indices first; the largest
-    # exclusion bounds the indexed ones among them for every row of the batch.
-    fetch = min(model.index.ntotal, depth + max(map(len, excluded)) + PAD_UNK)
+    # exclusion bounds the indexed ones among them for every row of the batch. Asking an exact
+    # index for more results only appends to each row's list, so a row's answer does not depend
+    # on the batch it is in.
+    fetch = min(model.index.ntotal, max(depths) + max(map(len, excluded)) + PAD_UNK)
     ids, scores = model.index.search(vecs, max(fetch, 1))  # (B, fetch), (B, fetch)
     tokens = enc.artist_tokens
     for b, (j, row, exclude) in enumerate(zip(live, users, excluded, strict=True)):
+        depth = depths[b]
         keep = [
             (i, s)
             for i, s in zip(ids[b].tolist(), scores[b].tolist(), strict=True)
             if i > UNK_INDEX and tokens[i] not in exclude
         ]
-        keep = rerank(model, row, keep[:depth])[:k]
+        keep = rerank(model, row, keep[:depth])[: ks[j]]
         if not keep:
             out[j] = Picks([], [], [])
             continue

@@ -7,6 +7,12 @@ bundle carries a ranker: the top ``ranker.candidates`` re-ordered by it, ``servi
 global). Users without an online row, or with no history yet,
 get trending for their segment when known, else global trending. A user with a fresh slate
 precomputed for the served bundle (``serving.slates``) is answered from it with one lookup.
+
+With streaming on (``tastemaker stream-features``, :mod:`serving.live`), the listener's live
+state is read first: a slate older than its last applied event (impressions aside) is not
+used, and the real-time path scores the batch row with the streamed fields over it
+(:func:`data.features.stream.live_row`), so a just-streamed or just-followed artist is
+excluded at once. Real-time rows are scored in micro-batches (:mod:`serving.batcher`).
 """
 
 from __future__ import annotations
@@ -19,10 +25,13 @@ from typing import Any, Literal
 
 from core.constants import UNK_INDEX
 from data.features.online_store import OnlineStore
+from data.features.stream import live_row
 from data.pii import pseudonymise
+from serving.batcher import MicroBatcher
+from serving.live import LiveRows
 from serving.metrics import STORE_ERRORS
 from serving.model import ServingModel
-from serving.pipeline import exclusions, score_rows
+from serving.pipeline import Picks, exclusions, score_rows
 from serving.reload import ModelHolder
 from serving.slates import BundleSlates, Slate, SlateStore
 from serving.store import GuardedStore
@@ -113,9 +122,15 @@ def recommend_from_row(model: ServingModel, row: Mapping[str, Any], k: int) -> R
     """Model recommendations for one online feature row (or trending when it has no history):
     the pipeline (:func:`serving.pipeline.score_rows`) for one row, named, explained and
     backfilled from trending."""
+    return answer_from_picks(model, row, k, score_rows(model, [row], k)[0])
+
+
+def answer_from_picks(
+    model: ServingModel, row: Mapping[str, Any], k: int, picks: Picks | None
+) -> RecommendationList:
+    """A row's pipeline picks (None: no history) named, explained and backfilled from trending."""
     segments = segment_keys(row)
     chosen: list[Recommendation] = []
-    picks = score_rows(model, [row], k)[0]
     if picks is None:  # no history yet
         fill_from_trending(model, chosen, k, segments, exclusions(row), "trending")
         return RecommendationList(tuple(chosen), "trending", model.version)
@@ -159,7 +174,11 @@ class Recommender:
         key: bytes,
         slates: SlateStore | BundleSlates | None = None,
         slate_max_age_s: float = 36 * 3600.0,
+        batcher: MicroBatcher | None = None,
+        live: LiveRows | None = None,
     ) -> None:
+        self.batcher = batcher  # None: each real-time request is scored alone
+        self.live = live  # None: no streaming, the batch rows as they are
         self.holder = holder
         self.store = store if isinstance(store, GuardedStore) else GuardedStore(store, 50.0, 1.0)
         self.slates = slates
@@ -191,24 +210,65 @@ class Recommender:
 
     def recommend(self, user_id: str, k: int, country: str | None = None) -> RecommendationList:
         """Top-``k`` for an account id. ``country`` is a hint used only for unknown users."""
+        model, done, row = self._lookup(user_id, k, country)
+        if done is not None:
+            return done
+        return recommend_from_row(model, row, k)
+
+    async def recommend_async(
+        self, user_id: str, k: int, country: str | None = None
+    ) -> RecommendationList:
+        """:meth:`recommend`, with the real-time path scored in a micro-batch (when the service
+        has a batcher) together with the other requests waiting now: the same answer."""
+        model, done, row = self._lookup(user_id, k, country)
+        if done is not None:
+            return done
+        if self.batcher is None:
+            return recommend_from_row(model, row, k)
+        return answer_from_picks(model, row, k, await self.batcher.score(model, row, k))
+
+    def _lookup(
+        self, user_id: str, k: int, country: str | None
+    ) -> tuple[ServingModel, RecommendationList | None, dict[str, Any]]:
+        """(bundle, the answer when it needs no model call, else the online row to score)."""
         if k < 1:
             raise ValueError(f"k must be >= 1; got {k}")
         model = self.holder.current  # one reference for the whole request: swaps can't tear it
         user_key = self.user_key(user_id)
+        state = self.live.get(user_key) if self.live is not None else None
         slate = self.slate(user_key, model.version)
-        if slate is not None:
-            return from_slate(model, slate, k)
+        # a slate is used only while it is newer than the listener's last applied event (that
+        # is not an impression: serving a slate logs impressions, which would retire it at once)
+        if slate is not None and (state is None or slate.computed_ms > state.get("ax", 0)):
+            return model, from_slate(model, slate, k), {}
         row = self.store.get(user_key)[0]
+        if state is not None:  # the batch row with the streamed fields over it
+            row = live_row(row, state, int(time.time() * 1000))
         if row is not None:
-            return recommend_from_row(model, row, k)
-        return trending_list(model, k, country)
+            return model, None, row
+        return model, trending_list(model, k, country), {}
 
     def recommend_history(
         self, history: Sequence[str], k: int, country: str | None = None
     ) -> RecommendationList:
         """Top-``k`` for a listener known only by a history (most recent first)."""
         model = self.holder.current
-        row: dict[str, Any] = {"history": list(history), "seen": list(history)}
-        if country:
-            row["country"] = country
-        return recommend_from_row(model, row, k)
+        return recommend_from_row(model, history_row(history, country), k)
+
+    async def recommend_history_async(
+        self, history: Sequence[str], k: int, country: str | None = None
+    ) -> RecommendationList:
+        """:meth:`recommend_history` through the micro-batcher (when there is one)."""
+        model = self.holder.current
+        row = history_row(history, country)
+        if self.batcher is None:
+            return recommend_from_row(model, row, k)
+        return answer_from_picks(model, row, k, await self.batcher.score(model, row, k))
+
+
+def history_row(history: Sequence[str], country: str | None) -> dict[str, Any]:
+    """The online row of a listener known only by a history (most recent first)."""
+    row: dict[str, Any] = {"history": list(history), "seen": list(history)}
+    if country:
+        row["country"] = country
+    return row

@@ -166,7 +166,7 @@ async def recommendations(request: Request) -> Response:
     ~0.15 ms a request (profiled), a third of the whole precomputed path. Valid requests
     usually never get here: :class:`HotPath` answers them with the same function before
     Starlette's routing; this route documents the endpoint and answers the invalid ones."""
-    return user_recommendations(
+    return await user_recommendations(
         request.app.state,
         request.path_params["user_id"],
         request.query_params,
@@ -174,7 +174,7 @@ async def recommendations(request: Request) -> Response:
     )
 
 
-def user_recommendations(
+async def user_recommendations(
     state: State, user_id: str, query: Mapping[str, str], authorization: str | None = None
 ) -> Response:
     """The endpoint's work: validate, authorise, recommend, log the slate, serialise. Raises
@@ -184,7 +184,7 @@ def user_recommendations(
         raise HTTPException(status_code=422, detail=problem)
     state.access.recommendations(authorization, user_id)
     k = _parse_k(query.get("k"))
-    result = state.recommender.recommend(
+    result = await state.recommender.recommend_async(
         user_id, _k(state, k), country=_check_country(query.get("country"))
     )
     return _answer(state, result, user_id)
@@ -223,7 +223,7 @@ class HotPath:
                     if name == b"authorization":
                         authorization = value.decode("latin-1")
                 try:
-                    response = user_recommendations(self.state, user_id, query, authorization)
+                    response = await user_recommendations(self.state, user_id, query, authorization)
                 except HTTPException:
                     pass  # the route answers it, in FastAPI's error format
                 else:
@@ -274,7 +274,7 @@ async def recommendations_for_history(request: Request) -> Response:
         raise HTTPException(status_code=422, detail=problem)
     state = request.app.state
     state.access.recommendations(request.headers.get("authorization"), body.user_id)
-    result = state.recommender.recommend_history(
+    result = await state.recommender.recommend_history_async(
         body.history, _k(state, body.k), country=_check_country(body.country)
     )
     return _answer(state, result, body.user_id)

@@ -176,6 +176,7 @@ async def dashboard(request: Request) -> Response:
                 "artists": model.index.ntotal,
                 "store_healthy": state.recommender.store.healthy,
                 "run_id": model.manifest.get("run_id"),
+                "streaming": live.status() if (live := state.recommender.live) else None,
             },
         }
     )

@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "tastemaker.commands.world",  # world
     "tastemaker.commands.imports",  # import hetrec
     "tastemaker.commands.ingest",  # ingest, publish, subscribe
+    "tastemaker.commands.stream",  # stream-features: the bus -> live online rows
     "tastemaker.commands.lake",  # lake history, optimize, vacuum, migrate
     "tastemaker.commands.features",  # features
     "tastemaker.commands.train",  # train, train ranker, export, index rebuild

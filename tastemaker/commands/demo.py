@@ -38,6 +38,10 @@ def run(args: argparse.Namespace) -> int:
     args.bundle, args.online_store, args.slates, args.users = None, None, None, None
     args.workers, args.batch = 1, 2048
     precompute(args)  # every demo user's top-100, served from the slate store
+    from jobs.stream import start_demo_worker
+
+    args.settings, worker, line = start_demo_worker(args.settings)
+    print(line)
     base = f"http://{args.host}:{args.port}"
     event = (
         f'{{"events": [{{"event_id": "demo-1", "event_type": "click", "user_id": "{some_user}", '
@@ -62,4 +66,9 @@ def run(args: argparse.Namespace) -> int:
         f"tastemaker token --user ID)\n"
         f"Pages: {base}/ (a listener: try account {some_user}) · {base}/new · {base}/dashboard"
     )
-    return serve(args)
+    try:
+        return serve(args)
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=30)
