@@ -69,9 +69,7 @@ def create_app(settings: Settings | None = None, store: OnlineStore | None = Non
         if settings.stream_state_target
         else None
     )
-    recommender = Recommender(
-        holder, guarded, key, slates, settings.slate_max_age_s, batcher, live
-    )
+    recommender = Recommender(holder, guarded, key, slates, settings.slate_max_age_s, batcher, live)
     events = EventSink(
         settings.event_bus_url,
         settings.events_store_target,
