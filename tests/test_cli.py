@@ -22,6 +22,7 @@ COMMANDS = [
     ["export"],
     ["index", "rebuild"],
     ["evaluate"],
+    ["tune"],
     ["recommend"],
     ["compare"],
     ["dashboard"],
