@@ -65,7 +65,11 @@ def run_pipeline(
 
         decision, version, champion = _timed(
             "gate",
-            lambda: gate_and_publish(ws, Path(run_dir), metrics, DailyConfig(train=train_cfg)),
+            # the demo's first publication has nothing else servable: its gate's reference is
+            # most-popular alone (the daily loop adds the best benchmark peer)
+            lambda: gate_and_publish(
+                ws, Path(run_dir), metrics, DailyConfig(train=train_cfg, benchmarks=())
+            ),
             timings,
         )
         if version is None and (champion is None or champion.bundle_version is None):

@@ -7,7 +7,7 @@ import argparse
 import json
 from datetime import date, timedelta
 
-from evaluation.gate import GateConfig
+from evaluation.gate import DEFAULT_BENCHMARKS, GateConfig
 
 ALARM_EXIT = 3  # `tastemaker daily` exit status when the regression alarm fires
 
@@ -35,12 +35,31 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=GateConfig.min_delta,
         help="Recall@20 margin a challenger must win by",
     )
+    p.add_argument(
+        "--benchmarks",
+        default=",".join(DEFAULT_BENCHMARKS),
+        help="comma-separated peers scored beside the challenger on the same users; it must "
+        "beat the best of them too (tuned params from `tastemaker tune --dataset demo` when "
+        "saved); 'none': the champion alone (default: %(default)s)",
+    )
     p.set_defaults(func=_daily)
 
     m = sub.add_parser("models", help="the model registry: list | promote RUN | rollback")
     m.add_argument("action", choices=("list", "promote", "rollback"))
     m.add_argument("run_id", nargs="?")
     m.set_defaults(func=_models)
+
+
+def _benchmarks(text: str) -> tuple[str, ...]:
+    from evaluation.registry import BASELINES
+
+    if text.strip().lower() == "none":
+        return ()
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:
+        raise ValueError(f"--benchmarks: unknown {unknown}; choose from {', '.join(BASELINES)}")
+    return names
 
 
 def _days(args: argparse.Namespace) -> list[date]:
@@ -63,6 +82,7 @@ def _daily(args: argparse.Namespace) -> int:
         warm_start=args.warm_start,
         gate=GateConfig(min_delta=args.min_delta),
         ranker=args.ranker,
+        benchmarks=_benchmarks(args.benchmarks),
     )
     key = pseudonym_key(args.settings)
     status = 0
@@ -74,6 +94,10 @@ def _daily(args: argparse.Namespace) -> int:
             f"{summary['day']}{again}: challenger {summary['challenger']} "
             f"{'PROMOTED' if d['promote'] else 'kept out'} — {'; '.join(d['reasons'])}"
         )
+        if d.get("benchmark"):
+            b = d["benchmark"]
+            scores = ", ".join(f"{k} {v:.4f}" for k, v in b["scores"].items())
+            print(f"  benchmarks ({d['metric']} on the same users): {scores}; best {b['label']}")
         if summary.get("ranker"):
             print(f"  ranker: {summary['ranker']['summary']}")
         print(
