@@ -11,6 +11,8 @@ the test part: full ranking over 17,632 artists, training artists excluded.
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
 import sys
 import tempfile
@@ -20,12 +22,13 @@ from typing import Any
 
 from benchmarks.bench_two_tower_hetrec import _files
 from data.datasets import hetrec_dir
+from evaluation.registry import TWO_TOWER
 from evaluation.runs import evaluate_run
 from jobs.tune import MODELS, HoldoutValidation, TuneConfig, run_tuning, two_tower_config
 from training.byod import train_interactions
 
 log = logging.getLogger("tastemaker.benchmarks")
-COMMAND = "python -m benchmarks.run --only tuned_hetrec"
+COMMAND = "python -m benchmarks.bench_tuned_hetrec"  # or benchmarks.run --only tuned_hetrec
 TRIALS, QUICK_TRIALS = 8, 2
 SEED = 0
 
@@ -46,7 +49,9 @@ def _params(p: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in p.items())
 
 
-def main(quick: bool = False) -> str:
+def main(quick: bool = False, models: tuple[str, ...] = MODELS, tuning: Path | None = None) -> str:
+    """Tune ``models`` and score them on test; with ``tuning`` (a ``tuning/hetrec.json`` that
+    ``tastemaker tune --dataset hetrec`` wrote) its studies are scored instead of tuning."""
     folder = hetrec_dir()
     if folder is None:
         raise FileNotFoundError("HetRec 2K not found under ../shared/data/lastfm-hetrec-2k")
@@ -56,16 +61,22 @@ def main(quick: bool = False) -> str:
         from core.workspace import Workspace
 
         started = time.perf_counter()
-        record = run_tuning(
-            Workspace(tmp / "ws"),
-            HoldoutValidation.from_hetrec(folder, SEED),
-            MODELS,
-            TuneConfig(trials=trials),
-        )
+        if tuning is None:
+            record = run_tuning(
+                Workspace(tmp / "ws"),
+                HoldoutValidation.from_hetrec(folder, SEED),
+                models,
+                TuneConfig(trials=trials),
+            )
+        else:
+            saved = json.loads(Path(tuning).read_text())
+            record = {"models": {m: saved["models"][m] for m in models}}
+            trials = max(s["trials"] for s in record["models"].values())
         tune_s = time.perf_counter() - started
         files = _files(tmp, SEED)
         rows = {}
-        for model in ("popular", *MODELS):
+        test_models = ("popular", *models, *(() if TWO_TOWER in models else (TWO_TOWER,)))
+        for model in test_models:
             study = record["models"].get(model)
             default = _test(model, None, tmp, files)
             tuned = _test(model, study["best_params"], tmp, files) if study else None
@@ -74,13 +85,16 @@ def main(quick: bool = False) -> str:
     lines = [
         f"## Tuned peers on HetRec Last.fm 2K (split seed {SEED})",
         "",
-        f"Command: `{COMMAND}{' --quick' if quick else ''}` = `tastemaker tune --dataset hetrec "
-        f"--model all --trials {trials}` (optuna TPE, seed 0, the same {trials} trials per "
+        f"Command: `{COMMAND}{' --quick' if quick else ''}"
+        + ("" if models == MODELS else f" --models {','.join(models)}")
+        + f"`: `tastemaker tune --dataset hetrec --model M --trials {trials}` for M in "
+        f"{', '.join(models)} (optuna TPE, seed 0, the same {trials} trials per "
         "model, the first = its defaults; objective: Recall@20 on 10 % of every user's "
         f"*training* artists of split {SEED}, seed 1), then each model fitted on the whole "
         "training part with its default and its tuned params and scored once on the test part "
-        f"(full ranking, training artists excluded). Tuning took {tune_s / 60:.0f} min on 2 "
-        "shared cores. Two-tower: with artist tags; its search space: lr, temperature, "
+        f"(full ranking, training artists excluded). "
+        + (f"Tuning took {tune_s / 60:.0f} min on 2 shared cores. " if tuning is None else "")
+        + "Two-tower: with artist tags; its search space: lr, temperature, "
         "history share (12 epochs, as the default).",
         "",
         "| model | valid R@20 default → tuned | test R@20 default | test R@20 tuned | "
@@ -91,7 +105,7 @@ def main(quick: bool = False) -> str:
         if study is None:
             lines.append(
                 f"| {model} | – | {default['recall@20']:.4f} | – | {default['ndcg@20']:.4f} "
-                "| – | (nothing to tune) |"
+                f"| – | {'(nothing to tune)' if model == 'popular' else '(not tuned here)'} |"
             )
             continue
         assert tuned is not None
@@ -100,20 +114,29 @@ def main(quick: bool = False) -> str:
             f"{default['recall@20']:.4f} | {tuned['recall@20']:.4f} | "
             f"{default['ndcg@20']:.4f} | {tuned['ndcg@20']:.4f} | {_params(study['best_params'])} |"
         )
-    tt = rows["two-tower"][2]
-    assert tt is not None
-    peers = {m: rows[m][2] for m in ("als", "ease", "itemknn")}
+    peers = {m: rows[m][2] for m in ("als", "ease", "itemknn") if m in rows}
     best = max(peers, key=lambda m: peers[m]["recall@20"])  # type: ignore[index]
     bp = peers[best]
     assert bp is not None
-    lines += [
-        "",
-        f"Tuned two-tower minus the best tuned peer ({best}) on test: Recall@20 "
-        f"{tt['recall@20'] - bp['recall@20']:+.4f}, NDCG@20 {tt['ndcg@20'] - bp['ndcg@20']:+.4f}.",
-    ]
+    for label, tt in (
+        ("default", rows["two-tower"][1] if "two-tower" in rows else None),
+        ("tuned", rows["two-tower"][2] if "two-tower" in rows else None),
+    ):
+        if tt is not None:
+            lines += [
+                "",
+                f"Two-tower ({label}) minus the best tuned peer ({best}) on test: Recall@20 "
+                f"{tt['recall@20'] - bp['recall@20']:+.4f}, NDCG@20 "
+                f"{tt['ndcg@20'] - bp['ndcg@20']:+.4f}.",
+            ]
     return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    print(main(quick="--quick" in sys.argv[1:]))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--models", default=",".join(MODELS), help="models to tune and score")
+    parser.add_argument("--tuning", type=Path, help="score the studies of this tuning file")
+    args = parser.parse_args(sys.argv[1:])
+    print(main(args.quick, tuple(args.models.split(",")), args.tuning))

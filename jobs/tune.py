@@ -337,7 +337,8 @@ def run_tuning(
     record: dict[str, Any] = {"validation": validation.describe(), "models": {}}
     for model in models:
         record["models"][model] = tune_model(validation, model, config)
-    record["path"] = str(save_results(ws, validation.dataset, record))
+        # saved after every model: an interrupted `--model all` keeps the finished studies
+        record["path"] = str(save_results(ws, validation.dataset, record))
     return record
 
 
