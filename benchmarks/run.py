@@ -34,6 +34,8 @@ AREAS = (
     "ann",
     "precompute",
     "hetrec",
+    "tuned_hetrec",
+    "tuned_demo",
     "two_tower_demo",
     "two_tower_cold",
     "two_tower_few_events",

@@ -99,6 +99,11 @@ class Workspace:
         return self.root / "simulations"
 
     @property
+    def tuning(self) -> Path:
+        """``tastemaker tune``'s results: one ``<dataset>.json`` of best params per model."""
+        return self.root / "tuning"
+
+    @property
     def ingest_ledger(self) -> Path:
         """Ingest's ledger: one entry per raw object committed (``data.ingest.ledger``)."""
         return self.lake / "_ledger"

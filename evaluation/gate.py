@@ -13,13 +13,19 @@ Without a champion, the reference is most-popular on the same users: the first m
 must beat the simplest honest baseline by the same rules. Any recommender the registry can
 build or load (a baseline name, or a run dir of a registered model such as the two-tower) can
 be either side.
+
+**Benchmarks.** ``run_gate(..., benchmarks=[...])`` also scores benchmark models (the peers,
+with their tuned params when ``tastemaker tune`` saved some) on the same users; the best of
+them by mean ``metric`` is a second reference, and the challenger is promoted only if it
+passes the same rules against the champion *and* against that best benchmark
+(``Decision.benchmark`` holds the second verdict and every benchmark's score).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +40,8 @@ from evaluation.stats import paired_bootstrap
 from evaluation.temporal import TemporalData, index_lists, load_temporal
 
 log = logging.getLogger("tastemaker.evaluation")
+# the peers the daily gate scores beside the challenger (jobs.daily.DailyConfig.benchmarks)
+DEFAULT_BENCHMARKS = ("popular", "itemknn", "ease", "als")
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,7 @@ class Contender:
     model: str
     run_dir: Path | None = None
     per_user: PerUser | None = field(default=None, compare=False, repr=False)
+    params: Mapping[str, Any] | None = None  # a baseline's config fields (tuned values)
 
 
 @dataclass(frozen=True)
@@ -84,18 +93,30 @@ class Decision:
     delta: float
     ci: tuple[float, float]
     segment_regressions: list[dict[str, Any]] = field(default_factory=list)
+    # against the best benchmark: {"label", "model", "params", "scores": {label: mean},
+    # "decision": that comparison's Decision.as_dict()}; empty without benchmarks
+    benchmark: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def summary(self) -> str:
         verdict = "PROMOTED" if self.promote else "KEPT OUT"
-        return (
+        line = (
             f"{verdict}: {self.challenger} vs {self.champion} on {self.n_users} users, "
             f"{self.metric} {self.challenger_score:.4f} vs {self.champion_score:.4f} "
             f"(delta {self.delta:+.4f}, 95% CI [{self.ci[0]:+.4f}, {self.ci[1]:+.4f}]); "
             + "; ".join(self.reasons)
         )
+        if self.benchmark:
+            b = self.benchmark["decision"]
+            line += (
+                f" | vs the best benchmark, {b['champion']}: {b['metric']} "
+                f"{b['challenger_score']:.4f} vs {b['champion_score']:.4f} (delta "
+                f"{b['delta']:+.4f}, 95% CI [{b['ci'][0]:+.4f}, {b['ci'][1]:+.4f}]); "
+                + "; ".join(b["reasons"])
+            )
+        return line
 
 
 def per_user_metric(
@@ -116,7 +137,7 @@ def per_user_metric(
             raise ValueError(f"{contender.label}: model {contender.model!r} needs a run dir")
         score_fn, artist_ids = _run_scorer(contender.model, contender.run_dir, data)
     else:
-        model = make_recommender(contender.model).fit(data.train)
+        model = make_recommender(contender.model, contender.params).fit(data.train)
         score_fn, artist_ids = _baseline_scorer(model, data), data.train.artist_ids
     seen = index_lists(data.users["seen"], artist_ids)
     targets = index_lists(data.users["targets"], artist_ids)
@@ -212,8 +233,11 @@ def run_gate(
     config: GateConfig | None = None,
     overfit: bool = False,
     split: str = "test",
+    benchmarks: Sequence[Contender] = (),
 ) -> Decision:
-    """Score both on today's ``split`` and decide; no champion = most-popular as reference."""
+    """Score both on today's ``split`` and decide; no champion = most-popular as reference.
+    With ``benchmarks`` the challenger must also pass the rules against the best of them
+    (highest mean ``metric`` on the same users)."""
     config = config or GateConfig()
     reference = champion or Contender("most-popular (no champion yet)", "popular")
     data = load_temporal(ws, split)
@@ -224,5 +248,38 @@ def run_gate(
     a = per_user_metric(data, reference, config.metric)
     b = per_user_metric(data, challenger, config.metric)
     decision = decide(a, b, seg, config, (reference.label, challenger.label), overfit)
+    if benchmarks:
+        decision = _against_benchmarks(data, decision, b, seg, config, challenger, benchmarks)
     log.info("gate: %s", decision.summary())
     return decision
+
+
+def _against_benchmarks(
+    data: TemporalData,
+    decision: Decision,
+    challenger_values: np.ndarray,
+    seg: Mapping[str, np.ndarray],
+    config: GateConfig,
+    challenger: Contender,
+    benchmarks: Sequence[Contender],
+) -> Decision:
+    """``decision`` (vs the champion) joined with the same rules against the best benchmark."""
+    values = {c.label: per_user_metric(data, c, config.metric) for c in benchmarks}
+    ok = ~np.isnan(challenger_values)
+    scores = {label: float(np.nanmean(v[ok])) for label, v in values.items()}
+    best = max(benchmarks, key=lambda c: scores[c.label])
+    versus = decide(values[best.label], challenger_values, seg, config, (best.label, "challenger"))
+    versus = replace(versus, challenger=challenger.label)
+    record = {
+        "label": best.label,
+        "model": best.model,
+        "params": dict(best.params or {}),
+        "scores": scores,
+        "decision": versus.as_dict(),
+    }
+    reasons = list(decision.reasons)
+    if not versus.promote:
+        reasons.append(f"it does not beat the best benchmark, {best.label}")
+    return replace(
+        decision, promote=decision.promote and versus.promote, reasons=reasons, benchmark=record
+    )

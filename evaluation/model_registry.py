@@ -7,7 +7,8 @@ rewritten to ``%s`` for psycopg.
 
 Statuses: ``challenger`` (registered, not yet decided), ``champion`` (the model serving; at
 most one), ``rejected`` (kept out by the gate, or rolled back), ``retired`` (a former
-champion). :meth:`ModelRegistry.promote` and :meth:`ModelRegistry.rollback` change statuses in
+champion), ``benchmark`` (a peer the gate scored beside the challenger on the same users; never
+served). :meth:`ModelRegistry.promote` and :meth:`ModelRegistry.rollback` change statuses in
 one transaction; the caller points the serving bundle at the new champion.
 """
 
@@ -23,7 +24,7 @@ from typing import Any
 from core.workspace import Workspace
 from data.accounts import connect_sql, redact_url
 
-STATUSES = ("champion", "challenger", "rejected", "retired")
+STATUSES = ("champion", "challenger", "rejected", "retired", "benchmark")
 _JSON_FIELDS = ("config", "data_snapshot", "metrics", "segment_metrics", "artefacts", "decision")
 _COLUMNS = (
     "run_id",
@@ -151,6 +152,10 @@ class ModelRegistry:
         target = self.get(run_id)
         if target.status == "champion":
             return None
+        if target.status == "benchmark":
+            raise RegistryError(
+                f"{run_id} is a benchmark the gate scored, not a servable run; it cannot serve"
+            )
         previous = self.champion()
         now = _now()
         with self._tx() as cur:

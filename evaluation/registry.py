@@ -13,7 +13,8 @@ baseline never pays for it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,10 +70,23 @@ def _plugin(name: str) -> ModelPlugin:
     return _PLUGINS[name]
 
 
-def make_recommender(name: str) -> Any:
-    """A fresh, unfitted recommender answering ``models.base.Recommender``."""
+def make_recommender(name: str, params: Mapping[str, Any] | None = None) -> Any:
+    """A fresh, unfitted recommender answering ``models.base.Recommender``; ``params`` replace
+    fields of a baseline's config (e.g. tuned values from ``tastemaker tune``)."""
     if name in BASELINES:
-        return BASELINES[name]()
+        model = BASELINES[name]()
+        if not params:
+            return model
+        cfg = getattr(model, "cfg", None)
+        if cfg is None or not dataclasses.is_dataclass(cfg):
+            raise ValueError(f"{name!r} has no config to set {sorted(params)} on")
+        unknown = sorted(set(params) - {f.name for f in dataclasses.fields(cfg)})
+        if unknown:
+            raise ValueError(f"{name!r} has no config field(s) {unknown}")
+        new_cfg = dataclasses.replace(cfg, **params)  # type: ignore[type-var]
+        return BASELINES[name](new_cfg)  # type: ignore[call-arg]
+    if params:
+        raise ValueError(f"{name!r} takes no params here; configure it through its own config")
     return _plugin(name).make()
 
 

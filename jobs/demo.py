@@ -65,8 +65,13 @@ def run_pipeline(
 
         decision, version, champion = _timed(
             "gate",
+            # the demo's first publication has nothing else servable: its gate's reference is
+            # most-popular alone (the daily loop adds the best benchmark peer)
             lambda: gate_and_publish(
-                ws, Path(run_dir), metrics, DailyConfig(train=train_cfg, warm_slates=False)
+                ws,
+                Path(run_dir),
+                metrics,
+                DailyConfig(train=train_cfg, warm_slates=False, benchmarks=()),
             ),
             timings,
         )

@@ -8,7 +8,7 @@ The packages below keep the plain functions the commands call. Heavy imports (to
 happen inside the handlers, so ``tastemaker serve`` never imports torch.
 
 Commands: world, import hetrec, ingest, publish, subscribe, features, train, train ranker,
-export, index rebuild, evaluate, recommend, compare, dashboard, serve, precompute, daily,
+export, index rebuild, evaluate, tune, recommend, compare, dashboard, serve, precompute, daily,
 models, simulate, demo, token, erase.
 """
 
@@ -38,6 +38,7 @@ COMMAND_MODULES = (
     "tastemaker.commands.features",  # features
     "tastemaker.commands.train",  # train, train ranker, export, index rebuild
     "tastemaker.commands.evaluate",  # evaluate, recommend, compare, dashboard
+    "tastemaker.commands.tune",  # tune: every model, the same validation protocol and budget
     "tastemaker.commands.serve",  # serve, precompute
     "tastemaker.commands.daily",  # daily: the retrain-gate-publish cycle; models: the registry
     "tastemaker.commands.simulate",  # simulate: A/B test of policies on the synthetic listeners

@@ -22,6 +22,7 @@ COMMANDS = [
     ["export"],
     ["index", "rebuild"],
     ["evaluate"],
+    ["tune"],
     ["recommend"],
     ["compare"],
     ["dashboard"],
@@ -134,3 +135,15 @@ def test_the_registry_has_its_own_database(tmp_path: Path, monkeypatch, capsys) 
     assert main(["--workspace", str(tmp_path / "ws2"), "models", "list"]) == 0
     assert (tmp_path / "elsewhere.sqlite").is_file()
     assert not (tmp_path / "ws2" / "registry.sqlite").exists()
+
+
+def test_daily_benchmarks_flag() -> None:
+    from evaluation.gate import DEFAULT_BENCHMARKS
+    from tastemaker.commands.daily import _benchmarks
+
+    args = build_parser().parse_args(["daily", "--date", "2024-04-14"])
+    assert _benchmarks(args.benchmarks) == DEFAULT_BENCHMARKS
+    assert _benchmarks("none") == ()
+    assert _benchmarks("itemknn, als") == ("itemknn", "als")
+    with pytest.raises(ValueError, match="unknown"):
+        _benchmarks("itemknn,two-tower")

@@ -9,8 +9,10 @@ evaluated, recommended from and exported; everything done with a run afterwards 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from core.atomic import write_bytes, write_json
 from core.workspace import RunDir
@@ -41,8 +43,10 @@ def train_interactions(
     model_name: str = TWO_TOWER,
     artist_meta_path: str | Path | None = None,
     config: TrainConfig | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Fit ``model_name`` on an interactions file and persist it in ``out_dir``."""
+    """Fit ``model_name`` on an interactions file and persist it in ``out_dir``; ``params``
+    set fields of a baseline's config (e.g. ``tastemaker tune``'s best)."""
     out = Path(out_dir)
     inter = interactions_from_table(read_interactions_file(interactions_path))
     log.info(
@@ -70,7 +74,7 @@ def train_interactions(
         }
         rec.save(out, {**common, **timing})
         return out
-    model = make_recommender(model_name)
+    model = make_recommender(model_name, params)
     if not isinstance(model, ScoringRecommender):
         raise ValueError(f"{model_name!r} cannot be persisted in a run dir")
     model.fit(inter)

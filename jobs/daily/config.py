@@ -9,7 +9,7 @@ from pathlib import Path
 from core.workspace import Workspace
 from data.features.config import FeatureConfig
 from evaluation.alarm import AlarmConfig
-from evaluation.gate import GateConfig
+from evaluation.gate import DEFAULT_BENCHMARKS, GateConfig
 from training.train_config import TrainConfig, lake_config
 
 CHALLENGER_MODEL = "two-tower"
@@ -42,6 +42,12 @@ class DailyConfig:
     slate_store_url: str | None = None  # default: the workspace's slate store (Settings)
     bundle_store_url: str | None = None  # the object store replicas pull bundles from
     slate_grace_s: float = 0.0  # after the switch, wait this long before removing old slates
+    # the gate's second reference: the best of these peers, scored on the same users as the
+    # challenger, with the params `tastemaker tune --dataset <tuned_on>` saved in the
+    # workspace (their defaults otherwise); the challenger must beat the champion *and* it.
+    # Empty: the champion alone (most-popular when there is none)
+    benchmarks: tuple[str, ...] = DEFAULT_BENCHMARKS
+    tuned_on: str = "demo"
 
 
 def day_dir(ws: Workspace, day: date) -> Path:

@@ -98,7 +98,13 @@ def gate_and_publish(
         run_id = f"{run_dir.name}+ranker" if ranked_wins else run_dir.name
         challenger = contender(ws, config, f"challenger {run_id}", model, run_dir)
         overfit = bool(evaluation["overfit_flags"].get(CHALLENGER_MODEL, False))
-        decision = run("gate", lambda: run_gate(ws, reference, challenger, config.gate, overfit))
+        bench = benchmark_contenders(ws, config)
+        decision = run(
+            "gate",
+            lambda: run_gate(ws, reference, challenger, config.gate, overfit, benchmarks=bench),
+        )
+        for row in benchmark_records(record, decision, bench):
+            registry.register(row)
         if ranker is not None:  # the loser of "retrieval + ranker" vs "retrieval alone"
             sibling = run_dir.name if ranked_wins else f"{run_dir.name}+ranker"
             gate = {k: v for k, v in ranker["temporal"]["gate"].items() if k != "summary"}
@@ -139,6 +145,50 @@ def warm(ws: Workspace, config: DailyConfig, version: str) -> Any:
         grace_s=config.slate_grace_s,
         bundle_store_url=config.bundle_store_url,
     )
+
+
+def benchmark_contenders(ws: Workspace, config: DailyConfig) -> list[Any]:
+    """The gate's benchmark peers (``config.benchmarks``), each with the params ``tastemaker
+    tune`` saved for ``config.tuned_on`` in this workspace, or its defaults."""
+    from evaluation.gate import Contender
+    from jobs.tune import tuned_params
+
+    out = []
+    for name in config.benchmarks:
+        params = tuned_params(ws, config.tuned_on, name)
+        label = f"benchmark {name}" + (" (tuned)" if params else "")
+        out.append(Contender(label, name, params=params))
+    return out
+
+
+def benchmark_records(base: Any, decision: Any, bench: list[Any]) -> list[Any]:
+    """One registry row per benchmark the gate scored (status ``benchmark``): its mean metric
+    on the gate's users, its params, and whether it was the best (the second reference)."""
+    if not decision.benchmark:
+        return []
+    scores = decision.benchmark["scores"]
+    best = decision.benchmark["label"]
+    rows = []
+    for c in bench:
+        verdict = decision.benchmark["decision"] if c.label == best else {}
+        rows.append(
+            dataclasses.replace(
+                base,
+                run_id=f"{base.run_id}~{c.model}",
+                model=c.model,
+                status="benchmark",
+                config={"params": dict(c.params or {}), "tuned": bool(c.params)},
+                metrics={c.model: {f"test/{decision.metric}": scores[c.label]}},
+                segment_metrics={},
+                artefacts={"challenger": base.run_id},
+                decision={
+                    "best_benchmark": c.label == best,
+                    "reasons": verdict.get("reasons", []),
+                    **{k: v for k, v in verdict.items() if k != "reasons"},
+                },
+            )
+        )
+    return rows
 
 
 def _ranker_record(base: Any, run_dir: Path, ranker: dict[str, Any]) -> Any:

@@ -109,6 +109,17 @@ def render_summary(summary: dict[str, Any]) -> str:
         "|---|---|",
     ]
     lines += [f"| {m} | {v:.4f} |" for m, v in summary["test_recall@20"].items() if v is not None]
+    b = d.get("benchmark")
+    if b:
+        v = b["decision"]
+        lines += [
+            "",
+            f"Benchmarks on the gate's users ({d['metric']}): "
+            + ", ".join(f"{k} {s:.4f}" for k, s in b["scores"].items())
+            + f". Against the best, {b['label']}: delta {v['delta']:+.4f} "
+            f"(95% CI [{v['ci'][0]:+.4f}, {v['ci'][1]:+.4f}]), "
+            + ("beaten." if v["promote"] else "not beaten: " + "; ".join(v["reasons"]) + "."),
+        ]
     r = summary.get("ranker")
     if r:
         ndcg = r["held_out_ndcg@10"]

@@ -33,12 +33,34 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,  # evaluation.gate.GateConfig's (imported by the command: it loads torch)
         help="Recall@20 margin a challenger must win by (default: the gate's, 0.0)",
     )
+    p.add_argument(
+        "--benchmarks",
+        default=None,  # evaluation.gate.DEFAULT_BENCHMARKS (imported by the command: torch)
+        help="comma-separated peers scored beside the challenger on the same users; it must "
+        "beat the best of them too (tuned params from `tastemaker tune --dataset demo` when "
+        "saved); 'none': the champion alone (default: popular, ItemKNN, EASE and ALS)",
+    )
     p.set_defaults(func=_daily)
 
     m = sub.add_parser("models", help="the model registry: list | promote RUN | rollback")
     m.add_argument("action", choices=("list", "promote", "rollback"))
     m.add_argument("run_id", nargs="?")
     m.set_defaults(func=_models)
+
+
+def _benchmarks(text: str | None) -> tuple[str, ...]:
+    from evaluation.gate import DEFAULT_BENCHMARKS
+    from evaluation.registry import BASELINES
+
+    if text is None:
+        return DEFAULT_BENCHMARKS
+    if text.strip().lower() == "none":
+        return ()
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:
+        raise ValueError(f"--benchmarks: unknown {unknown}; choose from {', '.join(BASELINES)}")
+    return names
 
 
 def _days(args: argparse.Namespace) -> list[date]:
@@ -64,6 +86,7 @@ def _daily(args: argparse.Namespace) -> int:
         ranker=args.ranker,
         slate_store_url=args.settings.slate_store_url,
         bundle_store_url=args.settings.bundle_store_url,
+        benchmarks=_benchmarks(args.benchmarks),
     )
     key = pseudonym_key(args.settings)
     status = 0
@@ -75,6 +98,10 @@ def _daily(args: argparse.Namespace) -> int:
             f"{summary['day']}{again}: challenger {summary['challenger']} "
             f"{'PROMOTED' if d['promote'] else 'kept out'} — {'; '.join(d['reasons'])}"
         )
+        if d.get("benchmark"):
+            b = d["benchmark"]
+            scores = ", ".join(f"{k} {v:.4f}" for k, v in b["scores"].items())
+            print(f"  benchmarks ({d['metric']} on the same users): {scores}; best {b['label']}")
         if summary.get("ranker"):
             print(f"  ranker: {summary['ranker']['summary']}")
         print(

@@ -21,9 +21,10 @@ import pytest
 from core.workspace import Workspace
 from data.features.config import FeatureConfig
 from evaluation.alarm import AlarmConfig
-from evaluation.gate import GateConfig
+from evaluation.gate import DEFAULT_BENCHMARKS, GateConfig
 from evaluation.model_registry import default_registry_url, open_registry
 from index.bundle import current_version
+from jobs.tune import save_results
 from training.train_config import TrainConfig
 from world.config import WorldConfig
 from world.generate import generate_world
@@ -89,6 +90,9 @@ def test_three_days_champion_then_rejection_then_segment_alarm(tmp_path, demo_mo
         features=FeatureConfig(test_days=3, valid_days=3),
         gate=GateConfig(n_boot=500, segment_min_users=40, segment_max_drop=0.08),
         alarm=AlarmConfig(),  # the defaults: at least 200 trials on the day
+        # the champion alone: this test is about champion, rejection and alarm (the benchmark
+        # reference is tested in the ranker test below and in tests/evaluation)
+        benchmarks=(),
     )
 
     day1 = run_day(ws, DAYS[0], config)
@@ -165,6 +169,8 @@ def test_daily_ranker_is_gated_recorded_and_shipped_only_when_it_wins(tmp_path, 
         gate=gate,
         ranker=True,
     )
+    # tuned params for one benchmark, as `tastemaker tune --dataset demo --model ease` saves them
+    save_results(ws, "demo", {"validation": {}, "models": {"ease": {"best_params": {"l2": 50.0}}}})
     day = run_day(ws, DAYS[0], config)
     run_dir = ws.root / "runs" / day["ranker"]["run_id"].removesuffix("+ranker")
     assert json.loads((run_dir / "config.json").read_text())["train"]["refit"] is False
@@ -174,6 +180,19 @@ def test_daily_ranker_is_gated_recorded_and_shipped_only_when_it_wins(tmp_path, 
 
     with open_registry(default_registry_url(ws)) as registry:
         rows = {r.run_id: r for r in registry.runs()}
+    # every benchmark the gate scored beside the challenger is recorded, the best marked
+    bench = {k: rows.pop(k) for k in list(rows) if rows[k].status == "benchmark"}
+    assert set(bench) == {f"{run_dir.name}~{m}" for m in DEFAULT_BENCHMARKS}
+    verdict = day["decision"]["benchmark"]
+    assert set(verdict["scores"]) == {
+        f"benchmark {m}" + (" (tuned)" if m == "ease" else "") for m in DEFAULT_BENCHMARKS
+    }
+    assert bench[f"{run_dir.name}~ease"].config["params"] == {"l2": 50.0}
+    best = [b for b in bench.values() if b.decision["best_benchmark"]]
+    assert len(best) == 1 and verdict["model"] == best[0].model
+    assert verdict["scores"][verdict["label"]] == max(verdict["scores"].values())
+    # promoted only if it beat the best benchmark too
+    assert not day["promoted"] or verdict["decision"]["promote"]
     assert set(rows) == {run_dir.name, f"{run_dir.name}+ranker"}
     ranked = rows[f"{run_dir.name}+ranker"]
     assert ranked.model == RANKED_MODEL and ranked.artefacts["run_dir"] == str(run_dir)

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 from evaluation.registry import BASELINES, make_recommender
 from models.base import Interactions
 from models.ease import EASEConfig, EASERecommender
-from models.itemknn import ItemKNNRecommender
+from models.itemknn import ItemKNNConfig, ItemKNNRecommender, keep_top_per_row
 from models.popular import PopularRecommender
 from models.topk import top_k
 from models.trending import TrendingConfig, TrendingRecommender
@@ -46,6 +46,40 @@ def test_itemknn_is_plain_cosine():
     cos = (x.T @ x) / np.sqrt(np.outer(x.sum(0), x.sum(0)))
     np.fill_diagonal(cos, 0)
     np.testing.assert_allclose(model.similarity.toarray(), cos, rtol=1e-6)
+
+
+def test_itemknn_neighbours_and_shrink():
+    world = _world([[1, 1, 0, 0], [1, 0, 1, 1], [1, 1, 1, 0], [0, 1, 0, 1]])
+    x = world.matrix.toarray()
+    co = x.T @ x
+    norms = np.sqrt(x.sum(0))
+    shrunk = co / (np.outer(norms, norms) + 2.0)
+    np.fill_diagonal(shrunk, 0)
+    model = ItemKNNRecommender(ItemKNNConfig(shrink=2.0, neighbours=2)).fit(world)
+    sim = model.similarity.toarray()
+    for i in range(4):  # each artist keeps its two most similar (ties: the lower column)
+        order = sorted(range(4), key=lambda j: (-shrunk[i, j], j))[:2]
+        expect = np.zeros(4)
+        expect[order] = shrunk[i, order]
+        np.testing.assert_allclose(sim[i], expect, rtol=1e-6)
+    assert (model.similarity.getnnz(axis=1) <= 2).all()
+    with pytest.raises(ValueError, match="neighbours"):
+        ItemKNNConfig(neighbours=0)
+
+
+def test_keep_top_per_row_keeps_short_rows_and_column_order():
+    m = sp.csr_matrix(np.array([[0.5, 0.0, 0.9, 0.1], [0.0, 0.3, 0.0, 0.0]], np.float32))
+    out = keep_top_per_row(m, 2)
+    np.testing.assert_allclose(out.toarray(), [[0.5, 0, 0.9, 0], [0, 0.3, 0, 0]])
+    assert out.indices.tolist() == [0, 2, 1] and out.indptr.tolist() == [0, 2, 3]
+
+
+def test_make_recommender_lays_params_over_the_defaults():
+    model = make_recommender("als", {"factors": 8, "alpha": 2.5})
+    assert (model.cfg.factors, model.cfg.alpha, model.cfg.regularization) == (8, 2.5, 0.1)
+    assert make_recommender("ease", {"l2": 7.0}).cfg.l2 == 7.0
+    with pytest.raises(ValueError, match="no config field"):
+        make_recommender("ease", {"lambda": 7.0})
 
 
 def test_ease_matches_the_closed_form_and_skips_empty_artists():
