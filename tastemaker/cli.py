@@ -104,7 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parse_args(argv)
     except ValidationError as exc:
-        print(f"tastemaker: error: invalid settings: {exc}", file=sys.stderr)
+        # field and reason only: the input may be a secret (a too-short key)
+        why = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False)
+        )
+        print(f"tastemaker: error: invalid settings: {why}", file=sys.stderr)
         return 2
     _quiet_logging(args.verbose)
     if getattr(args, DEPRECATED, None):

@@ -125,6 +125,15 @@ def test_invalid_settings_are_one_error_line(tmp_path: Path, monkeypatch, capsys
     assert "invalid settings" in capsys.readouterr().err
 
 
+def test_a_too_short_secret_is_refused_without_printing_it(monkeypatch, capsys, tmp_path) -> None:
+    from tastemaker.cli import main
+
+    monkeypatch.setenv("TASTEMAKER_PSEUDONYM_KEY", "tiny-secret")
+    assert main(["--workspace", str(tmp_path), "token", "--user", "a"]) == 2
+    err = capsys.readouterr().err
+    assert "pseudonym_key" in err and "16 characters" in err and "tiny-secret" not in err
+
+
 def test_the_registry_has_its_own_database(tmp_path: Path, monkeypatch, capsys) -> None:
     # an account table in PostgreSQL (unreachable here) must not pull the registry there
     monkeypatch.setenv("TASTEMAKER_ACCOUNTS_URL", "postgresql://postgres@127.0.0.1:1/pii")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow.parquet as pq
 import pytest
 
@@ -85,6 +87,20 @@ def test_upsert_inserts_updates_and_tracks_deletion(url):
         assert table.deleted_user_ids() == {"1001", "1003"}
         with pytest.raises(ValueError, match=r"account row 0 has no \['email'\]"):
             table.upsert([{"user_id": "9", "signup_ts": "2020-01-01T00:00:00Z"}])
+
+
+def test_erase_removes_the_row_for_good(url):
+    with open_accounts(url) as table:
+        table.migrate()
+        table.upsert(ROWS)
+        email = table.email_of("1001")
+        assert email and table.erase("1001") == {"email": email}
+        assert "1001" not in table.user_ids() | table.deleted_user_ids()
+        assert table.email_of("1001") is None
+        assert table.erase("1001") is None, "idempotent"
+        assert table.user_ids() == {"1002", "1004"}
+    if url.startswith("sqlite"):  # vacuumed: no freed page of the file holds the email
+        assert email.encode() not in Path(url.removeprefix("sqlite:///")).read_bytes()
 
 
 def test_pii_safe_view_buckets_geocodes_and_drops_deleted(url):

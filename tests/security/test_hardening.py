@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.settings import Settings
-from core.tokens import TokenError, issue, token_keys, verify
+from core.tokens import DEMO_TOKEN_KEY, TokenError, issue, token_keys, verify
 from index import CorruptBundleError
 from index.bundle import current_version
 from serving.app import create_app
@@ -41,7 +41,8 @@ BAD_POINTERS = {
 
 
 def _app_settings(ws: Path, **kw) -> Settings:
-    return Settings(
+    return Settings(  # demo mode off explicitly (a session fixture may have set it)
+        demo=False,
         workspace=ws,
         pseudonym_key=PSEUDONYM_KEY,
         token_key=TOKEN_KEY,
@@ -125,9 +126,10 @@ def test_tokens_expire_and_rotate() -> None:
         verify(old, [TOKEN_KEY.encode()], now + 1)  # the previous key dropped
     with pytest.raises(TokenError, match="expired"):
         verify(new, both, now + 60)
-    s = Settings(token_key=TOKEN_KEY, token_key_previous=OLD_TOKEN_KEY)
+    s = Settings(token_key=TOKEN_KEY, token_key_previous=OLD_TOKEN_KEY, demo=False)
     assert token_keys(s) == both
-    assert token_keys(Settings()) == [], "no key outside demo mode: intake is off"
+    assert token_keys(Settings(demo=False)) == [], "no key outside demo mode: intake is off"
+    assert token_keys(Settings(demo=True)) == [DEMO_TOKEN_KEY.encode()]
 
 
 def test_intake_is_off_without_a_token_key(tmp_path) -> None:
