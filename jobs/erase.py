@@ -328,17 +328,23 @@ def _online(t: Target) -> dict[str, Any]:
 
 
 def _slates(t: Target) -> dict[str, Any]:
+    """The listener's slate in the unversioned store and in every bundle's own store (a
+    promotion warms the new bundle's store; the previous one is kept for a rollback)."""
     from core.kv import is_redis, sqlite_path
-    from serving.slates import open_slate_store
+    from serving.slates import open_slate_store, slate_versions
 
     target = t.settings.slate_store_target
-    if not is_redis(target) and not sqlite_path(target).is_file():
-        return {"slates": 0}
-    store = open_slate_store(target, timeout_s=5.0)
-    try:
-        return {"slates": store.delete([t.user_key])}
-    finally:
-        store.close()
+    removed: dict[str, int] = {}
+    stores: list[str | None] = [None, *slate_versions(target)]
+    for version in stores:
+        if version is None and not is_redis(target) and not sqlite_path(target).is_file():
+            continue
+        store = open_slate_store(target, timeout_s=5.0, version=version)
+        try:
+            removed[version or "unversioned"] = store.delete([t.user_key])
+        finally:
+            store.close()
+    return {"slates": sum(removed.values()), "stores": removed}
 
 
 STEP_FUNCS: dict[str, Callable[[Target], dict[str, Any]]] = {

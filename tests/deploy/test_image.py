@@ -85,7 +85,7 @@ from serving.app import create_app
 from serving.precompute import precompute_bundle
 
 build_parser()  # every command registers (their heavy imports stay inside the commands)
-settings = Settings(workspace={{WS}}, bundle_dir={{BUNDLES}}, online_store_url={{STORE}}, reload_interval_s=0)
+settings = Settings(workspace={{WS}}, bundle_dir={{BUNDLES}}, online_store_url={{STORE}}, reload_interval_s=0, public_recommendations=True)
 done = precompute_bundle({{BUNDLES}}, {{USERS}}, {{SLATES}})
 settings = settings.model_copy(update={"slate_store_url": {{SLATES}}})
 with TestClient(create_app(settings)) as c:

@@ -83,6 +83,7 @@ def test_redis_restart_mid_load_degrades_to_trending_then_recovers(
             slate_store_url=slates,
             reload_interval_s=0,
             health_interval_s=0.2,
+            public_recommendations=True,  # the subject is Redis, not who may ask
         )
         seen: list[tuple[float, int, str, float]] = []  # (time, status, source, seconds)
         stop = threading.Event()

@@ -176,7 +176,11 @@ def test_concurrent_http_requests_answer_as_alone(
     store.put_many(rows)
     store.close()
     base = dict(
-        workspace=tmp_path, bundle_dir=big_bundles, online_store_url=str(path), reload_interval_s=0
+        workspace=tmp_path,
+        bundle_dir=big_bundles,
+        online_store_url=str(path),
+        reload_interval_s=0,
+        public_recommendations=True,  # the subject is batching, not who may ask
     )
     ids = [f"user-{u}" for u in range(40)]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 import redis
-from conftest import TEST_KEY, USERS
+from conftest import TEST_KEY, TEST_TOKEN_KEY, USERS, token_header
 from fastapi.testclient import TestClient
 
 from core.settings import Settings
@@ -95,6 +95,8 @@ def test_a_posted_stream_and_follow_are_excluded_from_the_next_answer(
         reload_interval_s=0,
         event_bus_url=redis_url,
         event_stream=stream,
+        public_recommendations=True,
+        token_key=TEST_TOKEN_KEY,  # POST /v1/events takes the listener's own token
         **extra,
     )
     with TestClient(create_app(settings)) as http:
@@ -108,6 +110,7 @@ def test_a_posted_stream_and_follow_are_excluded_from_the_next_answer(
         r = http.post(
             "/v1/events",
             json={"events": [_event(0, "stream", streamed), _event(1, "follow", followed)]},
+            headers=token_header("alice"),
         )
         assert r.status_code == 202 and r.json()["accepted"] == 2
         http.app.state.events.flush()  # the sink's thread would within flush_s

@@ -89,6 +89,7 @@ def test_promotion_warms_slates_before_current_moves_and_switches_them_together(
         online_store_url=str(online),
         slate_store_url=slate_target,
         reload_interval_s=0.05,
+        public_recommendations=True,  # the subject is the switch, not who may ask
     )
     failures: list[str] = []
     served: Counter = Counter()
