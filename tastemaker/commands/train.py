@@ -168,16 +168,18 @@ def _train(args: argparse.Namespace) -> int:
         print(f"trained {args.model} on {args.interactions} -> {out}")
         return 0
     if args.settings.train_launcher == "torchdistributor":
-        run_dir = _train_under_torch_distributor(args, config)
-    else:
-        from training.train import train_two_tower
+        # rank 0 printed the summary (TorchDistributor passes the ranks' output on)
+        _train_under_torch_distributor(args, config)
+        return 0
+    from training.train import train_two_tower
 
-        run_dir = train_two_tower(args.ws, config, init_from=args.init_from)
-        from pytorch_lightning.utilities import rank_zero_only
+    run_dir = train_two_tower(args.ws, config, init_from=args.init_from)
+    from pytorch_lightning.utilities import rank_zero_only
 
-        if getattr(rank_zero_only, "rank", 0) != 0:  # --devices > 1: every rank runs this
-            return 0
     from core.workspace import RunDir
+
+    if getattr(rank_zero_only, "rank", 0) != 0:  # --devices > 1: every rank runs this command
+        return 0
 
     metrics = json.loads(RunDir(run_dir).metrics.read_text())["validation"]
     print(f"run {run_dir}")
@@ -200,8 +202,8 @@ def rank_argv(args: argparse.Namespace, processes: int) -> list[str]:
     return argv
 
 
-def _train_under_torch_distributor(args: argparse.Namespace, config: Any) -> Any:
-    """Start the ranks through Spark's TorchDistributor; the run dir they wrote."""
+def _train_under_torch_distributor(args: argparse.Namespace, config: Any) -> None:
+    """Start the ranks through Spark's TorchDistributor; check that they wrote a new run."""
     from pathlib import Path
 
     from training.distributor import run_under_torch_distributor
@@ -224,7 +226,6 @@ def _train_under_torch_distributor(args: argparse.Namespace, config: Any) -> Any
     )
     if not pointer.is_file() or pointer.read_text() == before:
         raise RuntimeError("TorchDistributor's ranks finished without writing a new run")
-    return args.ws.latest_run()
 
 
 def _train_ranker(args: argparse.Namespace) -> int:

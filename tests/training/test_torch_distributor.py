@@ -80,7 +80,12 @@ def test_train_command_with_the_torch_distributor_launcher(
     config = json.loads((run / "config.json").read_text())
     assert config["train"]["devices"] == 2 and config["model"]["dim"] == 16, config
     assert len(json.loads((run / "metrics.json").read_text())["history"]) == 2
-    assert f"run {run}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    # the summary once (rank 0's, passed on; the launcher adds none), each rank's log
+    assert lines.count(f"run {run}") == 1, out[-2000:]
+    assert sum(line.startswith("val/recall@20 ") for line in lines) == 1, out[-2000:]
+    assert sum("tastemaker.training: train examples" in line for line in lines) == 2, out[-2000:]
 
     # the ranks' argv can't carry --devices against --num-processes
     assert main([*argv, "--devices", "3"]) == 2
