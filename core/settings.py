@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     feature_engine: Literal["local", "spark"] = "local"
     spark_master: str = "local[*]"
     spark_python: Path | None = None  # Spark's Python workers; default: this interpreter
+    # `tastemaker train --launcher`: "lightning" (Lightning starts the other ranks, or the
+    # ones torchrun started) or "torchdistributor" (Spark's TorchDistributor on spark_master
+    # starts train_processes ranks)
+    train_launcher: Literal["lightning", "torchdistributor"] = "lightning"
+    train_processes: Annotated[int, Field(ge=1)] = 2
     slate_store_url: str | None = (
         None  # precomputed slates; default <workspace>/online/slates.sqlite
     )
@@ -144,6 +149,14 @@ class Settings(BaseSettings):
         pyspark itself, not a Spark conf), so the feature job sets it before its session."""
         os.environ["PYSPARK_PYTHON"] = self.spark_python_path
         os.environ["PYSPARK_DRIVER_PYTHON"] = self.spark_python_path
+
+    def export_checkout_pythonpath(self) -> None:
+        """Put this checkout first on ``$PYTHONPATH``, so that processes started from a script
+        file (the ranks ``TorchDistributor`` starts) import these packages, not an installed
+        copy."""
+        root = str(Path(__file__).resolve().parents[1])
+        rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != root]
+        os.environ["PYTHONPATH"] = os.pathsep.join([root, *rest])
 
     def child_env(self) -> dict[str, str]:
         """The ``TASTEMAKER_*`` variables from which a child process (a uvicorn worker) builds

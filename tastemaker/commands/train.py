@@ -48,6 +48,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     for flag, (_, typ) in _TRAIN_FLAGS.items():
         p.add_argument("--" + flag.replace("_", "-"), type=typ, default=None)
     p.add_argument("--devices", default=None, help="number of devices (>1: DDP), or 'auto'")
+    p.add_argument(
+        "--launcher",
+        dest="train_launcher",
+        choices=("lightning", "torchdistributor"),
+        default=None,
+        help="lake mode: who starts the ranks: Lightning (default; or the ones torchrun "
+        "started), or Spark's TorchDistributor (--num-processes ranks on the --master session)",
+    )
+    p.add_argument(
+        "--num-processes",
+        dest="train_processes",
+        type=int,
+        default=None,
+        help="with --launcher torchdistributor: the number of ranks (default 2)",
+    )
+    p.add_argument(
+        "--master",
+        dest="spark_master",
+        default=None,
+        help="with --launcher torchdistributor: the Spark master (local[N], spark://host:port)",
+    )
     p.add_argument("--dim", type=int, default=None, help="vector size (embeddings too)")
     p.add_argument("--history-len", type=int, default=None)
     p.add_argument("--pooling", choices=("mean", "attention", "self-attention"), default=None)
@@ -146,6 +167,10 @@ def _train(args: argparse.Namespace) -> int:
         out = train_interactions(args.interactions, args.out, args.model, args.artist_meta, config)
         print(f"trained {args.model} on {args.interactions} -> {out}")
         return 0
+    if args.settings.train_launcher == "torchdistributor":
+        # rank 0 printed the summary (TorchDistributor passes the ranks' output on)
+        _train_under_torch_distributor(args, config)
+        return 0
     from training.train import train_two_tower
 
     run_dir = train_two_tower(args.ws, config, init_from=args.init_from)
@@ -155,10 +180,52 @@ def _train(args: argparse.Namespace) -> int:
 
     if getattr(rank_zero_only, "rank", 0) != 0:  # --devices > 1: every rank runs this command
         return 0
+
     metrics = json.loads(RunDir(run_dir).metrics.read_text())["validation"]
     print(f"run {run_dir}")
     print(f"val/recall@20 {metrics['val/recall@20']:.4f}  val/ndcg@20 {metrics['val/ndcg@20']:.4f}")
     return 0
+
+
+def rank_argv(args: argparse.Namespace, processes: int) -> list[str]:
+    """The command line each rank runs under ``--launcher torchdistributor``: the same
+    ``train`` (every flag given, the workspace made absolute) with Lightning over the ranks
+    ``torchrun`` started, ``--devices`` = the number of processes."""
+    argv = ["--workspace", str(args.ws.root)] + (["-v"] if args.verbose else [])
+    argv += ["train", "--launcher", "lightning", "--devices", str(processes)]
+    for flag in (*_TRAIN_FLAGS, *_MODEL_FLAGS, "init_from"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            argv += ["--" + flag.replace("_", "-"), str(value)]
+    if getattr(args, "refit", None) is not None:
+        argv.append("--refit" if args.refit else "--no-refit")
+    return argv
+
+
+def _train_under_torch_distributor(args: argparse.Namespace, config: Any) -> None:
+    """Start the ranks through Spark's TorchDistributor; check that they wrote a new run."""
+    from pathlib import Path
+
+    from training.distributor import run_under_torch_distributor
+
+    processes = args.settings.train_processes
+    if args.devices is not None and str(args.devices) != str(processes):
+        raise ValueError(
+            f"--devices {args.devices} with --launcher torchdistributor: the ranks are "
+            f"--num-processes ({processes}); leave --devices out"
+        )
+    pointer = args.ws.latest_run_pointer
+    before = pointer.read_text() if pointer.is_file() else None
+    cli = Path(__file__).resolve().parents[1] / "cli.py"
+    run_under_torch_distributor(
+        args.settings,
+        cli,
+        rank_argv(args, processes),
+        processes,
+        use_gpu=config.accelerator in ("gpu", "cuda"),
+    )
+    if not pointer.is_file() or pointer.read_text() == before:
+        raise RuntimeError("TorchDistributor's ranks finished without writing a new run")
 
 
 def _train_ranker(args: argparse.Namespace) -> int:
