@@ -13,10 +13,12 @@ One run, on this machine (2 cores shared with other jobs):
    (``benchmarks.bare_app``), each server pinned to core 0, nginx and wrk on core 1.
 4. **The burst**: two replicas (one per core) behind nginx; the exponential ramp 100 ->
    200,000 logins in 10 minutes replayed open loop (``benchmarks.loadgen --schedule``,
-   time-compressed 10x: the same rates, every 10th login, 60 s), every login a distinct user;
-   one replica SIGKILLed at the peak (90 % of the replay).
+   time-compressed 10x: the same rates, every 10th login, 60 s; ``--compress 1`` replays all
+   ~200,000 logins in real time, 10 minutes), every login a distinct user; one replica
+   SIGKILLed at the peak (90 % of the replay); the 1-min load average sampled throughout.
 
     TASTEMAKER_DEMO=1 .venv/bin/python -m benchmarks.bench_deploy --redis redis://127.0.0.1:6379/N
+    ... --compress 1 --write    # every login, real time; its section into benchmarks/README.md
 """
 
 from __future__ import annotations
@@ -75,9 +77,34 @@ def _loadgen(url: str, paths: Path, schedule: Path) -> dict:
     return json.loads(out)
 
 
-def main(quick: bool = False, redis_url: str | None = None, raw: Path | None = None) -> str:
+class _LoadSampler(threading.Thread):
+    """The 1-min load average every ``every_s`` seconds until stopped."""
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        super().__init__(daemon=True)
+        self.every_s, self.samples = every_s, [os.getloadavg()[0]]
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.every_s):
+            self.samples.append(os.getloadavg()[0])
+
+    def stop(self) -> list[float]:
+        self._stop_event.set()
+        self.join()
+        self.samples.append(os.getloadavg()[0])
+        return self.samples
+
+
+def main(
+    quick: bool = False,
+    redis_url: str | None = None,
+    raw: Path | None = None,
+    compress: float | None = None,
+) -> str:
     """The section for benchmarks/README.md; Redis: ``redis_url``, else the test Redis
-    (``$TASTEMAKER_TEST_REDIS_URL``, as ``tests/conftest.py`` reads it)."""
+    (``$TASTEMAKER_TEST_REDIS_URL``, as ``tests/conftest.py`` reads it). ``compress``: the
+    burst's time compression (default 10, 30 with ``quick``; 1 = every login, real time)."""
     if redis_url is None:
         from tests.conftest import REDIS_URL
 
@@ -92,10 +119,16 @@ def main(quick: bool = False, redis_url: str | None = None, raw: Path | None = N
     from tests.fixtures.synthetic_bundle import SyntheticSpec, artist_ids, bundle_files
 
     n_users = 20_000 if quick else N_USERS
+    if compress is None:
+        compress = 30.0 if quick else COMPRESS
+    if compress < 1:
+        raise ValueError(f"compress must be >= 1 (got {compress})")
+    if len(login_times(compress, 1)) > n_users:  # before minutes of precompute, not after
+        raise ValueError(f"{len(login_times(compress, 1)):,} logins > {n_users:,} users")
     prefix = f"bench-deploy-{uuid.uuid4().hex[:8]}:"
     online, slates = f"{redis_url}?prefix={prefix}users", f"{redis_url}?prefix={prefix}slates"
     key = pseudonym_key()
-    results: dict = {}
+    results: dict = {"compress": compress}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         spec = SyntheticSpec(n_artists=N_ARTISTS, n_clusters=DIM, dim=DIM, history_len=100)
@@ -210,16 +243,21 @@ def main(quick: bool = False, redis_url: str | None = None, raw: Path | None = N
             for r in cluster.replicas:
                 cluster.wait_ready(r)
             cluster.start_nginx(pin=tuple(_pin(1)))
-            times = login_times(30.0 if quick else COMPRESS, 1)
+            times = login_times(compress, 1)
             assert len(times) <= n_users, "every login must be a distinct user"
             schedule = root / "schedule.txt"
             schedule.write_text("".join(f"{t:.6f}\n" for t in times))
             kill_at = 0.9 * float(times[-1])
             victim = cluster.replicas[1]
             killer = threading.Timer(kill_at, victim.kill)
+            sampler = _LoadSampler()
+            sampler.start()
             killer.start()
-            burst = _loadgen(cluster.url, paths, schedule)
-            killer.join()
+            try:
+                burst = _loadgen(cluster.url, paths, schedule)
+            finally:
+                killer.join()
+                results["burst_load"] = sampler.stop()
             results["burst"] = burst
             results["burst_kill_at_s"] = kill_at
             results["burst_logins"] = len(times)
@@ -260,13 +298,20 @@ def _report(r: dict, n_users: int, source: str, quick: bool) -> str:
     per_core = tm_rate
     replicas = max(1, math.ceil(peak / (0.7 * per_core)))
     b = r["burst"]
-    compress = 30.0 if quick else COMPRESS
+    compress = float(r["compress"])
+    load = r["burst_load"]
     answered = sum(int(v) for v in b["status"].values())
     shed = int(b["status"].get("503", 0))
     failed = b["errors"] + answered - shed - int(b["status"].get("200", 0))  # 5xx, 4xx: errors
     p99 = (b["ok"] or {}).get("p99", "-")
     cmd = "TASTEMAKER_DEMO=1 .venv/bin/python -m benchmarks.bench_deploy --redis REDIS_URL"
     cmd += " --quick" if quick else ""
+    cmd += f" --compress {compress:g}" if compress != (30.0 if quick else COMPRESS) else ""
+    replay = (
+        "Real time: every login of the ramp"
+        if compress == 1
+        else f"Time-compressed {compress:g}x (the same rates, every {compress:g}th login)"
+    )
     rows = []
     for p in b["phases"]:
         ok = p["ok"] or {"p50": "-", "p99": "-"}
@@ -282,7 +327,8 @@ def _report(r: dict, n_users: int, source: str, quick: bool) -> str:
         f"{N_ARTISTS:,} artists x {DIM} dims (flat); online features and slates in Redis, "
         "bundles from a `file://` object store, replicas = `tastemaker serve` processes behind "
         f"nginx on loopback; {os.cpu_count()} cores shared with other jobs (1-min load average "
-        f"at the end {os.getloadavg()[0]:.1f}).",
+        f"during the burst: mean {sum(load) / len(load):.1f}, max {max(load):.1f}, "
+        f"{len(load)} samples; at the end {os.getloadavg()[0]:.1f}).",
         "",
         "| what | measured | target | |",
         "|---|---:|---|---|",
@@ -309,8 +355,7 @@ def _report(r: dict, n_users: int, source: str, quick: bool) -> str:
         "generator: the burst rows measure that, not two dedicated cores.",
         "",
         f"Burst totals: sent {b['sent']:,}, answered {b['status']}, {b['timeouts']} timeouts, "
-        f"{b['errors']} errors; p50/p99/max of the 200s {b['ok']} ms. Time-compressed "
-        f"{compress:.0f}x (the same rates, every {compress:.0f}th login).",
+        f"{b['errors']} errors; p50/p99/max of the 200s {b['ok']} ms. {replay}.",
         "",
         "| burst minutes | offered req/s | 200 | 503 | timeouts | errors | p50 ms | p99 ms |",
         "|---|---|---|---|---|---|---|---|",
@@ -324,5 +369,19 @@ if __name__ == "__main__":
     parser.add_argument("--redis", default=None, help="a Redis URL (default: the test Redis)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw results")
+    parser.add_argument(
+        "--compress",
+        type=float,
+        default=None,
+        help="the burst's time compression (default 10, 30 with --quick; 1 = real time)",
+    )
+    parser.add_argument(
+        "--write", action="store_true", help="record the section in benchmarks/README.md"
+    )
     args = parser.parse_args()
-    print(main(args.quick, args.redis, args.json))
+    section = main(args.quick, args.redis, args.json, args.compress)
+    if args.write:
+        from benchmarks.run import record
+
+        record("deploy", section)
+    print(section)

@@ -57,21 +57,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", choices=AREAS, default=list(AREAS))
     args = parser.parse_args(argv)
 
-    sections: dict[str, str] = {}
-    results_dir = HERE / "results"
-    results_dir.mkdir(exist_ok=True)
     for area in args.only:
         started = time.perf_counter()
         print(f"== benchmark {area} ...", file=sys.stderr, flush=True)
         section = importlib.import_module(_module(area)).main(quick=args.quick)
-        sections[area] = section.strip() + "\n"
-        write_bytes(results_dir / f"{area}.md", sections[area].encode())
+        record(area, section)
         print(f"== {area} done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return 0
 
+
+def record(area: str, section: str) -> None:
+    """Store ``area``'s section in ``results/`` and rewrite README.md from every stored one
+    (a benchmark run with its own options, e.g. ``bench_deploy --compress 1 --write``)."""
+    if area not in AREAS:
+        raise ValueError(f"unknown benchmark area {area!r}")
+    results_dir = HERE / "results"
+    results_dir.mkdir(exist_ok=True)
+    write_bytes(results_dir / f"{area}.md", (section.strip() + "\n").encode())
     # areas not run this time keep their last recorded section
-    for area in AREAS:
-        if area not in sections and (results_dir / f"{area}.md").exists():
-            sections[area] = (results_dir / f"{area}.md").read_text()
+    sections = {
+        name: (results_dir / f"{name}.md").read_text()
+        for name in AREAS
+        if (results_dir / f"{name}.md").exists()
+    }
 
     header = [
         "# Benchmarks",
@@ -87,7 +95,6 @@ def main(argv: list[str] | None = None) -> int:
     ]
     body = "\n".join(sections[a] for a in AREAS if a in sections)
     write_bytes(HERE / "README.md", ("\n".join(header) + "\n" + body).encode())
-    return 0
 
 
 if __name__ == "__main__":
