@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from benchmarks.bench_burst import PEAK_USERS, PHASES, START_USERS, WINDOW_S, login_times
 from benchmarks.bench_precompute import N_ARTISTS, _users
 from benchmarks.bench_serving import DIM, ROOT, K, _pin, _saturation
+from benchmarks.loadgen import wrk_paths_script
 
 N_USERS = 200_000
 COMPRESS = 10.0
@@ -183,14 +184,8 @@ def main(
             results["cold_start_s"] = cold
 
             # 3. per core through nginx: the bare app, then one replica
-            paths = root / "paths.txt"
-            paths.write_text("".join(f"/v1/users/{u}/recommendations?k={K}\n" for u in ids))
-            lua = root / "paths.lua"
-            lua.write_text(
-                'local paths = {}\nfor line in io.lines("' + str(paths) + '") do '
-                "paths[#paths + 1] = line end\nlocal i = 0\n"
-                "request = function()\n  i = i % #paths + 1\n"
-                '  return wrk.format("GET", paths[i])\nend\n'
+            paths, lua = wrk_paths_script(
+                root, [f"/v1/users/{u}/recommendations?k={K}" for u in ids]
             )
             seconds = 3 if quick else 8
             port = free_port()

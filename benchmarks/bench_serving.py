@@ -30,6 +30,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from benchmarks.loadgen import wrk_paths_script
+
 ROOT = Path(__file__).resolve().parents[1]
 N_ARTISTS, DIM, K = 20_000, 64, 10
 UVICORN = ["--http", "serving.shed:ArrivalStampingProtocol", "--loop", "uvloop", "--no-access-log"]
@@ -169,15 +171,7 @@ def prepare(root: Path, n_users: int) -> tuple:
     slates = open_slate_store(str(root / "slates.sqlite"), create=True)
     slates.replace_all(slate_blobs(score_table(model, table_from_rows(rows))))
     slates.close()
-    paths = root / "paths.txt"
-    paths.write_text("".join(f"/v1/users/{u}/recommendations?k={K}\n" for u in uids))
-    lua = root / "paths.lua"
-    lua.write_text(
-        'local paths = {}\nfor line in io.lines("' + str(paths) + '") do '
-        "paths[#paths + 1] = line end\nlocal i = 0\n"
-        "request = function()\n  i = i % #paths + 1\n"
-        '  return wrk.format("GET", paths[i])\nend\n'
-    )
+    paths, lua = wrk_paths_script(root, [f"/v1/users/{u}/recommendations?k={K}" for u in uids])
     env = {
         "TASTEMAKER_WORKSPACE": str(root),
         "TASTEMAKER_BUNDLE_DIR": str(bundles),

@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -174,6 +175,21 @@ async def run(
         "all": pct(lat),
         "probe": pct(probe_lat),
     }
+
+
+def wrk_paths_script(root: Path, paths: list[str]) -> tuple[Path, Path]:
+    """``paths`` as a text file (``root/paths.txt``, the open-loop generator's ``--paths``) and
+    a ``wrk`` Lua script (``root/paths.lua``) that GETs them in turn, round robin."""
+    listed = root / "paths.txt"
+    listed.write_text("".join(f"{p}\n" for p in paths))
+    lua = root / "paths.lua"
+    lua.write_text(
+        'local paths = {}\nfor line in io.lines("' + str(listed) + '") do '
+        "paths[#paths + 1] = line end\nlocal i = 0\n"
+        "request = function()\n  i = i % #paths + 1\n"
+        '  return wrk.format("GET", paths[i])\nend\n'
+    )
+    return listed, lua
 
 
 def main() -> None:

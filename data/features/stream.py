@@ -54,7 +54,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from data.features.config import FeatureConfig
 from data.features.user import dense_values
 from data.ingest.parse import parse_object
-from data.ingest.subscriber import DEFAULT_STREAM, EVENT_FIELD
+from data.ingest.subscriber import DEFAULT_STREAM, EVENT_FIELD, ensure_group
 from data.ingest.validate import IngestRules, Lookups, reason_name, validate_rows
 from data.pii import pseudonymise
 
@@ -404,11 +404,7 @@ class FeatureStreamer:
         self._script = self.state.register_script(APPLY_LUA)
 
     def ensure_group(self) -> None:
-        try:
-            self.client.xgroup_create(self.config.stream, self.config.group, id="0", mkstream=True)
-        except redis.exceptions.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        ensure_group(self.client, self.config.stream, self.config.group)
 
     def events(self, entries: Sequence[tuple[bytes, Mapping]]) -> list[_Event]:
         """Valid events of ``entries`` in stream order; the rest counted (quarantined/dropped)."""

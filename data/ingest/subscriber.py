@@ -65,6 +65,16 @@ def partition_of(line: bytes) -> str:
         return "unknown"
 
 
+def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
+    """Create consumer ``group`` on ``stream`` (and the stream), reading from its start; an
+    existing group is kept as it is (its pending entries are what a restart resumes from)."""
+    try:
+        client.xgroup_create(stream, group, id="0", mkstream=True)
+    except redis.exceptions.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
 @dataclass
 class SubscriberStats:
     batches: int = 0
@@ -78,11 +88,7 @@ class Subscriber:
         self.stats = SubscriberStats()
 
     def ensure_group(self) -> None:
-        try:
-            self.client.xgroup_create(self.config.stream, self.config.group, id="0", mkstream=True)
-        except redis.exceptions.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        ensure_group(self.client, self.config.stream, self.config.group)
 
     def _object_name(self, dt: str, first: str, last: str) -> str:
         base = f"{self.config.prefix}/dt={dt}/stream-{first}-{last}"
