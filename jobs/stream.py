@@ -72,6 +72,21 @@ DEMO_BUS_URL = "redis://127.0.0.1:6379/0"  # where the demo looks for Redis when
 DEMO_METRICS_PORT = 9108
 
 
+def free_port(preferred: int, host: str = "127.0.0.1") -> int:
+    """``preferred`` when nothing listens on it, else a port the kernel picks (another demo or
+    test run on this machine may hold the preferred one)."""
+    import socket
+
+    for port in (preferred, 0):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise OSError(f"no free port on {host}")
+
+
 def redis_reachable(url: str) -> bool:
     import redis
 
@@ -106,13 +121,14 @@ def start_demo_worker(settings: Settings) -> tuple[Settings, Any, str]:
         )
     settings = settings.model_copy(update={"event_bus_url": url})
     cmd = [sys.executable, "-m", "tastemaker.cli", "stream-features"]
-    cmd += ["--metrics-port", str(DEMO_METRICS_PORT)]
+    port = free_port(DEMO_METRICS_PORT)
+    cmd += ["--metrics-port", str(port)]
     settings.export_env()  # the child builds these same settings (the bus URL included)
     proc = subprocess.Popen(cmd)
     return (
         settings,
         proc,
         f"Streaming features: on (worker pid {proc.pid}, {redact_url(url)} stream "
-        f"{settings.event_stream}); lag and throughput on http://127.0.0.1:{DEMO_METRICS_PORT}"
+        f"{settings.event_stream}); lag and throughput on http://127.0.0.1:{port}"
         "/metrics",
     )

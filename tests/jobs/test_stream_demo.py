@@ -62,3 +62,19 @@ def _has_group(client: redis.Redis, stream: str) -> bool:
         return any(g["name"].decode() == DEFAULT_GROUP for g in client.xinfo_groups(stream))
     except redis.ResponseError:  # no such stream yet
         return False
+
+
+def test_the_demo_worker_takes_another_metrics_port_when_its_own_is_held() -> None:
+    import socket
+
+    from jobs.stream import free_port
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        busy = held.getsockname()[1]
+        port = free_port(busy)  # another demo or test run holds it: a kernel-picked one
+        assert port != busy and port > 0
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", port))  # and it is really free
+    assert free_port(busy) == busy  # released: the preferred port again
