@@ -12,7 +12,7 @@ server (its CPU from ``INFO cpu``).
   visible (what the next recommendation request reads).
 * Cost: worker and Redis CPU per event, Redis memory per listener (``MEMORY USAGE``).
 
-    TASTEMAKER_TEST_REDIS_URL=redis://127.0.0.1:6379/N .venv/bin/python -m benchmarks.bench_stream [--quick]
+    .venv/bin/python -m benchmarks.bench_stream [--quick] [--redis redis://127.0.0.1:6379/N]
 """
 
 from __future__ import annotations
@@ -207,10 +207,10 @@ def _freshness(client, url, stream, prefix, rows, n_users, rate: float, seconds:
     }
 
 
-def main(quick: bool = False) -> str:
+def main(quick: bool = False, url: str = DEFAULT_URL) -> str:
+    """``url``: the Redis to measure on (default the test Redis, DB 15; its keys are removed)."""
     import redis
 
-    url = os.environ.get("TASTEMAKER_TEST_REDIS_URL", DEFAULT_URL)
     client = redis.Redis.from_url(url)
     client.ping()
     n_users, n_events = (2_000, 40_000) if quick else (10_000, 200_000)
@@ -247,7 +247,7 @@ def main(quick: bool = False) -> str:
     lines_md = [
         "## Streaming features (`benchmarks/bench_stream.py`)",
         "",
-        f"`TASTEMAKER_TEST_REDIS_URL=redis://127.0.0.1:6379/N {cmd}` — {n_users:,} listeners "
+        f"`{cmd} [--redis redis://127.0.0.1:6379/N]` — {n_users:,} listeners "
         f"seeded from 50-artist batch rows (SQLite), {n_events:,} events (60 % impressions, "
         "25 % streams, 10 % clicks, 5 % follows) as raw lines on a Redis stream; the worker "
         "(`FeatureStreamer`, what `tastemaker stream-features` runs) is one process pinned to "
@@ -288,6 +288,7 @@ def main(quick: bool = False) -> str:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--redis", default=DEFAULT_URL, help="default: %(default)s")
     parser.add_argument("--child", nargs=5, metavar=("URL", "STREAM", "PREFIX", "ROWS", "USERS"))
     parser.add_argument("--exit-idle", action="store_true")
     args = parser.parse_args()
@@ -295,4 +296,4 @@ if __name__ == "__main__":
         url, stream, prefix, rows, users = args.child
         child(url, stream, prefix, rows, int(users), args.exit_idle)
     else:
-        print(main(args.quick))
+        print(main(args.quick, args.redis))
