@@ -219,6 +219,20 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return "bf16-mixed" if use_cuda else "32-true"
 
 
+def release_process_group() -> None:
+    """End a DDP job's process group once its ranks are done with each other.
+
+    Lightning leaves the default group alive after ``fit``; a process that then exits with a
+    live gloo group can abort at interpreter shutdown ("terminate called without an active
+    exception", SIGABRT) while its worker threads are torn down. Every rank waits for the
+    others first, so no rank leaves while another is still in a collective."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def make_trainer(
     config: TrainConfig,
     max_epochs: int,

@@ -30,7 +30,7 @@ from data.schemas import USER_SEGMENT_FIELDS
 from models.two_tower import TwoTower, TwoTowerConfig
 from training.datamodule import LakeDataModule
 from training.inference import save_run
-from training.module import MONITOR, TwoTowerModule, make_trainer
+from training.module import MONITOR, TwoTowerModule, make_trainer, release_process_group
 from training.train_config import TrainConfig
 from training.warm_start import warm_start
 
@@ -204,6 +204,7 @@ def train_two_tower(
         }
         _write_run(ws, run_dir, model, dm, config, metrics, report)
     trainer.strategy.barrier("run-written")  # no rank returns a run dir still being written
+    release_process_group()
     _info("run %s: best %s = %.4f at epoch %d", run_id, MONITOR, best[MONITOR], best["epoch"])
     return run_dir
 

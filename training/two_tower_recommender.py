@@ -28,7 +28,7 @@ from models.topk import top_k
 from models.topk_torch import partition_torch
 from models.two_tower import TwoTower
 from training.datamodule import EvalSet, log_sampling_probability, user_loader
-from training.module import TwoTowerModule, make_trainer
+from training.module import TwoTowerModule, make_trainer, release_process_group
 from training.pairs import MaskedPairs, bag_histories
 from training.train_config import TrainConfig
 
@@ -143,6 +143,7 @@ class TwoTowerRecommender:
         trainer = make_trainer(cfg, cfg.epochs, callbacks, validate=eval_set is not None)
         started, cpu_started = time.perf_counter(), time.process_time()
         trainer.fit(module, train_dataloaders=loader, val_dataloaders=val_loader)
+        release_process_group()
         self.fit_seconds = time.perf_counter() - started
         self.fit_cpu_seconds = time.process_time() - cpu_started  # all threads of the process
         self.val_history = module.val_history

@@ -36,6 +36,7 @@ def test_two_cpu_ranks_end_identical_and_see_the_global_batch(tmp_path):
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["rank"] for r in ranks] == [0, 1] and all(r["world"] == 2 for r in ranks)
     assert ranks[0]["weights"] == ranks[1]["weights"], "DDP ranks drifted apart"
+    assert all(r["released"] for r in ranks), "a rank kept its process group after fit"
     for r in ranks:
         # each rank holds B rows; its softmax columns are both ranks' positives
         assert r["n_candidates"] == 2 * r["rows"], r
