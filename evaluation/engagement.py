@@ -111,7 +111,7 @@ def read_plan(
     """The partitions and files an engagement table over ``days`` (``YYYY-MM-DD`` first and
     last, inclusive; None: every day) needs, from the Delta log alone (no file opened)."""
     table = open_events(ws.lake_events, version)
-    present = sorted({a[LAKE_PARTITION] for a in _partitions(table)})
+    present = sorted({a[LAKE_PARTITION] for a in table.partitions()})
     if not present:
         raise ValueError("the lake holds no events; nothing to measure engagement on")
     data = (_day_number(present[0]), _day_number(present[-1]))
@@ -126,10 +126,6 @@ def read_plan(
         wanted = (first, last)
     files = event_files(ws.lake_events, table.version(), (_iso_day(read[0]), _iso_day(read[1])))
     return ReadPlan(wanted, read, data, files, table.version())
-
-
-def _partitions(table) -> list[dict[str, str]]:
-    return list(table.partitions())
 
 
 @dataclass
@@ -155,7 +151,9 @@ def _finish_frame(table: pa.Table) -> pd.DataFrame:
 def read_local(ws: Workspace, plan: ReadPlan) -> EngagementInput:
     """:class:`EngagementInput` of ``plan`` read by pyarrow: only ``plan.files``, with the
     partition and ``event_ts`` filter pushed into the scan (row groups outside are skipped)."""
-    dataset = events_dataset(ws.lake_events, plan.version, tuple(map(_iso_day, plan.read)))
+    dataset = events_dataset(
+        ws.lake_events, plan.version, (_iso_day(plan.read[0]), _iso_day(plan.read[1]))
+    )
     present = [c for c in _EVENT_COLUMNS if c in dataset.schema.names]
     table = dataset.to_table(columns=present, filter=plan.filter)
     day = pc.divide(
