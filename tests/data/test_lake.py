@@ -187,3 +187,28 @@ def test_a_date_range_reads_only_its_partitions(ws):
     table = events_dataset(ws.lake_events, days=days).to_table()
     in_range = [r for r in ROWS if days[0] <= r["event_ts"].strftime("%Y-%m-%d") <= days[1]]
     assert table.num_rows == len(in_range)
+
+
+def test_lake_commands_cover_the_quarantine_and_the_user_view(tmp_path, capsys):
+    ws = Workspace(tmp_path)
+    write_object(ws.root, "dt=2025-03-01/a.jsonl.gz", [line(good_event(i)) for i in range(5)])
+    write_object(ws.root, "dt=2025-03-02/b.jsonl.gz", ["not json", line(good_event(9))])
+    ingest_store(ws, ObjectStore(ws.raw), lookups(), key=KEY, now=NOW)
+    publish_users(ws.lake_users, USERS, "test")
+    publish_users(ws.lake_users, USERS, "test")  # unchanged: no second commit
+
+    assert cli(ws, "history", "--table", "quarantine") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [s.split()[-1] for s in lines] == ["events/dt=2025-03-02/b.jsonl.gz", "-"]
+    assert cli(ws, "history", "--table", "users") == 0
+    assert [s.split()[-1] for s in capsys.readouterr().out.splitlines()][-2:] == ["test", "-"]
+    assert cli(ws, "history", "--table", "all") == 0
+    out = capsys.readouterr().out
+    assert all(f"# {name}" in out for name in ("events", "quarantine", "users"))
+
+    assert cli(ws, "optimize") == 0
+    assert sorted(json.loads(capsys.readouterr().out)) == ["events", "quarantine", "users"]
+    assert cli(ws, "vacuum", "--table", "quarantine") == 0
+    assert (
+        capsys.readouterr().out == "quarantine: would delete (dry run; --apply deletes) 0 file(s)\n"
+    )
