@@ -203,6 +203,12 @@ def _child(kind: str, root: Path, core: int = 0) -> dict:
         manifest = ingest_store(ws, ObjectStore(ws.raw), lookups, key=b"bench-key-0123456789")
         rows = manifest["read"]
         extra = {k: manifest[k] for k in ("accepted", "duplicates", "quarantined")}
+        from data.lake import QUARANTINE_TABLE, open_events, open_table
+
+        # what was committed: one events commit per object (version 0 creates the table),
+        # one quarantine commit per object with a rejected line
+        extra["events_version"] = open_events(ws.lake_events).version()
+        extra["quarantine_version"] = open_table(ws.quarantine, spec=QUARANTINE_TABLE).version()
     else:
         from data.ingest.ops import decompress
 
@@ -324,10 +330,14 @@ def _report(
             f"in {gen_s:.1f} s); each side in its own process pinned to one core. CPU s is "
             "the process's own CPU time (`time.process_time`), the fair figure on a shared "
             "machine: **work** from after imports (ingest: the whole `ingest_store` run: "
-            "inflate, parse, validate, dedupe against the lake, pseudonymise, write Parquet "
-            "and the ledger, fsync included), **from start** including interpreter start and "
-            "imports. Bare parsers read the same files, inflate with ISA-L as ingest does and "
-            "parse; they validate and write nothing. The lake is Parquet (not Delta) here.",
+            "inflate, parse, validate, dedupe against the lake, pseudonymise, write Parquet, "
+            "commit to the Delta tables and write the ledger, fsync included), **from start** "
+            "including interpreter start and imports. Bare parsers read the same files, "
+            "inflate with ISA-L as ingest does and parse; they validate and write nothing. "
+            f"Ingest's output is the Delta lake: the events table at version "
+            f"{ours['events_version']} ({n_files} object commits), the quarantine table at "
+            f"version {ours['quarantine_version']}. Machine load (1-min average) at the end: "
+            f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.",
             "",
             "| load | events/s (CPU, work) | events/s (CPU, from start) | CPU s work | "
             "CPU s from start | wall s work | peak RSS MiB |",
