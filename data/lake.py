@@ -388,9 +388,13 @@ def optimize(
     path: Path, target_size: int | None = None, spec: TableSpec = EVENTS
 ) -> dict[str, Any]:
     """Compact each partition's small files into larger ones (``optimize.compact``). The
-    replaced files stay on disk, out of the table, until :func:`vacuum` removes them."""
+    replaced files stay on disk, out of the table, until :func:`vacuum` removes them; those
+    of the user view go at once (as after every publish: :func:`publish_users`)."""
     metrics = open_table(path, spec=spec).optimize.compact(target_size=target_size)
-    return {"version": open_table(path, spec=spec).version(), **metrics}
+    table = open_table(path, spec=spec)
+    if spec is USERS_TABLE:
+        table.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+    return {"version": table.version(), **metrics}
 
 
 def vacuum(

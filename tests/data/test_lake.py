@@ -17,6 +17,7 @@ from data.ingest.job import ingest_store
 from data.ingest.objectstore import ObjectStore
 from data.lake import (
     QUARANTINE_TABLE,
+    USERS_TABLE,
     append_events,
     event_files,
     events_dataset,
@@ -25,6 +26,7 @@ from data.lake import (
     publish_users,
     read_table,
     read_users,
+    table_files,
 )
 from data.schemas import QUARANTINE
 from tastemaker.cli import main
@@ -208,6 +210,11 @@ def test_lake_commands_cover_the_quarantine_and_the_user_view(tmp_path, capsys):
 
     assert cli(ws, "optimize") == 0
     assert sorted(json.loads(capsys.readouterr().out)) == ["events", "quarantine", "users"]
+    # the user view's folder holds only its live files, after a publish and an optimize
+    publish_users(ws.lake_users, USERS.slice(1), "test")
+    on_disk = set(ws.lake_users.rglob("*.parquet"))
+    assert on_disk == set(table_files(ws.lake_users, spec=USERS_TABLE))
+    assert read_users(ws.lake_users).num_rows == USERS.num_rows - 1
     assert cli(ws, "vacuum", "--table", "quarantine") == 0
     assert (
         capsys.readouterr().out == "quarantine: would delete (dry run; --apply deletes) 0 file(s)\n"
