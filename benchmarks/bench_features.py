@@ -35,7 +35,7 @@ def _power(n: int, alpha: float, rng: np.random.Generator) -> np.ndarray:
 
 
 def make_lake(root: Path, n_users: int, n_events: int, days: int = 35, seed: int = 0) -> None:
-    """Write lake/events/dt=*, lake/users.parquet and lake/artists.parquet under ``root``."""
+    """Write lake/events/dt=*, the lake/users view and lake/artists.parquet under ``root``."""
     from data.schemas import ARTISTS, LAKE_EVENTS, TS, USERS
 
     rng = np.random.default_rng(seed)
@@ -89,7 +89,9 @@ def make_lake(root: Path, n_users: int, n_events: int, days: int = 35, seed: int
         "city": pa.array(["c"] * n_users),
         "signup_ts": pa.array(START_MS - rng.integers(0, 400 * DAY_MS, n_users)).cast(TS),
     }
-    pq.write_table(pa.table(users).cast(USERS), root / "lake" / "users.parquet")
+    from data.lake import publish_users
+
+    publish_users(root / "lake" / "users", pa.table(users).cast(USERS), "bench")
     artists = {
         "artist_id": artist_ids,
         "name": artist_ids,

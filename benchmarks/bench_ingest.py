@@ -16,6 +16,11 @@ so 2 million events take seconds to make: 1 % duplicate event ids (at-least-once
 and 0.5 % unknown artists (quarantined by a row rule), no unparseable lines.
 
     .venv/bin/python -m benchmarks.bench_ingest [--quick]
+    .venv/bin/python -m benchmarks.bench_ingest --profile [--quick]   # where ingest's CPU goes
+
+``--profile`` runs only the ingest side, under cProfile with CPU time as its clock, and prints
+the functions with the most own CPU time (the profiler's overhead inflates many small Python
+calls, e.g. the per-user pseudonyms; the measured run above has no profiler).
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ from typing import Any
 import numpy as np
 
 N_FULL, N_QUICK = 2_000_000, 200_000
+ROUNDS = 2  # runs of each side, interleaved; the least-disturbed one is reported
+BARE = ("pyarrow", "polars", "msgspec")
 N_USERS, N_ARTISTS, N_DAYS = 50_000, 20_000, 20
 START_MS = 1_735_689_600_000  # 2025-01-01T00:00:00Z
 OFFSETS_MIN = np.array([-300, 0, 60, 120, 330, 540])
@@ -187,6 +194,19 @@ def _child(kind: str, root: Path, core: int = 0) -> dict:
     _one_core(core)
     started = time.perf_counter()
     extra: dict = {}
+    if kind == "profile":
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile(time.process_time)
+        result = profiler.runcall(_child, "ingest", root, core)
+        stats = pstats.Stats(profiler).sort_stats("tottime")
+        top = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:15]  # type: ignore[attr-defined]
+        result["profile"] = [
+            {"function": f"{Path(f).name}:{line}({name})", "calls": nc, "own_cpu_s": tt}
+            for (f, line, name), (_, nc, tt, _, _) in top
+        ]
+        return result
     if kind == "ingest":
         import pyarrow as pa
 
@@ -203,6 +223,12 @@ def _child(kind: str, root: Path, core: int = 0) -> dict:
         manifest = ingest_store(ws, ObjectStore(ws.raw), lookups, key=b"bench-key-0123456789")
         rows = manifest["read"]
         extra = {k: manifest[k] for k in ("accepted", "duplicates", "quarantined")}
+        from data.lake import QUARANTINE_TABLE, open_events, open_table
+
+        # what was committed: one events commit per object (version 0 creates the table),
+        # one quarantine commit per object with a rejected line
+        extra["events_version"] = open_events(ws.lake_events).version()
+        extra["quarantine_version"] = open_table(ws.quarantine, spec=QUARANTINE_TABLE).version()
     else:
         from data.ingest.ops import decompress
 
@@ -261,12 +287,42 @@ def main(quick: bool = False) -> str:
         paths = write_raw(root, n)
         gen_s = time.perf_counter() - t0
         gz_mb = sum(p.stat().st_size for p in paths) / 2**20
-        ours = _run_child("ingest", root)
-        shutil.rmtree(root / "lake", ignore_errors=True)
-        bare = {kind: _run_child(kind, root) for kind in ("pyarrow", "polars", "msgspec")}
+        # every side ROUNDS times, interleaved, each kept at its least-disturbed run (least
+        # work CPU): on a shared machine a neighbour's burst then hits one run, not one side
+        runs: dict[str, list[dict]] = {k: [] for k in ("ingest", *BARE)}
+        for _ in range(ROUNDS):
+            for kind in runs:
+                runs[kind].append(_run_child(kind, root))
+                shutil.rmtree(root / "lake", ignore_errors=True)
+                shutil.rmtree(root / "pii", ignore_errors=True)
+        best = {k: min(v, key=lambda r: r["cpu_work"]) for k, v in runs.items()}
+        ours = best["ingest"]
+        bare = {kind: best[kind] for kind in BARE}
         pair = [_start_child("ingest", half, core) for core, half in enumerate(_halves(root))]
         two = [_result(p) for p in pair]
     return _report(n, len(paths), gz_mb, gen_s, ours, bare, two, quick)
+
+
+def profile(quick: bool = False) -> str:
+    """The ingest side under cProfile (CPU-time clock): its functions by own CPU time."""
+    n = N_QUICK if quick else N_FULL
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        root = Path(tmp) / "one"
+        write_raw(root, n)
+        result = _run_child("profile", root)
+    total = result["cpu_work"]
+    lines = [
+        f"ingest of {n:,} events under cProfile: {total:.2f} CPU s (profiler included)",
+        "",
+        "| function | calls | own CPU s | share |",
+        "|---|---:|---:|---:|",
+    ]
+    for row in result["profile"]:
+        lines.append(
+            f"| `{row['function']}` | {row['calls']} | {row['own_cpu_s']:.3f} | "
+            f"{row['own_cpu_s'] / total:.0%} |"
+        )
+    return "\n".join(lines)
 
 
 def _report(
@@ -321,13 +377,19 @@ def _report(
             "## Ingest throughput (raw JSON lines -> Delta lake table, one commit per object)",
             "",
             f"{n:,} events in {n_files} gzipped JSON-lines files ({gz_mb:.0f} MiB, generated "
-            f"in {gen_s:.1f} s); each side in its own process pinned to one core. CPU s is "
+            f"in {gen_s:.1f} s); each side in its own process pinned to one core, run "
+            f"{ROUNDS} times interleaved with the others and shown at its run with the least "
+            "work CPU (the least disturbed by other jobs on the machine). CPU s is "
             "the process's own CPU time (`time.process_time`), the fair figure on a shared "
             "machine: **work** from after imports (ingest: the whole `ingest_store` run: "
-            "inflate, parse, validate, dedupe against the lake, pseudonymise, write Parquet "
-            "and the ledger, fsync included), **from start** including interpreter start and "
-            "imports. Bare parsers read the same files, inflate with ISA-L as ingest does and "
-            "parse; they validate and write nothing. The lake is Parquet (not Delta) here.",
+            "inflate, parse, validate, dedupe against the lake, pseudonymise, write Parquet, "
+            "commit to the Delta tables and write the ledger, fsync included), **from start** "
+            "including interpreter start and imports. Bare parsers read the same files, "
+            "inflate with ISA-L as ingest does and parse; they validate and write nothing. "
+            f"Ingest's output is the Delta lake: the events table at version "
+            f"{ours['events_version']} ({n_files} object commits), the quarantine table at "
+            f"version {ours['quarantine_version']}. Machine load (1-min average) at the end: "
+            f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.",
             "",
             "| load | events/s (CPU, work) | events/s (CPU, from start) | CPU s work | "
             "CPU s from start | wall s work | peak RSS MiB |",
@@ -362,8 +424,11 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "ROOT"))
     parser.add_argument("--core", type=int, default=0, help="child: the core to pin to")
+    parser.add_argument("--profile", action="store_true", help="profile the ingest side only")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(_child(args.child[0], Path(args.child[1]), args.core)))
+    elif args.profile:
+        print(profile(quick=args.quick))
     else:
         print(main(quick=args.quick))

@@ -46,7 +46,7 @@ class Workspace:
     @property
     def quarantine(self) -> Path:
         """Rejected raw lines, verbatim (so they may hold raw ids): a restricted zone beside
-        the account table, never inside the PII-free lake."""
+        the account table, never inside the PII-free lake. A Delta table (``data.lake``)."""
         return self.root / "pii" / "quarantine"
 
     @property
@@ -60,7 +60,8 @@ class Workspace:
 
     @property
     def lake_users(self) -> Path:
-        return self.lake / "users.parquet"
+        """The PII-free user view: a Delta table (``data.lake.USERS_TABLE``)."""
+        return self.lake / "users"
 
     @property
     def features(self) -> Path:

@@ -23,7 +23,6 @@ from urllib.parse import urlsplit
 import numpy as np
 import pyarrow as pa
 
-from core.atomic import write_table
 from core.urls import redact_url
 from core.workspace import Workspace
 from data import geo
@@ -280,7 +279,11 @@ def publish_user_view(
     key: bytes | None = None,
     as_of: datetime | None = None,
 ) -> int:
-    """Write the PII-safe user view to ``ws.lake_users`` atomically; returns its row count."""
+    """Publish the PII-safe user view to the ``ws.lake_users`` Delta table (one overwrite
+    commit, none when the view is unchanged: :func:`data.lake.publish_users`); returns its
+    row count."""
+    from data.lake import publish_users
+
     url = accounts_url or default_accounts_url(ws)
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
         raise FileNotFoundError(f"no account table at {url}; run `tastemaker world` first")
@@ -288,6 +291,11 @@ def publish_user_view(
     with open_accounts(url) as table:
         table.migrate()
         view = table.pii_safe_view(key, as_of)
-    write_table(ws.lake_users, view)
-    log.info("accounts: published %d users to %s", view.num_rows, ws.lake_users)
+    published = publish_users(ws.lake_users, view, f"accounts:{redact_url(url)}")
+    log.info(
+        "accounts: published %d users to %s (version %d)",
+        view.num_rows,
+        ws.lake_users,
+        published["version"],
+    )
     return view.num_rows

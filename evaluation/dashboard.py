@@ -123,7 +123,7 @@ def _registry(ws: Workspace, registry_url: str | None) -> list[dict[str, Any]]:
 def _engagement(ws: Workspace) -> list[dict[str, Any]]:
     from evaluation.engagement import engagement_table
 
-    if not is_events_table(ws.lake_events) or not ws.lake_users.is_file():
+    if not is_events_table(ws.lake_events) or not is_events_table(ws.lake_users):
         return []
     eng = engagement_table(ws)
     eng = eng[eng["version"] == "*"]

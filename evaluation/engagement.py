@@ -16,7 +16,7 @@ Definitions (the seed's, stated once here):
 
 Segments: ``age_group``, ``gender``, ``country`` (rare ones collapsed to ``other``) and
 ``tenure`` (``new`` when signed up less than ``new_user_days`` before the day, else ``long``),
-from the PII-free ``lake/users.parquet``; ``all`` is everyone. Intervals are Wilson score
+from the PII-free user view (the ``lake/users`` Delta table); ``all`` is everyone. Intervals are Wilson score
 intervals on the underlying proportions (impressions, clicks or cohort users are the trials).
 """
 
@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -32,9 +34,13 @@ import pyarrow.compute as pc
 
 from core.constants import DAY_MS
 from core.workspace import Workspace
-from data.lake import events_dataset
+from data.lake import event_files, events_dataset, open_events, read_users
+from data.schemas import LAKE_EVENTS, LAKE_PARTITION
 from evaluation.segments import collapse_rare
 from evaluation.stats import wilson
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 log = logging.getLogger("tastemaker.evaluation")
 
@@ -58,22 +64,148 @@ class EngagementConfig:
     z: float = 1.96  # Wilson interval (95 %)
 
 
-def load_events(ws: Workspace) -> pd.DataFrame:
-    """The lake's events with the columns engagement needs (missing columns read as null)."""
-    dataset = events_dataset(ws.lake_events)
-    present = [c for c in _EVENT_COLUMNS if c in dataset.schema.names]
-    table = dataset.to_table(columns=present)
+SLATE_TYPES = ("impression", "click", "stream", "follow")  # the types slate metrics use
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """What an engagement table over ``days`` reads from the events table.
+
+    ``read`` (first, last day number, inclusive) is ``days`` widened by the churn windows
+    (6 days before: the week ending the first day; 14 after: the 14-day churn of the last)
+    and clipped to the table's days; ``files`` the table's files of those partitions only
+    (pruned from the Delta log); ``data`` the table's first and last day (churn is complete
+    only where its window ends inside the data, whatever range is read)."""
+
+    days: tuple[int, int] | None
+    read: tuple[int, int]
+    data: tuple[int, int]
+    files: list[Path]
+    version: int
+
+    @property
+    def filter(self) -> pc.Expression:
+        """The row filter pushed into the scan: the partition range and the event time."""
+        lo, hi = (_iso_day(d) for d in self.read)
+        start = pa.scalar(self.read[0] * DAY_MS, pa.int64()).cast(pa.timestamp("ms", "UTC"))
+        end = pa.scalar((self.read[1] + 1) * DAY_MS, pa.int64()).cast(pa.timestamp("ms", "UTC"))
+        return (
+            (pc.field(LAKE_PARTITION) >= lo)
+            & (pc.field(LAKE_PARTITION) <= hi)
+            & (pc.field("event_ts") >= start)
+            & (pc.field("event_ts") < end)
+        )
+
+
+def _iso_day(day: int) -> str:
+    return pd.Timestamp(day * DAY_MS, unit="ms", tz="UTC").strftime("%Y-%m-%d")
+
+
+def _day_number(iso: str) -> int:
+    return int(pd.Timestamp(iso, tz="UTC").value // (DAY_MS * 1_000_000))
+
+
+def read_plan(
+    ws: Workspace, days: tuple[str, str] | None = None, version: int | None = None
+) -> ReadPlan:
+    """The partitions and files an engagement table over ``days`` (``YYYY-MM-DD`` first and
+    last, inclusive; None: every day) needs, from the Delta log alone (no file opened)."""
+    table = open_events(ws.lake_events, version)
+    present = sorted({a[LAKE_PARTITION] for a in table.partitions()})
+    if not present:
+        raise ValueError("the lake holds no events; nothing to measure engagement on")
+    data = (_day_number(present[0]), _day_number(present[-1]))
+    if days is None:
+        read = data
+        wanted = None
+    else:
+        first, last = _day_number(days[0]), _day_number(days[1])
+        if first > last:
+            raise ValueError(f"empty date range {days[0]} .. {days[1]}")
+        read = (max(first - 6, data[0]), min(last + 14, data[1]))
+        wanted = (first, last)
+    files = event_files(ws.lake_events, table.version(), (_iso_day(read[0]), _iso_day(read[1])))
+    return ReadPlan(wanted, read, data, files, table.version())
+
+
+@dataclass
+class EngagementInput:
+    """The two inputs every engagement number comes from, whichever engine read them:
+    ``slate`` the events of :data:`SLATE_TYPES` (engagement columns, ``event_ms``, ``day``)
+    and ``active`` the distinct (``user_key``, ``day``) pairs (churn)."""
+
+    slate: pd.DataFrame
+    active: pd.DataFrame
+
+
+def _finish_frame(table: pa.Table) -> pd.DataFrame:
     event_ms = pc.cast(pc.cast(table["event_ts"], pa.timestamp("ms", "UTC")), pa.int64())
     frame = table.drop_columns(["event_ts"]).to_pandas()
-    for c in set(_EVENT_COLUMNS) - set(present):
+    for c in set(_EVENT_COLUMNS) - set(table.column_names) - {"event_ts"}:
         frame[c] = None
     frame["event_ms"] = event_ms.to_numpy()
     frame["day"] = (frame["event_ms"] // DAY_MS).astype("int64")
-    return frame
+    return frame[[c for c in _EVENT_COLUMNS if c != "event_ts"] + ["event_ms", "day"]]
+
+
+def read_local(ws: Workspace, plan: ReadPlan) -> EngagementInput:
+    """:class:`EngagementInput` of ``plan`` read by pyarrow: only ``plan.files``, with the
+    partition and ``event_ts`` filter pushed into the scan (row groups outside are skipped)."""
+    dataset = events_dataset(
+        ws.lake_events, plan.version, (_iso_day(plan.read[0]), _iso_day(plan.read[1]))
+    )
+    present = [c for c in _EVENT_COLUMNS if c in dataset.schema.names]
+    table = dataset.to_table(columns=present, filter=plan.filter)
+    day = pc.divide(
+        pc.cast(pc.cast(table["event_ts"], pa.timestamp("ms", "UTC")), pa.int64()), DAY_MS
+    )
+    active = (
+        pa.table({"user_key": table["user_key"], "day": day})
+        .group_by(["user_key", "day"], use_threads=False)
+        .aggregate([])
+        .to_pandas()
+    )
+    slate = table.filter(pc.is_in(table["event_type"], pa.array(SLATE_TYPES)))
+    return EngagementInput(_finish_frame(slate), active)
+
+
+def read_spark(spark: SparkSession, ws: Workspace, plan: ReadPlan) -> EngagementInput:
+    """:class:`EngagementInput` of ``plan`` read by Spark: the same Delta file list (no
+    delta-spark; :mod:`data.features.spark` reads the features the same way), the
+    ``event_ts`` range pushed into the Parquet scan, the distinct (user, day) pairs and the
+    slate events reduced in Spark; the driver gets only those."""
+    from pyspark.sql import functions as F
+
+    if not plan.files:
+        return read_local(ws, plan)
+    start, end = plan.read[0] * DAY_MS, (plan.read[1] + 1) * DAY_MS
+    raw = spark.read.parquet(*(str(f) for f in plan.files))
+    present = [c for c in _EVENT_COLUMNS if c in raw.columns]
+    ts = F.unix_millis("event_ts")
+    events = raw.select(*present).where(
+        (F.col("event_ts") >= F.timestamp_millis(F.lit(start)))
+        & (F.col("event_ts") < F.timestamp_millis(F.lit(end)))
+    )
+    active = (
+        events.select("user_key", F.floor(ts / DAY_MS).cast("long").alias("day"))
+        .distinct()
+        .toArrow()
+    )
+    slate = events.where(F.col("event_type").isin(*SLATE_TYPES)).toArrow()
+    return EngagementInput(_finish_frame(slate.cast(_arrow_schema(slate))), active.to_pandas())
+
+
+def _arrow_schema(table: pa.Table) -> pa.Schema:
+    """Spark's Arrow types mapped onto the lake's (timestamps in ms, UTC)."""
+    fields = []
+    for f in table.schema:
+        lake_type = LAKE_EVENTS.field(f.name).type if f.name in LAKE_EVENTS.names else f.type
+        fields.append(pa.field(f.name, lake_type))
+    return pa.schema(fields)
 
 
 def user_segments(ws: Workspace) -> pd.DataFrame:
-    users = pd.read_parquet(ws.lake_users)
+    users = read_users(ws.lake_users).to_pandas()
     out = users[["user_key", "age_group", "gender", "country"]].copy()
     out["country"] = collapse_rare(out["country"].fillna("unknown").to_numpy())
     out["signup_day"] = pd.to_datetime(users["signup_ts"], utc=True).astype("int64") // (
@@ -130,15 +262,31 @@ def _with_segments(
     return out
 
 
-def engagement_table(ws: Workspace, config: EngagementConfig | None = None) -> pd.DataFrame:
+def engagement_table(
+    ws: Workspace,
+    config: EngagementConfig | None = None,
+    days: tuple[str, str] | None = None,
+    spark: SparkSession | None = None,
+) -> pd.DataFrame:
     """One row per (day, bundle_version, segment): impressions, clicks, ``ctr`` (per 100) with
     ``ctr_lo``/``ctr_hi``, ``stream_through`` (+ interval), ``depth``, ``follow_rate`` (per 100),
     ``active_users``, ``churn7``/``churn14`` (+ intervals). ``bundle_version`` is ``"*"`` for
-    rows over every version (churn is per user, so only those rows carry it)."""
+    rows over every version (churn is per user, so only those rows carry it).
+
+    ``days`` (``YYYY-MM-DD`` first and last, inclusive): only those days' rows, reading only
+    the partitions they need (:func:`read_plan`): the same rows as the whole table's for
+    those days, except that a slate's clicks and streams count only when they come by the
+    end of the 14th day after the range. ``spark``: read on that session
+    (:func:`read_spark`); the numbers are computed by the same code either way."""
     config = config or EngagementConfig()
-    events = load_events(ws)
+    plan = read_plan(ws, days)
+    data = read_spark(spark, ws, plan) if spark is not None else read_local(ws, plan)
+    events = data.slate
     segs = user_segments(ws)
-    rows = _with_segments(_slate_rows(events, config), segs, config)
+    rows = _slate_rows(events, config)
+    if plan.days is not None:
+        rows = rows[(rows["day"] >= plan.days[0]) & (rows["day"] <= plan.days[1])]
+    rows = _with_segments(rows, segs, config)
     rows["bundle_version"] = rows["bundle_version"].fillna("unversioned")
     tables = []
     for version_key in ("*", "bundle_version"):
@@ -167,7 +315,7 @@ def engagement_table(ws: Workspace, config: EngagementConfig | None = None) -> p
     eng["stream_through_lo"], eng["stream_through_hi"] = lo, hi
     eng["follow_rate"] = 100 * eng["follows"] / eng["impressions"]
     # churn is per user, so it joins the all-versions rows; a day without slates still has it
-    churn = churn_table(events, segs, config)
+    churn = churn_table(data.active, segs, config, plan)
     star = eng["version"] == "*"
     merged = eng[star].merge(churn, how="outer", on=["day", "segment"])
     merged["version"] = "*"
@@ -178,13 +326,18 @@ def engagement_table(ws: Workspace, config: EngagementConfig | None = None) -> p
     return eng.sort_values(["day", "version", "segment"]).reset_index(drop=True)
 
 
-def churn_table(events: pd.DataFrame, segs: pd.DataFrame, config: EngagementConfig) -> pd.DataFrame:
+def churn_table(
+    active: pd.DataFrame, segs: pd.DataFrame, config: EngagementConfig, plan: ReadPlan
+) -> pd.DataFrame:
     """Per (day, segment): ``active_users`` in the week ending that day, ``churn7``/``churn14``
-    with Wilson intervals (NaN where the following window runs past the data)."""
-    active = events[["user_key", "day"]].drop_duplicates()
+    with Wilson intervals (NaN where the following window runs past the data). ``active``:
+    the distinct (``user_key``, ``day``) pairs of the days ``plan.read``."""
+    active = active[["user_key", "day"]].drop_duplicates()
     if active.empty:
         return pd.DataFrame(columns=["day", "segment", "active_users", "churn7", "churn14"])
-    first_day, last_day = int(active["day"].min()), int(active["day"].max())
+    first_day, last_day = plan.read
+    data_first, data_last = plan.data
+    out_first, out_last = plan.days if plan.days is not None else plan.read
     keys, u = np.unique(active["user_key"].to_numpy(), return_inverse=True)
     n_days = last_day - first_day + 1
     grid = np.zeros((len(keys), n_days), dtype=np.int32)  # (U, D) active that day
@@ -197,7 +350,7 @@ def churn_table(events: pd.DataFrame, segs: pd.DataFrame, config: EngagementConf
 
     base = _with_segments(pd.DataFrame({"user_key": keys, "day": 0}), segs, config)
     out = []
-    for i in range(6, n_days):
+    for i in range(max(out_first, data_first + 6) - first_day, out_last - first_day + 1):
         in_week = active_between(i - 6, i)
         if not in_week.any():
             continue
@@ -217,11 +370,13 @@ def churn_table(events: pd.DataFrame, segs: pd.DataFrame, config: EngagementConf
             ).reset_index()
             t["day"] = d
             for h, col in ((7, "gone7"), (14, "gone14")):
-                complete = d + h <= last_day
+                complete = d + h <= data_last
                 rate = t[col] / t["active_users"]
                 lo, hi = wilson(t[col].to_numpy(), t["active_users"].to_numpy(), config.z)
                 t[f"churn{h}"] = rate if complete else np.nan
                 t[f"churn{h}_lo"] = lo if complete else np.nan
                 t[f"churn{h}_hi"] = hi if complete else np.nan
             out.append(t.drop(columns=["gone7", "gone14"]))
+    if not out:
+        return pd.DataFrame(columns=["day", "segment", "active_users", "churn7", "churn14"])
     return pd.concat(out, ignore_index=True)

@@ -10,11 +10,12 @@ What each step removes (docs/privacy.md):
 
 * ``accounts`` -- the row of the account table (PostgreSQL or SQLite; SQLite is vacuumed);
 * ``raw`` -- the listener's lines of every raw object, each object rewritten atomically;
-* ``quarantine`` -- the raw lines of quarantined rows that hold the raw id (the row stays,
-  line and detail blanked: reason and counts only);
+* ``quarantine`` -- the raw lines of quarantined rows that hold the raw id or the pseudonym
+  (the row stays, line and detail blanked: reason and counts only), by a Delta ``UPDATE`` of
+  the quarantine table, then the same ``VACUUM`` and log clean-up as the lake's;
 * ``lake`` -- a Delta ``DELETE`` of the listener's events, then ``VACUUM`` with zero retention
   and a checkpoint plus log clean-up, so neither time travel nor the log's file statistics
-  bring them back; the PII-safe user view (``lake/users.parquet``);
+  bring them back; the same for the PII-safe user view (the ``lake/users`` Delta table);
 * ``tables`` -- every other Parquet file with a ``user_key`` column (features, training
   examples and sequences, evaluation sets, engagement tables in runs, daily and simulations);
 * ``online`` / ``slates`` -- the online feature row and the precomputed slate;
@@ -203,64 +204,80 @@ def _raw(t: Target) -> dict[str, Any]:
 
 
 def _quarantine(t: Target) -> dict[str, Any]:
+    from data.lake import QUARANTINE_TABLE, is_table, open_table, table_dataset
+
+    out: dict[str, Any] = {"lines_blanked": 0, "files_vacuumed": 0}
+    if not is_table(t.ws.quarantine):
+        return out
     needles = (t.user_id, t.user_key)
-    files = rows = 0
-    for path in sorted(t.ws.quarantine.glob("*.parquet")):
-        table = pq.read_table(path)
-        hit = None
-        for col in ("line", "detail"):
-            for needle in needles:
-                m = pc.match_substring(table[col], needle)
-                m = pc.fill_null(m, False)
-                hit = m if hit is None else pc.or_(hit, m)
-        if hit is None or not pc.any(hit).as_py():
-            continue
-        n = int(pc.sum(hit).as_py())
-        blank = pa.array([""] * table.num_rows, pa.string())
-        line = pc.if_else(hit, blank, table["line"])
-        detail = pc.if_else(hit, pa.array(["erased"] * table.num_rows), table["detail"])
-        table = table.set_column(table.schema.get_field_index("line"), "line", line)
-        table = table.set_column(table.schema.get_field_index("detail"), "detail", detail)
-        atomic.write_table(path, table)
-        files, rows = files + 1, rows + n
-    return {"files_rewritten": files, "lines_blanked": rows}
-
-
-def _lake(t: Target) -> dict[str, Any]:
-    from data.lake import is_events_table, open_events
-
-    out: dict[str, Any] = {"events": 0, "files_vacuumed": 0, "user_view_rows": 0}
-    if is_events_table(t.ws.lake_events):
-        table = open_events(t.ws.lake_events)
-        # user_key is a pseudonym (32 hex characters, checked): safe inside the predicate
-        metrics = table.delete(f"user_key = '{t.user_key}'")
-        out["events"] = int(metrics.get("num_deleted_rows", 0) or 0)
-        table = open_events(t.ws.lake_events)
-        removed = table.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
-        out["files_vacuumed"] = len(removed)
-        # the log's older commits carry per-file statistics (min/max user_key): checkpoint,
-        # then drop the log entries before it, so the pseudonym is in no file of the table
-        # the DELETE commit's own entry names the predicate (the pseudonym)
-        table.create_checkpoint()
-        _drop_old_log(t.ws.lake_events, table.version(), _ledger_version(t.ws))
-    out["user_view_rows"] = _filter_parquet(t.ws.lake_users, t.user_key)
+    hits = [pc.match_substring(pc.field(c), n) for c in ("line", "detail") for n in needles]
+    hit = hits[0] | hits[1] | hits[2] | hits[3]
+    if table_dataset(t.ws.quarantine, spec=QUARANTINE_TABLE).count_rows(filter=hit):
+        table = open_table(t.ws.quarantine, spec=QUARANTINE_TABLE)
+        quoted = [_sql_string(x) for x in needles]
+        predicate = " OR ".join(f"strpos({c}, {q}) > 0" for c in ("line", "detail") for q in quoted)
+        metrics = table.update(new_values={"line": "", "detail": "erased"}, predicate=predicate)
+        out["lines_blanked"] = int(metrics.get("num_updated_rows", 0) or 0)
+        # the UPDATE commit names the raw id in its predicate: vacuum, checkpoint, drop
+        kept = _ledger_version(t.ws, "quarantine")
+        out["files_vacuumed"] = _purge_history(t.ws.quarantine, kept)
     return out
 
 
-def _ledger_version(ws: Workspace) -> int:
-    """The newest Delta version the ingest ledger has recorded: commits after it may still
-    be needed to recover a killed ingest (``data.ingest.job.recover_from_log``), so the log
-    is kept from there on."""
+def _sql_string(value: str) -> str:
+    """A SQL string literal (quotes doubled): the raw id is whatever the client sent."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _purge_history(table_dir: Path, keep_after: int) -> int:
+    """After a DELETE/UPDATE: VACUUM with zero retention (the rewritten files' old copies go),
+    then a checkpoint and the log entries before it dropped (:func:`_drop_old_log`), so
+    neither time travel nor the log's file statistics or predicates bring the listener back.
+    Returns how many files were vacuumed."""
+    from deltalake import DeltaTable
+
+    table = DeltaTable(str(table_dir))
+    removed = table.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+    table = DeltaTable(str(table_dir))
+    table.create_checkpoint()
+    _drop_old_log(table_dir, table.version(), keep_after)
+    return len(removed)
+
+
+def _lake(t: Target) -> dict[str, Any]:
+    from data.lake import USERS_TABLE, is_table, open_events, open_table
+
+    out: dict[str, Any] = {"events": 0, "files_vacuumed": 0, "user_view_rows": 0}
+    # user_key is a pseudonym (32 hex characters, checked): safe inside the predicate
+    if is_table(t.ws.lake_events):
+        metrics = open_events(t.ws.lake_events).delete(f"user_key = '{t.user_key}'")
+        out["events"] = int(metrics.get("num_deleted_rows", 0) or 0)
+        # the log's older commits carry per-file statistics (min/max user_key), the DELETE
+        # commit's own entry names the predicate (the pseudonym)
+        out["files_vacuumed"] = _purge_history(t.ws.lake_events, _ledger_version(t.ws))
+    if is_table(t.ws.lake_users):
+        metrics = open_table(t.ws.lake_users, spec=USERS_TABLE).delete(f"user_key = '{t.user_key}'")
+        out["user_view_rows"] = int(metrics.get("num_deleted_rows", 0) or 0)
+        # no commit of the view is needed for a recovery: the whole log before goes
+        out["files_vacuumed"] += _purge_history(t.ws.lake_users, 1 << 62)
+    return out
+
+
+def _ledger_version(ws: Workspace, table: str = "events") -> int:
+    """The newest Delta version of ``table`` (events or quarantine) the ingest ledger has
+    recorded: commits after it may still be needed to recover a killed ingest
+    (``data.ingest.job``), so the log is kept from there on."""
     from data.ingest.ledger import load_ledger
 
-    return max((int(e.get("delta_version", -1)) for e in load_ledger(ws).values()), default=-1)
+    key = "delta_version" if table == "events" else "quarantine_version"
+    return max((int(e.get(key, -1)) for e in load_ledger(ws).values()), default=-1)
 
 
-def _drop_old_log(table_dir: Path, checkpoint: int, ledger_version: int) -> None:
+def _drop_old_log(table_dir: Path, checkpoint: int, keep_after: int) -> None:
     """Delete the commit files older than ``checkpoint`` (what ``cleanup_metadata`` does once
     the log retention has passed; here at once, for an erasure), older checkpoints with them.
-    An ingest commit newer than the ledger's last entry is kept: a killed ingest recovers
-    its ledger entry from it (``data.ingest.job.recover_from_log``)."""
+    An ingest commit newer than ``keep_after`` (the ledger's last) is kept: a killed ingest
+    recovers from it (``data.ingest.job``); its add actions carry no column statistics."""
     from data.lake import SOURCE_KEY
 
     log_dir = table_dir / "_delta_log"
@@ -268,7 +285,7 @@ def _drop_old_log(table_dir: Path, checkpoint: int, ledger_version: int) -> None
         stem = f.name.split(".", 1)[0]
         if not stem.isdigit() or int(stem) >= checkpoint:
             continue
-        if f.suffix == ".json" and int(stem) > ledger_version and SOURCE_KEY in f.read_text():
+        if f.suffix == ".json" and keep_after < int(stem) and SOURCE_KEY in f.read_text():
             continue
         f.unlink()
 

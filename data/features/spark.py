@@ -59,7 +59,7 @@ from data.features.config import FeatureConfig, split_cutoffs
 from data.features.events import LR_COLS, build_event_log, track_listen_ratios
 from data.features.examples import build_eval, build_examples, build_sequences
 from data.features.user import user_features_at
-from data.lake import event_files
+from data.lake import USERS_TABLE, event_files, is_table, table_files
 from data.schemas import (
     ARTISTS,
     EVAL_USERS,
@@ -294,11 +294,19 @@ def _ranges(events: DataFrame, view: DataFrame, key: str, n_parts: int) -> DataF
 
 
 def _view(spark: SparkSession, path: Path, schema: pa.Schema) -> DataFrame:
+    """A Parquet view (the catalogue), or a Delta table's live files (the user view: the
+    same file-list read as the events, :func:`data.lake.table_files`)."""
     from pyspark.sql import functions as F
 
-    if not path.exists():
+    if is_table(path):
+        files = table_files(path, spec=USERS_TABLE)
+        if not files:
+            return spark.createDataFrame([], _spark_schema(schema))
+        table = spark.read.parquet(*(str(f) for f in files))
+    elif not path.exists():
         raise FileNotFoundError(f"{path} does not exist; run `tastemaker ingest` first")
-    table = spark.read.parquet(str(path))
+    else:
+        table = spark.read.parquet(str(path))
     missing = [c for c in schema.names if c not in table.columns]
     if missing:
         raise ValueError(f"{path} lacks columns {missing}")
@@ -307,6 +315,14 @@ def _view(spark: SparkSession, path: Path, schema: pa.Schema) -> DataFrame:
         for n in schema.names
     ]
     return table.select(*cols)
+
+
+def _spark_schema(schema: pa.Schema) -> str:
+    """A DDL schema of ``schema`` with timestamps as epoch-ms longs (what :func:`_view` gives)."""
+    kinds = {pa.string(): "string", pa.int64(): "long", pa.int32(): "int", pa.float64(): "double"}
+    return ", ".join(
+        f"{f.name} {'long' if pa.types.is_timestamp(f.type) else kinds[f.type]}" for f in schema
+    )
 
 
 def _assemble(parts: list[Path], target: Path, schema: pa.Schema) -> int:

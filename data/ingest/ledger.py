@@ -1,9 +1,9 @@
 """Ingest's ledger: which raw objects are in the lake, and which lake files they produced.
 
 One small JSON file per processed object (``lake/_ledger/<object_id>.json``), written
-atomically AFTER the object's lake and quarantine files and its Delta commit (the commit
-makes the events visible; the ledger entry is what the next run skips by). A lake or
-quarantine file that neither a ledger entry nor the events table's latest version names was
+atomically AFTER the object's lake and quarantine files and its Delta commits (the events
+commit makes the events visible; the ledger entry is what the next run skips by). A lake or
+quarantine file that neither a ledger entry nor its Delta table's latest version names was
 left by an interrupted run; it is removed before the next run starts, and that object is
 processed again under the same file names.
 """
@@ -68,7 +68,8 @@ def lake_outputs(ws: Workspace) -> list[Path]:
 def remove_orphans(ws: Workspace, ledger: dict[str, dict]) -> int:
     """Delete lake files no committed object names (an interrupted run's partial output)."""
     committed = {ws.root / out for entry in ledger.values() for out in entry["outputs"]}
-    committed |= live_files(ws.lake_events)  # e.g. the compacted files of an optimize
+    # e.g. the compacted files of an optimize, the files an erasure rewrote
+    committed |= live_files(ws.lake_events) | live_files(ws.quarantine)
     removed = 0
     for path in lake_outputs(ws):
         if path not in committed:

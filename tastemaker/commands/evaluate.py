@@ -43,6 +43,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     dash.set_defaults(func=_dashboard)
 
+    eng = sub.add_parser(
+        "engagement",
+        help="engagement and churn per day and segment from the lake, for a date range",
+    )
+    eng.add_argument("--from", dest="first", help="first UTC day YYYY-MM-DD (with --to)")
+    eng.add_argument("--to", dest="last", help="last UTC day YYYY-MM-DD, inclusive")
+    eng.add_argument("--out", required=True, help="output Parquet file")
+    eng.add_argument(
+        "--engine",
+        dest="feature_engine",
+        choices=("local", "spark"),
+        default=None,
+        help="read the lake in this process (local, default) or on Spark (the same table)",
+    )
+    eng.add_argument(
+        "--master",
+        dest="spark_master",
+        default=None,
+        help="with --engine spark: local[N], spark://host:port or sc://host:port",
+    )
+    eng.set_defaults(func=_engagement)
+
 
 def _is_byod(run: Path) -> bool:
     """A run trained on an interactions file (``training.byod``) rather than on the lake."""
@@ -93,6 +115,34 @@ def _compare(args: argparse.Namespace) -> int:
     sys.stdout.write(text)
     if args.out:
         write_bytes(args.out, text.encode())
+    return 0
+
+
+def _engagement(args: argparse.Namespace) -> int:
+    import pyarrow as pa
+
+    from core.atomic import write_table
+    from evaluation.engagement import engagement_table, read_plan
+
+    if (args.first is None) != (args.last is None):
+        raise ValueError("give both --from and --to, or neither (every day)")
+    days = (args.first, args.last) if args.first else None
+    spark = None
+    if args.settings.feature_engine == "spark":
+        from data.features.spark import spark_session
+
+        spark = spark_session(args.settings)
+    try:
+        plan = read_plan(args.ws, days)
+        table = engagement_table(args.ws, days=days, spark=spark)
+    finally:
+        if spark is not None:
+            spark.stop()
+    write_table(Path(args.out), pa.Table.from_pandas(table, preserve_index=False))
+    print(
+        f"engagement: {len(table)} rows, {table['date'].nunique() if len(table) else 0} day(s); "
+        f"read {len(plan.files)} file(s) of lake version {plan.version} -> {args.out}"
+    )
     return 0
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from core.workspace import Workspace
 from data.accounts import MIGRATIONS, open_accounts, publish_user_view, redact_url
+from data.lake import read_users
 from data.schemas import USERS
 from world.generate import WorldConfig, generate_world
 
@@ -153,12 +153,12 @@ def test_world_loads_into_postgres_and_publishes_the_view(tmp_path, postgres_url
         assert len(table.deleted_user_ids()) == summary["deleted_users"]
     n = publish_user_view(ws, accounts_url=postgres_url)
     assert n == cfg.n_users - summary["deleted_users"]
-    assert pq.read_table(ws.lake_users).schema.equals(USERS)
+    assert read_users(ws.lake_users).schema.equals(USERS)
 
 
 def test_sqlite_world_publishes_the_same_view_as_postgres_would(tiny_world, demo_mode):
     n = publish_user_view(tiny_world)
-    users = pq.read_table(tiny_world.lake_users)
+    users = read_users(tiny_world.lake_users)
     assert (
         users.num_rows
         == n

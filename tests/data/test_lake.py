@@ -15,7 +15,20 @@ from core.workspace import Workspace
 from data.features.build import FeatureConfig, build_features
 from data.ingest.job import ingest_store
 from data.ingest.objectstore import ObjectStore
-from data.lake import append_events, event_files, events_dataset, open_events, partition_counts
+from data.lake import (
+    QUARANTINE_TABLE,
+    USERS_TABLE,
+    append_events,
+    event_files,
+    events_dataset,
+    open_events,
+    partition_counts,
+    publish_users,
+    read_table,
+    read_users,
+    table_files,
+)
+from data.schemas import QUARANTINE
 from tastemaker.cli import main
 from tests.data.features.features_lake import artists_table, events_table
 from tests.data.features.test_features_known import ROWS, USERS
@@ -36,7 +49,7 @@ def ws(tmp_path) -> Workspace:
     events = events_table(ROWS)
     for k, name in enumerate(("part-a", "part-b", "part-c")):
         append_events(ws.lake_events, events.slice(k * 13, 13), name, {"k": str(k)})
-    write_table(ws.lake_users, USERS)
+    publish_users(ws.lake_users, USERS, "test")
     write_table(ws.lake_artists, artists_table([f"a{i}" for i in range(1, 7)]))
     return ws
 
@@ -54,7 +67,9 @@ def test_history_optimize_vacuum_leave_the_features_unchanged(ws, capsys):
     assert "CREATE TABLE" in lines[-1] and "WRITE" in lines[0]
 
     assert cli(ws, "optimize") == 0
-    summary = json.loads(capsys.readouterr().out)
+    summaries = json.loads(capsys.readouterr().out)
+    assert sorted(summaries) == ["events", "users"]  # every table there is (no quarantine)
+    summary = summaries["events"]
     assert summary["version"] == 4 and summary["numFilesRemoved"] > summary["numFilesAdded"]
     replaced = sorted(set(files_before) - set(event_files(ws.lake_events)))
     assert len(event_files(ws.lake_events)) < len(files_before) and replaced
@@ -63,10 +78,10 @@ def test_history_optimize_vacuum_leave_the_features_unchanged(ws, capsys):
     assert features(ws) == before
 
     assert cli(ws, "vacuum", "--retention-hours", "0") == 0  # dry run by default
-    assert "would delete" in capsys.readouterr().out
+    assert "events: would delete" in capsys.readouterr().out
     assert all(f.exists() for f in files_before)
     assert cli(ws, "vacuum", "--retention-hours", "0", "--apply") == 0
-    assert f"deleted {len(replaced)} file(s)" in capsys.readouterr().out
+    assert f"events: deleted {len(replaced)} file(s)" in capsys.readouterr().out
     assert not any(f.exists() for f in replaced)
     assert all(f.exists() for f in event_files(ws.lake_events))
     assert features(ws) == before
@@ -91,27 +106,59 @@ def test_ingest_after_optimize_keeps_the_compacted_files(tmp_path):
 
 def test_migrate_a_parquet_lake_checks_counts_and_is_idempotent(ws, tmp_path, capsys):
     expected_features = features(ws)
-    # the older layout: the same files, no Delta log
+    # the older layout: the same files, no Delta log; a flat quarantine; users.parquet
     old = Workspace(tmp_path / "old")
     for f in event_files(ws.lake_events):
         write_table(old.lake_events / f.parent.name / f.name, pq.read_table(f))
-    write_table(old.lake_users, USERS)
+    write_table(old.lake / "users.parquet", USERS)
     write_table(old.lake_artists, artists_table([f"a{i}" for i in range(1, 7)]))
+    rejected = [
+        {
+            "source": f"events/o{k}.jsonl",
+            "line_no": i,
+            "reason": "not_json",
+            "detail": "x",
+            "line": "{",
+        }
+        for k in range(2)
+        for i in range(1, 4 + k)
+    ]
+    for k in range(2):
+        part = pa.Table.from_pylist([r for r in rejected if r["source"].endswith(f"{k}.jsonl")])
+        write_table(old.quarantine / f"part-{k}.parquet", part.cast(QUARANTINE))
     with pytest.raises(FileNotFoundError, match="tastemaker lake migrate"):
         build_features(old, FeatureConfig(), online="")
     with pytest.raises(FileNotFoundError, match="tastemaker lake migrate"):
         ingest_store(old, ObjectStore(old.raw), lookups(), key=KEY, now=NOW)
+    with pytest.raises(FileNotFoundError, match="tastemaker lake migrate"):
+        read_users(old.lake_users)
 
     assert cli(old, "migrate") == 0
     first = json.loads(capsys.readouterr().out)
-    assert first["rows_per_partition"] == partition_counts(ws.lake_events)
-    assert first["rows"] == len(ROWS) and first["partitions_added"]
+    events = first["events"]
+    assert events["rows_per_partition"] == partition_counts(ws.lake_events)
+    assert events["rows"] == len(ROWS) and events["partitions_added"]
+    assert first["quarantine"] == {"version": 2, "files_added": 2, "rows_added": 7, "rows": 7}
+    assert first["users"]["rows"] == first["users"]["rows_added"] == USERS.num_rows
     assert features(old) == expected_features
+    got = read_table(old.quarantine, QUARANTINE_TABLE).sort_by(
+        [("source", "ascending"), ("line_no", "ascending")]
+    )
+    assert got.to_pylist() == rejected
+    assert not list(old.quarantine.glob("*.parquet")) and not (old.lake / "users.parquet").exists()
+    assert read_users(old.lake_users).sort_by("user_key") == USERS.sort_by("user_key")
 
     assert cli(old, "migrate") == 0  # again: nothing to add
     again = json.loads(capsys.readouterr().out)
-    assert again["partitions_added"] == [] and again["version"] == first["version"]
-    assert again["rows_per_partition"] == first["rows_per_partition"]
+    assert again["events"]["partitions_added"] == []
+    assert again["events"]["version"] == events["version"]
+    assert again["events"]["rows_per_partition"] == events["rows_per_partition"]
+    assert again["quarantine"] == {"version": 2, "files_added": 0, "rows_added": 0, "rows": 7}
+    assert again["users"] == {
+        "version": first["users"]["version"],
+        "rows_added": 0,
+        "rows": USERS.num_rows,
+    }
 
 
 def test_features_as_of_a_version_rebuild_what_that_version_gave(ws, tmp_path, capsys):
@@ -120,7 +167,7 @@ def test_features_as_of_a_version_rebuild_what_that_version_gave(ws, tmp_path, c
     # a lake holding only the first commit gives the reference features of version 1
     first = Workspace(tmp_path / "first")
     append_events(first.lake_events, events_table(ROWS).slice(0, 13), "part-a", {})
-    write_table(first.lake_users, USERS)
+    publish_users(first.lake_users, USERS, "test")
     write_table(first.lake_artists, artists_table([f"a{i}" for i in range(1, 7)]))
     expected = features(first)
     latest = features(ws)
@@ -142,3 +189,33 @@ def test_a_date_range_reads_only_its_partitions(ws):
     table = events_dataset(ws.lake_events, days=days).to_table()
     in_range = [r for r in ROWS if days[0] <= r["event_ts"].strftime("%Y-%m-%d") <= days[1]]
     assert table.num_rows == len(in_range)
+
+
+def test_lake_commands_cover_the_quarantine_and_the_user_view(tmp_path, capsys):
+    ws = Workspace(tmp_path)
+    write_object(ws.root, "dt=2025-03-01/a.jsonl.gz", [line(good_event(i)) for i in range(5)])
+    write_object(ws.root, "dt=2025-03-02/b.jsonl.gz", ["not json", line(good_event(9))])
+    ingest_store(ws, ObjectStore(ws.raw), lookups(), key=KEY, now=NOW)
+    publish_users(ws.lake_users, USERS, "test")
+    publish_users(ws.lake_users, USERS, "test")  # unchanged: no second commit
+
+    assert cli(ws, "history", "--table", "quarantine") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [s.split()[-1] for s in lines] == ["events/dt=2025-03-02/b.jsonl.gz", "-"]
+    assert cli(ws, "history", "--table", "users") == 0
+    assert [s.split()[-1] for s in capsys.readouterr().out.splitlines()][-2:] == ["test", "-"]
+    assert cli(ws, "history", "--table", "all") == 0
+    out = capsys.readouterr().out
+    assert all(f"# {name}" in out for name in ("events", "quarantine", "users"))
+
+    assert cli(ws, "optimize") == 0
+    assert sorted(json.loads(capsys.readouterr().out)) == ["events", "quarantine", "users"]
+    # the user view's folder holds only its live files, after a publish and an optimize
+    publish_users(ws.lake_users, USERS.slice(1), "test")
+    on_disk = set(ws.lake_users.rglob("*.parquet"))
+    assert on_disk == set(table_files(ws.lake_users, spec=USERS_TABLE))
+    assert read_users(ws.lake_users).num_rows == USERS.num_rows - 1
+    assert cli(ws, "vacuum", "--table", "quarantine") == 0
+    assert (
+        capsys.readouterr().out == "quarantine: would delete (dry run; --apply deletes) 0 file(s)\n"
+    )

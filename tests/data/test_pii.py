@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import date
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from data import geo
 from data.accounts import publish_user_view
+from data.lake import read_users
 from data.pii import (
     DEMO_KEY,
     PseudonymKeyError,
@@ -144,8 +144,9 @@ def test_user_view_file_holds_no_raw_pii(tiny_world, demo_mode):
     import sqlite3
 
     publish_user_view(tiny_world)
-    blob = tiny_world.lake_users.read_bytes()
-    text = str(pq.read_table(tiny_world.lake_users).to_pylist())
+    # every file of the view's Delta table: its Parquet files and its log
+    blob = b"".join(f.read_bytes() for f in tiny_world.lake_users.rglob("*") if f.is_file())
+    text = str(read_users(tiny_world.lake_users).to_pylist())
     with sqlite3.connect(tiny_world.accounts_db) as conn:
         rows = conn.execute("SELECT user_id, email, birth_date, latitude FROM accounts").fetchall()
     assert len(rows) == 150

@@ -7,9 +7,8 @@ from datetime import datetime, timedelta, timezone
 import pyarrow as pa
 import pytest
 
-from core.atomic import write_table
 from core.workspace import Workspace
-from data.lake import append_events
+from data.lake import append_events, publish_users
 from data.schemas import LAKE_EVENTS, USERS
 from evaluation.engagement import engagement_table
 from evaluation.stats import wilson
@@ -80,7 +79,7 @@ def ws(tmp_path) -> Workspace:
         ],
         schema=USERS,
     )
-    write_table(ws.lake_users, users)
+    publish_users(ws.lake_users, users, "test")
     return ws
 
 

@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from core.atomic import write_table
 from core.workspace import Workspace
-from data.lake import append_events
+from data.lake import append_events, publish_users
 from data.schemas import ARTISTS, LAKE_EVENTS, USERS
 
 T0 = datetime(2024, 3, 1, tzinfo=timezone.utc)  # day 0, midnight UTC
@@ -67,5 +67,5 @@ def artists_table(ids: list[str]) -> pa.Table:
 
 def write_lake(ws: Workspace, events: pa.Table, users: pa.Table, artists: pa.Table) -> None:
     append_events(ws.lake_events, events, "part-0", {})
-    write_table(ws.lake_users, users)
+    publish_users(ws.lake_users, users, "test")
     write_table(ws.lake_artists, artists)

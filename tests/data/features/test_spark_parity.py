@@ -22,7 +22,7 @@ from core.constants import DAY_MS
 from core.workspace import Workspace
 from data.features.build import FeatureConfig, build_features
 from data.features.config import split_cutoffs
-from data.lake import append_events, events_dataset
+from data.lake import append_events, events_dataset, read_users
 from tests.data.features.features_lake import ev, events_table
 
 pytestmark = pytest.mark.slow
@@ -55,7 +55,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
         run_ingest(ws)
     lake_events = events_dataset(ws.lake_events).to_table()
     cut = split_cutoffs(pc.max(lake_events["event_ts"]).value, FeatureConfig())
-    users = pq.read_table(ws.lake_users)["user_key"].to_pylist()
+    users = read_users(ws.lake_users)["user_key"].to_pylist()
     someone, other = users[0], users[1]
     artists = pq.read_table(ws.lake_artists)["artist_id"].to_pylist()
     early = cut["valid"] - 10 * DAY_MS + 3_600_000
@@ -138,7 +138,7 @@ def test_the_edge_cases_are_in_the_tables(built, lake: Workspace) -> None:
     users = spark["user_features"]
     deleted = users.filter(pc.equal(users["user_key"], DELETED))
     assert deleted.num_rows == 1 and deleted["age_group"][0].as_py() == "unknown"
-    assert DELETED not in pq.read_table(lake.lake_users)["user_key"].to_pylist()
+    assert DELETED not in read_users(lake.lake_users)["user_key"].to_pylist()
     ev_rows = spark["eval_users"].filter(pc.equal(spark["eval_users"]["user_key"], DELETED))
     assert ev_rows["split"].to_pylist() == ["test"] and len(ev_rows["targets"][0]) == 1
 

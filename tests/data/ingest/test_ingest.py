@@ -13,7 +13,7 @@ from core.workspace import Workspace
 from data.ingest.job import Counts, IngestInvariantError, ingest_store
 from data.ingest.objectstore import ObjectStore
 from data.ingest.parse import parse_object
-from data.lake import events_dataset
+from data.lake import QUARANTINE_TABLE, events_dataset, is_table, read_table
 from data.pii import pseudonymise
 from tests.data.ingest.ingest_helpers import (
     BASE,
@@ -36,7 +36,9 @@ def lake(ws: Workspace) -> pa.Table:
 
 
 def quarantine(ws: Workspace) -> list[dict]:
-    return pq.read_table(ws.quarantine).to_pylist() if ws.quarantine.exists() else []
+    return (
+        read_table(ws.quarantine, QUARANTINE_TABLE).to_pylist() if is_table(ws.quarantine) else []
+    )
 
 
 @pytest.fixture

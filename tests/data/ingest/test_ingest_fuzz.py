@@ -10,13 +10,12 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-import pyarrow.parquet as pq
 import pytest
 
 from core.workspace import Workspace
 from data.ingest.job import ingest_store
 from data.ingest.objectstore import ObjectStore
-from data.lake import events_dataset
+from data.lake import QUARANTINE_TABLE, events_dataset, read_table
 from tests.data.ingest.ingest_helpers import (
     BREAKERS,
     KEY,
@@ -68,7 +67,7 @@ def test_fuzz_every_broken_line_quarantined_with_its_reason(tmp_path):
 
     kinds_seen = Counter(expected.values())
     assert len(kinds_seen) >= 12 and sum(kinds_seen.values()) >= 10_000
-    quarantined = pq.read_table(ws.quarantine).to_pylist()
+    quarantined = read_table(ws.quarantine, QUARANTINE_TABLE).to_pylist()
     got = {(q["source"], q["line_no"]): q["reason"] for q in quarantined}
     assert len(got) == len(quarantined)  # one row per line
     wrong = {k: (v, got.get(k)) for k, v in expected.items() if got.get(k) != v}
