@@ -165,6 +165,7 @@ def _build_local(
 ) -> dict[str, Any]:
     from data.features import incremental as inc
 
+    started = time.perf_counter()
     merged: inc.Merged | str = "full build asked for"
     if incremental:
         state = inc.load_state(ws, config)
@@ -179,15 +180,19 @@ def _build_local(
     if isinstance(merged, str):
         trace: dict[str, Any] = {}
         ev = load_event_log(ws, config, version, trace)
-        mode = {"mode": "full", "reason": merged}
+        mode: dict[str, Any] = {"mode": "full", "reason": merged}
         carry = (trace["seen"], trace["files"], trace["part_rows"], trace["read_pos"])
     else:
         ev, mode = merged.ev, merged.stats
         carry = (merged.seen, merged.files, merged.file_rows, merged.read_pos)
     del merged
-    built = _write_tables(ws, config, ev, target)
+    mode["log_s"] = round(time.perf_counter() - started, 3)  # lake (or state + new files) read
+    # the state's files are written beside the tables; it becomes current after all of them
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-state") as pool:
+        state_files = pool.submit(inc.save_state, ws, config, version, ev, *carry)
+        built = _write_tables(ws, config, ev, target)
+        inc.commit_state(ws, state_files.result(), built["cutoffs"]["end"])
     built["build"] = mode
-    inc.save_state(ws, config, version, ev, *carry, end=built["cutoffs"]["end"])
     return built
 
 

@@ -134,12 +134,11 @@ def save_state(
     files: list[Path],
     file_rows: list[int] | np.ndarray,
     read_pos: np.ndarray,
-    end: int,
-    extra: dict[str, Any] | None = None,
-) -> Path:
-    """Write the state of a build of lake ``version`` whose log is ``ev``; ``seen`` marks the
-    vocabulary entries that occur in events; ``read_pos`` is each log row's place in the read
-    order of ``files`` (``file_rows`` rows each). Returns the state's folder."""
+) -> dict[str, Any]:
+    """Write the state's files for a build of lake ``version`` whose log is ``ev`` into a new
+    folder (not yet current: :func:`commit_state` makes it so once every table is written);
+    ``seen`` marks the vocabulary entries that occur in events; ``read_pos`` is each log row's
+    place in the read order of ``files`` (``file_rows`` rows each). Returns the meta."""
     root = ws.feature_dir.state
     name = f"v{version}-{uuid.uuid4().hex[:8]}"
     folder = root / name
@@ -173,19 +172,23 @@ def save_state(
         folder / "files.arrow",
         pa.table({"path": paths, "rows": np.asarray(file_rows, np.int64)}, schema=_FILES),
     )
-    meta = {
+    return {
         **_signature(config),
         "lake_version": int(version),
         "folder": name,
-        "end_ms": int(end),
         "events": len(ev.ts),
-        **(extra or {}),
     }
-    write_json(root / _CURRENT, meta)  # the one atomic step that makes it current
+
+
+def commit_state(ws: Workspace, meta: dict[str, Any], end: int) -> None:
+    """Make the state folder ``meta`` names current (one atomic write of current.json; the
+    build's ``end`` cutoff is recorded: later events before it are late), then remove every
+    other folder (the previous state, a killed run's leftovers)."""
+    root = ws.feature_dir.state
+    write_json(root / _CURRENT, {**meta, "end_ms": int(end)})
     for other in root.iterdir():
-        if other.is_dir() and other.name != name:
+        if other.is_dir() and other.name != meta["folder"]:
             shutil.rmtree(other, ignore_errors=True)
-    return folder
 
 
 def _write_ipc(path: Path, table: pa.Table) -> None:
