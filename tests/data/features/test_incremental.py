@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,6 +32,7 @@ from core.constants import DAY_MS
 from core.workspace import Workspace
 from data.features import build as build_mod
 from data.features.build import FeatureConfig, build_features
+from data.features.incremental import State, load_state
 from data.lake import LAKE_EVENTS, append_events, events_dataset, open_events
 from tests.data.features.features_lake import ev, events_table
 
@@ -217,3 +222,47 @@ def test_another_config_or_removed_files_mean_a_full_rebuild(world, tmp_path, ca
     assert compacted["build"]["mode"] == "full"
     assert "left the table" in compacted["build"]["reason"]
     assert _meta(ws)["build"]["mode"] == "full"
+
+
+ROOT = Path(__file__).resolve().parents[3]
+BUILD = f"""
+import sys
+sys.path[:0] = [{str(ROOT)!r}]
+from pathlib import Path
+from core.workspace import Workspace
+from data.features.build import build_features
+build_features(Workspace(Path(sys.argv[1])), online="", incremental=True)
+"""
+
+
+def _build_in_child(ws: Workspace) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", BUILD, str(ws.root)], cwd=ROOT)
+
+
+def test_sigkill_at_any_moment_leaves_a_usable_state(world, tmp_path) -> None:
+    """SIGKILL the incremental build at several moments: the current state is always one
+    that loads (the previous one or the new one, never a mix), and the next run's tables
+    equal an uninterrupted run's."""
+    ws, (day1, day2, day3) = _fresh(world, tmp_path / "ws")
+    append_events(ws.lake_events, pa.concat_tables([day1, day2]), "part-0", {})
+    build_features(ws, online="", incremental=True)
+    before = load_state(ws, FeatureConfig())
+    assert isinstance(before, State)
+    append_events(ws.lake_events, day3, "part-1", {})
+    clean = Workspace(tmp_path / "clean")
+    shutil.copytree(ws.root, clean.root)
+    started = time.perf_counter()
+    assert _build_in_child(clean).wait() == 0
+    took = time.perf_counter() - started
+    for fraction in (0.3, 0.5, 0.7, 0.8, 0.9, 0.95):
+        child = _build_in_child(ws)
+        time.sleep(took * fraction)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        state = load_state(ws, FeatureConfig())
+        assert isinstance(state, State), state
+        assert state.version in (before.version, before.version + 1)
+        assert state.rows.num_rows in (before.rows.num_rows, state.meta["events"])
+    done = build_features(ws, online="", incremental=True)
+    assert done["build"]["mode"] == "incremental"
+    _assert_same_tables(_tables(ws), _tables(clean))
