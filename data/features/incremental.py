@@ -36,6 +36,7 @@ folder is removed by the next save).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import shutil
 import uuid
@@ -46,7 +47,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from core.atomic import atomic_path, write_json
 from core.workspace import Workspace
@@ -210,8 +210,6 @@ def load_state(ws: Workspace, config: FeatureConfig) -> State | str:
     current = root / _CURRENT
     if not current.is_file():
         return f"no carried state in {root}"
-    import json
-
     try:
         meta = json.loads(current.read_text())
     except ValueError as exc:
@@ -436,7 +434,3 @@ def _merge(
     flag = np.zeros(n_old + n_new, bool)
     flag[at_new] = True
     return out, flag
-
-
-def read_views(ws: Workspace) -> tuple[pa.Table, pa.Table]:
-    return pq.read_table(ws.lake_users), pq.read_table(ws.lake_artists)
