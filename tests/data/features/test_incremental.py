@@ -215,6 +215,12 @@ def test_another_config_or_removed_files_mean_a_full_rebuild(world, tmp_path, ca
     assert other["build"]["mode"] == "full"
     assert "another feature config (['test_days'])" in other["build"]["reason"]
     assert any("full rebuild" in r.getMessage() for r in caplog.records)
+    older = build_features(
+        ws, FeatureConfig(test_days=6), online="", incremental=True, as_of_version=1
+    )
+    assert older["build"]["mode"] == "full" and "newer than 1" in older["build"]["reason"]
+    latest = build_features(ws, FeatureConfig(test_days=6), online="", incremental=True)
+    assert latest["build"]["mode"] == "incremental" and latest["build"]["since_version"] == 1
     # an erasure rewrites the files holding the user's events: carried rows can't be matched
     someone = day1["user_key"][0].as_py()
     open_events(ws.lake_events).delete(f"user_key = '{someone}'")
