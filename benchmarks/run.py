@@ -25,6 +25,7 @@ from core.atomic import write_bytes
 AREAS = (
     "ingest",
     "features",
+    "features_incremental",
     "spark_features",
     "eval",
     "serving",

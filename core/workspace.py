@@ -202,6 +202,11 @@ class FeatureDir:
     def meta(self) -> Path:
         return self.path / "meta.json"
 
+    @property
+    def state(self) -> Path:
+        """What the incremental daily build carries (``data.features.incremental``)."""
+        return self.path / "state"
+
     def lineage_inputs(self) -> tuple[Path, ...]:
         """What a training run's lineage checksums: every table it reads, and the summary."""
         return (

@@ -517,3 +517,14 @@ def migrate_workspace(ws: Workspace) -> dict[str, Any]:
     if ws.lake_users.exists() or ws.lake_users.with_name("users.parquet").is_file():
         out["users"] = migrate_users(ws.lake_users)
     return out
+
+
+def files_between(path: Path, since: int, version: int | None = None) -> dict[str, list[Path]]:
+    """The table's file changes from version ``since`` to ``version`` (default the latest):
+    ``added`` (live at ``version``, not at ``since``) and ``removed`` (live at ``since``, not
+    at ``version``: an optimize, a vacuumed or deleted file, an erasure's rewrite). Read from
+    the Delta log only; no data file is opened. The incremental feature build reads exactly
+    ``added`` and falls back to a full rebuild when anything was ``removed``."""
+    before = set(event_files(path, since))
+    after = set(event_files(path, version))
+    return {"added": sorted(after - before), "removed": sorted(before - after)}

@@ -17,7 +17,9 @@ What each step removes (docs/privacy.md):
   and a checkpoint plus log clean-up, so neither time travel nor the log's file statistics
   bring them back; the same for the PII-safe user view (the ``lake/users`` Delta table);
 * ``tables`` -- every other Parquet file with a ``user_key`` column (features, training
-  examples and sequences, evaluation sets, engagement tables in runs, daily and simulations);
+  examples and sequences, evaluation sets, engagement tables in runs, daily and simulations),
+  and the feature build's carried state (``features/state``: every event, coded), dropped
+  whole (the next feature build is a full one anyway: the lake's files were rewritten);
 * ``online`` / ``slates`` -- the online feature row and the precomputed slate;
 
 Models keep no per-user parameters (the user tower reads the history at request time), so no
@@ -35,6 +37,7 @@ import gzip
 import hashlib
 import logging
 import secrets
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -327,7 +330,11 @@ def _tables(t: Target) -> dict[str, Any]:
         n = _filter_parquet(path, t.user_key)
         if n:
             removed[str(path.relative_to(t.ws.root))] = n
-    return {"rows": sum(removed.values()), "files": removed}
+    state = t.ws.feature_dir.state  # data.features.incremental: holds the listener's events
+    dropped = state.exists()
+    if dropped:
+        shutil.rmtree(state)
+    return {"rows": sum(removed.values()), "files": removed, "feature_state_dropped": dropped}
 
 
 def _online(t: Target) -> dict[str, Any]:

@@ -49,7 +49,7 @@ from data.features.events import EventLog, build_event_log
 from data.features.examples import build_eval, build_examples, build_sequences
 from data.features.online_store import open_online_store, publish_table
 from data.features.user import user_features_at
-from data.lake import open_events
+from data.lake import open_events, read_users
 from data.schemas import ARTISTS, USERS
 
 if TYPE_CHECKING:
@@ -78,18 +78,31 @@ def _read(path: Path, what: str):
     return pq.read_table(path)
 
 
-def load_event_log(
-    ws: Workspace, config: FeatureConfig | None = None, version: int | None = None
-) -> EventLog:
-    """The event log of the lake's events table at ``version`` (default: the latest)."""
-    users = _read(ws.lake_users, "user view")
+def _views(ws: Workspace) -> tuple[pa.Table, pa.Table]:
+    if not ws.lake_users.exists():
+        raise FileNotFoundError(
+            f"user view {ws.lake_users} does not exist; run `tastemaker ingest` first"
+        )
+    users = read_users(ws.lake_users)  # the Delta table's live files only
     artists = _read(ws.lake_artists, "artist catalogue")
     missing = [c for c in USERS.names if c not in users.column_names]
     missing += [c for c in ARTISTS.names if c not in artists.column_names]
     if missing:
         raise ValueError(f"lake users/artists tables lack columns {missing}")
+    return users, artists
+
+
+def load_event_log(
+    ws: Workspace,
+    config: FeatureConfig | None = None,
+    version: int | None = None,
+    trace: dict | None = None,
+) -> EventLog:
+    """The event log of the lake's events table at ``version`` (default: the latest);
+    ``trace``: see :func:`data.features.events.build_event_log`."""
+    users, artists = _views(ws)
     min_ms = (config or FeatureConfig()).stream_min_ms
-    return build_event_log(ws.lake_events, users, artists, min_ms, version)
+    return build_event_log(ws.lake_events, users, artists, min_ms, version, trace)
 
 
 def _publish(target: str | Path, users: pa.Table) -> int:
@@ -108,24 +121,31 @@ def build_features(
     online: str | Path | None = None,
     as_of_version: int | None = None,
     spark: SparkSession | None = None,
+    incremental: bool = False,
 ) -> dict[str, Any]:
     """Build and write every feature table; publish to ``online`` (default the SQLite file,
     ``""`` to skip). Returns the summary also written to ``features/meta.json``, with the
     events table version read (``lake_version``; ``as_of_version`` rebuilds from that one).
 
     ``spark``: build on that session (:mod:`data.features.spark`, the same tables); without
-    one, in this process."""
+    one, in this process. ``incremental``: read only the lake files added since the state
+    the last local build carried (:mod:`data.features.incremental`); without a usable state,
+    a full rebuild (one log line says why). Every local build writes that state; the
+    incremental build is local-engine only (with ``spark`` it is a full Spark build)."""
     config = config or FeatureConfig()
     started = time.perf_counter()
     version = open_events(ws.lake_events, as_of_version).version()
     target = ws.online_users if online is None else online
     if spark is None:
-        built = _build_local(ws, config, version, target)
+        built = _build_local(ws, config, version, target, incremental)
         engine = "local"
     else:
         from data.features.spark import build_spark_tables
 
+        if incremental:
+            log.warning("features: --incremental is local-engine only; a full Spark build")
         built = build_spark_tables(ws, config, spark, version)
+        built["build"] = {"mode": "full", "reason": "the Spark engine builds in full"}
         users = pq.read_table(ws.feature_dir.user_features)
         built["counts"]["online_rows"] = _publish(target, users)
         engine = "spark"
@@ -135,6 +155,7 @@ def build_features(
         "online_store": redact_url(str(target)),  # meta.json is no place for a password
         "lake_version": version,
         "engine": engine,
+        "build": built["build"],
         "config": dataclasses.asdict(config),
         "seconds": round(time.perf_counter() - started, 2),
     }
@@ -144,9 +165,44 @@ def build_features(
 
 
 def _build_local(
-    ws: Workspace, config: FeatureConfig, version: int, target: str | Path
+    ws: Workspace, config: FeatureConfig, version: int, target: str | Path, incremental: bool
 ) -> dict[str, Any]:
-    ev = load_event_log(ws, config, version)
+    from data.features import incremental as inc
+
+    started = time.perf_counter()
+    merged: inc.Merged | str = "full build asked for"
+    if incremental:
+        state = inc.load_state(ws, config)
+        if isinstance(state, inc.State):
+            users, artists = _views(ws)
+            merged = inc.merge_new_files(ws, config, version, state, users, artists)
+            del state
+        else:
+            merged = state
+        if isinstance(merged, str):
+            log.warning("features: %s; full rebuild", merged)
+    if isinstance(merged, str):
+        trace: dict[str, Any] = {}
+        ev = load_event_log(ws, config, version, trace)
+        mode: dict[str, Any] = {"mode": "full", "reason": merged}
+        carry = (trace["seen"], trace["files"], trace["part_rows"], trace["read_pos"])
+    else:
+        ev, mode = merged.ev, merged.stats
+        carry = (merged.seen, merged.files, merged.file_rows, merged.read_pos)
+    del merged
+    mode["log_s"] = round(time.perf_counter() - started, 3)  # lake (or state + new files) read
+    # the state's files are written beside the tables; it becomes current after all of them
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-state") as pool:
+        state_files = pool.submit(inc.save_state, ws, config, version, ev, *carry)
+        built = _write_tables(ws, config, ev, target)
+        inc.commit_state(ws, state_files.result(), built["cutoffs"]["end"])
+    built["build"] = mode
+    return built
+
+
+def _write_tables(
+    ws: Workspace, config: FeatureConfig, ev: EventLog, target: str | Path
+) -> dict[str, Any]:
     cut = cutoffs(ev, config)
     log.info(
         "features: %d events, %d users, %d artists; test from %s",

@@ -195,12 +195,19 @@ def build_event_log(
     artists: pa.Table,
     stream_min_ms: int = 30_000,
     version: int | None = None,
+    trace: dict | None = None,
 ) -> EventLog:
     """Encode events (a ``LAKE_EVENTS`` table, an iterable of them, or the lake's events
     table folder, read at its latest version or at ``version``).
 
     ``stream_min_ms`` fixes which streams are positives (``FeatureConfig.stream_min_ms``).
     The events table is read file by file, two files at a time (Arrow releases the GIL).
+
+    ``trace`` (a dict, filled in): what the incremental build carries
+    (:mod:`data.features.incremental`): ``files`` (the lake files read, in read order),
+    ``part_rows`` (rows read per part), ``read_pos`` (each log row's place in the read
+    order) and ``seen`` (per vocabulary, which entries occur in the events, not only in the
+    user or artist view).
     """
     users = _conform_view(users, USERS, "users")
     artists = _conform_view(artists, ARTISTS, "artists")
@@ -211,10 +218,15 @@ def build_event_log(
     cols: dict[str, list] = {k: [] for k in ("et", "ts", "ms", "dur", *LR_COLS)}
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="features-read") as pool:
         if isinstance(events, (str, Path)):
-            parts = pool.map(_read_part, _lake_files(Path(events), version))
+            files = _lake_files(Path(events), version)
+            parts = pool.map(_read_part, files)
+            if trace is not None:
+                trace["files"] = files
         else:
             parts = map(_prepare, [events] if isinstance(events, pa.Table) else events)
+        part_rows = []
         for part in parts:
+            part_rows.append(len(part["ts"][0]))
             for k, v in part.items():
                 (strings if k in strings else cols)[k] += v
         coded = dict(zip(strings, pool.map(_codes, strings.values()), strict=True))
@@ -225,6 +237,10 @@ def build_event_log(
         code[k] = codes[n_view[k] :]  # the view's own keys only join the vocabulary
     user_ids, artist_ids, track_ids = vocab["u"], vocab["a"], vocab["tr"]
     u, a, tr = code["u"], code["a"], code["tr"]
+    if trace is not None:
+        trace["part_rows"] = part_rows
+        trace["seen"] = {k: _seen(code[k], len(vocab[k])) for k in ("u", "a", "tr")}
+    read_pos = np.arange(len(u), dtype=np.int64) if trace is not None else None
     et, ts, ms, dur = (
         np.concatenate(cols[k]) if cols[k] else np.zeros(0) for k in ("et", "ts", "ms", "dur")
     )
@@ -240,10 +256,13 @@ def build_event_log(
         )
         u, a, tr, et, ts, ms, dur = (x[ok] for x in (u, a, tr, et, ts, ms, dur))
         lr = [x[ok] for x in lr]
+        read_pos = read_pos[ok] if read_pos is not None else None
     by_ts = np.argsort(ts, kind="stable")  # lake order is nearly by time: cheap
     pos = stable_order(u[by_ts])  # (user, time), ties in lake order = lexsort((ts, u))
     order = by_ts[pos]
     u, a, tr, et, ts, ms, dur = (x[order] for x in (u, a, tr, et, ts, ms, dur))
+    if trace is not None and read_pos is not None:
+        trace["read_pos"] = read_pos[order]
     if given:
         lr_q, lr_ok = (x[order] for x in lr)
     else:
@@ -252,6 +271,38 @@ def build_event_log(
         lr_q, lr_ok = _listen_log_ratios(tr, et, ts, ms, by_time)
         del by_time
     del order, by_ts, pos, lr
+    return assemble_log(
+        (user_ids, artist_ids, track_ids),
+        {"u": u, "a": a, "tr": tr, "et": et, "ts": ts, "ms": ms, "dur": dur},
+        lr_q,
+        lr_ok,
+        stream_min_ms,
+        users,
+        artists,
+    )
+
+
+def _seen(codes: np.ndarray, n: int) -> np.ndarray:
+    seen = np.zeros(n, bool)
+    seen[codes[codes >= 0]] = True
+    return seen
+
+
+def assemble_log(
+    vocab: tuple[pa.Array, pa.Array, pa.Array],
+    rows: dict[str, np.ndarray],
+    lr_q: np.ndarray,
+    lr_ok: np.ndarray,
+    stream_min_ms: int,
+    users: pa.Table,
+    artists: pa.Table,
+) -> EventLog:
+    """The :class:`EventLog` of valid events already sorted by (user, event_ts, read order),
+    coded against ``vocab`` (users, artists, tracks; sorted), with their listen ratios: the
+    per-row flags (new day, positive, first positive per artist) and the aligned views are
+    derived here, for the full and the incremental build alike."""
+    user_ids, artist_ids, track_ids = vocab
+    u, a, tr, et, ts, ms, dur = (rows[k] for k in ("u", "a", "tr", "et", "ts", "ms", "dur"))
     day = ts // DAY_MS
     new_day = (
         np.r_[True, (u[1:] != u[:-1]) | (day[1:] != day[:-1])] if len(u) else np.zeros(0, bool)
@@ -261,6 +312,8 @@ def build_event_log(
     first_pos = np.zeros(len(u), bool)
     p = np.nonzero(positive)[0]
     first_pos[p[first_rows(u[p].astype(np.int64) * len(artist_ids) + a[p])]] = True
+    users = _conform_view(users, USERS, "users")
+    artists = _conform_view(artists, ARTISTS, "artists")
     uview, known, signup = _align_users(users, user_ids)
     return EventLog(
         user_ids=user_ids,

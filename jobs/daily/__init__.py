@@ -3,7 +3,8 @@
 ``run_day(ws, D)`` (the CLI replays a range ``--from D1 --to D2`` one day after another):
 
 1. **ingest** the raw objects that arrived up to ``D`` (later partitions wait for their day);
-2. **features** as of the end of the lake (point-in-time; the online store is refreshed);
+2. **features** as of the end of the lake (point-in-time; the online store is refreshed),
+   incremental from the previous day's carried state (a full rebuild when it does not match);
 3. **train** a two-tower challenger (from scratch, or with ``warm_start`` from the champion's
    weights, :mod:`training.warm_start`);
 4. **evaluate** it against the baselines on the fresh holdout (the last ``test_days``);

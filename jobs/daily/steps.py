@@ -65,7 +65,9 @@ def run_day(
             ws, accounts_url=config.accounts_url, now=end_of_day, until=day, key=key
         ),
     )
-    features = step("features", lambda: build_features(ws, config.features))
+    # incremental from the state the previous day's build carried; a full rebuild (one log
+    # line says why) when there is none, it is another config's, or files left the table
+    features = step("features", lambda: build_features(ws, config.features, incremental=True))
     init_from = champion_run(ws, config) if config.warm_start else None
     # the ranker learns from the validation week's slates: its two-tower must not have seen them
     train_cfg = dataclasses.replace(config.train, refit=False) if config.ranker else config.train

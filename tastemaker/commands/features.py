@@ -52,6 +52,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="with --engine spark: local[N], spark://host:port or a Spark Connect "
         "sc://host:port (default local[*], $TASTEMAKER_SPARK_MASTER)",
     )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--incremental",
+        action="store_true",
+        help="read only the lake files added since the state the last build carried "
+        "(features/state); a full rebuild, saying why, when that state is missing or does "
+        "not match (local engine only)",
+    )
+    mode.add_argument(
+        "--full",
+        action="store_true",
+        help="read the whole lake (the default); still writes the state --incremental reads",
+    )
     p.set_defaults(func=_features)
 
 
@@ -75,7 +88,12 @@ def _features(args: argparse.Namespace) -> int:
         spark = spark_session(settings)
     try:
         summary = build_features(
-            args.ws, config, online=args.online, as_of_version=args.as_of_version, spark=spark
+            args.ws,
+            config,
+            online=args.online,
+            as_of_version=args.as_of_version,
+            spark=spark,
+            incremental=args.incremental,
         )
     finally:
         if spark is not None:
@@ -86,6 +104,7 @@ def _features(args: argparse.Namespace) -> int:
                 "cutoffs": summary["cutoffs"],
                 **summary["counts"],
                 "lake_version": summary["lake_version"],
+                "build": summary["build"],
             },
             indent=2,
         )

@@ -106,6 +106,8 @@ def test_three_days_champion_then_rejection_then_segment_alarm(tmp_path, demo_mo
 
     day2 = run_day(ws, DAYS[1], config, train_fn=broken)
     assert not day2["promoted"], day2["decision"]
+    build = orjson.loads(ws.feature_dir.meta.read_bytes())["build"]  # from day 1's state
+    assert build["mode"] == "incremental" and build["files_read"] > 0, build
     assert any("interval" in r or "below" in r for r in day2["decision"]["reasons"])
     assert current_version(ws.bundles) == champion_bundle
     with open_registry(default_registry_url(ws)) as registry:

@@ -1,0 +1,436 @@
+"""The incremental daily feature build: read only the lake files added since the last build.
+
+Every local build (full or incremental) leaves, in ``features/state/``, the event log it
+built its tables from: every valid event as integer codes (user, artist, track, type), its
+time, ``ms_played``, duration, listen ratio, and its place in the lake's read order (file,
+row); plus the vocabularies of strings seen in events and the files read. That is all of the
+per-user, per-track and per-artist state docs/data.md lists, in its most compact exact form.
+
+A daily build with that state (``build_features(..., incremental=True)``):
+
+1. asks the Delta log which files were added since the state's version
+   (:func:`data.lake.files_between`) and reads only those;
+2. merges their events into the carried log: codes remapped to the grown vocabularies (a
+   monotone map, so the carried (user, time) order stays), new rows placed by binary search,
+   ties at the same (user, millisecond) broken by (file, row) as a full read breaks them;
+3. recomputes listen ratios only on the tracks that got new streams (all of those tracks'
+   streams, carried ones included: a *late* stream changes the ratio of every later stream of
+   its track, so this is where a late event is repaired, exactly);
+4. hands the merged log to the same table functions as the full build.
+
+So a late event (``event_ts`` before the previous build's end) costs nothing special: the
+merged log is the full log, and every user and track it reaches is recomputed. Tables are
+then computed from the merged log in memory (the lake is not read again); see docs/data.md
+for what that means for the speed-up.
+
+Refused (one log line, then a full rebuild that writes a fresh state): no state; a state of
+another format, feature config or lake schema; a state newer than the version asked for;
+files removed from the table since the state's version (an ``optimize``, a ``vacuum``, an
+erasure's delete): the carried rows of those files cannot be told apart.
+
+The state is written after every table, into a new folder, and made current by one atomic
+write of ``state/current.json``; a killed run leaves the previous state current (its stray
+folder is removed by the next save).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from core.atomic import atomic_path, write_json
+from core.workspace import Workspace
+from data.features.config import FeatureConfig
+from data.features.events import (
+    _DICT_TYPE,
+    EventLog,
+    _codes,
+    _dict_chunks,
+    _read_part,
+    assemble_log,
+    listen_usable,
+    track_listen_ratios,
+    valid_events,
+)
+from data.features.sort import lex_order
+from data.lake import EVENTS_SCHEMA, event_files, files_between
+
+log = logging.getLogger("tastemaker.data")
+
+STATE_FORMAT = 1
+_CURRENT = "current.json"
+_ROWS = pa.schema(
+    [
+        ("u", pa.int32()),
+        ("a", pa.int32()),
+        ("tr", pa.int32()),
+        ("et", pa.int8()),
+        ("ts", pa.int64()),
+        ("ms", pa.float64()),
+        ("dur", pa.float64()),
+        ("lr_q", pa.int32()),  # |lr_q| <= 2 * 65536
+        ("lr_ok", pa.bool_()),
+        ("f", pa.int32()),  # the row's file, an index into files
+        ("r", pa.int32()),  # the row's place in its file
+    ]
+)
+_FILES = pa.schema([("path", pa.string()), ("rows", pa.int64())])
+_VOCABS = ("u", "a", "tr")
+
+
+@dataclass
+class State:
+    """A loaded state: its ``meta`` (current.json), the files read (table-relative, read
+    order), vocabularies of strings seen in events, and the log rows (``_ROWS``)."""
+
+    meta: dict[str, Any]
+    files: list[str]
+    file_rows: np.ndarray
+    vocab: dict[str, pa.Array]
+    rows: pa.Table
+
+    @property
+    def version(self) -> int:
+        return int(self.meta["lake_version"])
+
+
+def _signature(config: FeatureConfig) -> dict[str, Any]:
+    return {
+        "format": STATE_FORMAT,
+        "config": json_config(config),
+        "events_schema": EVENTS_SCHEMA.names,
+        "log_schema": _ROWS.names,
+    }
+
+
+def json_config(config: FeatureConfig) -> dict[str, Any]:
+    """The config as meta.json and state/current.json hold it (tuples as lists)."""
+    return {
+        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()
+    }
+
+
+def _rel(root: Path, file: Path) -> str:
+    return Path(file).resolve().relative_to(Path(root).resolve()).as_posix()
+
+
+# ------------------------------------------------------------------------------ state files
+def save_state(
+    ws: Workspace,
+    config: FeatureConfig,
+    version: int,
+    ev: EventLog,
+    seen: dict[str, np.ndarray],
+    files: list[Path],
+    file_rows: list[int] | np.ndarray,
+    read_pos: np.ndarray,
+) -> dict[str, Any]:
+    """Write the state's files for a build of lake ``version`` whose log is ``ev`` into a new
+    folder (not yet current: :func:`commit_state` makes it so once every table is written);
+    ``seen`` marks the vocabulary entries that occur in events; ``read_pos`` is each log row's
+    place in the read order of ``files`` (``file_rows`` rows each). Returns the meta."""
+    root = ws.feature_dir.state
+    name = f"v{version}-{uuid.uuid4().hex[:8]}"
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    full = {"u": ev.user_ids, "a": ev.artist_ids, "tr": ev.track_ids}
+    to_event: dict[str, np.ndarray] = {}
+    for k in _VOCABS:
+        mask = np.asarray(seen[k], bool)
+        to_event[k] = (np.cumsum(mask) - 1).astype(np.int32)
+        _write_ipc(folder / f"vocab_{k}.arrow", pa.table({"s": full[k].filter(pa.array(mask))}))
+    starts = np.concatenate([[0], np.cumsum(np.asarray(file_rows, np.int64))])
+    f = np.searchsorted(starts, read_pos, side="right") - 1
+    tr = ev.tr
+    rows = {
+        "u": to_event["u"][ev.u],
+        "a": to_event["a"][ev.a],
+        "tr": np.where(tr >= 0, to_event["tr"][np.maximum(tr, 0)], -1),
+        "et": ev.et,
+        "ts": ev.ts,
+        "ms": ev.ms,
+        "dur": ev.dur,
+        "lr_q": ev.lr_q.astype(np.int32),
+        "lr_ok": ev.lr_ok,
+        "f": f.astype(np.int32),
+        "r": (read_pos - starts[f]).astype(np.int32),
+    }
+    _write_ipc(folder / "log.arrow", pa.table(rows, schema=_ROWS))
+    lake_root = ws.lake_events
+    paths = [_rel(lake_root, p) for p in files]
+    _write_ipc(
+        folder / "files.arrow",
+        pa.table({"path": paths, "rows": np.asarray(file_rows, np.int64)}, schema=_FILES),
+    )
+    return {
+        **_signature(config),
+        "lake_version": int(version),
+        "folder": name,
+        "events": len(ev.ts),
+    }
+
+
+def commit_state(ws: Workspace, meta: dict[str, Any], end: int) -> None:
+    """Make the state folder ``meta`` names current (one atomic write of current.json; the
+    build's ``end`` cutoff is recorded: later events before it are late), then remove every
+    other folder (the previous state, a killed run's leftovers)."""
+    root = ws.feature_dir.state
+    write_json(root / _CURRENT, {**meta, "end_ms": int(end)})
+    for other in root.iterdir():
+        if other.is_dir() and other.name != meta["folder"]:
+            shutil.rmtree(other, ignore_errors=True)
+
+
+def _write_ipc(path: Path, table: pa.Table) -> None:
+    with (
+        atomic_path(path) as tmp,
+        pa.OSFile(str(tmp), "wb") as sink,
+        pa.ipc.new_file(sink, table.schema) as writer,
+    ):
+        writer.write_table(table)
+
+
+def _read_ipc(path: Path) -> pa.Table:
+    return pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+
+
+def load_state(ws: Workspace, config: FeatureConfig) -> State | str:
+    """The carried state, or the one-line reason it cannot be used."""
+    root = ws.feature_dir.state
+    current = root / _CURRENT
+    if not current.is_file():
+        return f"no carried state in {root}"
+    try:
+        meta = json.loads(current.read_text())
+    except ValueError as exc:
+        return f"unreadable {current} ({exc})"
+    want = _signature(config)
+    for key, value in want.items():
+        if meta.get(key) != value:
+            if key == "config":
+                diff = sorted(k for k in value if (meta.get("config") or {}).get(k) != value.get(k))
+                return f"the carried state was built with another feature config ({diff})"
+            return f"the carried state has another {key} ({meta.get(key)!r}, expected {value!r})"
+    folder = root / str(meta.get("folder"))
+    try:
+        files = _read_ipc(folder / "files.arrow")
+        vocab = {k: _read_ipc(folder / f"vocab_{k}.arrow")["s"].combine_chunks() for k in _VOCABS}
+        rows = _read_ipc(folder / "log.arrow")
+    except (OSError, pa.ArrowInvalid) as exc:
+        return f"the carried state in {folder} is incomplete ({exc})"
+    if rows.schema != _ROWS or files.schema != _FILES:
+        return f"the carried state in {folder} has another layout"
+    return State(
+        meta=meta,
+        files=files["path"].to_pylist(),
+        file_rows=files["rows"].to_numpy(),
+        vocab=vocab,
+        rows=rows,
+    )
+
+
+# ------------------------------------------------------------------------- the merged log
+@dataclass
+class Merged:
+    """The incremental build's log and what its state needs."""
+
+    ev: EventLog
+    seen: dict[str, np.ndarray]
+    files: list[Path]
+    file_rows: np.ndarray
+    read_pos: np.ndarray
+    stats: dict[str, Any]
+
+
+def merge_new_files(
+    ws: Workspace,
+    config: FeatureConfig,
+    version: int,
+    state: State,
+    users: pa.Table,
+    artists: pa.Table,
+) -> Merged | str:
+    """The event log of lake ``version`` from ``state`` plus the files added since its
+    version (only those are read); or the one-line reason a full rebuild is needed."""
+    lake = ws.lake_events
+    if state.version > version:
+        return f"the carried state covers version {state.version}, newer than {version}"
+    try:
+        changes = files_between(lake, state.version, version)
+    except Exception as exc:  # a version whose log was cleaned up, a missing file ...
+        return f"cannot diff lake versions {state.version}..{version} ({exc})"
+    if changes["removed"]:
+        return (
+            f"{len(changes['removed'])} lake files left the table since version "
+            f"{state.version} (optimize, vacuum or an erasure)"
+        )
+    current = event_files(lake, version)
+    index = {_rel(lake, p): i for i, p in enumerate(current)}
+    missing = [p for p in state.files if p not in index]
+    if missing:
+        return f"{len(missing)} carried files are not in version {version}"
+    added = changes["added"]
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="features-read") as pool:
+        parts = list(pool.map(_read_part, added))
+    file_rows = np.zeros(len(current), np.int64)
+    file_rows[[index[p] for p in state.files]] = state.file_rows
+    for p, part in zip(added, parts, strict=True):
+        file_rows[index[_rel(lake, p)]] = len(part["ts"][0])
+
+    # vocabularies: strings seen in events (carried + new), then with the views
+    view = {"u": users["user_key"], "a": artists["artist_id"]}
+    to_full: dict[str, np.ndarray] = {}  # new event-vocab code -> full vocab code
+    old_to_full: dict[str, np.ndarray] = {}
+    new_codes: dict[str, np.ndarray] = {}
+    full: dict[str, pa.Array] = {}
+    seen: dict[str, np.ndarray] = {}
+    for k in _VOCABS:
+        carried = state.vocab[k]
+        chunks = [_as_dict(carried)] + [c for part in parts for c in part[k]]
+        ev_vocab, codes = _codes(chunks)
+        old_to_new, new_codes[k] = codes[: len(carried)], codes[len(carried) :]
+        if k in view:
+            with_view, vcodes = _codes([*_dict_chunks(view[k]), _as_dict(ev_vocab)])
+            full[k], to_full[k] = with_view, vcodes[len(vcodes) - len(ev_vocab) :]
+        else:
+            full[k], to_full[k] = ev_vocab, np.arange(len(ev_vocab), dtype=np.int32)
+        seen[k] = np.zeros(len(full[k]), bool)
+        seen[k][to_full[k]] = True
+        old_to_full[k] = to_full[k][old_to_new]
+
+    def cat(key: str) -> np.ndarray:
+        arrays = [np.concatenate(part[key]) for part in parts]
+        return np.concatenate(arrays) if arrays else np.zeros(0)
+
+    def mapped(k: str, codes: np.ndarray, table: np.ndarray) -> np.ndarray:
+        return np.where(codes >= 0, table[np.maximum(codes, 0)], -1).astype(np.int32)
+
+    new = {k: mapped(k, new_codes[k], to_full[k]) for k in _VOCABS}
+    new["et"] = cat("et").astype(np.int8)
+    new["ts"] = cat("ts").astype(np.int64)
+    new["ms"], new["dur"] = cat("ms").astype(np.float64), cat("dur").astype(np.float64)
+    new["f"] = np.concatenate(
+        [
+            np.full(len(part["ts"][0]), index[_rel(lake, p)], np.int32)
+            for p, part in zip(added, parts, strict=True)
+        ]
+        or [np.zeros(0, np.int32)]
+    )
+    new["r"] = np.concatenate(
+        [np.arange(len(part["ts"][0]), dtype=np.int32) for part in parts] or [np.zeros(0, np.int32)]
+    )
+    new["lr_q"] = np.zeros(len(new["ts"]), np.int64)
+    new["lr_ok"] = np.zeros(len(new["ts"]), bool)
+    ok = valid_events(new["u"] >= 0, new["a"] >= 0, new["et"], new["ts"])
+    if not ok.all():
+        log.warning(
+            "dropping %d events without user_key, artist_id, known type or time", (~ok).sum()
+        )
+    order = np.flatnonzero(ok)
+    order = order[np.lexsort((new["r"][order], new["f"][order], new["ts"][order], new["u"][order]))]
+    new = {k: v[order] for k, v in new.items()}
+
+    rows = state.rows
+    col = {name: rows[name].to_numpy() for name in _ROWS.names}
+    file_map = np.array([index[p] for p in state.files], np.int32)
+    old = {k: mapped(k, col[k], old_to_full[k]) for k in _VOCABS}
+    old.update({k: col[k] for k in ("et", "ts", "ms", "dur", "lr_ok")})
+    old["lr_q"] = col["lr_q"].astype(np.int64)
+    old["f"] = file_map[col["f"]] if len(file_map) else col["f"]
+    old["r"] = col["r"]
+    merged, is_new = _merge(old, new, len(full["u"]))
+
+    # listen ratios: new streams, and every stream of the tracks they touch
+    lr_q = merged.pop("lr_q")
+    lr_ok = merged.pop("lr_ok")
+    usable = listen_usable(merged["tr"] >= 0, merged["et"], merged["ms"])
+    touched = np.zeros(len(full["tr"]) + 1, bool)
+    touched[merged["tr"][usable & is_new]] = True
+    redo = np.flatnonzero(usable & touched[merged["tr"]])
+    late_lr = 0
+    if len(redo):
+        o = redo[lex_order(merged["tr"][redo], merged["ts"][redo])]
+        q, good = track_listen_ratios(merged["tr"][o], merged["ts"][o], merged["ms"][o])
+        was = ~is_new[o]
+        late_lr = int(((lr_q[o] != q) | (lr_ok[o] != good))[was].sum())
+        lr_q[o], lr_ok[o] = q, good
+    end = int(state.meta.get("end_ms", 0))
+    late = int((new["ts"] < end).sum())
+    starts = np.concatenate([[0], np.cumsum(file_rows)])
+    read_pos = starts[merged.pop("f")] + merged.pop("r")
+    ev = assemble_log(
+        (full["u"], full["a"], full["tr"]),
+        merged,
+        lr_q,
+        lr_ok,
+        config.stream_min_ms,
+        users,
+        artists,
+    )
+    stats = {
+        "mode": "incremental",
+        "since_version": state.version,
+        "files_read": len(added),
+        "events_read": int(sum(file_rows[index[_rel(lake, p)]] for p in added)),
+        "late_events": late,
+        "carried_listen_ratios_changed": late_lr,
+        "tracks_recomputed": int(touched[:-1].sum()),
+    }
+    return Merged(ev, seen, current, file_rows, read_pos, stats)
+
+
+def _as_dict(values: pa.Array) -> pa.DictionaryArray:
+    return pa.DictionaryArray.from_arrays(
+        pa.array(np.arange(len(values), dtype=np.int32)), values.cast(pa.string())
+    ).cast(_DICT_TYPE)
+
+
+def _merge(
+    old: dict[str, np.ndarray], new: dict[str, np.ndarray], n_users: int
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Two logs each sorted by (u, ts, f, r) -> one, and which of its rows are new. The new
+    rows are few: each is placed by a binary search on the packed (user, time) key; a new row
+    tied at the same (user, ms) with carried rows goes by (file, row) among them."""
+    n_old, n_new = len(old["ts"]), len(new["ts"])
+    if not n_new:
+        return dict(old), np.zeros(n_old, bool)
+    if not n_old:
+        return dict(new), np.ones(n_new, bool)
+    t0 = int(min(old["ts"].min(), new["ts"].min()))
+    span = int(max(old["ts"].max(), new["ts"].max())) - t0 + 1
+    if n_users * span >= 2**62:  # cannot pack: sort the concatenation (slow, exact)
+        both = {k: np.concatenate([old[k], new[k]]) for k in old}
+        order = np.lexsort((both["r"], both["f"], both["ts"], both["u"]))
+        flag = np.r_[np.zeros(n_old, bool), np.ones(n_new, bool)][order]
+        return {k: v[order] for k, v in both.items()}, flag
+    k_old = old["u"].astype(np.int64) * span + (old["ts"] - t0)
+    k_new = new["u"].astype(np.int64) * span + (new["ts"] - t0)
+    pos = np.searchsorted(k_old, k_new, side="left")
+    hi = np.searchsorted(k_old, k_new, side="right")
+    tied = np.flatnonzero(hi > pos)
+    if len(tied):
+        fr_old = (old["f"].astype(np.int64) << 32) | old["r"].astype(np.int64)
+        fr_new = (new["f"].astype(np.int64) << 32) | new["r"].astype(np.int64)
+        for j in tied.tolist():
+            pos[j] += np.searchsorted(fr_old[pos[j] : hi[j]], fr_new[j])
+    at_new = pos + np.arange(n_new)
+    at_old = np.arange(n_old) + np.searchsorted(pos, np.arange(n_old), side="right")
+    out = {}
+    for k in old:
+        merged = np.empty(n_old + n_new, np.result_type(old[k], new[k]))
+        merged[at_old] = old[k]
+        merged[at_new] = new[k]
+        out[k] = merged
+    flag = np.zeros(n_old + n_new, bool)
+    flag[at_new] = True
+    return out, flag

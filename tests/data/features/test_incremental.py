@@ -1,0 +1,274 @@
+"""The incremental daily build equals the full rebuild.
+
+The tiny world's lake is replayed into a fresh events table day by day: all but the last two
+days, then the second-to-last day, then the last day together with late events (days back,
+one at the very millisecond of another event of its user, in a file that sorts *before* that
+event's file, so the read order decides the tie; a stream on a track with later streams, so
+the listen ratios of carried streams change) and a deleted user (the account row removed).
+Day 1 is a full build, days 2 and 3 incremental; day 3's tables must equal a full rebuild of
+the same lake version: every table sorted by its key, types equal, floats to 1e-9, and in
+fact row for row in the same order.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from core.atomic import write_table
+from core.constants import DAY_MS
+from core.workspace import Workspace
+from data.features import build as build_mod
+from data.features.build import FeatureConfig, build_features
+from data.features.incremental import State, load_state
+from data.lake import LAKE_EVENTS, append_events, events_dataset, open_events
+from tests.data.features.features_lake import ev, events_table
+
+KEYS = {
+    "examples": ["user_key", "event_ts", "artist_id", "event_type"],
+    "sequences": ["user_key"],
+    "eval_users": ["split", "user_key"],
+    "user_features": ["user_key"],
+    "artist_features": ["artist_id"],
+    "trending": ["segment", "rank"],
+}
+
+
+def _ms(t: int) -> datetime:
+    return datetime.fromtimestamp(t / 1000, tz=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, pa.Table]:
+    """The tiny world ingested once: (its workspace, all its lake events)."""
+    from data.ingest.job import run_ingest
+    from world.generate import WorldConfig, generate_world
+
+    ws = Workspace(tmp_path_factory.mktemp("incr-world") / "ws").ensure()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TASTEMAKER_DEMO", "1")
+        mp.delenv("TASTEMAKER_PSEUDONYM_KEY", raising=False)
+        generate_world(ws, WorldConfig.tiny(seed=0))
+        run_ingest(ws)
+    return ws, events_dataset(ws.lake_events).to_table().select(LAKE_EVENTS.names)
+
+
+def _fresh(world: tuple[Workspace, pa.Table], root: Path) -> tuple[Workspace, list[pa.Table]]:
+    """A workspace with the world's views and no events; the events cut into 3 days."""
+    src, events = world
+    ws = Workspace(root).ensure()
+    ws.lake_users.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(src.lake_users, ws.lake_users)
+    shutil.copy(src.lake_artists, ws.lake_artists)
+    ts = events["event_ts"].cast(pa.int64()).to_numpy()
+    end = (int(ts.max()) // DAY_MS + 1) * DAY_MS
+    days = np.digitize(ts, [end - 2 * DAY_MS, end - DAY_MS])
+    return ws, [events.filter(pa.array(days == d)) for d in range(3)]
+
+
+def _tables(ws: Workspace) -> dict[str, pa.Table]:
+    return {name: pq.read_table(getattr(ws.feature_dir, name)) for name in KEYS}
+
+
+def _same(a: pa.Array | pa.ChunkedArray, b: pa.Array | pa.ChunkedArray, what: str) -> None:
+    if pa.types.is_list(a.type):
+        lens_a = pc.list_value_length(a).fill_null(-1).to_numpy()
+        lens_b = pc.list_value_length(b).fill_null(-1).to_numpy()
+        np.testing.assert_array_equal(lens_a, lens_b, err_msg=what)
+        _same(pc.list_flatten(a), pc.list_flatten(b), what)
+    elif pa.types.is_floating(a.type):
+        np.testing.assert_allclose(
+            a.to_numpy(zero_copy_only=False),
+            b.to_numpy(zero_copy_only=False),
+            atol=1e-9,
+            rtol=0,
+            err_msg=what,
+        )
+    else:
+        assert a.to_pylist() == b.to_pylist(), what
+
+
+def _assert_same_tables(got: dict[str, pa.Table], want: dict[str, pa.Table]) -> None:
+    for name, keys in KEYS.items():
+        a, b = got[name], want[name]
+        assert a.schema == b.schema, name
+        assert a.num_rows == b.num_rows > 0, name
+        assert a.equals(b), f"{name}: not row for row the full rebuild's"  # same order too
+        order = [(k, "ascending") for k in keys]
+        a, b = a.sort_by(order), b.sort_by(order)
+        for column in a.column_names:
+            _same(a[column], b[column], f"{name}.{column}")
+
+
+def _late_rows(ws: Workspace, day1: pa.Table) -> tuple[pa.Table, str]:
+    """Late events for day 3: a stream tied at the millisecond of a day-1 event of its user,
+    on a track that has later streams; a follow days back. Returns (rows, the tied user)."""
+    streams = day1.filter(
+        pc.and_(pc.equal(day1["event_type"], "stream"), pc.is_valid(day1["track_id"]))
+    )
+    counts = pc.value_counts(streams["track_id"]).to_pylist()
+    track = max(counts, key=lambda c: c["counts"])["values"]  # streamed again later on
+    first = streams.filter(pc.equal(streams["track_id"], track)).sort_by("event_ts").slice(0, 1)
+    user = first["user_key"][0].as_py()
+    when = first["event_ts"][0].as_py()
+    artist = first["artist_id"][0].as_py()
+    rows = [
+        ev("stream", user, artist, when, track, 400_000, 240_000),  # long: shifts the ratios
+        ev("follow", user, artist, when),
+    ]
+    return events_table(rows), user
+
+
+def _meta(ws: Workspace) -> dict:
+    return json.loads(ws.feature_dir.meta.read_text())
+
+
+@pytest.fixture(scope="module")
+def three_days(world, tmp_path_factory: pytest.TempPathFactory):
+    ws, (day1, day2, day3) = _fresh(world, tmp_path_factory.mktemp("incr") / "ws")
+    append_events(ws.lake_events, day1, "part-b-day1", {})
+    first = build_features(ws, online="", incremental=True)
+    append_events(ws.lake_events, day2, "part-c-day2", {})
+    second = build_features(ws, online="", incremental=True)
+    late, tied_user = _late_rows(ws, day1)
+    append_events(ws.lake_events, late, "part-a-late", {})  # sorts before part-b-day1
+    append_events(ws.lake_events, day3, "part-d-day3", {})
+    users = pq.read_table(ws.lake_users)
+    active = set(day1["user_key"].to_pylist()) & set(day3["user_key"].to_pylist())
+    deleted = sorted(active - {tied_user})[0]
+    write_table(ws.lake_users, users.filter(pc.not_equal(users["user_key"], deleted)))
+    third = build_features(ws, online="", incremental=True)
+    full_ws = Workspace(tmp_path_factory.mktemp("incr-full") / "ws")
+    shutil.copytree(ws.root, full_ws.root)
+    shutil.rmtree(full_ws.features)
+    full = build_features(full_ws, online="")
+    return ws, full_ws, (first, second, third, full), deleted
+
+
+def test_day_three_incremental_equals_the_full_rebuild(three_days) -> None:
+    ws, full_ws, (first, second, third, full), deleted = three_days
+    assert first["build"]["mode"] == "full" and "no carried state" in first["build"]["reason"]
+    assert second["build"]["mode"] == third["build"]["mode"] == "incremental"
+    assert second["build"]["files_read"] >= 1
+    assert third["build"]["files_read"] == 2  # the day's file and the late one
+    assert third["build"]["late_events"] == 2
+    assert third["build"]["carried_listen_ratios_changed"] > 0
+    assert third["lake_version"] == full["lake_version"]
+    assert third["counts"] == full["counts"] and third["cutoffs"] == full["cutoffs"]
+    _assert_same_tables(_tables(ws), _tables(full_ws))
+    users = _tables(ws)["user_features"]
+    gone = users.filter(pc.equal(users["user_key"], deleted))
+    assert gone.num_rows == 1 and gone["age_group"][0].as_py() == "unknown"
+
+
+def test_nothing_new_rebuilds_the_same_tables(three_days) -> None:
+    ws, full_ws, *_ = three_days
+    again = build_features(ws, online="", incremental=True)
+    assert again["build"]["mode"] == "incremental" and again["build"]["files_read"] == 0
+    _assert_same_tables(_tables(ws), _tables(full_ws))
+
+
+def test_a_killed_build_leaves_the_previous_state(world, tmp_path, monkeypatch) -> None:
+    ws, (day1, day2, day3) = _fresh(world, tmp_path / "ws")
+    append_events(ws.lake_events, pa.concat_tables([day1, day2]), "part-0", {})
+    build_features(ws, online="", incremental=True)
+    current = (ws.feature_dir.state / "current.json").read_bytes()
+    append_events(ws.lake_events, day3, "part-1", {})
+
+    def dies(*args, **kwargs):
+        raise RuntimeError("killed while building trending")
+
+    monkeypatch.setattr(build_mod, "trending", dies)
+    with pytest.raises(RuntimeError, match="killed"):
+        build_features(ws, online="", incremental=True)
+    assert (ws.feature_dir.state / "current.json").read_bytes() == current
+    monkeypatch.undo()
+    done = build_features(ws, online="", incremental=True)
+    assert done["build"]["mode"] == "incremental" and done["build"]["files_read"] == 1
+    full_ws = Workspace(tmp_path / "full")
+    shutil.copytree(ws.root, full_ws.root)
+    build_features(full_ws, online="")
+    _assert_same_tables(_tables(ws), _tables(full_ws))
+    assert [p.name for p in ws.feature_dir.state.iterdir() if p.is_dir()] == [
+        json.loads((ws.feature_dir.state / "current.json").read_text())["folder"]
+    ]
+
+
+def test_another_config_or_removed_files_mean_a_full_rebuild(world, tmp_path, caplog) -> None:
+    ws, (day1, day2, _) = _fresh(world, tmp_path / "ws")
+    append_events(ws.lake_events, day1, "part-0", {})
+    build_features(ws, online="", incremental=True)
+    append_events(ws.lake_events, day2, "part-1", {})
+    other = build_features(ws, FeatureConfig(test_days=6), online="", incremental=True)
+    assert other["build"]["mode"] == "full"
+    assert "another feature config (['test_days'])" in other["build"]["reason"]
+    assert any("full rebuild" in r.getMessage() for r in caplog.records)
+    older = build_features(
+        ws, FeatureConfig(test_days=6), online="", incremental=True, as_of_version=1
+    )
+    assert older["build"]["mode"] == "full" and "newer than 1" in older["build"]["reason"]
+    latest = build_features(ws, FeatureConfig(test_days=6), online="", incremental=True)
+    assert latest["build"]["mode"] == "incremental" and latest["build"]["since_version"] == 1
+    # an erasure rewrites the files holding the user's events: carried rows can't be matched
+    someone = day1["user_key"][0].as_py()
+    open_events(ws.lake_events).delete(f"user_key = '{someone}'")
+    compacted = build_features(ws, FeatureConfig(test_days=6), online="", incremental=True)
+    assert compacted["build"]["mode"] == "full"
+    assert "left the table" in compacted["build"]["reason"]
+    assert _meta(ws)["build"]["mode"] == "full"
+
+
+ROOT = Path(__file__).resolve().parents[3]
+BUILD = f"""
+import sys
+sys.path[:0] = [{str(ROOT)!r}]
+from pathlib import Path
+from core.workspace import Workspace
+from data.features.build import build_features
+build_features(Workspace(Path(sys.argv[1])), online="", incremental=True)
+"""
+
+
+def _build_in_child(ws: Workspace) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", BUILD, str(ws.root)], cwd=ROOT)
+
+
+def test_sigkill_at_any_moment_leaves_a_usable_state(world, tmp_path) -> None:
+    """SIGKILL the incremental build at several moments: the current state is always one
+    that loads (the previous one or the new one, never a mix), and the next run's tables
+    equal an uninterrupted run's."""
+    ws, (day1, day2, day3) = _fresh(world, tmp_path / "ws")
+    append_events(ws.lake_events, pa.concat_tables([day1, day2]), "part-0", {})
+    build_features(ws, online="", incremental=True)
+    before = load_state(ws, FeatureConfig())
+    assert isinstance(before, State)
+    append_events(ws.lake_events, day3, "part-1", {})
+    clean = Workspace(tmp_path / "clean")
+    shutil.copytree(ws.root, clean.root)
+    started = time.perf_counter()
+    assert _build_in_child(clean).wait() == 0
+    took = time.perf_counter() - started
+    for fraction in (0.3, 0.5, 0.7, 0.8, 0.9, 0.95):
+        child = _build_in_child(ws)
+        time.sleep(took * fraction)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        state = load_state(ws, FeatureConfig())
+        assert isinstance(state, State), state
+        assert state.version in (before.version, before.version + 1)
+        assert state.rows.num_rows in (before.rows.num_rows, state.meta["events"])
+    done = build_features(ws, online="", incremental=True)
+    assert done["build"]["mode"] == "incremental"
+    _assert_same_tables(_tables(ws), _tables(clean))
