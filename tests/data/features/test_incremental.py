@@ -27,13 +27,19 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from core.atomic import write_table
 from core.constants import DAY_MS
 from core.workspace import Workspace
 from data.features import build as build_mod
 from data.features.build import FeatureConfig, build_features
 from data.features.incremental import State, load_state
-from data.lake import LAKE_EVENTS, append_events, events_dataset, open_events
+from data.lake import (
+    LAKE_EVENTS,
+    append_events,
+    events_dataset,
+    open_events,
+    publish_users,
+    read_users,
+)
 from tests.data.features.features_lake import ev, events_table
 
 KEYS = {
@@ -70,7 +76,7 @@ def _fresh(world: tuple[Workspace, pa.Table], root: Path) -> tuple[Workspace, li
     src, events = world
     ws = Workspace(root).ensure()
     ws.lake_users.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(src.lake_users, ws.lake_users)
+    shutil.copytree(src.lake_users, ws.lake_users)  # the user view is a Delta table
     shutil.copy(src.lake_artists, ws.lake_artists)
     ts = events["event_ts"].cast(pa.int64()).to_numpy()
     end = (int(ts.max()) // DAY_MS + 1) * DAY_MS
@@ -145,10 +151,10 @@ def three_days(world, tmp_path_factory: pytest.TempPathFactory):
     late, tied_user = _late_rows(ws, day1)
     append_events(ws.lake_events, late, "part-a-late", {})  # sorts before part-b-day1
     append_events(ws.lake_events, day3, "part-d-day3", {})
-    users = pq.read_table(ws.lake_users)
+    users = read_users(ws.lake_users)
     active = set(day1["user_key"].to_pylist()) & set(day3["user_key"].to_pylist())
     deleted = sorted(active - {tied_user})[0]
-    write_table(ws.lake_users, users.filter(pc.not_equal(users["user_key"], deleted)))
+    publish_users(ws.lake_users, users.filter(pc.not_equal(users["user_key"], deleted)), "test")
     third = build_features(ws, online="", incremental=True)
     full_ws = Workspace(tmp_path_factory.mktemp("incr-full") / "ws")
     shutil.copytree(ws.root, full_ws.root)
