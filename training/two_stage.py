@@ -48,6 +48,7 @@ from data.features.examples import build_eval
 from data.features.ranker import RankerContext
 from evaluation.ranking import context_at
 from evaluation.temporal import index_lists
+from index import NEIGHBOURS_FILE, TWO_STAGE_FILE
 from models.base import Interactions
 from models.itemknn import ItemKNNConfig, ItemKNNRecommender
 from models.ranker import Ranker, RankerConfig, RankingSet
@@ -55,8 +56,7 @@ from models.ranker import Ranker, RankerConfig, RankingSet
 log = logging.getLogger("tastemaker.training")
 
 TWO_STAGE_DIR = "two_stage"
-TWO_STAGE_MODEL = "two_stage.ubj"
-NEIGHBOURS_FILE = "neighbours.parquet"
+TWO_STAGE_MODEL = TWO_STAGE_FILE  # the run folder's names are the bundle's
 TWO_STAGE_RECORD = "two_stage.json"
 TWO_STAGE_REPORT = "report.md"
 # the registry's name of a run's two-stage system (multi-source candidates + discovery ranker)
