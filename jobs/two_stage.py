@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from training.two_stage import (
     TwoStageConfig,
     build_examples,
     early_stop_mask,
+    have_ids,
     load_two_stage,
     neighbour_table,
     rank_lists,
@@ -54,7 +56,6 @@ from training.two_stage import (
 )
 
 log = logging.getLogger("tastemaker.training")
-SYSTEMS = ("two-stage", "retrieval alone", "itemknn (tuned)")
 
 
 def knn_shrink(ws: Workspace, config: TwoStageConfig, tuned_on: str = "demo") -> float:
@@ -96,9 +97,11 @@ def train_two_stage(
     config: TwoStageConfig | None = None,
     fconfig: FeatureConfig | None = None,
     gate: GateConfig | None = None,
+    peers: Sequence[str] = ("itemknn",),
 ) -> dict[str, Any]:
     """Fit on the validation week with ``fit_run``'s two-tower, measure on the test week with
-    ``serve_run``'s, write ``<serve_run>/two_stage/``; returns the record."""
+    ``serve_run``'s (against retrieval alone and ``peers``, tuned where ``tastemaker tune``
+    saved params), write ``<serve_run>/two_stage/``; returns the record."""
     config = config or TwoStageConfig()
     fconfig = fconfig or FeatureConfig()
     fit_dir = Path(fit_run) if fit_run else ws.latest_run()
@@ -150,7 +153,20 @@ def train_two_stage(
         },
         "importance": ranker.importance(),
     }
-    result["test"] = measure(ws, test, serve_dir, serve_scorer, serve_stage, ranker, config, gate)
+    result["test"] = measure(
+        ws, test, serve_dir, serve_scorer, serve_stage, ranker, config, gate, peers
+    )
+    result["clicks"] = click_objective(
+        ws,
+        test,
+        serve_scorer,
+        serve_stage,
+        ranker,
+        cut["test"],
+        cut["end"],
+        config.n_boot,
+        config.seed,
+    )
     result["seconds"] = round(time.perf_counter() - started, 1)
     out = two_stage_dir(serve_dir)
     out.mkdir(exist_ok=True)
@@ -196,26 +212,33 @@ def measure(
     ranker: Ranker,
     config: TwoStageConfig,
     gate: GateConfig | None = None,
+    peers: Sequence[str] = ("itemknn",),
 ) -> dict[str, Any]:
-    """Test week, warm users: two-stage vs retrieval alone vs the tuned ItemKNN (Recall@K /
-    NDCG@K, bootstrap intervals, paired differences) and the gate's verdict against both."""
+    """Test week, warm users: two-stage vs retrieval alone vs each of ``peers`` with the params
+    ``tastemaker tune --dataset demo`` saved (its defaults otherwise): Recall@K / NDCG@K,
+    bootstrap intervals, paired differences, and the gate's verdict against each."""
     from jobs.tune import tuned_params
 
     ks = tuple(sorted(config.ks))
-    metrics = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg")]
-    two = two_stage_per_user(test, scorer, stage, ranker, ks)
-    knn_params = tuned_params(ws, "demo", "itemknn")
-    others = {
-        "retrieval alone": Contender("retrieval alone", "two-tower", serve_dir),
-        "itemknn (tuned)": Contender("itemknn (tuned)", "itemknn", params=knn_params),
-    }
+    gate = gate or GateConfig(n_boot=max(config.n_boot, 100))
+    metrics = list(
+        dict.fromkeys([*(f"{m}@{k}" for k in ks for m in ("recall", "ndcg")), gate.metric])
+    )
+    mks = tuple(sorted({int(m.split("@")[1]) for m in metrics}))
+    two = two_stage_per_user(test, scorer, stage, ranker, mks)
+    others = {"retrieval alone": Contender("retrieval alone", "two-tower", serve_dir)}
+    params: dict[str, Any] = {}
+    for peer in peers:
+        p = tuned_params(ws, "demo", peer)
+        label = f"{peer} (tuned)" if p else f"{peer} (defaults)"
+        others[label] = Contender(label, peer, params=p)
+        params[label] = p or {}
     values: dict[str, dict[str, np.ndarray]] = {"two-stage": {m: two[m] for m in metrics}}
     for name, c in others.items():
         values[name] = {m: per_user_metric(test, c, m) for m in metrics}
-    out: dict[str, Any] = {
-        "n_users": int(test.warm.sum()),
-        "itemknn_params": knn_params or {},
-    }
+    out: dict[str, Any] = {"n_users": int(test.warm.sum()), "peer_params": params}
+    peer_labels = [n for n in others if n != "retrieval alone"]
+    out["best_peer"] = max(peer_labels, key=lambda n: float(np.nanmean(values[n][gate.metric])))
     for m in metrics:
         a = values["two-stage"][m]
         ok = ~np.isnan(a)
@@ -223,25 +246,84 @@ def measure(
             name: mean_interval(v[m][ok], config.n_boot, config.seed) for name, v in values.items()
         }
         for name in others:
-            b = values[name][m]
             out[m][f"two-stage − {name}"] = paired_interval(
-                a[ok], b[ok], config.n_boot, config.seed
+                a[ok], values[name][m][ok], config.n_boot, config.seed
             )
-    gate = gate or GateConfig(n_boot=max(config.n_boot, 100))
     warm = np.flatnonzero(test.warm)
     seg = {f: test.users[f].to_numpy(zero_copy_only=False)[warm] for f in USER_SEGMENT_FIELDS}
     seg["country"] = collapse_rare(seg["country"])
     gm = gate.metric
-    if gm not in values["two-stage"]:
-        values["two-stage"][gm] = two_stage_per_user(
-            test, scorer, stage, ranker, (int(gm.split("@")[1]),)
-        )[gm]
-        for name, c in others.items():
-            values[name][gm] = per_user_metric(test, c, gm)
     out["gate"] = {}
     for name in others:
         d = decide(values[name][gm], values["two-stage"][gm], seg, gate, (name, "two-stage"))
         out["gate"][name] = {**d.as_dict(), "summary": d.summary()}
+    return out
+
+
+def click_objective(
+    ws: Workspace,
+    test: TemporalData,
+    scorer: Any,
+    stage: Stage,
+    ranker: Ranker,
+    at_ms: int,
+    until_ms: int,
+    n_boot: int,
+    seed: int,
+) -> dict[str, Any]:
+    """The second objective, clicked when shown: the test week's logged slates of the warm
+    listeners (artists they already had left out, as serving never shows them), each shown
+    artist scored by the discovery ranker with the listener as of the test cutoff, against the
+    two-tower's score and the logged order: per-slate NDCG@10 and AUC (``slate_metrics``)."""
+    from evaluation.ranking import slate_metrics
+    from training.ranker import read_labelled
+
+    labelled = read_labelled(ws)
+    ts = labelled.column("ts_ms").to_numpy()
+    df = labelled.filter(pa.array((ts >= at_ms) & (ts < until_ms))).to_pandas()
+    users = test.users.take(pa.array(np.flatnonzero(test.warm)))
+    rows = users.to_pylist()
+    of_user = {r["user_key"]: i for i, r in enumerate(rows)}
+    df = df[df["user_key"].isin(of_user)]
+    tt_all = scorer.score_users(users)  # (U, A)
+    knn_all = stage.neighbours.scores_many(have_ids(rows, stage.artist_ids))
+    ys, qs, sr, st, sl = [], [], [], [], []
+    unions: dict[int, Any] = {}  # listener -> its candidate union (one per listener)
+    for q, (key, part) in enumerate(df.groupby(["user_key", "request_id"], sort=True)):
+        u = of_user[key[0]]
+        ids = stage.index.get_indexer(part["artist_id"].to_numpy())
+        had = stage.index.get_indexer(list(rows[u].get("seen") or []))
+        keep = (ids >= 0) & ~np.isin(ids, had)
+        if keep.sum() < 2:
+            continue
+        ids = ids[keep]
+        if u not in unions:
+            unions[u] = stage.candidates(rows[u], tt_all[u], knn_all[u])[0]
+        x = stage.features_for(rows[u], tt_all[u], knn_all[u], ids, unions[u])
+        ys.append(part["label"].to_numpy(np.float32)[keep])
+        qs.append(np.full(len(ids), q))
+        sr.append(ranker.predict(x))
+        st.append(tt_all[u][ids])
+        sl.append(-part["position"].to_numpy(np.float64)[keep])
+    if not ys:
+        return {"n_slates": 0}
+    y, qid = np.concatenate(ys), np.concatenate(qs)
+    per = {
+        name: slate_metrics(y, qid, np.concatenate(v))
+        for name, v in (("two-stage ranker", sr), ("retrieval", st), ("logged", sl))
+    }
+    out: dict[str, Any] = {"n_slates": len(per["retrieval"]), "n_rows": int(len(y))}
+    for name, m in per.items():
+        out[name] = {
+            k: mean_interval(m[c].to_numpy(), n_boot, seed)
+            for k, c in (("ndcg@10", "ndcg"), ("auc", "auc"))
+        }
+    out["two-stage ranker − retrieval"] = {
+        k: paired_interval(
+            per["two-stage ranker"][c].to_numpy(), per["retrieval"][c].to_numpy(), n_boot, seed
+        )
+        for k, c in (("ndcg@10", "ndcg"), ("auc", "auc"))
+    }
     return out
 
 
@@ -289,6 +371,7 @@ def render_report(result: dict[str, Any]) -> str:
     t, rows = result["test"], result["rows"]
     at = result["job"]["model"]["eval_at"]
     src = ", ".join(f"{k} {v:.2f}" for k, v in rows["by_source_valid"].items())
+    systems = [k for k in t["gate"]]
     lines = [
         f"# Two-stage system for run {result['run_id']} (ranker fitted with {result['fit_run']})",
         "",
@@ -300,23 +383,43 @@ def render_report(result: dict[str, Any]) -> str:
         "",
         f"## Test week ({t['n_users']} warm listeners, mean [95 % interval])",
         "",
-        "| metric | " + " | ".join(SYSTEMS) + " | two-stage − retrieval | two-stage − itemknn |",
-        "|---|---|---|---|---|---|",
+        "| metric | two-stage | "
+        + " | ".join(systems)
+        + " | "
+        + " | ".join(f"two-stage − {s}" for s in systems)
+        + " |",
+        "|---|---|" + "---|" * (2 * len(systems)),
     ]
     for m, v in t.items():
-        if isinstance(v, dict) and "two-stage" in v and isinstance(v["two-stage"], dict):
-            if "mean" not in v["two-stage"]:
-                continue
-            lines.append(
-                f"| {m} | "
-                + " | ".join(_ci(v[s]) for s in SYSTEMS)
-                + f" | {_diff(v['two-stage − retrieval alone'])} | "
-                f"{_diff(v['two-stage − itemknn (tuned)'])} |"
-            )
+        if not (isinstance(v, dict) and isinstance(v.get("two-stage"), dict)):
+            continue
+        lines.append(
+            f"| {m} | {_ci(v['two-stage'])} | "
+            + " | ".join(_ci(v[s]) for s in systems)
+            + " | "
+            + " | ".join(_diff(v[f"two-stage − {s}"]) for s in systems)
+            + " |"
+        )
     lines += [""]
     for name, g in t["gate"].items():
         lines.append(f"Gate vs {name}: {g['summary']}")
         lines.append("")
+    c = result.get("clicks") or {}
+    if c.get("n_slates"):
+        lines += [
+            f"## Second objective: clicked when shown ({c['n_slates']} test-week slates with a "
+            "click and a non-click)",
+            "",
+            "| order | NDCG@10 | AUC |",
+            "|---|---|---|",
+        ]
+        for name in ("two-stage ranker", "retrieval", "logged"):
+            lines.append(f"| {name} | {_ci(c[name]['ndcg@10'])} | {_ci(c[name]['auc'])} |")
+        d = c["two-stage ranker − retrieval"]
+        lines += [
+            f"| two-stage ranker − retrieval | {_diff(d['ndcg@10'])} | {_diff(d['auc'])} |",
+            "",
+        ]
     lines += ["## Feature importance (share of total gain, top 10)", ""]
     lines += [f"- {k}: {v:.3f}" for k, v in list(result["importance"].items())[:10]]
     return "\n".join(lines) + "\n"

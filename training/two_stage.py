@@ -35,6 +35,7 @@ import scipy.sparse as sp
 
 from data.features.build import FeatureConfig
 from data.features.candidates import (
+    SOURCES,
     TWO_STAGE_FEATURES,
     CandidateConfig,
     Candidates,
@@ -175,6 +176,33 @@ class Stage:
             self.config,
         )
         return cands, x
+
+    def features_for(
+        self,
+        row: Mapping[str, Any],
+        tt: np.ndarray,
+        knn: np.ndarray,
+        ids: np.ndarray,
+        cands: Candidates | None = None,
+    ) -> np.ndarray:
+        """Features of arbitrary artists ``ids`` of one listener (e.g. those a logged slate
+        showed): each with the sources, scores and ranks it has in the listener's union
+        (``cands``, computed when not given), none when the union lacks it."""
+        if cands is None:
+            cands, _ = self.candidates(row, tt, knn)
+        where = pd.Index(cands.ids).get_indexer(ids)
+        found = where >= 0
+        s = len(SOURCES)
+        sources = np.zeros((len(ids), s), bool)
+        scores = np.full((len(ids), s), np.nan, np.float32)
+        ranks = np.zeros((len(ids), s), np.int64)
+        sources[found] = cands.sources[where[found]]
+        scores[found] = cands.scores[where[found]]
+        ranks[found] = cands.ranks[where[found]]
+        sub = Candidates(np.asarray(ids, np.int64), sources, scores, ranks)
+        return two_stage_features(
+            self.context, row, self.ctx_rows[ids], sub, tt[ids], knn[ids], self.config
+        )
 
 
 def have_ids(rows: Sequence[Mapping[str, Any]], artist_ids: np.ndarray) -> list[np.ndarray]:
