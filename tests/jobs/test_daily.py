@@ -250,6 +250,7 @@ def test_daily_two_stage_is_gated_recorded_and_served_only_when_it_wins(tmp_path
         features=FeatureConfig(test_days=3, valid_days=3),
         gate=gate,
         two_stage=True,
+        benchmarks=("itemknn",),  # the best peer of these worlds; all four: the ranker test
     )
     day = run_day(ws, DAYS[0], config)
     ts = day["two_stage"]
