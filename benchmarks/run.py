@@ -43,6 +43,7 @@ AREAS = (
     "two_tower_speed",
     "simulate",
     "ranker",
+    "two_stage",
     "world",
 )
 HERE = Path(__file__).resolve().parent

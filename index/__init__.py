@@ -2,7 +2,9 @@
 
 from index.bundle import (
     FILES,
+    NEIGHBOURS_FILE,
     RANKER_FILE,
+    TWO_STAGE_FILE,
     Bundle,
     BundleNotFoundError,
     CorruptBundleError,
@@ -14,7 +16,9 @@ from index.faiss_index import ArtistIndex, IndexLoadError, IndexSpec, build_inde
 
 __all__ = [
     "FILES",
+    "NEIGHBOURS_FILE",
     "RANKER_FILE",
+    "TWO_STAGE_FILE",
     "ArtistIndex",
     "Bundle",
     "BundleNotFoundError",

@@ -48,6 +48,11 @@ FILES = BundleFiles()
 # Optional: the ranking stage's booster, present when the manifest has a "ranker" section
 # (feature names, serving position, candidates); checksummed like every other file.
 RANKER_FILE = "ranker.ubj"
+# Optional: the two-stage system, present exactly when the manifest has a "two_stage" section
+# (features, candidate depths): its discovery ranker and each artist's top-M co-listening
+# neighbours (artist_id, neighbours, similarity); both checksummed like every other file.
+TWO_STAGE_FILE = "two_stage.ubj"
+NEIGHBOURS_FILE = "neighbours.parquet"
 CURRENT = "CURRENT"
 DEFAULT_KEEP = 3
 

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from data.features.encoding import FeatureEncoder
 from index import FILES, ArtistIndex, Bundle, CorruptBundleError
 from serving.ranker import ServingRanker
+from serving.two_stage import ServingTwoStage
 
 log = logging.getLogger("tastemaker.serving")
 
@@ -38,6 +39,9 @@ class ServingModel:
     trending_by_segment: Mapping[str, tuple[str, ...]] = field(repr=False)
     # the ranking stage, when the bundle carries one (serving.ranker); None: retrieval order
     ranker: ServingRanker | None = field(default=None, repr=False)
+    # the two-stage system (serving.two_stage: multi-source candidates + discovery ranker),
+    # when the bundle carries one; it takes the place of ``ranker``
+    two_stage: ServingTwoStage | None = field(default=None, repr=False)
 
     @classmethod
     def from_bundle(
@@ -102,6 +106,11 @@ class ServingModel:
             if "ranker" in bundle.manifest
             else None
         )
+        two_stage = (
+            ServingTwoStage.from_bundle(bundle, catalogue, trending, encoder)
+            if "two_stage" in bundle.manifest
+            else None
+        )
         known = encoder.is_known
         model = cls(
             version=bundle.version,
@@ -117,14 +126,20 @@ class ServingModel:
                 for seg, lst in trending.get("by_segment", {}).items()
             },
             ranker=ranker,
+            two_stage=two_stage,
         )
+        stage = "retrieval order"
+        if ranker is not None:
+            stage = f"ranker over the top {ranker.candidates}"
+        if two_stage is not None:
+            stage = f"two-stage ({two_stage.config})"
         log.info(
             "loaded bundle %s: %d artists indexed (%s), %d-dim user tower, %s",
             bundle.version,
             index.ntotal,
             index.kind,
             index.dim,
-            f"ranker over the top {ranker.candidates}" if ranker else "retrieval order",
+            stage,
         )
         return model
 

@@ -1,8 +1,10 @@
 """The one recommendation pipeline: online feature rows -> scored, explained picks.
 
     encode + user tower (one ONNX call for all rows) -> FAISS top-(depth + excluded + 2)
-    (one search) -> per row: drop pad/unk and followed/seen -> [re-rank the top
-    ``ranker.candidates`` with the bundle's ranker] -> keep k -> explain each pick by the
+    (one search) -> per row: drop pad/unk and followed/seen -> [two-stage bundle: the union
+    of that top-N, the co-listening neighbours of the row's artists and its segment's
+    trending, ordered by the discovery ranker (``serving.two_stage``) | ranker bundle:
+    re-rank the top ``ranker.candidates`` with it] -> keep k -> explain each pick by the
     closest of the EXPLAIN_HISTORY most recent history artists
 
 :func:`score_rows` is the only implementation. The request path
@@ -48,8 +50,26 @@ def exclusions(row: Mapping[str, Any]) -> set[str]:
 
 
 def depth_for(model: ServingModel, k: int) -> int:
-    """How many retrieval candidates to keep before the cut to ``k``: the ranker's pool."""
+    """How many retrieval candidates to keep before the cut to ``k``: the two-tower source of
+    the two-stage system, or the ranker's pool."""
+    if model.two_stage is not None:
+        return max(k, model.two_stage.config.two_tower)
     return max(k, model.ranker.candidates) if model.ranker is not None else k
+
+
+def two_stage(
+    model: ServingModel,
+    row: Mapping[str, Any],
+    keep: list[tuple[int, float]],
+    user_vec: np.ndarray,
+) -> list[tuple[int, float]]:
+    """The two-stage system's order: the union of the two-tower's ``keep`` (unexcluded, best
+    first), the neighbours of the row's artists and its segment's trending, by the bundle's
+    discovery ranker (its scores)."""
+    assert model.two_stage is not None
+    cands, scores = model.two_stage.rank(row, keep, user_vec, model.artist_vectors)
+    order = np.argsort(-scores, kind="stable")
+    return [(int(cands.ids[j]), float(scores[j])) for j in order]
 
 
 def rerank(
@@ -120,7 +140,10 @@ def score_rows(
             for i, s in zip(ids[b].tolist(), scores[b].tolist(), strict=True)
             if i > UNK_INDEX and tokens[i] not in exclude
         ]
-        keep = rerank(model, row, keep[:depth])[: ks[j]]
+        if model.two_stage is not None:
+            keep = two_stage(model, row, keep[:depth], vecs[b])[: ks[j]]
+        else:
+            keep = rerank(model, row, keep[:depth])[: ks[j]]
         if not keep:
             out[j] = Picks([], [], [])
             continue

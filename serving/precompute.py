@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from core.settings import Settings
 from core.urls import redact_url
+from data.features.candidates import SEGMENT_PRIORITY
 from data.features.ranker import RANKER_USER_FIELDS
 from serving.model import ServingModel
 from serving.pipeline import score_rows
@@ -31,8 +32,11 @@ def score_table(
     enc = model.encoder
     now = int(time.time() * 1000)
     cols = ["user_key", "history", "followed", "seen", *enc.segment_fields, *enc.dense_fields]
-    if model.ranker is not None:  # the ranker reads more of the row (data.features.ranker)
-        cols += [c for c in RANKER_USER_FIELDS if c in users.column_names]
+    if model.ranker is not None or model.two_stage is not None:
+        # the rankers read more of the row (data.features.ranker), the trending source its
+        # segments (data.features.candidates)
+        extra = [*RANKER_USER_FIELDS, *SEGMENT_PRIORITY]
+        cols += [c for c in extra if c in users.column_names]
     users = users.select(list(dict.fromkeys(cols)))
     for start in range(0, users.num_rows, batch):
         rows = users.slice(start, batch).to_pylist()

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from core.constants import UNK_INDEX
+from data.features.candidates import segment_keys
 from data.features.online_store import OnlineStore
 from data.features.stream import live_row
 from data.pii import pseudonymise
@@ -37,11 +38,6 @@ from serving.slates import BundleSlates, Slate, SlateStore
 from serving.store import GuardedStore
 
 log = logging.getLogger("tastemaker.serving")
-
-# Segments whose trending list is a meaningful cold-start answer, most specific first. Gender is
-# deliberately absent: "trending among women" is not a reason we want to show anyone.
-SEGMENT_PRIORITY = ("country", "age_group", "activity_level", "tenure_bucket")
-UNKNOWN_VALUES = frozenset({"", "unknown", "<unk>"})
 
 
 @dataclass(frozen=True)
@@ -69,16 +65,6 @@ def trending_reason(segment: str | None) -> str:
     if field == "age_group":
         return f"trending with listeners aged {value}"
     return f"trending among {value} listeners"
-
-
-def segment_keys(row: Mapping[str, Any]) -> list[str]:
-    """The user's trending segments, most specific first: ``["country=DE", ...]``."""
-    keys = []
-    for f in SEGMENT_PRIORITY:
-        value = row.get(f)
-        if isinstance(value, str) and value not in UNKNOWN_VALUES:
-            keys.append(f"{f}={value}")
-    return keys
 
 
 def trending_candidates(model: ServingModel, segments: Sequence[str]) -> Iterable[tuple[str, str]]:

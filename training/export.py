@@ -29,6 +29,7 @@ from index.faiss_index import IndexSpec
 from models.two_tower import TwoTower
 from training.inference import LoadedRun, TwoTowerScorer, load_run
 from training.ranker import bundle_ranker
+from training.two_stage import bundle_two_stage
 
 log = logging.getLogger("tastemaker.training")
 # the exporter warns once per optional torchvision op it cannot register: noise for a user
@@ -159,11 +160,16 @@ def export_bundle(
     rebuild: bool = False,
     ranker: bool = True,
     make_current: bool = True,
+    two_stage: bool = True,
 ) -> Path:
     """Export ``run_dir`` (default: the latest run) as a new bundle; return its folder.
 
     ``ranker``: carry the ranking stage fitted against the run when there is one (the daily
     loop passes False when its gate kept "retrieval + ranker" out).
+
+    ``two_stage``: carry the two-stage system fitted for the run (``runs/<run>/two_stage/``:
+    discovery ranker + neighbour table) when there is one; it then takes the ranker's place
+    (the daily loop passes False when its gate kept the two-stage system out).
 
     ``rebuild``: re-embed the workspace's *current* catalogue with the run's model (new
     artists by their tags, see :func:`with_catalogue`) and publish it, without training.
@@ -225,7 +231,11 @@ def export_bundle(
                 "opset": OPSET,
             },
         }
-        ranked = bundle_ranker(run_dir) if ranker else None  # fitted against this run, if any
+        staged = bundle_two_stage(run_dir) if two_stage else None  # fitted for this run, if any
+        if staged is not None:
+            files.update(staged[0])
+            manifest["two_stage"] = staged[1]
+        ranked = bundle_ranker(run_dir) if ranker and staged is None else None
         if ranked is not None:
             files[RANKER_FILE], manifest["ranker"] = ranked
         version = publish_bundle(ws.bundles, files, manifest, make_current=make_current)

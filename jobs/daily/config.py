@@ -36,6 +36,11 @@ class DailyConfig:
     # "retrieval alone" (off by default: it costs the two-tower the validation week, and on the
     # demo world the ranker loses Recall@20, docs/ranking.md)
     ranker: bool = False
+    # fit the two-stage system (multi-source candidates + a ranker trained for discovery,
+    # jobs.two_stage) for the challenger, with a no-refit sibling run; when it beats retrieval
+    # alone on the test week it is the servable system the gate weighs against the champion
+    # and the best benchmark (off by default: a second two-tower fit and ~1 min per day)
+    two_stage: bool = False
     # warm, then publish: precompute every user's slates for a promoted bundle before CURRENT
     # moves (serving.precompute.warm_and_publish); off: CURRENT moves at export, slates later
     warm_slates: bool = True

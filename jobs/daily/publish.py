@@ -44,6 +44,7 @@ def gate_and_publish(
     snapshot: dict[str, Any] | None = None,
     step: Callable[[str, Callable[[], Any]], Any] | None = None,
     ranker: dict[str, Any] | None = None,
+    two_stage: dict[str, Any] | None = None,
 ) -> tuple[Any, str | None, Any]:
     """Register ``run_dir``'s two-tower, gate it against the champion (most-popular when there
     is none) and publish its bundle only when it is promoted. Returns ``(decision,
@@ -54,11 +55,19 @@ def gate_and_publish(
     "retrieval + ranker" is registered too (``<run>+ranker``, model ``two-tower+ranker``); when
     its gate against "retrieval alone" (in the record) promoted it, it is the challenger the
     champion faces and the published bundle carries the ranker, and the plain run is
-    ``rejected``; otherwise the ranker row is ``rejected`` and the bundle has no ranker."""
+    ``rejected``; otherwise the ranker row is ``rejected`` and the bundle has no ranker.
+
+    ``two_stage``: the record of ``jobs.two_stage.train_two_stage`` for ``run_dir``. Then the
+    two-stage system is registered too (``<run>+two-stage``, model ``two-stage``); when it beat
+    retrieval alone on the test week (its record's gate) it is the servable system the
+    champion and the best benchmark face, ahead of "retrieval + ranker", and the published
+    bundle carries it (``two_stage.ubj`` + ``neighbours.parquet``); otherwise its row is
+    ``rejected`` and the bundle does not carry it."""
     from evaluation.gate import run_gate
     from evaluation.model_registry import ModelRecord, open_registry
     from training.export import export_bundle
     from training.ranker import RANKED_MODEL
+    from training.two_stage import TWO_STAGE_MODEL_NAME
 
     def run(name: str, fn: Callable[[], Any]) -> Any:
         return step(name, fn) if step is not None else fn()
@@ -85,6 +94,10 @@ def gate_and_publish(
         if ranker is not None:
             registry.register(_ranker_record(record, run_dir, ranker))
             ranked_wins = bool(ranker["temporal"]["gate"]["promote"])
+        staged_wins = False
+        if two_stage is not None:
+            registry.register(_two_stage_record(record, run_dir, two_stage))
+            staged_wins = bool(two_stage["test"]["gate"]["retrieval alone"]["promote"])
         reference = None
         if champion is not None:
             reference = contender(
@@ -96,6 +109,8 @@ def gate_and_publish(
             )
         model = RANKED_MODEL if ranked_wins else CHALLENGER_MODEL
         run_id = f"{run_dir.name}+ranker" if ranked_wins else run_dir.name
+        if staged_wins:  # the best servable system of the day: multi-source + discovery ranker
+            model, run_id = TWO_STAGE_MODEL_NAME, f"{run_dir.name}+{TWO_STAGE_MODEL_NAME}"
         challenger = contender(ws, config, f"challenger {run_id}", model, run_dir)
         overfit = bool(evaluation["overfit_flags"].get(CHALLENGER_MODEL, False))
         bench = benchmark_contenders(ws, config)
@@ -108,14 +123,33 @@ def gate_and_publish(
         if ranker is not None:  # the loser of "retrieval + ranker" vs "retrieval alone"
             sibling = run_dir.name if ranked_wins else f"{run_dir.name}+ranker"
             gate = {k: v for k, v in ranker["temporal"]["gate"].items() if k != "summary"}
-            registry.set_decision(sibling, "rejected", {**gate, "ranker_gate": True})
+            if sibling != run_id:
+                registry.set_decision(sibling, "rejected", {**gate, "ranker_gate": True})
+        if two_stage is not None:  # two-stage vs retrieval alone: the loser is not served
+            gate = {
+                k: v
+                for k, v in two_stage["test"]["gate"]["retrieval alone"].items()
+                if k != "summary"
+            }
+            losers = [run_dir.name] if staged_wins else [f"{run_dir.name}+{TWO_STAGE_MODEL_NAME}"]
+            if staged_wins and ranker is not None:
+                losers.append(f"{run_dir.name}+ranker")
+            for loser in losers:
+                if loser != run_id:
+                    registry.set_decision(loser, "rejected", {**gate, "two_stage_gate": True})
         bundle_version = None
         if decision.promote:
             cold = not config.warm_slates
             bundle_version = Path(
                 run(
                     "export",
-                    lambda: export_bundle(ws, run_dir, ranker=ranked_wins, make_current=cold),
+                    lambda: export_bundle(
+                        ws,
+                        run_dir,
+                        ranker=ranked_wins and not staged_wins,
+                        make_current=cold,
+                        two_stage=staged_wins,
+                    ),
                 )
             ).name
             if config.warm_slates:  # CURRENT moves only once the new bundle's slates are in
@@ -228,11 +262,55 @@ def _ranker_record(base: Any, run_dir: Path, ranker: dict[str, Any]) -> Any:
     )
 
 
+def _two_stage_record(base: Any, run_dir: Path, two_stage: dict[str, Any]) -> Any:
+    """The registry row of ``run_dir``'s two-stage system (its test-week comparison)."""
+    from training.two_stage import TWO_STAGE_MODEL_NAME, TWO_STAGE_REPORT, two_stage_dir
+
+    t = two_stage["test"]
+    metrics: dict[str, Any] = {}
+    for m, v in t.items():
+        if isinstance(v, dict) and isinstance(v.get("two-stage"), dict):
+            for name, ci in v.items():
+                if "−" not in name:  # the systems, not their differences
+                    key = TWO_STAGE_MODEL_NAME if name == "two-stage" else name
+                    metrics.setdefault(key, {})[f"test/{m}"] = ci["mean"]
+    metrics["importance"] = two_stage["importance"]
+    metrics["candidates"] = {
+        k: v for k, v in two_stage["rows"].items() if k.startswith(("candidate", "by_source"))
+    }
+    return dataclasses.replace(
+        base,
+        run_id=f"{run_dir.name}+{TWO_STAGE_MODEL_NAME}",
+        model=TWO_STAGE_MODEL_NAME,
+        config={**base.config, "two_stage": two_stage["job"], "fit_run": two_stage["fit_run"]},
+        metrics=metrics,
+        segment_metrics={},
+        artefacts={
+            "run_dir": str(run_dir),
+            "report": str(two_stage_dir(run_dir) / TWO_STAGE_REPORT),
+            "two_stage": str(two_stage_dir(run_dir)),
+        },
+    )
+
+
 def contender(ws: Workspace, config: DailyConfig, label: str, model: str, run_dir: Path) -> Any:
-    """A gate contender; "two-tower+ranker" is scored by re-ranking its run's two-tower."""
+    """A gate contender; "two-tower+ranker" is scored by re-ranking its run's two-tower, the
+    "two-stage" system by its candidates and discovery ranker (``jobs.two_stage``)."""
     from evaluation.gate import Contender
     from jobs.ranker import ranked_per_user
+    from jobs.two_stage import two_stage_gate_values
     from training.ranker import RANKED_MODEL
+    from training.two_stage import TWO_STAGE_MODEL_NAME
+
+    if model == TWO_STAGE_MODEL_NAME:
+        return Contender(
+            label,
+            model,
+            run_dir,
+            per_user=lambda data, metric: two_stage_gate_values(
+                ws, run_dir, data, metric, config.features
+            ),
+        )
 
     if model != RANKED_MODEL:
         return Contender(label, model, run_dir)

@@ -133,6 +133,18 @@ def render_summary(summary: dict[str, Any]) -> str:
                 else "The serving bundle has no ranker from this day."
             ),
         ]
+    ts = summary.get("two_stage")
+    if ts:
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in ts["test_recall@20"].items())
+        lines += [
+            "",
+            f"Two-stage `{ts['run_id']}` (test Recall@20: {scores}): {ts['summary']}. "
+            + (
+                "The serving bundle carries it."
+                if ts["serving"]
+                else "The serving bundle has no two-stage system from this day."
+            ),
+        ]
     if "today" in eng:
         t, y = eng["today"], eng.get("yesterday")
         lines += [

@@ -82,6 +82,11 @@ def run_day(
         ),
     )
     ranker = step("ranker", lambda: _fit_ranker(ws, run_dir, config)) if config.ranker else None
+    two_stage = (
+        step("two-stage", lambda: _fit_two_stage(ws, run_dir, train_cfg, config, train_fn))
+        if config.two_stage
+        else None
+    )
     snapshot = {
         "to": day.isoformat(),
         "cutoffs": features.get("cutoffs"),
@@ -97,6 +102,7 @@ def run_day(
         snapshot=snapshot,
         step=step,
         ranker=ranker,
+        two_stage=two_stage,
     )
 
     eng = step("engagement", lambda: engagement_table(ws))
@@ -108,9 +114,10 @@ def run_day(
     step("dashboard", lambda: write_dashboard(ws, config.registry_url))
     summary = {
         "day": day.isoformat(),
-        "challenger": _challenger_id(run_dir, ranker),
+        "challenger": _challenger_id(run_dir, ranker, two_stage),
         "decision": decision.as_dict(),
         "ranker": _ranker_summary(run_dir, ranker, serving),
+        "two_stage": _two_stage_summary(run_dir, two_stage, serving),
         "promoted": decision.promote,
         "bundle_version": bundle_version,
         "serving_run": serving.run_id if serving else None,
@@ -146,9 +153,50 @@ def _fit_ranker(ws: Workspace, run_dir: Path, config: DailyConfig) -> dict[str, 
     return dict(train_ranker(ws, run_dir, job, config.features))
 
 
-def _challenger_id(run_dir: Path, ranker: dict[str, Any] | None) -> str:
-    """The registry id of the day's challenger: the run, or ``<run>+ranker`` when the ranker
-    beat its own retrieval."""
+def _fit_two_stage(
+    ws: Workspace,
+    run_dir: Path,
+    train_cfg: TrainConfig,
+    config: DailyConfig,
+    train_fn: Callable[[Workspace, TrainConfig], Path] | None,
+) -> dict[str, Any]:
+    """Fit the two-stage system for ``run_dir``: its ranker learns at the validation cutoff
+    from a two-tower that never saw the validation week (``run_dir`` itself when it was not
+    refit, else a no-refit sibling trained now); the record of ``jobs.two_stage``."""
+    from jobs.two_stage import train_two_stage
+    from training.train import train_two_tower
+    from training.two_stage import TwoStageConfig
+
+    fit_run = run_dir
+    if train_cfg.refit:
+        sibling = dataclasses.replace(train_cfg, refit=False)
+        fit_run = Path((train_fn or train_two_tower)(ws, sibling))
+        ws.set_latest_run(run_dir)  # the day's challenger stays the latest run
+    job = TwoStageConfig(n_boot=config.gate.n_boot)
+    return dict(train_two_stage(ws, fit_run, run_dir, job, config.features, config.gate))
+
+
+def _two_stage_summary(run_dir: Path, two_stage: dict[str, Any] | None, serving: Any) -> Any:
+    if two_stage is None:
+        return None
+    t = two_stage["test"]
+    run_id = f"{run_dir.name}+two-stage"
+    return {
+        "run_id": run_id,
+        "fit_run": two_stage["fit_run"],
+        "test_recall@20": {k: v["mean"] for k, v in t["recall@20"].items() if "−" not in k},
+        "summary": t["gate"]["retrieval alone"]["summary"],
+        "serving": bool(serving is not None and serving.run_id == run_id),
+    }
+
+
+def _challenger_id(
+    run_dir: Path, ranker: dict[str, Any] | None, two_stage: dict[str, Any] | None = None
+) -> str:
+    """The registry id of the day's challenger: the run, ``<run>+two-stage`` when the
+    two-stage system beat retrieval alone, else ``<run>+ranker`` when the ranker beat it."""
+    if two_stage is not None and two_stage["test"]["gate"]["retrieval alone"]["promote"]:
+        return f"{run_dir.name}+two-stage"
     if ranker is not None and ranker["temporal"]["gate"]["promote"]:
         return f"{run_dir.name}+ranker"
     return run_dir.name

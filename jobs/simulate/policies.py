@@ -8,8 +8,12 @@ Policies (``--policy NAME``, two or more):
 * ``retrieval`` — the same bundle with its ranker switched off (two-tower order);
 * ``model+ranker`` — the same bundle, which must carry a ranker (``tastemaker train ranker``,
   then ``tastemaker export``): the ranking stage against ``retrieval`` on the same listeners;
+* ``two-stage`` — the same bundle, which must carry the two-stage system (``tastemaker train
+  two-stage``, then ``tastemaker export``): multi-source candidates and the discovery ranker;
 * ``popular``, ``ease``, ``itemknn``, ``als`` — the baselines of :mod:`evaluation.registry`
-  fitted on every positive of the lake (``features/examples.parquet``);
+  fitted on every positive of the lake (``features/examples.parquet``), with the params
+  ``tastemaker tune --dataset demo`` saved in the workspace when there are some (ItemKNN
+  tuned is the best peer of the demo world);
 * ``random`` — uniform over the catalogue.
 
 A policy's list is computed once per listener (the online store is not refreshed during the
@@ -48,7 +52,9 @@ def _baseline_lists(
         ex["artist_id"].to_numpy(zero_copy_only=False),
         ex["weight"].to_numpy(zero_copy_only=False),
     )
-    model = make_recommender(name).fit(inter)
+    from jobs.tune import tuned_params
+
+    model = make_recommender(name, tuned_params(ws, "demo", name)).fit(inter)
     popular = make_recommender("popular").fit(inter)
     rows = pd.Index(inter.user_ids).get_indexer(user_keys)
     known = rows >= 0
@@ -62,15 +68,16 @@ def _baseline_lists(
     return np.where(cols >= 0, to_world[np.maximum(cols, 0)], -1)
 
 
-MODEL_POLICIES = ("model", "retrieval", "model+ranker")
+MODEL_POLICIES = ("model", "retrieval", "model+ranker", "two-stage")
 
 
 def _model_lists(
     settings: Settings, user_ids: np.ndarray, artist_ids: np.ndarray, policy: str = "model"
 ) -> np.ndarray:
     """Lists from the served bundle (``settings.bundles_path``, features from its online
-    store): as it is (``model``), without its ranker (``retrieval``), or with the ranker it must
-    carry (``model+ranker``)."""
+    store): as it is (``model``), without its ranker or two-stage system (``retrieval``), with
+    the ranker it must carry (``model+ranker``) or the two-stage system it must carry
+    (``two-stage``)."""
     import dataclasses
 
     import pandas as pd
@@ -86,8 +93,13 @@ def _model_lists(
             f"policy model+ranker: bundle {model.version} carries no ranker; run "
             "`tastemaker train ranker` and `tastemaker export` first"
         )
+    if policy == "two-stage" and model.two_stage is None:
+        raise ValueError(
+            f"policy two-stage: bundle {model.version} carries no two-stage system; run "
+            "`tastemaker train two-stage` and `tastemaker export` first"
+        )
     if policy == "retrieval":
-        model = dataclasses.replace(model, ranker=None)
+        model = dataclasses.replace(model, ranker=None, two_stage=None)
     key = pseudonym_key(settings)
     store = open_online_store(settings.online_store_target)
     try:

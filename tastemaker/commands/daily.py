@@ -28,6 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "gate 'retrieval + ranker' against 'retrieval alone'",
     )
     p.add_argument(
+        "--two-stage",
+        action="store_true",
+        help="fit the two-stage system (two-tower + co-listening neighbours + trending "
+        "candidates, a ranker trained for discovery) with a no-refit sibling run; when it beats "
+        "retrieval alone it is the servable system gated against the champion and benchmarks",
+    )
+    p.add_argument(
         "--min-delta",
         type=float,
         default=None,  # evaluation.gate.GateConfig's (imported by the command: it loads torch)
@@ -84,6 +91,7 @@ def _daily(args: argparse.Namespace) -> int:
         warm_start=args.warm_start,
         gate=GateConfig() if args.min_delta is None else GateConfig(min_delta=args.min_delta),
         ranker=args.ranker,
+        two_stage=args.two_stage,
         slate_store_url=args.settings.slate_store_url,
         bundle_store_url=args.settings.bundle_store_url,
         benchmarks=_benchmarks(args.benchmarks),
@@ -104,6 +112,8 @@ def _daily(args: argparse.Namespace) -> int:
             print(f"  benchmarks ({d['metric']} on the same users): {scores}; best {b['label']}")
         if summary.get("ranker"):
             print(f"  ranker: {summary['ranker']['summary']}")
+        if summary.get("two_stage"):
+            print(f"  two-stage: {summary['two_stage']['summary']}")
         print(
             f"  serving bundle {summary['serving_bundle']}; "
             f"engagement {json.dumps(summary['engagement'].get('today', {}))}"

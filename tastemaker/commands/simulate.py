@@ -12,7 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--policy",
         action="append",
         required=True,
-        help="model | retrieval | model+ranker | popular | ease | itemknn | als | "
+        help="model | retrieval | model+ranker | two-stage | popular | ease | itemknn | als | "
         "random (two or more)",
     )
     p.add_argument("--days", type=int, default=14)

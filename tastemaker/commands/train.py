@@ -103,6 +103,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         )
     )
     deprecated_alias(sub, "train-ranker", "train ranker", _ranker_parser)
+    _two_stage_parser(
+        stages.add_parser(
+            "two-stage",
+            help="fit the two-stage system (multi-source candidates + a ranker trained for "
+            "discovery) with a --no-refit run, measured with the served run",
+        )
+    )
 
     e = sub.add_parser("export", help="export a run as a serving bundle (ONNX + FAISS)")
     e.add_argument("--run", default=None, help="run dir (default: the latest run)")
@@ -133,6 +140,46 @@ def _ranker_parser(p: argparse.ArgumentParser) -> None:
         help="unshown top retrieval candidates added to each clicked slate as non-clicks",
     )
     p.set_defaults(func=_train_ranker)
+
+
+def _two_stage_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--fit-run",
+        required=True,
+        help="a `tastemaker train --no-refit` run: its candidates at the validation cutoff are "
+        "out of sample",
+    )
+    p.add_argument(
+        "--run", default=None, help="the served two-tower run (default: --fit-run); gets it"
+    )
+    p.add_argument("--two-tower", type=int, default=None, help="two-tower candidates")
+    p.add_argument("--neighbours", type=int, default=None, help="neighbour candidates")
+    p.add_argument("--trending", type=int, default=None, help="trending candidates")
+    p.set_defaults(func=_train_two_stage)
+
+
+def _train_two_stage(args: argparse.Namespace) -> int:
+    from data.features.candidates import CandidateConfig
+    from jobs.two_stage import train_two_stage
+    from training.two_stage import TwoStageConfig
+
+    depths = {
+        k: getattr(args, k)
+        for k in ("two_tower", "neighbours", "trending")
+        if getattr(args, k) is not None
+    }
+    config = TwoStageConfig(candidates=dataclasses.replace(CandidateConfig(), **depths))
+    result = train_two_stage(args.ws, args.fit_run, args.run, config)
+    t = result["test"]["recall@20"]
+    print(f"two-stage ranker: {result['fit']['rounds']} rounds -> {result['run_id']}/two_stage/")
+    for other in ("retrieval alone", "itemknn (tuned)"):
+        d = t[f"two-stage − {other}"]
+        print(
+            f"test Recall@20: two-stage {t['two-stage']['mean']:.4f} vs {other} "
+            f"{t[other]['mean']:.4f} (difference {d['mean']:+.4f}, 95% CI "
+            f"[{d['lo']:+.4f}, {d['hi']:+.4f}])"
+        )
+    return 0
 
 
 def config_from_args(args: argparse.Namespace) -> Any:

@@ -229,3 +229,66 @@ def test_daily_ranker_is_gated_recorded_and_shipped_only_when_it_wins(tmp_path, 
     assert again.n_users == job["n_users"]
     assert again.challenger_score == pytest.approx(job["challenger_score"], abs=1e-6)
     assert again.champion_score == pytest.approx(job["champion_score"], abs=0.01)
+
+
+def test_daily_two_stage_is_gated_recorded_and_served_only_when_it_wins(tmp_path, demo_mode):
+    """`daily --two-stage`: a no-refit sibling fits the discovery ranker, the refit challenger
+    serves it; the two-stage system is registered, gated against retrieval alone and then,
+    as the day's servable system, against the champion and the best benchmark; the bundle
+    carries it iff it is the champion, and the gate scores it as the job did."""
+    import json
+
+    from evaluation.gate import Contender, run_gate
+    from index import NEIGHBOURS_FILE, TWO_STAGE_FILE, load_bundle
+    from jobs.daily import DailyConfig, run_day
+    from jobs.daily.publish import contender
+    from training.two_stage import TWO_STAGE_MODEL_NAME
+
+    ws = Workspace(tmp_path / "ws").ensure()
+    generate_world(ws, WORLD)
+    gate = GateConfig(n_boot=200, segment_min_users=40, segment_max_drop=0.08)
+    config = DailyConfig(
+        train=TrainConfig(epochs=4, batch_size=512),
+        features=FeatureConfig(test_days=3, valid_days=3),
+        gate=gate,
+        two_stage=True,
+        benchmarks=("itemknn",),  # the best peer of these worlds; all four: the ranker test
+    )
+    day = run_day(ws, DAYS[0], config)
+    ts = day["two_stage"]
+    run_dir = ws.root / "runs" / ts["run_id"].removesuffix(f"+{TWO_STAGE_MODEL_NAME}")
+    assert json.loads((run_dir / "config.json").read_text())["train"]["refit"] is True
+    fit_cfg = json.loads((ws.root / "runs" / ts["fit_run"] / "config.json").read_text())
+    assert fit_cfg["train"]["refit"] is False and ts["fit_run"] != run_dir.name
+    assert ws.latest_run() == run_dir  # the sibling does not become the latest run
+    record = json.loads((run_dir / "two_stage" / "two_stage.json").read_text())
+    won = record["test"]["gate"]["retrieval alone"]["promote"]
+    assert day["challenger"] == (ts["run_id"] if won else run_dir.name)
+
+    with open_registry(default_registry_url(ws)) as registry:
+        rows = {r.run_id: r for r in registry.runs() if r.status != "benchmark"}
+    assert set(rows) == {run_dir.name, ts["run_id"]}
+    staged = rows[ts["run_id"]]
+    assert staged.model == TWO_STAGE_MODEL_NAME
+    assert staged.metrics[TWO_STAGE_MODEL_NAME]["test/recall@20"] == pytest.approx(
+        record["test"]["recall@20"]["two-stage"]["mean"]
+    )
+    loser = rows[run_dir.name if won else ts["run_id"]]
+    assert loser.status == "rejected" and loser.decision["two_stage_gate"]
+    winner = rows[day["challenger"]]
+    assert winner.status == ("champion" if day["promoted"] else "rejected")
+    if day["promoted"]:
+        folder = ws.bundles / current_version(ws.bundles)
+        has = {TWO_STAGE_FILE, NEIGHBOURS_FILE} <= set(load_bundle(folder).files)
+        assert has == won == ts["serving"]
+
+    # the gate scores a "two-stage" contender as the job did on the same users
+    again = run_gate(
+        ws,
+        Contender("retrieval", "two-tower", run_dir),
+        contender(ws, config, "two-stage", TWO_STAGE_MODEL_NAME, run_dir),
+        gate,
+    )
+    job = record["test"]["gate"]["retrieval alone"]
+    assert again.n_users == job["n_users"]
+    assert again.challenger_score == pytest.approx(job["challenger_score"], abs=1e-6)
