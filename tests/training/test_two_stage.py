@@ -172,12 +172,14 @@ def test_two_stage_from_lake_to_served_bundle(pipeline, tmp_path: Path) -> None:
     result = train_two_stage(ws, fit_run, serve_run, TwoStageConfig(n_boot=100))
     t = result["test"]
     assert result["features"] == list(TWO_STAGE_FEATURES)
+    peer = "itemknn (defaults)"  # nothing was tuned in this workspace, and the label says so
+    assert t["best_peer"] == peer and t["peer_params"] == {peer: {}}
     for m in ("recall@20", "ndcg@20"):
-        for name in ("two-stage", "retrieval alone", "itemknn (tuned)"):
+        for name in ("two-stage", "retrieval alone", peer):
             assert 0.0 <= t[m][name]["mean"] <= 1.0
-        d = t[m]["two-stage − itemknn (tuned)"]
+        d = t[m][f"two-stage − {peer}"]
         assert d["lo"] <= d["mean"] <= d["hi"]
-    assert set(t["gate"]) == {"retrieval alone", "itemknn (tuned)"}
+    assert set(t["gate"]) == {"retrieval alone", peer}
     bundle = load_bundle(export_bundle(ws, serve_run))
     assert {TWO_STAGE_FILE, NEIGHBOURS_FILE} <= set(bundle.files)
     assert "ranker" not in bundle.manifest and bundle.manifest["two_stage"]["features"]
