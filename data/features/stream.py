@@ -379,6 +379,7 @@ class FeatureStreamer:
         self.rules = rules or IngestRules()
         self.stats = StreamStats()
         self.reference = reference  # counters as of the batch rows (None: see seed_state)
+        self._tracks_seeded = False
         self._script = self.state.register_script(APPLY_LUA)
 
     def seed_tracks(self) -> int:
@@ -546,12 +547,11 @@ class FeatureStreamer:
         """Until ``stop`` is set (or idle, with ``exit_when_idle``); Redis errors -> back-off,
         then resume from the pending entries."""
         backoff = 0.1
-        seeded = False
         while not stop.is_set():
             try:
-                if not seeded:
+                if not self._tracks_seeded:
                     log.info("track references: %d seeded", self.seed_tracks())
-                    seeded = True
+                    self._tracks_seeded = True
                 self.ensure_group()
                 self._recover()
                 while not stop.is_set():
