@@ -132,11 +132,12 @@ def _run_arm(
     """One arm's days. ``lists`` ``(n, L)`` is the arm's fixed ranking, or None with ``live``
     (a :class:`jobs.simulate.fresh.LiveArm`, which ranks every session and takes its events).
 
-    Each day has ``sessions`` sessions; a listener logs in to each with probability
-    ``1 - exp(-activity / sessions)`` (one session: the world's daily rule) and churns after a
-    login by the world's rule. A slate is the first ``k`` of the list not clicked before, as
-    far as the arm can know: clicks of earlier sessions count from the next session for a
-    streamed arm and from the next day for every other arm."""
+    A listener who has not churned logs in on a day by the world's daily rule and then has
+    ``sessions`` sessions that day, each with its slate; the churn rule is drawn once after
+    the day's last session, with the day's stream-throughs (one session: the world's rules
+    exactly). A slate is the first ``k`` of the list not clicked before, as far as the arm can
+    know: clicks count from the next session for a streamed arm, from the next day for every
+    other arm."""
     n = len(members)
     churned_day = np.full(n, np.inf)
     clicked = np.zeros((n, len(population.catalogue.artist_id)), dtype=bool)
@@ -145,23 +146,21 @@ def _run_arm(
     t = {"listeners": n, "logins": 0, "impressions": 0, "clicks": 0, "streams": 0, "follows": 0}
     start = start_ms(population)
     for day in range(days):
+        here = np.flatnonzero(np.isinf(churned_day))
+        logs_in = here[rng.random(len(here)) < population.login_probability(members[here])]
+        if not len(logs_in):
+            continue
         np.copyto(known, clicked)
+        satisfied = np.zeros(len(logs_in), dtype=np.int64)
         for session in range(sessions):
             if streamed:
                 np.copyto(known, clicked)
-            here = np.flatnonzero(np.isinf(churned_day))
-            p = population.login_probability(members[here])
-            if sessions > 1:
-                p = 1.0 - (1.0 - p) ** (1.0 / sessions)
-            logs_in = here[rng.random(len(here)) < p]
-            if not len(logs_in):
-                continue
             t_ms = start + day * DAY_MS + (2 * session + 1) * DAY_MS // (2 * sessions)
             if live is not None:
                 ranked = live.lists(logs_in, day, t_ms, start + day * DAY_MS)  # (m, L)
+            elif lists is None:
+                raise ValueError("an arm needs its lists, or a live arm to rank")
             else:
-                if lists is None:
-                    raise ValueError("an arm needs its lists, or a live arm to rank")
                 ranked = lists[logs_in]
             avail = (ranked >= 0) & ~np.take_along_axis(
                 known[logs_in], np.maximum(ranked, 0), axis=1
@@ -174,19 +173,19 @@ def _run_arm(
             clicked[np.repeat(logs_in, k)[hit.ravel()], slates[hit]] = True
             if live is not None:
                 live.post(logs_in, slates, out, t_ms)
-            t["logins"] += len(logs_in)
             t["impressions"] += int((slates >= 0).sum())
             t["clicks"] += int(out["clicked"].sum())
             t["streams"] += int(out["streamed"].sum())
             t["follows"] += int(out["followed"].sum())
-            satisfied = out["streamed"].sum(axis=1)
-            hazard = rule.base_hazard * np.exp(-rule.satisfaction_weight * satisfied)
-            leave = rng.random(len(logs_in)) < hazard
-            churned_day[logs_in[leave]] = day
+            satisfied += out["streamed"].sum(axis=1)
+        t["logins"] += len(logs_in)
+        hazard = rule.base_hazard * np.exp(-rule.satisfaction_weight * satisfied)
+        leave = rng.random(len(logs_in)) < hazard
+        churned_day[logs_in[leave]] = day
         log.info(
-            "day %d: %d logins so far, %d clicks, %d churned so far",
+            "day %d: %d logins, %d clicks so far, %d churned so far",
             day + 1,
-            t["logins"],
+            len(logs_in),
             t["clicks"],
             int(np.isfinite(churned_day).sum()),
         )

@@ -182,7 +182,7 @@ def test_sessions_per_day_and_freshness_arms_run(pipeline, demo_mode, redis_url)
     )
     for arm in ("model@day-old", "model@streamed"):
         raw = result["raw"][arm]
-        assert raw["impressions"] > 0 and raw["logins"] > raw["listeners"] // 2
+        assert raw["impressions"] > 10 * raw["logins"] > 0  # k = 10: more than one slate a login
         assert raw["cost"]["stream_events"] >= raw["impressions"]
         assert set(raw["cost"]["outcomes"]) == {"applied"}
     with pytest.raises(ValueError, match="sessions-per-day"):
