@@ -187,7 +187,7 @@ class LiveArm:
         listener with one (``MEMORY USAGE`` summed; the track references reported apart)."""
         rows = tracks = n_rows = 0
         for k in self.client.scan_iter(f"{self.config.state_prefix}*", count=1000):
-            size = int(self.client.memory_usage(k) or 0)
+            size = int(self.client.memory_usage(k, samples=0) or 0)
             if k.decode().startswith(f"{self.config.state_prefix}track:"):
                 tracks += size
             else:
