@@ -101,8 +101,7 @@ def _fresh_section(fresh: dict[str, Any], seconds: float) -> str:
         "slates from the next session (streamed) or the next day (day-old).\n\n"
         + fresh["markdown"]
         + "\nExtra cost of the live rows, measured in this run (the worker in-process; the Redis "
-        "side of an event, ~44 us of Redis CPU, and the throughput are in the streaming "
-        "benchmark):\n\n"
+        "side of an event and the worker's throughput are in the streaming benchmark):\n\n"
         "| arm | events streamed | worker CPU per event | listeners with a live row "
         "| Redis per listener (`MEMORY USAGE`) | track references |\n"
         "|---|---|---|---|---|---|\n" + rows + "\n\n"
