@@ -265,7 +265,7 @@ def main(quick: bool = False, url: str = DEFAULT_URL) -> str:
         f"| worker CPU per event | {cpu / n_events * 1e6:,.1f} us | |",
         f"| Redis CPU per event (Lua apply, XREADGROUP, XACK) | "
         f"{redis_cpu / n_events * 1e6:,.1f} us | |",
-        f"| Redis memory per listener (live row, `MEMORY USAGE`, {len(sample)} sampled) | "
+        f"| Redis memory per listener (live row, `MEMORY USAGE ... SAMPLES 0`, {len(sample)} sampled) | "
         f"{mem:,.0f} bytes | |",
         f"| Redis memory of the per-track listen references ({len(tracks):,} tracks) | "
         f"{track_mem / max(len(tracks), 1):,.0f} bytes a track | |",
