@@ -80,6 +80,28 @@ def main(quick: bool = False, url: str = DEFAULT_URL) -> str:
     )
 
 
+def _new_clicks(raw: dict[str, dict[str, Any]]) -> str:
+    """Clicks on an artist the listener had not clicked before, per 100 impressions: the
+    world clicks a re-shown favourite again as readily, which CTR rewards."""
+    from evaluation.stats import Z95, diff_interval, wilson
+
+    lines = []
+    for arm in FRESH:
+        r = raw[arm]
+        lo, hi = wilson(r["new_clicks"], r["impressions"], Z95)
+        rate = 100 * r["new_clicks"] / r["impressions"]
+        lines.append(f"- `{arm}`: {rate:.2f} [{100 * lo:.2f}, {100 * hi:.2f}]")
+    a, b = (raw[arm] for arm in FRESH)
+    d, dlo, dhi = diff_interval(
+        a["new_clicks"], a["impressions"], b["new_clicks"], b["impressions"]
+    )
+    lines.append(f"- difference: {100 * d:+.3f} [{100 * dlo:+.3f}, {100 * dhi:+.3f}]")
+    return (
+        "\nNew-artist clicks per 100 impressions (a click on an artist the listener had not "
+        "clicked before in the simulation):\n\n" + "\n".join(lines) + "\n"
+    )
+
+
 def _fresh_section(fresh: dict[str, Any], seconds: float) -> str:
     costs = {arm: fresh["raw"][arm]["cost"] for arm in FRESH}
     rows = "\n".join(
@@ -100,6 +122,7 @@ def _fresh_section(fresh: dict[str, Any], seconds: float) -> str:
         "(equal to the nightly batch features: the parity test). Clicks are kept off later "
         "slates from the next session (streamed) or the next day (day-old).\n\n"
         + fresh["markdown"]
+        + _new_clicks(fresh["raw"])
         + "\nExtra cost of the live rows, measured in this run (the worker in-process; the Redis "
         "side of an event and the worker's throughput are in the streaming benchmark):\n\n"
         "| arm | events streamed | worker CPU per event | listeners with a live row "

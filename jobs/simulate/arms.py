@@ -144,6 +144,7 @@ def _run_arm(
     known = clicked.copy()  # the clicks the arm's policy sees
     streamed = live is not None and live.freshness == "streamed"
     t = {"listeners": n, "logins": 0, "impressions": 0, "clicks": 0, "streams": 0, "follows": 0}
+    t["new_clicks"] = 0  # clicks on an artist the listener had not clicked before
     start = start_ms(population)
     for day in range(days):
         here = np.flatnonzero(np.isinf(churned_day))
@@ -170,7 +171,9 @@ def _run_arm(
             slates = np.where(np.take_along_axis(avail, order, axis=1), slates, -1)
             out = population.react(members[logs_in], slates, t_ms, rng)
             hit = out["clicked"] & (slates >= 0)
-            clicked[np.repeat(logs_in, k)[hit.ravel()], slates[hit]] = True
+            who = np.repeat(logs_in, slates.shape[1])[hit.ravel()]
+            t["new_clicks"] += int((~clicked[who, slates[hit]]).sum())  # first click on it
+            clicked[who, slates[hit]] = True
             if live is not None:
                 live.post(logs_in, slates, out, t_ms)
             t["impressions"] += int((slates >= 0).sum())
