@@ -184,6 +184,7 @@ def test_sessions_per_day_and_freshness_arms_run(pipeline, demo_mode, redis_url)
         raw = result["raw"][arm]
         assert raw["impressions"] > 10 * raw["logins"] > 0  # k = 10: more than one slate a login
         assert raw["cost"]["stream_events"] >= raw["impressions"]
+        assert 0 < raw["new_clicks"] <= raw["clicks"]
         assert set(raw["cost"]["outcomes"]) == {"applied"}
     with pytest.raises(ValueError, match="sessions-per-day"):
         simulate(ws, ["model", "popular"], days=1, settings=settings, sessions_per_day=0)
