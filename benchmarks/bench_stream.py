@@ -232,8 +232,11 @@ def main(quick: bool = False, url: str = DEFAULT_URL) -> str:
             cpu, wall = result["cpu"], result["wall"]
             assert result["entries"] == n_events, result
             keys = list(client.scan_iter(f"{prefix}*", count=1000))
+            tracks = [k for k in keys if k.startswith(f"{prefix}track:".encode())]
+            keys = [k for k in keys if not k.startswith(f"{prefix}track:".encode())]
             sample = keys[:: max(1, len(keys) // 500)]
-            mem = float(np.mean([client.memory_usage(k) or 0 for k in sample]))
+            mem = float(np.mean([client.memory_usage(k, samples=0) or 0 for k in sample]))
+            track_mem = sum(client.memory_usage(k, samples=0) or 0 for k in tracks)
             fresh = [
                 _freshness(
                     client, url, f"{stream}:f{r}", prefix, rows, n_users, r, 5 if quick else 10
@@ -262,8 +265,10 @@ def main(quick: bool = False, url: str = DEFAULT_URL) -> str:
         f"| worker CPU per event | {cpu / n_events * 1e6:,.1f} us | |",
         f"| Redis CPU per event (Lua apply, XREADGROUP, XACK) | "
         f"{redis_cpu / n_events * 1e6:,.1f} us | |",
-        f"| Redis memory per listener (live row, `MEMORY USAGE`, {len(sample)} sampled) | "
+        f"| Redis memory per listener (live row, `MEMORY USAGE ... SAMPLES 0`, {len(sample)} sampled) | "
         f"{mem:,.0f} bytes | |",
+        f"| Redis memory of the per-track listen references ({len(tracks):,} tracks) | "
+        f"{track_mem / max(len(tracks), 1):,.0f} bytes a track | |",
         "",
         "Posted -> visible in the listener's live row (what the next request reads), a probe "
         "follow every 20 ms while the publisher offers the rate below:",

@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 from core.settings import Settings
+from data.features.live import StreamReference
 from data.features.stream import FeatureStreamer, StreamConfig, StreamStats
 
 log = logging.getLogger("tastemaker.stream")
@@ -62,10 +63,34 @@ def run_stream_worker(
             config,
             state=state,
             reload_lookups=lambda: load_lookups(settings.layout, settings.accounts_url),
+            reference=load_reference(settings, rows),
         )
         return worker.run(stop)
     finally:
         rows.close()
+
+
+def load_reference(settings: Settings, rows: Any) -> StreamReference | None:
+    """The counters the streamed reference fields start from: the lake's events before the
+    batch rows' ``as_of`` (:func:`data.features.live.stream_reference`); None, and those fields
+    stay the batch rows', when there are no rows or no lake."""
+    from data.features.build import load_event_log
+    from data.features.live import stream_reference
+
+    sample = rows.sample()
+    ws = settings.layout
+    if sample is None or not ws.lake_events.exists():
+        log.info("no batch rows or no lake: listen/CTR-relative/activity stay the batch rows'")
+        return None
+    ev = load_event_log(ws)
+    reference = stream_reference(ev, int(sample["as_of"]))
+    log.info(
+        "reference counters as of %d: %d listeners, %d tracks",
+        reference.as_of,
+        len(reference.user_ids),
+        len(reference.track_ids),
+    )
+    return reference
 
 
 DEMO_BUS_URL = "redis://127.0.0.1:6379/0"  # where the demo looks for Redis when none is set

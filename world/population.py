@@ -65,7 +65,8 @@ class Population:
         """One login each for ``users`` ``(U,)`` shown ``slates`` ``(U, k)`` (-1 = empty slot).
 
         Returns ``(U, k)`` boolean ``clicked``, ``streamed`` (stream-through), ``followed`` and
-        ``(U, k)`` ``ms_played`` (0 where no stream)."""
+        ``(U, k)`` ``ms_played`` (0 where no stream) and ``track`` (the artist's track number
+        played, -1 where no stream)."""
         n, k = slates.shape
         valid = slates >= 0
         u = np.repeat(users, k)  # (U k,)
@@ -77,11 +78,12 @@ class Population:
         clicked = (rng.random(len(u)) < 1 / (1 + np.exp(-logit))) & valid.ravel()
         streams = clicked & (rng.random(len(u)) < STREAM_AFTER_CLICK)
         ms = np.zeros(len(u), dtype=np.int64)
+        track = np.full(len(u), -1, dtype=np.int64)
         idx = np.flatnonzero(streams)
         if len(idx):
             saved = self.world.rng
             self.world.rng = rng  # the listening rule draws from the simulation's stream
-            _, ms[idx] = self.world.listen(u[idx], a[idx], known[idx])
+            track[idx], ms[idx] = self.world.listen(u[idx], a[idx], known[idx])
             self.world.rng = saved
         through = ms >= STREAM_THROUGH_MS
         in_roster = known | future
@@ -92,6 +94,7 @@ class Population:
             "streamed": through.reshape(shape),
             "followed": followed.reshape(shape),
             "ms_played": ms.reshape(shape),
+            "track": track.reshape(shape),
         }
 
     def login_probability(self, users: np.ndarray) -> np.ndarray:

@@ -75,24 +75,37 @@ def dense_values(
     return {k: out[k].astype(np.float32) for k in USER_DENSE_FIELDS}
 
 
-_TENURE = pa.array(["unknown", "new", "long"], pa.string())
-_LEVELS = pa.array(["none", "low", "mid", "high"], pa.string())
+TENURES = ("unknown", "new", "long")
+LEVELS = ("none", "low", "mid", "high")
+_TENURE = pa.array(TENURES, pa.string())
+_LEVELS = pa.array(LEVELS, pa.string())
+
+
+def tenure_code(signup_ms: np.ndarray, at_ms: np.ndarray | int, new_user_days: int) -> np.ndarray:
+    """Index into ``TENURES`` per user (the streamed row takes the same codes)."""
+    unknown = signup_ms == np.iinfo(np.int64).min
+    new = (np.asarray(at_ms) - signup_ms) < new_user_days * DAY_MS
+    return np.where(unknown, 0, np.where(new, 1, 2)).astype(np.int8)
 
 
 def tenure_bucket(signup_ms: np.ndarray, at_ms: np.ndarray | int, new_user_days: int) -> pa.Array:
     """ "new" / "long" / "unknown" per user (strings built by one Arrow take, no objects)."""
-    unknown = signup_ms == np.iinfo(np.int64).min
-    new = (np.asarray(at_ms) - signup_ms) < new_user_days * DAY_MS
-    code = np.where(unknown, 0, np.where(new, 1, 2)).astype(np.int8)
-    return _TENURE.take(pa.array(code))
+    return _TENURE.take(pa.array(tenure_code(signup_ms, at_ms, new_user_days)))
+
+
+def activity_code(
+    n_events: np.ndarray, n_days: np.ndarray, thresholds: tuple[float, float]
+) -> np.ndarray:
+    """Index into ``LEVELS``: events per active UTC day against the thresholds."""
+    rate = n_events / np.maximum(n_days, 1)
+    level = np.where(rate < thresholds[0], 1, np.where(rate < thresholds[1], 2, 3))
+    return np.where(n_events == 0, 0, level).astype(np.int8)
 
 
 def activity_level(
     n_events: np.ndarray, n_days: np.ndarray, thresholds: tuple[float, float]
 ) -> pa.Array:
-    rate = n_events / np.maximum(n_days, 1)
-    level = np.where(rate < thresholds[0], 1, np.where(rate < thresholds[1], 2, 3))
-    return _LEVELS.take(pa.array(np.where(n_events == 0, 0, level).astype(np.int8)))
+    return _LEVELS.take(pa.array(activity_code(n_events, n_days, thresholds)))
 
 
 def positive_mask(ev: EventLog, config: FeatureConfig) -> np.ndarray:

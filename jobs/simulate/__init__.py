@@ -10,6 +10,13 @@ who had left for good within 7 / 14 days), each with a 95 % interval; against th
 the difference with its interval and the listeners per arm a test would need to detect it
 (two-sided 5 %, power 80 %).
 
+With ``--sessions-per-day S`` a listener who logs in on a day has S sessions (S slates) that
+day, and churn is drawn after the last with the day's stream-throughs. An arm
+``model@streamed`` ranks every session from rows the streaming worker keeps live (a click
+reaches the next session); ``model@day-old`` ranks once a day from the rows as of midnight (a
+click reaches the next day), :mod:`jobs.simulate.fresh`; the same model, so the difference is
+what real-time features buy.
+
 The policies are in :mod:`jobs.simulate.policies`, the numbers in :mod:`jobs.simulate.report`.
 """
 

@@ -16,6 +16,7 @@ from conftest import TEST_KEY, TEST_TOKEN_KEY, USERS, token_header
 from fastapi.testclient import TestClient
 
 from core.settings import Settings
+from data.features.live import track_key
 from data.features.online_store import open_online_store, table_from_rows
 from data.features.stream import FeatureStreamer, StreamConfig, state_key
 from data.ingest.validate import Lookups
@@ -33,6 +34,8 @@ def bus(redis_url):
     client.delete(stream)
     for user in USERS.values():
         client.delete(state_key(user["user_key"]))
+    for key in client.scan_iter(track_key("t-*")):  # the listen references of its streams
+        client.delete(key)
     client.close()
 
 

@@ -1,8 +1,10 @@
 """Streaming features on the tiny world, against the real Redis (marker ``redis``).
 
 * Parity: the day before the last, replayed through the stream over the batch rows of its
-  start, leaves every listener's live row equal to the batch features at its end (the
-  stream-exact fields, :mod:`data.features.stream`).
+  start (and the reference counters of that time), leaves every listener's live row equal to
+  the batch features at its end: every field the stream keeps, the dense and segment ones
+  included. Between midnights ``ctr_relative`` counts the recent window's whole days only:
+  the streamed counts equal the batch's less the events of the cut part of the oldest day.
 * SIGKILL: a worker process killed mid-stream and restarted ends with exactly the live rows of
   a worker that ran through once (nothing lost, nothing counted twice).
 """
@@ -29,6 +31,8 @@ import redis
 from core.constants import DAY_MS
 from core.workspace import Workspace
 from data.features.build import cutoffs, load_event_log
+from data.features.events import ET
+from data.features.live import recent_counts, ring_slots, stream_reference
 from data.features.online_store import open_online_store, rows_from_table
 from data.features.stream import FeatureStreamer, StreamConfig, live_row, read_state
 from data.features.user import user_features_at
@@ -40,6 +44,8 @@ from data.pii import pseudonym_key, pseudonymise
 
 ROOT = Path(__file__).resolve().parents[3]
 EXACT = ("history", "recent_tracks", "followed", "n_impressions", "n_clicks", "n_streams")
+EXACT += ("listen_ratio", "ctr_relative", "ctr_per_100", "log_streams", "activity_level")
+EXACT += ("tenure_bucket",)
 
 
 @pytest.fixture(scope="module")
@@ -120,22 +126,54 @@ def test_a_streamed_day_equals_the_batch_features_at_its_end(world, client, tmp_
     for ln in lines:
         pipe.xadd(cfg.stream, {EVENT_FIELD: ln})
     pipe.execute()
-    stats = FeatureStreamer(r, store, key, load_lookups(world, None), cfg).run(threading.Event())
+    worker = FeatureStreamer(
+        r, store, key, load_lookups(world, None), cfg, reference=stream_reference(ev, d0)
+    )
+    stats = worker.run(threading.Event())
     assert stats.outcomes == {"applied": len(lines)}
     users = {orjson.loads(ln)["user_id"] for ln in lines}
     assert len(users) > 20
+    changed, cut_users = dict.fromkeys(EXACT, 0), 0  # the day moved each field for some listener
+    # 8 h after the day, nothing more streamed: the batch over the same events at that time
+    mid = d1 + DAY_MS // 3
+    day_ev = ev.truncate(d1)
+    at_mid = {r["user_key"]: r for r in rows_from_table(user_features_at(day_ev, None, mid))}
+    cut = (mid - 7 * DAY_MS, d1 - 6 * DAY_MS)  # the part of the oldest day left out
+    impression, click = ET["impression"], ET["click"]
     for uid in users:
         user_key = pseudonymise(uid, key)
         state = read_state(r, user_key, cfg.state_prefix)
-        assert state is not None
+        assert state is not None and state["rf"] == 1
         got, want = live_row(store.get(user_key), state, d1), after[user_key]
         for f in EXACT:
-            assert got[f] == want[f], (f, uid)
+            assert got[f] == want[f], (f, uid, got[f], want[f])
+            changed[f] += store.get(user_key)[f] != want[f]
         assert set(got["seen"]) == set(want["seen"])
         assert got["seen"] == want["seen"]
         assert got["history_age_s"] == pytest.approx(want["history_age_s"], abs=0.5)
-        assert got["ctr_per_100"] == pytest.approx(want["ctr_per_100"], abs=1e-6)
-        assert got["log_streams"] == pytest.approx(want["log_streams"], abs=1e-6)
+        # mid-day: the streamed recent counts are the batch window's less its cut-off part
+        u = int(np.searchsorted(ev.user_ids.to_numpy(zero_copy_only=False), user_key))
+        rows = (day_ev.u == u) & (day_ev.ts >= cut[0]) & (day_ev.ts < cut[1])
+        cut_impr = int((rows & (day_ev.et == impression)).sum())
+        cut_clicks = int((rows & (day_ev.et == click)).sum())
+        ri, rc = recent_counts(state, ring_slots(_config()), mid, 7)
+        recent = (day_ev.u == u) & (day_ev.ts >= mid - 7 * DAY_MS)
+        assert ri == int((recent & (day_ev.et == impression)).sum()) - cut_impr
+        assert rc == int((recent & (day_ev.et == click)).sum()) - cut_clicks
+        got_mid = live_row(store.get(user_key), state, mid)
+        for f in ("listen_ratio", "activity_level", "tenure_bucket", "ctr_per_100"):
+            assert got_mid[f] == at_mid[user_key][f], (f, uid)
+        if not cut_impr and not cut_clicks:
+            assert got_mid["ctr_relative"] == at_mid[user_key]["ctr_relative"]
+        else:
+            cut_users += 1
+    # tenure moves with time, not events: no one turned 30 days that day, so check its edge
+    assert changed.pop("tenure_bucket") == 0 and all(changed.values()), changed
+    su = state["su"]
+    assert su is not None
+    for at, bucket in ((su + 30 * DAY_MS - 1, "new"), (su + 30 * DAY_MS, "long")):
+        assert live_row(store.get(user_key), state, at)["tenure_bucket"] == bucket
+    assert cut_users, "no listener had events in the cut part: the bound went untested"
     store.close()
 
 
@@ -148,6 +186,8 @@ def _config():
 def _states(r: redis.Redis, prefix: str) -> dict[str, dict]:
     out = {}
     for k in r.scan_iter(f"{prefix}*"):
+        if k.decode().startswith(f"{prefix}track:"):
+            continue  # a track's listen reference (the same events give the same one)
         state = {f.decode(): v for f, v in r.hgetall(k).items()}
         state.pop("at")  # when it was applied: the only fields that depend on the run
         state.pop("ax", None)
