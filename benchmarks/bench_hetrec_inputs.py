@@ -16,7 +16,9 @@ Intervals: 95 % bootstrap over test users (500 resamples); the Δ columns are pa
 against the history-only row.
 
 Run: ``python -m benchmarks.run --only hetrec_inputs`` (``--quick``: seed 0), or
-``python -m benchmarks.bench_hetrec_inputs --seeds 0 --write``.
+``python -m benchmarks.bench_hetrec_inputs --seeds 0 --write``; ``--rows history,both
+--cached``: only those rows, then the table of every row finished so far (rows are kept in
+``$TMPDIR/tastemaker-hetrec-inputs`` and not refitted).
 """
 
 from __future__ import annotations
@@ -257,6 +259,10 @@ if __name__ == "__main__":
     chosen: tuple[int, ...] = SEEDS
     if "--seeds" in argv:
         chosen = tuple(int(x) for x in argv[argv.index("--seeds") + 1].split(","))
+    if "--rows" in argv:  # run just these rows first (a short budget), e.g. "history,both"
+        names = [SHORT.get(r, r) for r in argv[argv.index("--rows") + 1].split(",")]
+        for seed in chosen:
+            run_seed(seed, tuple(names))
     if "--cached" in argv:  # the rows a (running or stopped) run has finished so far
         found = {s: {r: _load_row(s, r) for r in (*ROWS, ALS)} for s in chosen}
         text = table({s: {r: v for r, v in rows.items() if v} for s, rows in found.items()})

@@ -224,3 +224,34 @@ def test_side_inputs_off_leave_the_tower_as_it_was():
         )
     with pytest.raises(ValueError, match="friends_len=3 needs"):
         side.user_tower(hist, empty, dense)
+
+
+@pytest.mark.slow
+def test_cli_trains_recommends_and_refuses_to_export_with_side_inputs(
+    leaky_hetrec, tmp_path, capsys
+):
+    """``tastemaker import hetrec`` -> ``train --friends --user-tags`` -> ``recommend``; the
+    serving bundle has no such inputs, so ``export`` says so instead of writing one."""
+    import pyarrow.parquet as pq
+
+    from tastemaker.cli import main
+
+    folder, _ = leaky_hetrec
+    files, run, ws = tmp_path / "files", tmp_path / "run", ["--workspace", str(tmp_path / "ws")]
+    imported = ["import", "hetrec", "--path", str(folder), "--out", str(files), "--format", "tsv"]
+    assert main([*ws, *imported, "--split-seed", "0"]) == 0
+    train = ["train", "--interactions", str(files / "train.tsv"), "--out", str(run)]
+    side = ["--friends", str(files / "friends.tsv"), "--user-tags", str(files / "user_tags.tsv")]
+    small = ["--epochs", "1", "--dim", "8", "--batch-size", "16", "--accelerator", "cpu"]
+    assert main([*ws, *train, *side, *small, "--friends-len", "3"]) == 0
+    rec, _, cfg = load_fitted(run)
+    assert rec.model.config.friends_len == 3 and rec.model.config.user_tags_len == 64
+    assert cfg["friends"].endswith("friends.tsv") and cfg["user_tags"].endswith("user_tags.tsv")
+    out = tmp_path / "recs.parquet"
+    assert (
+        main([*ws, "recommend", "--run", str(run), "--all-users", "--k", "2", "--out", str(out)])
+        == 0
+    )
+    assert pq.read_table(out).num_rows == N_USERS * 2  # every user has 3 artists left
+    assert main([*ws, "export", "--run", str(run)]) != 0
+    assert "the serving bundle has no such inputs" in capsys.readouterr().err
