@@ -227,6 +227,9 @@ def table(results: dict[int, dict[str, dict]]) -> str:
                 f"{d_r} | {d_n} | {r['seconds']:.0f} / {r['cpu_seconds']:.0f} | "
                 f"{r['load']:.1f} |"
             )
+    missing = [f"seed {s} {row}" for s in seeds for row in (*ROWS, ALS) if row not in results[s]]
+    if missing:
+        lines += ["", "Not run (out of time on the shared machine): " + "; ".join(missing) + "."]
     lines += ["", "Mean over the seeds run, and the margin over ALS per seed:", ""]
     lines += ["| row | mean R@20 | mean N@20 | R@20 − ALS per seed | N@20 − ALS per seed |"]
     lines += ["|---|---|---|---|---|"]
