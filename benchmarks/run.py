@@ -36,6 +36,7 @@ AREAS = (
     "precompute",
     "hetrec",
     "tuned_hetrec",
+    "hetrec_inputs",
     "tuned_demo",
     "two_tower_demo",
     "two_tower_cold",

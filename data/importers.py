@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data.schemas import ARTISTS, INTERACTIONS
+from data.schemas import ARTISTS, FRIENDS, INTERACTIONS, USER_TAGS
 from data.splits import holdout_mask
 
 log = logging.getLogger("tastemaker.data")
@@ -119,6 +119,83 @@ def import_hetrec(path: str | os.PathLike[str]) -> tuple[pa.Table, pa.Table]:
         inter.num_rows,
     )
     return inter, artist_table
+
+
+def import_hetrec_social(path: str | os.PathLike[str]) -> tuple[pa.Table, pa.Table]:
+    """(friends, user_tags) from the HetRec folder at ``path``: ``FRIENDS`` rows (both
+    directions, as stored) and ``USER_TAGS`` rows (every tag assignment, the tag by name;
+    assignments on artists missing from ``artists.dat`` dropped, like their artist tags).
+
+    These are *all* of each user's assignments, held-out artists included: what a model may
+    read of them is decided against its training split by ``training.user_side``."""
+    root = Path(path)
+    friends = _read_dat(root / "user_friends.dat")
+    tags = _read_dat(root / "tags.dat", encoding="latin-1")
+    tagged = _read_dat(root / "user_taggedartists.dat")
+    known = set(_read_dat(root / "artists.dat")["id"])
+    tagged = tagged[tagged["artistID"].isin(known)]
+    names = dict(zip(tags["tagID"], tags["tagValue"], strict=False))
+    friend_table = pa.table(
+        {
+            "user_id": friends["userID"].to_numpy(dtype=object),
+            "friend_id": friends["friendID"].to_numpy(dtype=object),
+        },
+        schema=FRIENDS,
+    )
+    tag_table = pa.table(
+        {
+            "user_id": tagged["userID"].to_numpy(dtype=object),
+            "artist_id": tagged["artistID"].to_numpy(dtype=object),
+            "tag": [names.get(t, t) for t in tagged["tagID"].tolist()],
+        },
+        schema=USER_TAGS,
+    )
+    log.info(
+        "hetrec: %d friend pairs, %d tag assignments", friend_table.num_rows, tag_table.num_rows
+    )
+    return friend_table, tag_table
+
+
+def write_side_table(table: pa.Table, path: str | os.PathLike[str]) -> None:
+    """Write a ``FRIENDS`` / ``USER_TAGS`` table as ``.parquet`` or ``.tsv``, atomically."""
+    from core.atomic import atomic_path, write_table
+
+    path = Path(path)
+    if path.suffix == ".parquet":
+        write_table(path, table)
+        return
+    with atomic_path(path) as tmp:
+        table.to_pandas().to_csv(
+            tmp, sep="\t", index=False, quoting=csv.QUOTE_NONE, escapechar="\\"
+        )
+
+
+def read_side_table(path: str | os.PathLike[str], schema: pa.Schema) -> pa.Table:
+    """A ``FRIENDS`` or ``USER_TAGS`` file (``.parquet``, ``.tsv`` or ``.csv``) as ``schema``;
+    errors name the file and the missing column."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    if path.suffix in (".parquet", ".pq"):
+        frame = pq.read_table(path).to_pandas()
+    else:
+        frame = pd.read_csv(
+            path,
+            sep="," if path.suffix == ".csv" else "\t",
+            dtype=str,
+            keep_default_na=False,
+            quoting=csv.QUOTE_NONE,
+            escapechar="\\",
+        )
+    found = [str(c) for c in frame.columns]
+    for name in schema.names:
+        if name not in found:
+            raise ValueError(
+                f"{path} has no {name!r} column{_hint(name, found)}; found: {', '.join(found)}"
+            )
+    return pa.table(
+        {n: frame[n].astype(str).to_numpy(dtype=object) for n in schema.names}, schema=schema
+    )
 
 
 def _hint(name: str, found: list[str]) -> str:

@@ -112,6 +112,10 @@ INTERACTIONS = pa.schema(
         ("timestamp", TS),
     ]
 )
+# ... and its optional companions (HetRec): who is friends with whom (one row per direction),
+# and which tag a user put on which artist (one row per assignment, the tag by its name)
+FRIENDS = pa.schema([("user_id", pa.string()), ("friend_id", pa.string())])
+USER_TAGS = pa.schema([("user_id", pa.string()), ("artist_id", pa.string()), ("tag", pa.string())])
 
 # --- features -----------------------------------------------------------------------------------
 HISTORY_LEN = 100

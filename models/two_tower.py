@@ -80,8 +80,18 @@ class TwoTowerConfig:
     # first), mean-pooled from the shared artist id table and added (no MLP) or concatenated
     # (MLP) through a learned gate; 0 (default): no follows input
     follows_len: int = 0
+    # > 0: the user tower also reads a weighted bag of up to this many artists of the user's
+    # friends (their training artists only), pooled from the shared artist id table through a
+    # learned gate starting at 0 (an interactions file with a friends file; 0: no such input)
+    friends_len: int = 0
+    # > 0: the user tower also reads up to this many of the user's own tag assignments (tags
+    # the user put on their own training artists, repeats weighting a tag), pooled from the
+    # artist tower's tag table through a learned gate starting at 0 (0: no such input)
+    user_tags_len: int = 0
 
     def __post_init__(self) -> None:
+        if self.members > 1 and (self.friends_len > 0 or self.user_tags_len > 0):
+            raise ValueError("members > 1 does not support friends_len / user_tags_len inputs")
         if self.members < 1:
             raise ValueError(f"members must be >= 1, got {self.members}")
         if self.members > 1:
@@ -109,6 +119,14 @@ def _mlp(n_in: int, hidden: int, n_out: int, dropout: float) -> nn.Sequential:
     )
 
 
+def _weighted_sum(ids: torch.Tensor, table: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """(B, K) indices, (A, e) table, (B, K) weights -> (B, e) sum of weighted rows, without
+    materialising (B, K, e) outside an ONNX export."""
+    if torch.onnx.is_in_onnx_export():
+        return (F.embedding(ids, table) * w.unsqueeze(-1)).sum(1)
+    return F.embedding_bag(ids, table, per_sample_weights=w, mode="sum")
+
+
 class UserTower(nn.Module):
     """``forward(history (B, L) int64, segments (B, S) int64, dense (B, D) float32) -> (B, d)``.
 
@@ -118,6 +136,7 @@ class UserTower(nn.Module):
 
     tag_table: torch.Tensor  # (A, T) buffer, only with ``history_tags``
     tag_embedding: nn.Embedding  # the artist tower's, only with ``history_tags``
+    user_tag_embedding: nn.Embedding  # the artist tower's tag table, only with user_tags_len
 
     def __init__(self, config: TwoTowerConfig, artist_embedding: nn.Embedding) -> None:
         super().__init__()
@@ -155,12 +174,18 @@ class UserTower(nn.Module):
             # starts at 0: the model begins as the history alone and learns what follows add
             self.follows_gate = nn.Parameter(torch.zeros(config.embed_dim))
         n_follow = config.embed_dim if config.follows_len > 0 else 0
+        if config.friends_len > 0:
+            self.friends_gate = nn.Parameter(torch.zeros(config.embed_dim))  # history alone first
+        if config.user_tags_len > 0:
+            self.user_tags_gate = nn.Parameter(torch.zeros(config.embed_dim))
+        n_side = config.embed_dim * ((config.friends_len > 0) + (config.user_tags_len > 0))
         if config.user_mlp:
             n_in = (
                 n_pool * config.embed_dim
                 + len(config.segment_cardinalities) * seg_dim
                 + n_dense
                 + n_follow
+                + n_side
             )
             self.mlp = _mlp(n_in, config.hidden, config.dim, config.dropout)
         elif n_dense:
@@ -220,12 +245,51 @@ class UserTower(nn.Module):
         mean = (self.artist_embedding(follows) * w.unsqueeze(-1)).sum(1) / count  # (B, e)
         return mean * self.follows_gate  # (B, e)
 
+    def pool_friends(self, friends: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """(B, F) friends' artist indices (0 = pad), (B, F) weights -> (B, e) gated weighted
+        mean of their id embeddings (zero for a user without friends)."""
+        weight = self.artist_embedding.weight  # (A, e)
+        w = weights.to(weight.dtype) * (friends > 0).to(weight.dtype)  # (B, F)
+        w = w / w.sum(1, keepdim=True).clamp(min=1e-6)  # (B, F) sums to 1 (or 0)
+        return _weighted_sum(friends, weight, w) * self.friends_gate  # (B, e)
+
+    def pool_user_tags(self, tags: torch.Tensor) -> torch.Tensor:
+        """(B, T) the user's tag assignments as tag indices (0 = pad; a tag repeats once per
+        artist it was put on) -> (B, e) gated mean of the shared tag embeddings."""
+        table = self.user_tag_embedding.weight  # (G, e)
+        w = (tags > 0).to(table.dtype)  # (B, T)
+        w = w / w.sum(1, keepdim=True).clamp(min=1.0)  # (B, T)
+        return _weighted_sum(tags, table, w) * self.user_tags_gate  # (B, e)
+
+    def _side(
+        self,
+        friends: torch.Tensor | None,
+        friend_weights: torch.Tensor | None,
+        user_tags: torch.Tensor | None,
+    ) -> list[torch.Tensor]:
+        """The optional friends / own-tags parts, each (B, e), in that order."""
+        out = []
+        if self.config.friends_len > 0:
+            if friends is None or friend_weights is None:
+                raise ValueError(
+                    f"friends_len={self.config.friends_len} needs friends and friend_weights"
+                )
+            out.append(self.pool_friends(friends, friend_weights))
+        if self.config.user_tags_len > 0:
+            if user_tags is None:
+                raise ValueError(f"user_tags_len={self.config.user_tags_len} needs user_tags")
+            out.append(self.pool_user_tags(user_tags))
+        return out
+
     def forward(
         self,
         history: torch.Tensor,
         segments: torch.Tensor,
         dense: torch.Tensor,
         follows: torch.Tensor | None = None,
+        friends: torch.Tensor | None = None,
+        friend_weights: torch.Tensor | None = None,
+        user_tags: torch.Tensor | None = None,
     ) -> torch.Tensor:
         pooled = self.pool_history(history)  # (B, e) or (B, 2e)
         use_dense = bool(self.config.n_dense and self.config.use_dense)
@@ -234,8 +298,11 @@ class UserTower(nn.Module):
             if follows is None:
                 raise ValueError(f"follows_len={self.config.follows_len} needs a follows input")
             followed = self.pool_follows(follows)  # (B, e)
+        side = self._side(friends, friend_weights, user_tags)  # [(B, e)]
         if not self.config.user_mlp:
             x = pooled if followed is None else pooled + followed  # (B, d)
+            for part in side:
+                x = x + part  # (B, d)
             for i, table in enumerate(self.segment_embeddings):
                 x = x + table(segments[:, i])  # (B, d)
             if use_dense:
@@ -248,6 +315,7 @@ class UserTower(nn.Module):
             parts.append(dense.to(pooled.dtype))  # (B, D)
         if followed is not None:
             parts.append(followed)  # (B, e)
+        parts.extend(side)  # (B, e) each
         x = torch.cat(parts, dim=1)  # (B, n_in)
         return F.normalize(self.mlp(x), dim=-1)  # (B, d)
 
@@ -328,6 +396,8 @@ class TwoTower(nn.Module):
         if self.user_tower.with_tags:  # one tag table and embedding, read by both towers
             self.user_tower.tag_embedding = self.artist_tower.tag_embedding
             self.user_tower.register_buffer("tag_table", tag_table.long())
+        if config.user_tags_len > 0:  # the user's own tags live in the artists' tag space
+            self.user_tower.user_tag_embedding = self.artist_tower.tag_embedding
 
     @torch.no_grad()
     def zero_untrained_ids(self, trained: torch.Tensor | np.ndarray) -> None:

@@ -57,6 +57,8 @@ class EvalSet:
     inputs: UserInputs
     seen: list[np.ndarray]  # per user, vocab indices to exclude
     targets: list[np.ndarray]  # per user, vocab indices to find (-1 = unknown to the vocab)
+    # optional user-tower inputs by batch key, one row per user (interactions: friends, tags)
+    extra: dict[str, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -373,8 +375,11 @@ def _row_loader(n: int, batch_size: int, seed: int, make_batch: Any) -> DataLoad
     )
 
 
-def user_loader(inputs: UserInputs, batch_size: int) -> DataLoader:
-    """Batches of encoded users in row order (for validation and scoring)."""
+def user_loader(
+    inputs: UserInputs, batch_size: int, extra: dict[str, np.ndarray] | None = None
+) -> DataLoader:
+    """Batches of encoded users in row order (for validation and scoring); ``extra``: more
+    per-user arrays, each added to the batch under its key."""
 
     def collate(rows: list[int]) -> dict[str, torch.Tensor]:
         r = np.asarray(rows)
@@ -385,6 +390,8 @@ def user_loader(inputs: UserInputs, batch_size: int) -> DataLoader:
         }
         if inputs.follows is not None:
             out["follows"] = torch.from_numpy(inputs.follows[r])
+        for key, values in (extra or {}).items():
+            out[key] = torch.from_numpy(values[r])
         return out
 
     indices: Any = range(len(inputs))  # a range is a map-style dataset of its indices

@@ -177,6 +177,14 @@ def export_bundle(
     ``make_current=False``: publish without moving ``CURRENT`` (the caller warms, then moves)."""
     run_dir = Path(run_dir) if run_dir else ws.latest_run()
     run = load_run(run_dir)
+    if run.config.friends_len > 0 or run.config.user_tags_len > 0:
+        # the serving contract (history, segments, dense[, follows]) has no friends or own
+        # tags; a bundle whose tower needs them could not be answered in real time
+        raise ValueError(
+            f"run {run_dir} reads friends / user tags (friends_len={run.config.friends_len}, "
+            f"user_tags_len={run.config.user_tags_len}): the serving bundle has no such inputs; "
+            "train without --friends / --user-tags to export"
+        )
     n_new = 0
     if rebuild:
         current = ws.feature_dir.artist_features

@@ -67,6 +67,18 @@ class TwoTowerModule(pl.LightningModule):
     def artist_tower(self) -> ArtistTower:
         return self.model.artist_tower
 
+    def _users(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, d) the user tower on a batch (its optional inputs when the batch has them)."""
+        return self.user_tower(
+            batch["history"],
+            batch["segments"],
+            batch["dense"],
+            batch.get("follows"),
+            batch.get("friends"),
+            batch.get("friend_weights"),
+            batch.get("user_tags"),
+        )
+
     def _gather(self, x: torch.Tensor) -> torch.Tensor:
         """(B, ...) -> (W B, ...) across ranks, gradient flowing back to this rank's part."""
         if self.trainer is None or self.trainer.world_size == 1:
@@ -77,9 +89,7 @@ class TwoTowerModule(pl.LightningModule):
         return out.reshape(-1, *x.shape[1:])
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        users = self.user_tower(
-            batch["history"], batch["segments"], batch["dense"], batch.get("follows")
-        )  # (B, d)
+        users = self._users(batch)  # (B, d)
         artists = self.artist_tower(batch["artist"])  # (B, d)
         ids = batch["artist"]  # (B,)
         rank = self.trainer.global_rank if self.trainer is not None else 0
@@ -116,9 +126,7 @@ class TwoTowerModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        vecs = self.user_tower(
-            batch["history"], batch["segments"], batch["dense"], batch.get("follows")
-        )  # (B, d)
+        vecs = self._users(batch)  # (B, d)
         self._val_vecs.append(vecs.float())
 
     def on_validation_epoch_end(self) -> None:

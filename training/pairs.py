@@ -16,6 +16,7 @@ the same epoch (same seed) and takes every ``world``-th batch.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
@@ -23,6 +24,9 @@ import torch
 from torch.utils.data import IterableDataset
 
 from core.constants import N_SPECIAL, PAD_INDEX
+
+if TYPE_CHECKING:
+    from training.user_side import UserSide
 
 
 def rank_world() -> tuple[int, int]:
@@ -77,6 +81,7 @@ class MaskedPairs(IterableDataset):
         recency: np.ndarray | None = None,  # (N,) per stored entry, larger = more recent
         dense: np.ndarray | None = None,  # (U, D) float32 per user
         follows: np.ndarray | None = None,  # (U, F) int64 per user, most recent follow first
+        side: UserSide | None = None,  # friends' artists / own tags, built on ``matrix``
     ) -> None:
         m = matrix.tocsr()
         self.indptr = m.indptr.astype(np.int64)
@@ -89,6 +94,12 @@ class MaskedPairs(IterableDataset):
             np.zeros((n_users, 0), np.float32) if dense is None else dense.astype(np.float32)
         )
         self.follows = None if follows is None else torch.from_numpy(follows.astype(np.int64))
+        self.side = side
+        self.friends = self.friend_weights = None
+        if side is not None and side.friends is not None and side.friend_weights is not None:
+            self.friends = torch.from_numpy(side.friends)  # (U, F)
+            self.friend_weights = torch.from_numpy(side.friend_weights)  # (U, F)
+        self.with_tags = side is not None and side.tag_entry is not None
         self.history_len = history_len
         self.batch_size = batch_size
         self.keep = keep
@@ -108,18 +119,26 @@ class MaskedPairs(IterableDataset):
         n_keep = np.minimum(n_keep, self.lengths - 1)  # at least one positive per user
         return rank < n_keep[self.user], key
 
-    def _views(self, rng: np.random.Generator) -> list[tuple[torch.Tensor, np.ndarray]]:
-        """[(history (U, L), positive entries)] for this epoch: one view, or two if swapped."""
+    def _views(
+        self, rng: np.random.Generator
+    ) -> list[tuple[torch.Tensor, np.ndarray, torch.Tensor | None]]:
+        """[(history (U, L), positive entries, own tags (U, T) or None)] for this epoch: one
+        view, or two if swapped; a view's tags are those on its history half only (its other
+        half are the positives)."""
         first, key = self.split(rng)
         order = key if self.recency is None else -self.recency
         items = self.items.numpy()
-        views = [(bag_histories(self.indptr, items, first, order, self.history_len), ~first)]
+        halves = [(first, ~first)]
         if self.swap and self.keep < 1.0:
-            second = ~first & (self.lengths[self.user] > 1)
-            views.append(
-                (bag_histories(self.indptr, items, second, order, self.history_len), first)
-            )
-        return [(torch.from_numpy(h), np.flatnonzero(p)) for h, p in views]
+            halves.append((~first & (self.lengths[self.user] > 1), first))
+        out = []
+        for fed, positive in halves:
+            hist = torch.from_numpy(bag_histories(self.indptr, items, fed, order, self.history_len))
+            tags = None
+            if self.with_tags and self.side is not None:
+                tags = torch.from_numpy(self.side.tag_bags(fed))  # (U, T)
+            out.append((hist, np.flatnonzero(positive), tags))
+        return out
 
     def n_pairs(self) -> int:
         return (
@@ -137,10 +156,11 @@ class MaskedPairs(IterableDataset):
         rng = np.random.default_rng((self.seed, self.epoch))
         self.epoch += 1
         views = self._views(rng)
-        hist = torch.cat([h for h, _ in views])  # (V U, L)
+        hist = torch.cat([h for h, _, _ in views])  # (V U, L)
+        tags = torch.cat([t for _, _, t in views if t is not None]) if self.with_tags else None
         n_users = len(self.lengths)
-        row = np.concatenate([v * n_users + self.user[p] for v, (_, p) in enumerate(views)])
-        entry = np.concatenate([p for _, p in views])  # (P,)
+        row = np.concatenate([v * n_users + self.user[p] for v, (_, p, _) in enumerate(views)])
+        entry = np.concatenate([p for _, p, _ in views])  # (P,)
         perm = torch.from_numpy(rng.permutation(len(entry)))  # (P,)
         row_t, entry_t = torch.from_numpy(row)[perm], torch.from_numpy(entry)[perm]
         user_t = torch.from_numpy(self.user)[entry_t]  # (P,)
@@ -156,4 +176,9 @@ class MaskedPairs(IterableDataset):
             }
             if self.follows is not None:
                 batch["follows"] = history_follows(self.follows[user_t[s]], batch["history"])
+            if self.friends is not None and self.friend_weights is not None:
+                batch["friends"] = self.friends[user_t[s]]  # (B, F)
+                batch["friend_weights"] = self.friend_weights[user_t[s]]  # (B, F)
+            if tags is not None:
+                batch["user_tags"] = tags[row_t[s]]  # (B, T) the fed half's tags
             yield batch

@@ -12,6 +12,11 @@ from dataclasses import dataclass, field
 from core.constants import N_SPECIAL
 from models.two_tower import TwoTowerConfig
 
+# the user tower's optional side inputs when an interactions file comes with a friends / user
+# tags file (``tastemaker train --friends / --user-tags``): how many friends' artists and own
+# tag assignments it reads (the HetRec ablation: ``benchmarks.bench_hetrec_inputs``)
+FRIENDS_LEN = 50
+USER_TAGS_LEN = 64
 OBJECTIVES = ("in-batch",)  # in-batch softmax + logQ + accidental-hit masking (+ uniform)
 LR_SCHEDULES = ("constant", "cosine", "onecycle")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "auto")

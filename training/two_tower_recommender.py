@@ -4,7 +4,10 @@ matrix (bring-your-own-data) with the same config, module and run-dir format as 
 A user is the bag of artists they have in the training matrix; training batches come from
 :class:`training.pairs.MaskedPairs` (half of each bag as history, the rest as positives, fresh
 each epoch); the loss and optimisation are :class:`training.module.TwoTowerModule`'s. Artist
-tags (``artist_tags``, e.g. from ``--artist-meta``) feed the artist tower.
+tags (``artist_tags``, e.g. from ``--artist-meta``) feed the artist tower. Optional user-tower
+inputs (``TwoTowerConfig.friends_len`` / ``user_tags_len``, from ``friends`` / ``user_tags``
+tables): the friends' training artists and the user's own tags on their training artists,
+built by :mod:`training.user_side` from the training matrix only.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 import pytorch_lightning as pl
 import scipy.sparse as sp
 import torch
@@ -31,6 +36,12 @@ from training.datamodule import EvalSet, log_sampling_probability, user_loader
 from training.module import TwoTowerModule, make_trainer, release_process_group
 from training.pairs import MaskedPairs, bag_histories
 from training.train_config import TrainConfig
+from training.user_side import (
+    UserSide,
+    build_user_side,
+    tag_vocab,
+    training_tag_assignments,
+)
 
 log = logging.getLogger("tastemaker.training")
 
@@ -63,9 +74,14 @@ class TwoTowerRecommender:
         self,
         config: TrainConfig | None = None,
         artist_tags: Mapping[str, Sequence[str]] | None = None,
+        friends: pa.Table | None = None,  # FRIENDS rows; read with model.friends_len > 0
+        user_tags: pa.Table | None = None,  # USER_TAGS rows; read with model.user_tags_len > 0
     ) -> None:
         self.config = config or TrainConfig()
         self.artist_tags = artist_tags
+        self.friends = friends
+        self.user_tags = user_tags
+        self._side_inputs: dict[str, np.ndarray] = {}  # per user row, for recommending
         self.model: TwoTower | None = None
         self.vocabs: FeatureVocabs | None = None
         self.val_history: list[dict[str, float]] = []
@@ -74,9 +90,47 @@ class TwoTowerRecommender:
 
     def _vocabs(self, inter: Interactions) -> FeatureVocabs:
         tags_of = self.artist_tags or {}
-        tags = Vocab.build((t for ts in tags_of.values() for t in ts), min_count=2)
+        if self.config.model.user_tags_len > 0:  # the user's own tags share the tag space
+            flat = [t for ts in tags_of.values() for t in ts]
+            tags = tag_vocab(flat, self._assignments(_sorted(inter.matrix), inter))
+        else:
+            tags = Vocab.build((t for ts in tags_of.values() for t in ts), min_count=2)
         artists = Vocab((PAD, UNK, *map(str, inter.artist_ids)))
         return FeatureVocabs(artists=artists, tags=tags, segments={})
+
+    def _assignments(self, matrix: sp.csr_matrix, inter: Interactions) -> pd.DataFrame:
+        """The user tags on ``matrix``'s entries only (the leak filter)."""
+        if self.user_tags is None:
+            raise ValueError(
+                f"user_tags_len={self.config.model.user_tags_len} needs a user tags table "
+                "(tastemaker train --user-tags FILE)"
+            )
+        return training_tag_assignments(matrix, inter.user_ids, inter.artist_ids, self.user_tags)
+
+    def user_side(self, matrix: sp.csr_matrix, inter: Interactions) -> UserSide | None:
+        """Friends' artists / own tags of ``matrix``'s users, from ``matrix`` alone (None when
+        both inputs are off)."""
+        mcfg = self.config.model
+        if mcfg.friends_len <= 0 and mcfg.user_tags_len <= 0:
+            return None
+        if mcfg.friends_len > 0 and self.friends is None:
+            raise ValueError(
+                f"friends_len={mcfg.friends_len} needs a friends table "
+                "(tastemaker train --friends FILE)"
+            )
+        if self.vocabs is None:
+            raise ModelFitError("user_side needs the vocabularies: build the model first")
+        matrix = _sorted(matrix)
+        assignments = self._assignments(matrix, inter) if mcfg.user_tags_len > 0 else None
+        return build_user_side(
+            matrix,
+            inter.user_ids,
+            self.friends,
+            mcfg.friends_len,
+            assignments,
+            self.vocabs.tags,
+            mcfg.user_tags_len,
+        )
 
     def build(self, inter: Interactions) -> TwoTower:
         """The untrained model for ``inter``'s catalogue (vocab sizes filled in)."""
@@ -85,6 +139,10 @@ class TwoTowerRecommender:
                 "follows_len > 0 needs the lake (followed artists); an interactions "
                 "file has none: set follows_len=0"
             )
+        if self.config.model.members > 1 and (
+            self.config.model.friends_len > 0 or self.config.model.user_tags_len > 0
+        ):
+            raise ValueError("members > 1 cannot read friends / user tags")
         self.vocabs = vocabs = self._vocabs(inter)
         mcfg = dataclasses.replace(
             self.config.model,
@@ -124,6 +182,7 @@ class TwoTowerRecommender:
         if cfg.val_fraction > 0:
             train, eval_set = self._validation_split(interactions, cfg.val_fraction)
             order = _bag_order(train, None)
+        side = self.user_side(train, interactions)  # from the training part only
         pairs = MaskedPairs(
             train,
             np.zeros((train.shape[0], 0), dtype=np.int64),
@@ -133,13 +192,16 @@ class TwoTowerRecommender:
             cfg.swap_halves,
             cfg.seed,
             recency=None if interactions.timestamps is None or cfg.val_fraction else -order,
+            side=side,
         )
         log_q = log_sampling_probability(
             train.indices.astype(np.int64) + N_SPECIAL, model.config.n_artists
         )
         module = TwoTowerModule(model, cfg, log_q, eval_set)
         loader = DataLoader(pairs, batch_size=None)
-        val_loader = None if eval_set is None else user_loader(eval_set.inputs, 4096)
+        val_loader = (
+            None if eval_set is None else user_loader(eval_set.inputs, 4096, eval_set.extra)
+        )
         trainer = make_trainer(cfg, cfg.epochs, callbacks, validate=eval_set is not None)
         started, cpu_started = time.perf_counter(), time.process_time()
         trainer.fit(module, train_dataloaders=loader, val_dataloaders=val_loader)
@@ -153,6 +215,7 @@ class TwoTowerRecommender:
         self.model.zero_untrained_ids(trained)
         self._matrix = matrix
         self._history = self._histories(matrix, _bag_order(matrix, interactions.timestamps))
+        self._side_inputs = _side_inputs(self.user_side(matrix, interactions))
         return self
 
     def _validation_split(
@@ -173,7 +236,9 @@ class TwoTowerRecommender:
         )
         seen = [train.indices[train.indptr[u] : train.indptr[u + 1]] + N_SPECIAL for u in users]
         targets = [split.test[u] + N_SPECIAL for u in users]
-        return train, EvalSet(inputs, seen, targets)
+        side = _side_inputs(self.user_side(train, inter))  # validation targets never read
+        extra = {k: v[users] for k, v in side.items()} or None
+        return train, EvalSet(inputs, seen, targets, extra)
 
     @torch.no_grad()
     def user_vectors(self, user_rows: np.ndarray) -> torch.Tensor:
@@ -189,7 +254,8 @@ class TwoTowerRecommender:
             )
         hist = torch.from_numpy(self._history[rows])  # (U, L)
         empty = torch.zeros((len(rows), 0), dtype=torch.long)
-        return self.model.user_tower(hist, empty, torch.zeros((len(rows), 0)))  # (U, d)
+        side = {k: torch.from_numpy(v[rows]) for k, v in self._side_inputs.items()}
+        return self.model.user_tower(hist, empty, torch.zeros((len(rows), 0)), **side)  # (U, d)
 
     @torch.no_grad()
     def recommend(
@@ -210,6 +276,11 @@ class TwoTowerRecommender:
         if self.model is None or self.vocabs is None:
             raise ModelFitError("TwoTowerRecommender.save called before fit")
         save_run(Path(run_dir), self.model, self.vocabs, self.config, "interactions", extra)
+        if self._side_inputs:  # the users' friends / tags inputs, rows as interactions.npz
+            from core.atomic import write_bytes
+            from evaluation.runs import npz_bytes
+
+            write_bytes(Path(run_dir) / SIDE_FILE, npz_bytes(self._side_inputs))
 
     @classmethod
     def load(cls, run_dir: Path, interactions: Interactions) -> TwoTowerRecommender:
@@ -223,4 +294,31 @@ class TwoTowerRecommender:
         matrix.sort_indices()
         rec._matrix = matrix
         rec._history = rec._histories(matrix, _bag_order(matrix, interactions.timestamps))
+        cfg = run.config
+        if cfg.friends_len > 0 or cfg.user_tags_len > 0:
+            path = Path(run_dir) / SIDE_FILE
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} not found: the run reads friends / user tags")
+            with np.load(path, allow_pickle=False) as z:
+                rec._side_inputs = {k: z[k] for k in z.files}
+            for k, v in rec._side_inputs.items():
+                if len(v) != matrix.shape[0]:
+                    raise ValueError(f"{path}: {k} has {len(v)} rows for {matrix.shape[0]} users")
         return rec
+
+
+SIDE_FILE = "user_side.npz"
+
+
+def _sorted(matrix: sp.spmatrix) -> sp.csr_matrix:
+    m = matrix.tocsr().astype(np.float32)
+    m.sort_indices()
+    return m
+
+
+def _side_inputs(side: UserSide | None) -> dict[str, np.ndarray]:
+    """Every user's side inputs (all their training artists fed: tags on all of them)."""
+    if side is None:
+        return {}
+    rows = np.arange(side.n_users)
+    return side.rows(rows, side.tag_bags() if side.tag_entry is not None else None)

@@ -36,7 +36,7 @@ _TRAIN_FLAGS: dict[str, tuple[str, Any]] = {
     "precision": ("precision", str),
     "seed": ("seed", int),
 }
-_MODEL_FLAGS = ("dim", "history_len", "pooling", "members")
+_MODEL_FLAGS = ("dim", "history_len", "pooling", "members", "friends_len", "user_tags_len")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -88,6 +88,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="run dir for --interactions mode")
     p.add_argument("--model", default="two-tower", help="recommender for --interactions mode")
     p.add_argument("--artist-meta", default=None, help="artists file with tags (--interactions)")
+    p.add_argument(
+        "--friends",
+        default=None,
+        help="two-tower, --interactions: friends file (user_id, friend_id): the user tower "
+        "also reads the friends' artists in the interactions file",
+    )
+    p.add_argument(
+        "--user-tags",
+        default=None,
+        help="two-tower, --interactions: user tags file (user_id, artist_id, tag): the user "
+        "tower also reads the tags each user put on their artists in the interactions file",
+    )
+    p.add_argument(
+        "--friends-len", type=int, default=None, help="friends' artists read (--friends)"
+    )
+    p.add_argument("--user-tags-len", type=int, default=None, help="own tags read (--user-tags)")
     p.add_argument(
         "--init-from",
         default=None,
@@ -211,7 +227,15 @@ def _train(args: argparse.Namespace) -> int:
             )
         from training.byod import train_interactions
 
-        out = train_interactions(args.interactions, args.out, args.model, args.artist_meta, config)
+        out = train_interactions(
+            args.interactions,
+            args.out,
+            args.model,
+            args.artist_meta,
+            config,
+            friends_path=args.friends,
+            user_tags_path=args.user_tags,
+        )
         print(f"trained {args.model} on {args.interactions} -> {out}")
         return 0
     if args.settings.train_launcher == "torchdistributor":

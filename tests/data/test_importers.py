@@ -15,10 +15,11 @@ from data.importers import (
     import_hetrec,
     read_artists,
     read_interactions,
+    read_side_table,
     write_artists,
     write_interactions,
 )
-from data.schemas import ARTISTS, INTERACTIONS
+from data.schemas import ARTISTS, FRIENDS, INTERACTIONS, USER_TAGS
 
 
 def _write(path: Path, text: str, encoding: str = "utf-8", crlf: bool = True) -> None:
@@ -48,6 +49,7 @@ def mini_hetrec(tmp_path: Path) -> Path:
         "2\t3\t1\t1\t4\t2009\n4\t3\t1\t1\t5\t2008\n4\t3\t3\t1\t1\t1956\n2\t3\t2\t1\t1\t2010\n"
         "2\t99\t2\t1\t1\t2010\n2\t7\t2\t1\t3\t2007\n",
     )
+    _write(d / "user_friends.dat", "userID\tfriendID\n2\t4\n4\t2\n")
     return d
 
 
@@ -195,10 +197,17 @@ def test_import_cli_writes_split_files(mini_hetrec, tmp_path):
     assert args.func(args) == 0
     assert sorted(p.name for p in out.iterdir()) == [
         "artists.tsv",
+        "friends.tsv",
         "interactions.tsv",
         "test.tsv",
         "train.tsv",
+        "user_tags.tsv",
     ]
+    friends = read_side_table(out / "friends.tsv", FRIENDS).to_pydict()
+    assert friends == {"user_id": ["2", "4"], "friend_id": ["4", "2"]}
+    tags = read_side_table(out / "user_tags.tsv", USER_TAGS).to_pylist()
+    # every assignment but the one on artist 99 (not in artists.dat), tags by their name
+    assert len(tags) == 5 and {"user_id": "4", "artist_id": "3", "tag": "düsseldorf"} in tags
     assert (
         read_interactions(out / "train.tsv").num_rows + read_interactions(out / "test.tsv").num_rows
         == 4
