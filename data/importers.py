@@ -170,23 +170,28 @@ def write_side_table(table: pa.Table, path: str | os.PathLike[str]) -> None:
         )
 
 
+def _read_frame(path: Path) -> pd.DataFrame:
+    """A ``.parquet`` file, or a ``.csv``/``.tsv`` one read as strings exactly as written
+    (the writers here escape, never quote)."""
+    if path.suffix in (".parquet", ".pq"):
+        return pq.read_table(path).to_pandas()
+    return pd.read_csv(
+        path,
+        sep="," if path.suffix == ".csv" else "\t",
+        dtype=str,
+        keep_default_na=False,
+        quoting=csv.QUOTE_NONE,
+        escapechar="\\",
+    )
+
+
 def read_side_table(path: str | os.PathLike[str], schema: pa.Schema) -> pa.Table:
     """A ``FRIENDS`` or ``USER_TAGS`` file (``.parquet``, ``.tsv`` or ``.csv``) as ``schema``;
     errors name the file and the missing column."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
-    if path.suffix in (".parquet", ".pq"):
-        frame = pq.read_table(path).to_pandas()
-    else:
-        frame = pd.read_csv(
-            path,
-            sep="," if path.suffix == ".csv" else "\t",
-            dtype=str,
-            keep_default_na=False,
-            quoting=csv.QUOTE_NONE,
-            escapechar="\\",
-        )
+    frame = _read_frame(path)
     found = [str(c) for c in frame.columns]
     for name in schema.names:
         if name not in found:
@@ -331,17 +336,7 @@ def write_artists(table: pa.Table, path: str | os.PathLike[str]) -> None:
 def read_artists(path: str | os.PathLike[str]) -> pa.Table:
     """Artist metadata written by :func:`write_artists` (or any file with ``artist_id``)."""
     path = Path(path)
-    if path.suffix in (".parquet", ".pq"):
-        frame = pq.read_table(path).to_pandas()
-    else:
-        frame = pd.read_csv(
-            path,
-            sep="," if path.suffix == ".csv" else "\t",
-            dtype=str,
-            keep_default_na=False,
-            quoting=csv.QUOTE_NONE,
-            escapechar="\\",
-        )
+    frame = _read_frame(path)
     if "artist_id" not in frame:
         raise ValueError(
             f"artist file {path} has no 'artist_id' column{_hint('artist_id', list(frame.columns))}; "

@@ -41,6 +41,7 @@ from data.lake import (
     read_users,
 )
 from tests.data.features.features_lake import ev, events_table
+from tests.fixtures.tables import assert_same_column
 
 KEYS = {
     "examples": ["user_key", "event_ts", "artist_id", "event_type"],
@@ -88,24 +89,6 @@ def _tables(ws: Workspace) -> dict[str, pa.Table]:
     return {name: pq.read_table(getattr(ws.feature_dir, name)) for name in KEYS}
 
 
-def _same(a: pa.Array | pa.ChunkedArray, b: pa.Array | pa.ChunkedArray, what: str) -> None:
-    if pa.types.is_list(a.type):
-        lens_a = pc.list_value_length(a).fill_null(-1).to_numpy()
-        lens_b = pc.list_value_length(b).fill_null(-1).to_numpy()
-        np.testing.assert_array_equal(lens_a, lens_b, err_msg=what)
-        _same(pc.list_flatten(a), pc.list_flatten(b), what)
-    elif pa.types.is_floating(a.type):
-        np.testing.assert_allclose(
-            a.to_numpy(zero_copy_only=False),
-            b.to_numpy(zero_copy_only=False),
-            atol=1e-9,
-            rtol=0,
-            err_msg=what,
-        )
-    else:
-        assert a.to_pylist() == b.to_pylist(), what
-
-
 def _assert_same_tables(got: dict[str, pa.Table], want: dict[str, pa.Table]) -> None:
     for name, keys in KEYS.items():
         a, b = got[name], want[name]
@@ -115,7 +98,7 @@ def _assert_same_tables(got: dict[str, pa.Table], want: dict[str, pa.Table]) -> 
         order = [(k, "ascending") for k in keys]
         a, b = a.sort_by(order), b.sort_by(order)
         for column in a.column_names:
-            _same(a[column], b[column], f"{name}.{column}")
+            assert_same_column(a[column], b[column], f"{name}.{column}")
 
 
 def _late_rows(ws: Workspace, day1: pa.Table) -> tuple[pa.Table, str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import shutil
 from datetime import datetime, timezone
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -24,6 +23,7 @@ from data.features.build import FeatureConfig, build_features
 from data.features.config import split_cutoffs
 from data.lake import append_events, events_dataset, read_users
 from tests.data.features.features_lake import ev, events_table
+from tests.fixtures.tables import assert_same_column
 
 pytestmark = pytest.mark.slow
 
@@ -90,24 +90,6 @@ def built(lake: Workspace, spark, tmp_path_factory) -> tuple[dict, dict, dict, d
     return _tables(local_ws), _tables(lake), local_meta, spark_meta
 
 
-def _same(a: pa.Array | pa.ChunkedArray, b: pa.Array | pa.ChunkedArray, what: str) -> None:
-    if pa.types.is_list(a.type):
-        lens_a = pc.list_value_length(a).fill_null(-1).to_numpy()
-        lens_b = pc.list_value_length(b).fill_null(-1).to_numpy()
-        np.testing.assert_array_equal(lens_a, lens_b, err_msg=what)
-        _same(pc.list_flatten(a), pc.list_flatten(b), what)
-    elif pa.types.is_floating(a.type):
-        np.testing.assert_allclose(
-            a.to_numpy(zero_copy_only=False),
-            b.to_numpy(zero_copy_only=False),
-            atol=1e-9,
-            rtol=0,
-            err_msg=what,
-        )
-    else:
-        assert a.to_pylist() == b.to_pylist(), what
-
-
 @pytest.mark.parametrize("name", list(KEYS))
 def test_spark_writes_the_local_tables(built, name: str) -> None:
     local, spark, _, _ = built
@@ -117,7 +99,7 @@ def test_spark_writes_the_local_tables(built, name: str) -> None:
     order = [(k, "ascending") for k in KEYS[name]]
     a, b = a.sort_by(order), b.sort_by(order)
     for column in a.column_names:
-        _same(a[column], b[column], f"{name}.{column}")
+        assert_same_column(a[column], b[column], f"{name}.{column}")
 
 
 def test_the_edge_cases_are_in_the_tables(built, lake: Workspace) -> None:
