@@ -32,7 +32,7 @@ from training.two_stage import TwoStageConfig
 from world.generate import WorldConfig, generate_world
 
 log = logging.getLogger("tastemaker.benchmarks")
-COMMAND = "python -m benchmarks.run --only two_stage"
+COMMAND = "TASTEMAKER_DEMO=1 python -m benchmarks.run --only two_stage"
 PEERS = ("itemknn", "ease", "als")
 TRIALS, QUICK_TRIALS = 8, 2
 SIM_DAYS = 14
@@ -40,7 +40,6 @@ ARMS = ("retrieval", "two-stage", "itemknn")
 
 
 def main(quick: bool = False) -> str:
-    os.environ.setdefault("TASTEMAKER_DEMO", "1")  # synthetic world: the public demo key
     preset = "tiny" if quick else "demo"
     trials = QUICK_TRIALS if quick else TRIALS
     n_boot = 200 if quick else 1000
