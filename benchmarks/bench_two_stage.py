@@ -19,6 +19,7 @@ import shutil
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +58,11 @@ DEV_RANKERS: dict[str, RankerConfig] = {
         TwoStageConfig().model
     ),
 }
-DEV_DROP_DAYS = 7  # the test week: absent from the development workspace
 
 
 def development_split(src: Workspace, root: Path, base: TrainConfig, trials: int) -> str:
-    """Choose the ranker without the test week: a workspace of the same world with its last
-    week of raw events removed (so its ``test`` week is the real validation week and its
+    """Choose the ranker without the test week: a workspace of the same world without the raw
+    events from the test cutoff's day on (so its ``test`` week is the real validation week and its
     ``valid`` the week before), the same pipeline (two-towers, the ItemKNN tuned there), each
     of :data:`DEV_RANKERS` fitted on its validation week and compared with the tuned ItemKNN
     on its test week. Returns the Markdown table."""
@@ -72,16 +72,23 @@ def development_split(src: Workspace, root: Path, base: TrainConfig, trials: int
     from evaluation.temporal import load_temporal
     from jobs.tune import tuned_params
 
+    fconfig = FeatureConfig()
+    test_at = cutoffs(load_event_log(src, fconfig), fconfig)["test"]
     ws = Workspace(root).ensure()
     for part in ("raw", "pii"):
         if (src.root / part).is_dir():
             shutil.copytree(src.root / part, ws.root / part, dirs_exist_ok=True)
-    days = sorted(p for p in ws.raw_events.iterdir() if p.name.startswith("dt="))
-    for day in days[-DEV_DROP_DAYS:]:
-        shutil.rmtree(day)
+    # raw partitions are days of arrival: none from the test cutoff's day on is kept (a late
+    # arrival of an earlier event goes with it); the check below refuses any event of the
+    # test week that arrived before it
+    first = f"dt={datetime.fromtimestamp(test_at / 1000, timezone.utc):%Y-%m-%d}"
+    for day in ws.raw_events.iterdir():
+        if day.name.startswith("dt=") and day.name >= first:
+            shutil.rmtree(day)
     run_ingest(ws)
-    fconfig = FeatureConfig()
     build_features(ws, fconfig)
+    if cutoffs(load_event_log(ws, fconfig), fconfig)["end"] > test_at:
+        raise RuntimeError("the development workspace holds events of the test week")
     fit_run = train_two_tower(ws, dataclasses.replace(base, refit=False))
     serve_run = train_two_tower(ws, base)
     run_tuning(ws, TemporalValidation(ws), ("itemknn",), TuneConfig(trials=trials))
@@ -118,7 +125,7 @@ def development_split(src: Workspace, root: Path, base: TrainConfig, trials: int
     return "\n".join(
         [
             f"**Choosing the ranker without the test week** (development split: the same world "
-            f"without its last {DEV_DROP_DAYS} days of raw events, so its test week is the "
+            "without the raw events from the test cutoff's day on, so its test week is the "
             f"validation week above ({n} warm listeners) and the ranker is fitted on the week "
             f"before; ItemKNN tuned there with the same {trials} trials; paired 95 % interval, "
             "1000 resamples):",
