@@ -369,7 +369,12 @@ def _diff(v: dict[str, float]) -> str:
 def render_report(result: dict[str, Any]) -> str:
     """The Markdown report of a two-stage record (``two_stage/report.md``)."""
     t, rows = result["test"], result["rows"]
-    at = result["job"]["model"]["eval_at"]
+    model = result["job"]["model"]
+    at = model["eval_at"]
+    stop = model.get("stop_metric") or f"ndcg@{at}"
+    held = f"valid ndcg@{at} {result['fit'][f'valid/ndcg@{at}']:.4f}"
+    if f"valid/{stop}" in result["fit"] and stop != f"ndcg@{at}":
+        held += f", {stop} {result['fit'][f'valid/{stop}']:.4f}"
     src = ", ".join(f"{k} {v:.2f}" for k, v in rows["by_source_valid"].items())
     systems = [k for k in t["gate"]]
     lines = [
@@ -377,9 +382,9 @@ def render_report(result: dict[str, Any]) -> str:
         "",
         f"Candidates per listener (validation week): {rows['candidates_per_listener']:.0f}; "
         f"share of the week's new artists among them {rows['candidate_recall_valid']:.3f} "
-        f"(of those found, proposed by: {src}). Ranker: {result['fit']['rounds']} rounds, early "
-        f"stopping on {rows['early_stop_listeners']} held-out listeners of the validation week "
-        f"(valid ndcg@{at} {result['fit'][f'valid/ndcg@{at}']:.4f}).",
+        f"(of those found, proposed by: {src}). Ranker: {model.get('objective', 'rank:ndcg')}, "
+        f"{result['fit']['rounds']} rounds, early stopping on the {stop} of "
+        f"{rows['early_stop_listeners']} held-out listeners of the validation week ({held}).",
         "",
         f"## Test week ({t['n_users']} warm listeners, mean [95 % interval])",
         "",

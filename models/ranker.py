@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 
+OBJECTIVES = ("rank:ndcg", "binary:logistic")
+
 
 @dataclass(frozen=True)
 class RankerConfig:
@@ -28,15 +30,30 @@ class RankerConfig:
     min_child_weight: float = 1.0
     subsample: float = 0.8
     colsample_bytree: float = 0.8
-    eval_at: int = 10  # ndcg@k monitored for early stopping
+    eval_at: int = 10  # ndcg@k monitored (for early stopping unless stop_metric says otherwise)
     nthread: int = 2
     seed: int = 0
+    # "rank:ndcg" (LambdaMART, per query) or "binary:logistic" (pointwise, one probability
+    # scale across queries: what the two-stage discovery ranker uses, see training.two_stage)
+    objective: str = "rank:ndcg"
+    # the held-out metric early stopping watches besides ndcg@eval_at (always recorded);
+    # None: ndcg@eval_at itself. "logloss" is steadier than a top-k NDCG on a few hundred
+    # held-out listeners for the pointwise objective
+    stop_metric: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(
+                f"RankerConfig.objective must be one of {OBJECTIVES}; got {self.objective!r}"
+            )
 
     def params(self) -> dict[str, Any]:
-        return {
-            "objective": "rank:ndcg",
-            "eval_metric": f"ndcg@{self.eval_at}",
-            "lambdarank_pair_method": "topk",
+        metrics = [f"ndcg@{self.eval_at}"]
+        if self.stop_metric and self.stop_metric not in metrics:
+            metrics.append(self.stop_metric)  # XGBoost stops early on the last metric
+        out: dict[str, Any] = {
+            "objective": self.objective,
+            "eval_metric": metrics,
             "max_depth": self.max_depth,
             "eta": self.eta,
             "min_child_weight": self.min_child_weight,
@@ -47,6 +64,9 @@ class RankerConfig:
             "seed": self.seed,
             "verbosity": 0,
         }
+        if self.objective == "rank:ndcg":
+            out["lambdarank_pair_method"] = "topk"
+        return out
 
 
 @dataclass(frozen=True)
@@ -152,4 +172,7 @@ def fit_ranker(
         f"train/{metric}": float(curve["train"][metric][best]),
         f"valid/{metric}": float(curve["valid"][metric][best]),
     }
+    stop = config.stop_metric
+    if stop and stop != metric:
+        record[f"valid/{stop}"] = float(curve["valid"][stop][best])
     return Ranker(booster, feature_names), record

@@ -57,3 +57,29 @@ def test_no_click_is_a_fit_error_and_unsorted_queries_are_refused() -> None:
         fit_ranker(RankingSet(s.x, np.zeros_like(s.y), s.qid), s, NAMES, CONFIG)
     with pytest.raises(ValueError, match="qid must be sorted"):
         RankingSet(s.x, s.y, s.qid[::-1].copy())
+
+
+POINTWISE = RankerConfig(
+    objective="binary:logistic", stop_metric="logloss", n_rounds=60, early_stopping=10, nthread=1
+)
+
+
+def test_pointwise_objective_learns_the_order_and_stops_on_logloss() -> None:
+    params = POINTWISE.params()
+    assert params["objective"] == "binary:logistic" and "lambdarank_pair_method" not in params
+    assert params["eval_metric"] == ["ndcg@10", "logloss"]  # XGBoost stops on the last one
+    ranker, record = fit_ranker(slates(300, 0), slates(100, 1), NAMES, POINTWISE)
+    test = slates(100, 2)
+    top = ranker.predict(test.x).reshape(100, 10).argmax(axis=1)
+    truth = test.x[:, 0].reshape(100, 10).argmax(axis=1)
+    assert (top == truth).mean() > 0.8  # chance: 0.1
+    assert record["valid/ndcg@10"] > 0.9 and 0.0 < record["valid/logloss"] < 0.33  # 0.33: prior
+    assert ranker.predict(test.x).min() >= 0.0 and ranker.predict(test.x).max() <= 1.0
+
+
+def test_the_default_objective_is_lambdamart_and_an_unknown_one_is_refused() -> None:
+    params = RankerConfig().params()
+    assert params["objective"] == "rank:ndcg" and params["lambdarank_pair_method"] == "topk"
+    assert params["eval_metric"] == ["ndcg@10"]
+    with pytest.raises(ValueError, match="objective must be one of"):
+        RankerConfig(objective="reg:squarederror")

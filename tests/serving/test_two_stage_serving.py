@@ -15,11 +15,12 @@ from test_pipeline import check_paths_agree
 
 from data.features.candidates import NEIGHBOURS, TWO_STAGE_FEATURES
 from index import NEIGHBOURS_FILE, TWO_STAGE_FILE, CorruptBundleError, load_bundle, publish_bundle
-from models.ranker import RankerConfig, RankingSet, fit_ranker
+from models.ranker import RankingSet, fit_ranker
 from serving.model import ServingModel
 from serving.recommender import recommend_from_row
 from tests.fixtures.synthetic_bundle import bundle_files
 from tests.serving.conftest import C0, C1, SPEC, TRENDING, USERS
+from training.two_stage import TwoStageConfig
 
 KNN = TWO_STAGE_FEATURES.index("knn_score")
 # alice (cluster 0) has C0[0]; its strongest co-listening neighbour is in the *other* cluster,
@@ -40,7 +41,10 @@ def knn_first_ranker() -> bytes:
         RankingSet(x[:half], y[:half], qid[:half]),
         RankingSet(x[half:], y[half:], qid[half:]),
         TWO_STAGE_FEATURES,
-        RankerConfig(n_rounds=40, early_stopping=40, nthread=1, subsample=1.0),
+        # the served objective (pointwise, TwoStageConfig's), fewer rounds
+        dataclasses.replace(
+            TwoStageConfig().model, n_rounds=40, early_stopping=40, nthread=1, subsample=1.0
+        ),
     )
     return ranker.to_bytes()
 

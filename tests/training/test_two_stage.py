@@ -29,7 +29,7 @@ from data.features.candidates import (
     union_candidates,
 )
 from evaluation.temporal import load_temporal
-from jobs.two_stage import train_two_stage
+from jobs.two_stage import render_report, train_two_stage
 from models.base import Interactions
 from training.inference import load_scorer
 from training.two_stage import examples_at, neighbour_table
@@ -172,6 +172,10 @@ def test_two_stage_from_lake_to_served_bundle(pipeline, tmp_path: Path) -> None:
     result = train_two_stage(ws, fit_run, serve_run, TwoStageConfig(n_boot=100))
     t = result["test"]
     assert result["features"] == list(TWO_STAGE_FEATURES)
+    # the discovery ranker is pointwise and stops early on held-out logloss (issue 22)
+    assert result["job"]["model"]["objective"] == "binary:logistic"
+    assert 0.0 < result["fit"]["valid/logloss"] < 1.0 and result["fit"]["rounds"] >= 1
+    assert "binary:logistic" in render_report(result)
     peer = "itemknn (defaults)"  # nothing was tuned in this workspace, and the label says so
     assert t["best_peer"] == peer and t["peer_params"] == {peer: {}}
     for m in ("recall@20", "ndcg@20"):
