@@ -172,7 +172,7 @@ local TIMES = {fts = true}  -- a list of event times (the others: of ids)
 -- the hash fields each listener's events of this call read (an impression: a few counters)
 local BASE = {'id', 'ev', 'evn', 'ts', 'ne', 'nd', 'ni'}
 local BY_TYPE = {click = {'nc', 'seen'}, follow = {'f', 'fts', 'seen'}, unfollow = {'f', 'fts'},
-  stream = {'ns', 'h', 'hts', 'rt', 'rts', 'lrs', 'lrn', 'seen'}, impression = {}}
+  stream = {'ns', 'h', 'hts', 'hn', 'rt', 'rts', 'rtn', 'lrs', 'lrn', 'seen'}, impression = {}}
 local RING = {'d', 'e', 'i', 'c'}
 local wanted = {}
 for j = 1, #E.id do
@@ -225,8 +225,8 @@ end
 local function add(S, name, n)
   S.F[name], S.D[name] = tonumber(S.F[name] or '0') + n, true
 end
--- a list field, decoded once a call; a list of times keeps its JSON number tokens (compared
--- as numbers, written back joined: cjson's number formatting is the script's slowest step)
+-- the follows, decoded once a call; their times keep their JSON number tokens (compared as
+-- numbers, written back joined: cjson's number formatting is slow)
 local function list(S, name)
   local v = S.L[name]
   if v == nil then
@@ -244,30 +244,60 @@ local function list(S, name)
   return v
 end
 -- the recent lists (ids and their times, newest first; a tie goes before the older arrivals,
--- the lake's order): the times stay a JSON string, the new one spliced in where it goes
-local function insert(S, name, tname, item, ts)
-  local items, raw = list(S, name), S.F[tname] or '[]'
-  if raw == '' or raw == '{}' then raw = '[]' end
+-- the lake's order) stay JSON strings: the new item is spliced in and the oldest cut off,
+-- their length kept in `nname` (decoding and re-encoding them was the script's main cost)
+local function raw_list(raw)
+  if not raw or raw == '' or raw == '{}' then return '[]' end
   if string.sub(raw, 1, 1) ~= '[' or string.sub(raw, -1) ~= ']' then error('not a list') end
+  return raw
+end
+local function count(times)
+  if times == '[]' then return 0 end
+  local n, at = 1, string.find(times, ',', 1, true)
+  while at do n, at = n + 1, string.find(times, ',', at + 1, true) end
+  return n
+end
+-- without the last item: cut at the last ',' (in a list of ids, the last ',"': inside a JSON
+-- string a '"' is always escaped)
+local function cut_last(raw, ids)
+  local j = #raw - 1
+  while j > 1 and not (string.byte(raw, j) == 44 and (not ids or string.byte(raw, j + 1) == 34)) do
+    j = j - 1
+  end
+  if j <= 1 then error('lists of different lengths') end
+  return string.sub(raw, 1, j - 1) .. ']'
+end
+local function insert(S, name, tname, nname, item, ts)
+  local F, D = S.F, S.D
+  local ids, times = raw_list(F[name]), raw_list(F[tname])
+  local n = tonumber(F[nname] or '') or count(times)
   local pos, at = 1, 2
   while true do
-    local _, e, tok = string.find(raw, '^(%-?%d+)', at)
+    local _, e, tok = string.find(times, '^(%-?%d+)', at)
     if not tok or tonumber(tok) <= ts then break end
     pos, at = pos + 1, e + 2
   end
-  if pos > #items + 1 then error('lists of different lengths') end
-  if at > #raw then raw = string.sub(raw, 1, -2) .. ',' .. tostring(ts) .. ']'
-  elseif raw == '[]' then raw = '[' .. tostring(ts) .. ']'
-  else raw = string.sub(raw, 1, at - 1) .. tostring(ts) .. ',' .. string.sub(raw, at) end
-  table.insert(items, pos, item)
-  while #items > cap do
-    table.remove(items)
-    local j = #raw - 1
-    while j > 1 and string.byte(raw, j) ~= 44 do j = j - 1 end  -- the last ','
-    if j <= 1 then error('lists of different lengths') end
-    raw = string.sub(raw, 1, j - 1) .. ']'
+  if pos > n + 1 then error('lists of different lengths') end
+  local stamp = tostring(ts)
+  if n == 0 then
+    ids, times = '[' .. cjson.encode(item) .. ']', '[' .. stamp .. ']'
+  elseif pos == 1 then  -- the newest (the usual case)
+    ids = '[' .. cjson.encode(item) .. ',' .. string.sub(ids, 2)
+    times = '[' .. stamp .. ',' .. string.sub(times, 2)
+  else  -- a late event: the ids decoded
+    local v = cjson.decode(ids)
+    if #v ~= n then error('lists of different lengths') end
+    table.insert(v, pos, item)
+    ids = cjson.encode(v)
+    if at > #times then times = string.sub(times, 1, -2) .. ',' .. stamp .. ']'
+    else times = string.sub(times, 1, at - 1) .. stamp .. ',' .. string.sub(times, at) end
   end
-  S.F[tname], S.D[tname] = raw, true
+  n = n + 1
+  while n > cap do
+    ids, times, n = cut_last(ids, true), cut_last(times, false), n - 1
+  end
+  F[name], F[tname], F[nname] = ids, times, n
+  D[name], D[tname], D[nname] = true, true, true
 end
 local function apply(j, S)
   local F, D = S.F, S.D
@@ -277,7 +307,14 @@ local function apply(j, S)
   F['id'], F['at'], D['id'], D['at'] = E.id[j], now, true, true
   local ev = F['ev'] or ''
   local eid = E.e[j]
-  if string.find(SEP .. ev .. SEP, SEP .. eid .. SEP, 1, true) then return 'd' end
+  local at = string.find(ev, eid, 1, true)  -- seen before: found between separators
+  while at do
+    local e = at + #eid
+    if (at == 1 or string.byte(ev, at - 1) == 31) and (e > #ev or string.byte(ev, e) == 31) then
+      return 'd'
+    end
+    at = string.find(ev, eid, at + 1, true)
+  end
   -- the last `keep` event ids; 'evn' counts them (a row without it: counted once here)
   local n = tonumber(F['evn'] or '')
   if not n then n = (ev == '' and 0) or select(2, string.gsub(ev, SEP, '')) + 1 end
@@ -318,8 +355,8 @@ local function apply(j, S)
     positive = true
   elseif et == 'stream' then
     add(S, 'ns', 1)
-    insert(S, 'h', 'hts', artist, ts)
-    if tr ~= '' then insert(S, 'rt', 'rts', tr, ts) end
+    insert(S, 'h', 'hts', 'hn', artist, ts)
+    if tr ~= '' then insert(S, 'rt', 'rts', 'rtn', tr, ts) end
     positive = msp >= smin
     if E.k[j] > 0 then  -- listen ratio against the earlier streams of the track (any listener)
       T = track(E.k[j])
@@ -427,6 +464,24 @@ for i = 1, #KEYS do
 end
 return table.concat(out)
 """
+# KEYS[1] the stream; ARGV: group, consumer, count, field. New entries for the consumer (the
+# script never blocks), as {their ids joined by ',', their `field` values joined by '\n'} (a
+# value's own newlines become spaces; a missing or blank value is '{}'); {} when none.
+READ_LUA = r"""
+local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'STREAMS',
+  KEYS[1], '>')
+if not r then return {} end
+local ids, lines = {}, {}
+for i, m in ipairs(r[1][2]) do
+  ids[i] = m[1]
+  local line, f = nil, m[2]
+  for j = 1, #f, 2 do if f[j] == ARGV[4] then line = f[j + 1] break end end
+  if not line or not string.find(line, '%S') then line = '{}'
+  elseif string.find(line, '\n', 1, true) then line = string.gsub(line, '\n', ' ') end
+  lines[i] = line
+end
+return {table.concat(ids, ','), table.concat(lines, '\n')}
+"""
 OUTCOMES = {"a": "applied", "r": "replayed", "d": "duplicate", "s": "seed", "u": "unusable_seed"}
 
 
@@ -487,7 +542,7 @@ class StreamConfig:
     consumer: str = "features-1"
     batch_size: int = 2000
     block_ms: int = 1000
-    apply_chunk: int = 250  # events a script call applies (Redis runs nothing else meanwhile)
+    apply_chunk: int = 100  # events a script call applies (Redis runs nothing else meanwhile)
     claim_idle_ms: int = 60_000
     exit_when_idle: bool = False  # stop when nothing new arrives (tests, replays)
     max_backoff_s: float = 5.0
@@ -579,6 +634,7 @@ class FeatureStreamer:
         self._tracks_seeded = False
         self._script = self.state.register_script(APPLY_LUA)
         self._held_script = self.state.register_script(HELD_LUA)
+        self._read_script = self.client.register_script(READ_LUA)
         self._pseudonyms = Pseudonyms(key)  # each account hashed once per worker
 
     def seed_tracks(self) -> int:
@@ -602,13 +658,11 @@ class FeatureStreamer:
     def ensure_group(self) -> None:
         ensure_group(self.client, self.config.stream, self.config.group)
 
-    def events(self, entries: Sequence[tuple[bytes, Mapping]]) -> _Events:
-        """Valid events of ``entries`` in stream order; the rest counted (quarantined/dropped).
-        One vectorised pass: parse, validate, pseudonymise each distinct listener once."""
-        lines = [
-            (f.get(EVENT_FIELD) or b"").replace(b"\n", b" ").strip() or b"{}" for _, f in entries
-        ]
-        parsed = parse_object(b"\n".join(lines))
+    def events(self, ids: Sequence[str], body: bytes) -> _Events:
+        """Valid events of the entries ``ids`` (their raw lines: ``body``, one a line) in stream
+        order; the rest counted (quarantined/dropped). One vectorised pass: parse, validate,
+        pseudonymise each distinct listener once."""
+        parsed = parse_object(body)
         for reason, n in collections.Counter(parsed.rejected.reason).items():
             self.stats.add(f"quarantined:{reason}", n)
         table = parsed.table
@@ -632,7 +686,6 @@ class FeatureStreamer:
         if not len(rows):
             return _Events.empty()
         t = table.take(pa.array(rows))
-        ids = b"\0".join(i for i, _ in entries).decode().split("\0")
         listener, who = np.unique(
             pc.fill_null(users.indices, 0).to_numpy(zero_copy_only=False)[rows],
             return_inverse=True,
@@ -709,13 +762,21 @@ class FeatureStreamer:
         return b"".join(pipe.execute())
 
     def process(self, entries: Sequence[tuple[bytes, Mapping]]) -> None:
-        """Apply one batch of entries and acknowledge them (all of them, valid or not)."""
+        """Apply one batch of entries (as XREADGROUP gives them) and acknowledge them (all of
+        them, valid or not)."""
         if not entries:
             return
+        lines = [
+            (f.get(EVENT_FIELD) or b"").replace(b"\n", b" ").strip() or b"{}" for _, f in entries
+        ]
+        ids = b"\0".join(i for i, _ in entries).decode().split("\0")
+        self._process(ids, b"\n".join(lines))
+
+    def _process(self, ids: Sequence[str], body: bytes) -> None:
         t0 = time.perf_counter()
         if self._reload is not None and time.monotonic() - self._loaded_at > self._reload_every_s:
             self.lookups, self._loaded_at = self._reload(), time.monotonic()
-        events = self.events(entries)
+        events = self.events(ids, body)
         now = time.time()
         if len(events):
             # listeners without a live state get their seed with their events, so every event
@@ -738,16 +799,16 @@ class FeatureStreamer:
             lag = np.maximum(0.0, now - events.ts / 1000.0)
             LAG.observe_many(lag[outcome == ord("a")])
             LAST_LAG.set(float(lag[-1]))
-        self.client.xack(self.config.stream, self.config.group, *[i for i, _ in entries])
-        self.stats.entries += len(entries)
-        rate = len(entries) / max(time.perf_counter() - t0, 1e-9)
+        self.client.xack(self.config.stream, self.config.group, *ids)
+        self.stats.entries += len(ids)
+        rate = len(ids) / max(time.perf_counter() - t0, 1e-9)
         APPLIED_RATE.set(rate)
         report: dict[Any, Any] = {"applied_ms": str(int(now * 1000)), "rate": f"{rate:.0f}"}
         if len(events):
             report["lag_s"] = f"{max(0.0, now - int(events.ts[-1]) / 1000.0):.3f}"
         pipe = self.state.pipeline(transaction=False)
         pipe.hset(self.config.status_key, mapping=report)
-        pipe.hincrby(self.config.status_key, "events", len(entries))
+        pipe.hincrby(self.config.status_key, "events", len(ids))
         pipe.execute()
 
     def _read(self, start: str, block: int | None) -> list[tuple[bytes, Mapping]]:
@@ -756,6 +817,19 @@ class FeatureStreamer:
             cfg.group, cfg.consumer, {cfg.stream: start}, count=cfg.batch_size, block=block
         )
         return [(i, f) for _, messages in reply or [] for i, f in messages if f is not None]
+
+    def _drain(self) -> int:
+        """Apply the next batch of new entries, read by a script (never blocks) that hands
+        them over as two strings (no reply object per entry); returns how many there were."""
+        cfg = self.config
+        reply: Any = self._read_script(
+            keys=[cfg.stream], args=[cfg.group, cfg.consumer, cfg.batch_size, EVENT_FIELD]
+        )
+        if not reply:
+            return 0
+        ids = reply[0].decode().split(",")
+        self._process(ids, reply[1])
+        return len(ids)
 
     def _recover(self) -> None:
         """Our own pending entries (a previous life's), then those dead consumers left."""
@@ -783,12 +857,14 @@ class FeatureStreamer:
                 self.ensure_group()
                 self._recover()
                 while not stop.is_set():
-                    batch = self._read(">", self.config.block_ms)
+                    backoff = 0.1
+                    if self._drain():
+                        continue
+                    batch = self._read(">", self.config.block_ms)  # idle: wait for entries
                     if batch:
                         self.process(batch)
                     elif self.config.exit_when_idle:
                         return self.stats
-                    backoff = 0.1
                 return self.stats
             except redis.exceptions.ResponseError as exc:
                 # the stream or its group was deleted under us: recreate them and go on
