@@ -1,22 +1,26 @@
-"""Streaming features: the event bus -> each listener's live online row, event by event.
+"""Streaming features: the event bus -> each listener's live online row, as events arrive.
 
 ``tastemaker stream-features`` is a Redis Streams consumer group (``tastemaker-features``) on
 the stream the raw-object subscriber drains (:mod:`data.ingest.subscriber`, field ``event``).
-Each batch of entries is parsed and validated with ingest's own parser and row rules
-(:func:`data.ingest.parse.parse_object`, :func:`data.ingest.validate.validate_rows`, the
-account table and the catalogue as lookups), the account id is pseudonymised with the same
-HMAC (:func:`data.pii.pseudonymise`), and every valid event is applied to the listener's
-*live state* (``tastemaker:live:<user_key>``, a JSON document) by one Lua script:
+Each batch of entries (read by a script that returns their ids and lines as two strings: no
+reply object per entry) is parsed and validated in one vectorised pass with ingest's own
+parser and row rules (:func:`data.ingest.parse.parse_object`,
+:func:`data.ingest.validate.validate_rows`, the account table and the catalogue as lookups),
+each distinct account id is pseudonymised once with the same HMAC
+(:class:`data.ingest.ops.Pseudonyms`), and the valid events are applied to the listeners'
+*live state* (``tastemaker:live:<user_key>``, a hash) in stream order by one Lua call per
+``apply_chunk`` events (:data:`APPLY_LUA`; it reads each listener's hash once, applies the
+events to it as Lua tables and writes back the fields that changed):
 
 * the recent-artist history and recent tracks (newest first, ``history_len`` long, no
   de-duplication: the batch's :func:`data.features.user.last_per_user` order), follows (a
   pair's last action decides; newest follow first), the seen set (first positive event per
   artist: click, follow, stream of >= ``stream_min_ms``), impression / click / stream counters;
-* atomically (one script call on the listener's hash, which an impression touches only in
-  its counters), and idempotently by stream id: the state stores the last applied id, and an entry at or below it changes nothing (redelivery after a crash); the
-  state also keeps the last ``DEDUPE_EVENTS`` event ids, so a duplicate *delivery* of one
-  event (a retried client post: new stream id, same ``event_id``) counts once, as ingest's
-  dedupe does.
+* atomically (a script call is atomic; an impression reads and writes only counters), and
+  idempotently by stream id: the state stores the last applied id, and an entry at or below it
+  changes nothing (redelivery after a crash); the state also keeps the last
+  ``DEDUPE_EVENTS`` event ids, so a duplicate *delivery* of one event (a retried client post:
+  new stream id, same ``event_id``) counts once, as ingest's dedupe does.
 
 A listener's first event seeds the state from its batch row (the online store); a listener
 the account table does not know (``unknown_user``) or has erased (``deleted_user``) is dropped
