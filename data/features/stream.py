@@ -16,7 +16,7 @@ events to it as Lua tables and writes back the fields that changed):
   de-duplication: the batch's :func:`data.features.user.last_per_user` order), follows (a
   pair's last action decides; newest follow first), the seen set (first positive event per
   artist: click, follow, stream of >= ``stream_min_ms``), impression / click / stream counters;
-* atomically (a script call is atomic; an impression reads and writes only counters), and
+* atomically (a script call is atomic; an impression touches none of the lists), and
   idempotently by stream id: the state stores the last applied id, and an entry at or below it
   changes nothing (redelivery after a crash); the state also keeps the last
   ``DEDUPE_EVENTS`` event ids, so a duplicate *delivery* of one event (a retried client post:

@@ -324,3 +324,24 @@ def test_a_script_call_of_many_events_equals_one_call_an_event(setup) -> None:
     assert state["f"] == ["a9", "a6"] and state["ns"] == 2 + 5
     bob = read_state(client, pseudonymise("bob", KEY), worker.config.state_prefix + "100:")
     assert bob is not None and bob["h"] == ["a3", "a2"] and bob["f"] == ["a1"]
+
+
+@pytest.mark.redis
+def test_entries_read_as_one_string_keep_their_lines_apart(setup) -> None:
+    """The read script joins the batch's lines with newlines: an event written over several
+    lines is still one event, and an entry without the event field (or a blank one) is one
+    quarantined line, not a shift of the lines after it."""
+    client, worker, _, alice = setup
+    pretty = orjson.dumps(orjson.loads(ALICE_DAY[0]), option=orjson.OPT_INDENT_2)
+    assert pretty.count(b"\n") > 3
+    stream = worker.config.stream
+    client.xadd(stream, {b"other": b"x"})
+    client.xadd(stream, {EVENT_FIELD: pretty})
+    client.xadd(stream, {EVENT_FIELD: b"  \r "})
+    publish(client, stream, ALICE_DAY[1:3])
+    stats = worker.run(threading.Event())
+    out = stats.outcomes
+    assert out.pop("applied") == 3 and stats.entries == 5
+    assert sum(n for k, n in out.items() if k.startswith("quarantined:")) == 2 == sum(out.values())
+    state = read_state(client, alice, worker.config.state_prefix)
+    assert state is not None and state["h"][0] == "a5" and state["f"][0] == "a6"
