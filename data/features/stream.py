@@ -546,7 +546,7 @@ class StreamConfig:
     consumer: str = "features-1"
     batch_size: int = 2000
     block_ms: int = 1000
-    apply_chunk: int = 100  # events a script call applies (Redis runs nothing else meanwhile)
+    apply_chunk: int = 50  # events a script call applies (~2 ms in which Redis serves no one else)
     claim_idle_ms: int = 60_000
     exit_when_idle: bool = False  # stop when nothing new arrives (tests, replays)
     max_backoff_s: float = 5.0
