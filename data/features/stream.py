@@ -7,7 +7,7 @@ reply object per entry) is parsed and validated in one vectorised pass with inge
 parser and row rules (:func:`data.ingest.parse.parse_object`,
 :func:`data.ingest.validate.validate_rows`, the account table and the catalogue as lookups),
 each distinct account id is pseudonymised once with the same HMAC
-(:class:`data.ingest.ops.Pseudonyms`), and the valid events are applied to the listeners'
+(:func:`data.pii.pseudonymise`, memoised), and the valid events are applied to the listeners'
 *live state* (``tastemaker:live:<user_key>``, a hash) in stream order by one Lua call per
 ``apply_chunk`` events (:data:`APPLY_LUA`; it reads each listener's hash once, applies the
 events to it as Lua tables and writes back the fields that changed):
@@ -91,10 +91,10 @@ from data.features.live import (
     state_key,
     track_key,
 )
-from data.ingest.ops import Pseudonyms
 from data.ingest.parse import parse_object
 from data.ingest.subscriber import DEFAULT_STREAM, EVENT_FIELD, ensure_group
 from data.ingest.validate import IngestRules, Lookups, as_mask, reason_name, validate_rows
+from data.pii import pseudonymise
 
 __all__ = ["FeatureStreamer", "StreamConfig", "live_row", "read_state", "seed_state", "state_key"]
 
@@ -103,6 +103,7 @@ log = logging.getLogger("tastemaker.data")
 DEFAULT_GROUP = "tastemaker-features"
 DEDUPE_EVENTS = 64  # event ids remembered per listener (duplicate deliveries arrive close)
 DROP_REASONS = ("unknown_user", "deleted_user")
+PSEUDONYM_MEMO = 500_000  # accounts whose pseudonym the worker keeps (~250 bytes each)
 
 EVENTS = Counter(
     "tastemaker_stream_events_total",
@@ -639,7 +640,7 @@ class FeatureStreamer:
         self._script = self.state.register_script(APPLY_LUA)
         self._held_script = self.state.register_script(HELD_LUA)
         self._read_script = self.client.register_script(READ_LUA)
-        self._pseudonyms = Pseudonyms(key)  # each account hashed once per worker
+        self._user_keys: dict[str, str] = {}  # account id -> pseudonym, bounded
 
     def seed_tracks(self) -> int:
         """The reference's per-track listen state, for tracks the stream has not touched."""
@@ -694,7 +695,7 @@ class FeatureStreamer:
             pc.fill_null(users.indices, 0).to_numpy(zero_copy_only=False)[rows],
             return_inverse=True,
         )
-        user_keys = self._pseudonyms.keys(users.dictionary.take(pa.array(listener))).to_pylist()
+        user_keys = self.user_keys(users.dictionary.take(pa.array(listener)).to_pylist())
         ms = pc.fill_null(t["ms_played"], -1).to_numpy(zero_copy_only=False).astype(np.int64)
         track = pc.fill_null(t["track_id"], "").combine_chunks()
         # a usable stream (a track and its ms_played) updates the track's listen reference
@@ -717,6 +718,20 @@ class FeatureStreamer:
             ms_played=ms,
             event_id=t["event_id"].to_pylist(),
         )
+
+    def user_keys(self, user_ids: Sequence[str]) -> list[str]:
+        """Pseudonyms of ``user_ids`` (:func:`data.pii.pseudonymise`), each account hashed once
+        while the memo holds it (it is cleared past ``PSEUDONYM_MEMO`` accounts)."""
+        memo = self._user_keys
+        if len(memo) > PSEUDONYM_MEMO:
+            memo.clear()
+        out = []
+        for uid in user_ids:
+            key = memo.get(uid)
+            if key is None:
+                key = memo[uid] = pseudonymise(uid, self.key)
+            out.append(key)
+        return out
 
     def _held(self, user_keys: Sequence[str]) -> list[bool]:
         """Whether each listener has a live row with an applied id (one script call)."""
