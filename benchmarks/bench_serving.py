@@ -338,4 +338,13 @@ def _swap_under_load(base: str, bundles: Path, spec: object, paths: Path, second
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    print(main(parser.parse_args().quick))
+    parser.add_argument(
+        "--write", action="store_true", help="record the section in benchmarks/README.md"
+    )
+    args = parser.parse_args()
+    section = main(args.quick)
+    if args.write:
+        from benchmarks.run import record
+
+        record("serving", section)
+    print(section)

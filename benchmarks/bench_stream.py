@@ -211,6 +211,8 @@ def main(quick: bool = False, url: str = DEFAULT_URL) -> str:
     """``url``: the Redis to measure on (default the test Redis, DB 15; its keys are removed)."""
     import redis
 
+    from data.features.stream import StreamConfig
+
     client = redis.Redis.from_url(url)
     client.ping()
     n_users, n_events = (2_000, 40_000) if quick else (10_000, 200_000)
@@ -247,6 +249,7 @@ def main(quick: bool = False, url: str = DEFAULT_URL) -> str:
         for k in client.scan_iter(f"{tag}*", count=1000):
             client.delete(k)
     cmd = ".venv/bin/python -m benchmarks.bench_stream" + (" --quick" if quick else "")
+    chunk = StreamConfig().apply_chunk
     lines_md = [
         "## Streaming features (`benchmarks/bench_stream.py`)",
         "",
@@ -254,7 +257,8 @@ def main(quick: bool = False, url: str = DEFAULT_URL) -> str:
         f"seeded from 50-artist batch rows (SQLite), {n_events:,} events (60 % impressions, "
         "25 % streams, 10 % clicks, 5 % follows) as raw lines on a Redis stream; the worker "
         "(`FeatureStreamer`, what `tastemaker stream-features` runs) is one process pinned to "
-        "core 0, batches of 1,000 entries; Redis is the local server. CPU: the worker's own "
+        f"core 0, batches of 1,000 entries, {chunk} events a Lua call; Redis is the local server. "
+        "CPU: the worker's own "
         "`process_time` around its run (imports excluded), Redis's `INFO cpu`.",
         "",
         "| what | value | target |",
@@ -263,7 +267,7 @@ def main(quick: bool = False, url: str = DEFAULT_URL) -> str:
         f"| events/s per worker core (events / worker CPU s) | {n_events / max(cpu, 1e-9):,.0f} "
         "| >= 20,000 |",
         f"| worker CPU per event | {cpu / n_events * 1e6:,.1f} us | |",
-        f"| Redis CPU per event (Lua apply, XREADGROUP, XACK) | "
+        f"| Redis CPU per event (read script, Lua apply, XACK) | "
         f"{redis_cpu / n_events * 1e6:,.1f} us | |",
         f"| Redis memory per listener (live row, `MEMORY USAGE ... SAMPLES 0`, {len(sample)} sampled) | "
         f"{mem:,.0f} bytes | |",
@@ -296,9 +300,17 @@ if __name__ == "__main__":
     parser.add_argument("--redis", default=DEFAULT_URL, help="default: %(default)s")
     parser.add_argument("--child", nargs=5, metavar=("URL", "STREAM", "PREFIX", "ROWS", "USERS"))
     parser.add_argument("--exit-idle", action="store_true")
+    parser.add_argument(
+        "--write", action="store_true", help="record the section in benchmarks/README.md"
+    )
     args = parser.parse_args()
     if args.child:
         url, stream, prefix, rows, users = args.child
         child(url, stream, prefix, rows, int(users), args.exit_idle)
     else:
-        print(main(args.quick, args.redis))
+        section = main(args.quick, args.redis)
+        if args.write:
+            from benchmarks.run import record
+
+            record("stream", section)
+        print(section)

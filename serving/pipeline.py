@@ -135,15 +135,16 @@ def score_rows(
     tokens = enc.artist_tokens
     for b, (j, row, exclude) in enumerate(zip(live, users, excluded, strict=True)):
         depth = depths[b]
-        keep = [
-            (i, s)
-            for i, s in zip(ids[b].tolist(), scores[b].tolist(), strict=True)
-            if i > UNK_INDEX and tokens[i] not in exclude
-        ]
+        keep = []  # the first ``depth`` unexcluded candidates (the rest is never looked at)
+        for i, s in zip(ids[b].tolist(), scores[b].tolist(), strict=True):
+            if i > UNK_INDEX and tokens[i] not in exclude:
+                keep.append((i, s))
+                if len(keep) == depth:
+                    break
         if model.two_stage is not None:
-            keep = two_stage(model, row, keep[:depth], vecs[b])[: ks[j]]
+            keep = two_stage(model, row, keep, vecs[b])[: ks[j]]
         else:
-            keep = rerank(model, row, keep[:depth])[: ks[j]]
+            keep = rerank(model, row, keep)[: ks[j]]
         if not keep:
             out[j] = Picks([], [], [])
             continue

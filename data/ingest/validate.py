@@ -79,7 +79,8 @@ class Lookups:
     artists: pa.Array | None = None
 
 
-def _np(mask: pa.ChunkedArray | pa.Array) -> np.ndarray:
+def as_mask(mask: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A boolean Arrow result as a numpy mask, null = False."""
     return np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
@@ -120,8 +121,8 @@ def _user_mask(
     """(R,) bool: user id in ``value_set``. With ``users`` (the column dictionary-encoded) only
     the distinct ids are looked up, then spread back to rows; null ids are False."""
     if users is None:
-        return _np(pc.is_in(column, value_set=value_set))
-    per_id = np.append(_np(pc.is_in(users.dictionary, value_set=value_set)), False)
+        return as_mask(pc.is_in(column, value_set=value_set))
+    per_id = np.append(as_mask(pc.is_in(users.dictionary, value_set=value_set)), False)
     idx = pc.fill_null(users.indices, len(users.dictionary)).to_numpy(zero_copy_only=False)
     return per_id[idx]
 
@@ -149,12 +150,12 @@ def validate_rows(
         missing = pc.is_null(col)
         if pa.types.is_string(col.type):
             missing = pc.or_kleene(missing, pc.equal(col, ""))
-        flag(f"missing_field:{name}", _np(missing))
+        flag(f"missing_field:{name}", as_mask(missing))
     event_type = table["event_type"]
-    flag("unknown_event_type", ~_np(pc.is_in(event_type, value_set=pa.array(EVENT_TYPES))))
-    is_stream = _np(pc.equal(event_type, "stream"))
+    flag("unknown_event_type", ~as_mask(pc.is_in(event_type, value_set=pa.array(EVENT_TYPES))))
+    is_stream = as_mask(pc.equal(event_type, "stream"))
     ms_played = table["ms_played"]
-    flag("missing_field:ms_played", is_stream & _np(pc.is_null(ms_played)))
+    flag("missing_field:ms_played", is_stream & as_mask(pc.is_null(ms_played)))
 
     client_ms, bad_ts = parse_client_ts(table["client_ts"].combine_chunks())
     flag("bad_timestamp", bad_ts)
@@ -165,19 +166,19 @@ def validate_rows(
     start = rules.service_start_ms
     flag("before_service_start", (event_ms < start) | (server_ms < start))
 
-    flag("negative_ms_played", _np(pc.less(ms_played, 0)))
+    flag("negative_ms_played", as_mask(pc.less(ms_played, 0)))
     duration = table["track_duration_ms"]
     too_long = pc.greater(ms_played, rules.max_ms_played)
     over_track = pc.and_kleene(
         pc.greater(duration, 0),
         pc.greater(ms_played, pc.multiply(duration, rules.max_duration_factor)),
     )
-    flag("absurd_ms_played", _np(too_long) | _np(over_track))
+    flag("absurd_ms_played", as_mask(too_long) | as_mask(over_track))
     bad_duration = pc.or_kleene(
         pc.less_equal(duration, 0), pc.greater(duration, rules.max_track_duration_ms)
     )
-    flag("bad_track_duration", _np(bad_duration))
-    flag("bad_position", _np(pc.less(table["position"], 0)))
+    flag("bad_track_duration", as_mask(bad_duration))
+    flag("bad_position", as_mask(pc.less(table["position"], 0)))
 
     user_id = table["user_id"]
     if lookups.deleted_users is not None and len(lookups.deleted_users):
@@ -185,7 +186,7 @@ def validate_rows(
     if lookups.users is not None:
         flag("unknown_user", ~_user_mask(users, user_id, lookups.users))
     if lookups.artists is not None:
-        flag("unknown_artist", ~_np(pc.is_in(table["artist_id"], value_set=lookups.artists)))
+        flag("unknown_artist", ~as_mask(pc.is_in(table["artist_id"], value_set=lookups.artists)))
     return code, event_ms
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pyarrow as pa
 import pytest
 import redis
 
+from data.features.config import FeatureConfig
 from data.features.online_store import open_online_store
 from data.features.stream import (
     FeatureStreamer,
@@ -273,3 +275,73 @@ def test_a_deleted_stream_is_recreated_not_fatal(setup) -> None:
         t.join(timeout=10)
     state = read_state(client, alice, cfg.state_prefix)
     assert state is not None and state["h"][0] == "a5"
+
+
+@pytest.mark.redis
+def test_a_script_call_of_many_events_equals_one_call_an_event(setup) -> None:
+    """Regression for the batched apply: a call holds each row as Lua tables and splices the
+    history into its JSON string; with late (out-of-order) events, a history past its length,
+    re-follows, duplicates and a listener without a batch row, one call for all the events
+    leaves every row exactly as one call an event does."""
+    client, worker, store, alice = setup
+    day = [
+        *ALICE_DAY,
+        line(7, "alice", "stream", "a8", T0 + 500),  # late: goes behind a5
+        line(8, "alice", "stream", "a/9", T0 + 7000, track_id='t-"q"'),  # escaped in JSON
+        line(9, "alice", "follow", "a9", T0 + 8000),
+        line(10, "alice", "stream", "a4", T0 + 6000),  # late, a tie with a1: goes before it
+        line(11, "alice", "impression", "a3", T0 + 9000, position=2, request_id="r2"),
+        line(2, "alice", "follow", "a6", T0 + 2000),  # a retried post: a duplicate
+        line(12, "bob", "stream", "a3", T0 + 100),
+        line(13, "bob", "stream", "a2", T0 + 50),  # late, behind a3
+        line(14, "bob", "follow", "a1", T0 + 200),
+        line(15, "bob", "unfollow", "a1", T0 + 150),  # older than the follow: it stays
+    ]
+    publish(client, worker.config.stream, day)
+    features = FeatureConfig(history_len=4)
+    rows = {}
+    for chunk in (1, 100):
+        cfg = replace(worker.config, group=f"g{chunk}", apply_chunk=chunk, state_prefix=f"{chunk}:")
+        cfg = replace(cfg, state_prefix=worker.config.state_prefix + cfg.state_prefix)
+        w = FeatureStreamer(client, store, KEY, worker.lookups, cfg, features=features)
+        stats = w.run(threading.Event())
+        assert stats.outcomes == {"applied": len(day) - 1, "duplicate": 1}
+        rows[chunk] = {
+            who: {
+                k: v
+                for k, v in client.hgetall(
+                    state_key(pseudonymise(who, KEY), cfg.state_prefix)
+                ).items()
+                if k not in (b"at", b"ax")
+            }
+            for who in ("alice", "bob")
+        }
+    assert rows[1] == rows[100]
+    state = read_state(client, alice, worker.config.state_prefix + "100:")
+    assert state is not None
+    assert state["h"] == ["a/9", "a4", "a1", "a5"] and len(state["hts"]) == 4
+    assert state["rt"] == ['t-"q"', "t-a4", "t-a1", "t-a5"]
+    assert state["f"] == ["a9", "a6"] and state["ns"] == 2 + 5
+    bob = read_state(client, pseudonymise("bob", KEY), worker.config.state_prefix + "100:")
+    assert bob is not None and bob["h"] == ["a3", "a2"] and bob["f"] == ["a1"]
+
+
+@pytest.mark.redis
+def test_entries_read_as_one_string_keep_their_lines_apart(setup) -> None:
+    """The read script joins the batch's lines with newlines: an event written over several
+    lines is still one event, and an entry without the event field (or a blank one) is one
+    quarantined line, not a shift of the lines after it."""
+    client, worker, _, alice = setup
+    pretty = orjson.dumps(orjson.loads(ALICE_DAY[0]), option=orjson.OPT_INDENT_2)
+    assert pretty.count(b"\n") > 3
+    stream = worker.config.stream
+    client.xadd(stream, {b"other": b"x"})
+    client.xadd(stream, {EVENT_FIELD: pretty})
+    client.xadd(stream, {EVENT_FIELD: b"  \r "})
+    publish(client, stream, ALICE_DAY[1:3])
+    stats = worker.run(threading.Event())
+    out = stats.outcomes
+    assert out.pop("applied") == 3 and stats.entries == 5
+    assert sum(n for k, n in out.items() if k.startswith("quarantined:")) == 2 == sum(out.values())
+    state = read_state(client, alice, worker.config.state_prefix)
+    assert state is not None and state["h"][0] == "a5" and state["f"][0] == "a6"
