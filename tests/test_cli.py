@@ -156,3 +156,9 @@ def test_daily_benchmarks_flag() -> None:
     assert _benchmarks("itemknn, als") == ("itemknn", "als")
     with pytest.raises(ValueError, match="unknown"):
         _benchmarks("itemknn,two-tower")
+
+
+def test_daily_fits_the_two_stage_system_unless_told_not_to() -> None:
+    assert build_parser().parse_args(["daily", "--date", "2024-04-14"]).two_stage is True
+    off = build_parser().parse_args(["daily", "--date", "2024-04-14", "--no-two-stage"])
+    assert off.two_stage is False

@@ -29,10 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--two-stage",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="fit the two-stage system (two-tower + co-listening neighbours + trending "
         "candidates, a ranker trained for discovery) with a no-refit sibling run; when it beats "
-        "retrieval alone it is the servable system gated against the champion and benchmarks",
+        "retrieval alone it is the servable system gated against the champion and benchmarks "
+        "(on by default; --no-two-stage skips it)",
     )
     p.add_argument(
         "--min-delta",

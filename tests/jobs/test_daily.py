@@ -95,6 +95,7 @@ def test_three_days_champion_then_rejection_then_segment_alarm(tmp_path, demo_mo
         # the champion alone: this test is about champion, rejection and alarm (the benchmark
         # reference is tested in the ranker test below and in tests/evaluation)
         benchmarks=(),
+        two_stage=False,  # the two-stage day has its own test below
     )
 
     day1 = run_day(ws, DAYS[0], config)
@@ -172,6 +173,7 @@ def test_daily_ranker_is_gated_recorded_and_shipped_only_when_it_wins(tmp_path, 
         features=FeatureConfig(test_days=3, valid_days=3),
         gate=gate,
         ranker=True,
+        two_stage=False,  # the ranker alone: the two-stage day has its own test below
     )
     # tuned params for one benchmark, as `tastemaker tune --dataset demo --model ease` saves them
     save_results(ws, "demo", {"validation": {}, "models": {"ease": {"best_params": {"l2": 50.0}}}})
