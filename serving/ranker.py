@@ -110,6 +110,30 @@ class DensePredictor:
         return np.ctypeslib.as_array(preds, shape=(n,)).copy()
 
 
+def bundle_booster(
+    bundle: Bundle,
+    section_name: str,
+    file_name: str,
+    n_features: int,
+    check: Callable[[list[str], str], None],
+) -> tuple[dict[str, Any], xgb.Booster]:
+    """(manifest section, booster) of a bundle's XGBoost stage: the section must exist and
+    name this code's features (``check``), and the booster must read that many;
+    :class:`RankerSpecError` otherwise. One thread: a request scores a few hundred rows."""
+    section = bundle.manifest.get(section_name)
+    if not isinstance(section, dict):
+        raise RankerSpecError(f"bundle {bundle.version}: manifest has no '{section_name}' section")
+    check(list(section.get("features") or []), f"bundle {bundle.version}")
+    booster = xgb.Booster(params={"nthread": 1})
+    booster.load_model(bytearray(bundle.file(file_name).read_bytes()))
+    if booster.num_features() != n_features:
+        raise RankerSpecError(
+            f"bundle {bundle.version}: {file_name} expects {booster.num_features()} "
+            f"features but its spec names {n_features}"
+        )
+    return section, booster
+
+
 @dataclass(frozen=True)
 class ServingRanker:
     booster: xgb.Booster = field(repr=False)
@@ -131,17 +155,7 @@ class ServingRanker:
         encoder: FeatureEncoder,
     ) -> ServingRanker:
         """The bundle's ranker; :class:`RankerSpecError` when its features are not ours."""
-        section = bundle.manifest.get("ranker")
-        if not isinstance(section, dict):
-            raise RankerSpecError(f"bundle {bundle.version}: manifest has no 'ranker' section")
-        check_spec(list(section.get("features") or []), f"bundle {bundle.version}")
-        booster = xgb.Booster(params={"nthread": 1})
-        booster.load_model(bytearray(bundle.file(RANKER_FILE).read_bytes()))
-        if booster.num_features() != N_FEATURES:
-            raise RankerSpecError(
-                f"bundle {bundle.version}: {RANKER_FILE} expects {booster.num_features()} "
-                f"features but its spec names {N_FEATURES}"
-            )
+        section, booster = bundle_booster(bundle, "ranker", RANKER_FILE, N_FEATURES, check_spec)
         candidates = int(section.get("candidates", DEFAULT_CANDIDATES))
         if candidates < 1:
             raise ValueError(f"bundle {bundle.version}: ranker candidates must be >= 1")

@@ -33,9 +33,9 @@ from data.features.candidates import (
     two_stage_features,
 )
 from data.features.encoding import FeatureEncoder
-from data.features.ranker import RankerContext, RankerSpecError, trending_lists
+from data.features.ranker import RankerContext, trending_lists
 from index import NEIGHBOURS_FILE, TWO_STAGE_FILE, Bundle
-from serving.ranker import DensePredictor
+from serving.ranker import DensePredictor, bundle_booster
 
 log = logging.getLogger("tastemaker.serving")
 
@@ -61,18 +61,10 @@ class ServingTwoStage:
     ) -> ServingTwoStage:
         """The bundle's two-stage system; :class:`RankerSpecError` when its features are not
         this code's."""
-        section = bundle.manifest.get("two_stage")
-        if not isinstance(section, dict):
-            raise RankerSpecError(f"bundle {bundle.version}: manifest has no 'two_stage' section")
-        check_two_stage_spec(list(section.get("features") or []), f"bundle {bundle.version}")
-        booster = xgb.Booster(params={"nthread": 1})
-        booster.load_model(bytearray(bundle.file(TWO_STAGE_FILE).read_bytes()))
         n_features = len(TWO_STAGE_FEATURES)
-        if booster.num_features() != n_features:
-            raise RankerSpecError(
-                f"bundle {bundle.version}: {TWO_STAGE_FILE} expects {booster.num_features()} "
-                f"features but its spec names {n_features}"
-            )
+        section, booster = bundle_booster(
+            bundle, "two_stage", TWO_STAGE_FILE, n_features, check_two_stage_spec
+        )
         depths = dict(section.get("candidates") or {})
         config = CandidateConfig(**{k: int(v) for k, v in depths.items()})
         tokens = list(encoder.artist_tokens)
