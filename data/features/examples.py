@@ -93,16 +93,24 @@ def followed_before(ev: EventLog, users: np.ndarray, bi: np.ndarray) -> pa.Chunk
         alive = until[cand] >= np.repeat(bi[first][s:e], n_i)
         lengths = np.bincount(np.repeat(np.arange(e - s), n_i)[alive], minlength=e - s)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-        values = ev.artist_ids.take(pa.array(ev.a[rows[cand[alive]]]))
-        lists.append(pa.ListArray.from_arrays(pa.array(offsets), values))
-    states = pa.concat_arrays(lists) if lists else pa.array([], pa.list_(ev.artist_ids.type))
+        codes = pa.array(ev.a[rows[cand[alive]]].astype(np.int32))
+        lists.append(pa.ListArray.from_arrays(pa.array(offsets), codes))
+    states = pa.concat_arrays(lists) if lists else pa.array([], pa.list_(pa.int32()))
     at = np.searchsorted(wanted, state)
-    # in slices: one take of millions of lists can pass the 2 GiB of a string array's offsets
-    step = _TAKE_ROWS
-    return pa.chunked_array(
-        [states.take(pa.array(at[i : i + step])) for i in range(0, len(at), step)],
-        states.type,
-    )
+    # artist codes are taken per example, and turned into strings once, in slices: one take
+    # of millions of lists can pass the 2 GiB of a string array's offsets
+    out = []
+    for i in range(0, len(at), _TAKE_ROWS):
+        mine = states.take(pa.array(at[i : i + _TAKE_ROWS]))
+        values = ev.artist_ids.take(mine.flatten())
+        out.append(pa.ListArray.from_arrays(_rebased(mine.offsets), values))
+    return pa.chunked_array(out, pa.list_(ev.artist_ids.type))
+
+
+def _rebased(offsets: pa.Array) -> pa.Array:
+    """A list array's offsets starting at 0 (``flatten`` drops what precedes the first)."""
+    o = offsets.to_numpy()
+    return pa.array(o - o[0])
 
 
 _CANDIDATES = 1 << 22  # (state, follow) pairs looked at per slice
