@@ -484,13 +484,13 @@ def _merge(
         for j in tied.tolist():
             pos[j] += np.searchsorted(fr_old[pos[j] : hi[j]], fr_new[j])
     at_new = pos + np.arange(n_new)
-    at_old = np.arange(n_old) + np.searchsorted(pos, np.arange(n_old), side="right")
+    flag = np.zeros(n_old + n_new, bool)
+    flag[at_new] = True
+    at_old = np.flatnonzero(~flag)  # the carried rows keep their order around the new ones
     out = {}
     for k in old:
         merged = np.empty(n_old + n_new, np.result_type(old[k], new[k]))
         merged[at_old] = old[k]
         merged[at_new] = new[k]
         out[k] = merged
-    flag = np.zeros(n_old + n_new, bool)
-    flag[at_new] = True
     return out, flag
