@@ -386,25 +386,38 @@ def merge_new_files(
     old["r"] = col["r"]
     merged, is_new = _merge(old, new, len(full["u"]))
 
-    # listen ratios: new streams, and every stream of the tracks they touch
+    # listen ratios. A track with a late new stream (before the previous build's end): every
+    # stream of it again, since a late one changes the ratio of every later carried stream.
+    # Any other track with new streams: those only, on top of its carried streams' count and
+    # sum (every carried stream is earlier than them).
     lr_q = merged.pop("lr_q")
     lr_ok = merged.pop("lr_ok")
-    usable = listen_usable(merged["tr"] >= 0, merged["et"], merged["ms"])
-    touched = np.zeros(len(full["tr"]) + 1, bool)
-    touched[merged["tr"][usable & is_new]] = True
-    redo = np.flatnonzero(usable & touched[merged["tr"]])
+    end = int(state.meta.get("end_ms", 0))
+    tr, ts, ms = merged["tr"], merged["ts"], merged["ms"]
+    usable = listen_usable(tr >= 0, merged["et"], ms)
+    fresh = usable & is_new
+    late_track = np.zeros(len(full["tr"]) + 1, bool)
+    late_track[tr[fresh & (ts < end)]] = True
+    redo = np.flatnonzero(usable & late_track[tr])
     # a user's carried examples from the time of its first new row or changed ratio on
     stale_from = np.full(len(full["u"]), np.iinfo(np.int64).max, np.int64)
-    np.minimum.at(stale_from, merged["u"][is_new], merged["ts"][is_new])
+    np.minimum.at(stale_from, merged["u"][is_new], ts[is_new])
     late_lr = 0
     if len(redo):
-        o = redo[lex_order(merged["tr"][redo], merged["ts"][redo])]
-        q, good = track_listen_ratios(merged["tr"][o], merged["ts"][o], merged["ms"][o])
+        o = redo[lex_order(tr[redo], ts[redo])]
+        q, good = track_listen_ratios(tr[o], ts[o], ms[o])
         changed = o[~is_new[o] & ((lr_q[o] != q) | (lr_ok[o] != good))]
         late_lr = len(changed)
-        np.minimum.at(stale_from, merged["u"][changed], merged["ts"][changed])
+        np.minimum.at(stale_from, merged["u"][changed], ts[changed])
         lr_q[o], lr_ok[o] = q, good
-    end = int(state.meta.get("end_ms", 0))
+    on_top = np.flatnonzero(fresh & ~late_track[tr])
+    if len(on_top):
+        kept = usable & ~is_new
+        n_tr = len(full["tr"])
+        base_n = np.bincount(tr[kept], minlength=n_tr)
+        base_sum = np.bincount(tr[kept], weights=ms[kept], minlength=n_tr)
+        o = on_top[lex_order(tr[on_top], ts[on_top])]
+        lr_q[o], lr_ok[o] = track_listen_ratios(tr[o], ts[o], ms[o], base_n[tr[o]], base_sum[tr[o]])
     late = int((new["ts"] < end).sum())
     starts = np.concatenate([[0], np.cumsum(file_rows)])
     read_pos = starts[merged.pop("f")] + merged.pop("r")
@@ -428,7 +441,7 @@ def merge_new_files(
         "events_read": int(sum(file_rows[index[_rel(lake, p)]] for p in added)),
         "late_events": late,
         "carried_listen_ratios_changed": late_lr,
-        "tracks_recomputed": int(touched[:-1].sum()),
+        "tracks_recomputed": int(late_track[:-1].sum()),
         "accounts_changed": len(moved),
     }
     return Merged(ev, seen, current, file_rows, read_pos, stats, carried)
