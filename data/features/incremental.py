@@ -13,9 +13,10 @@ A daily build with that state (``build_features(..., incremental=True)``):
 2. merges their events into the carried log: codes remapped to the grown vocabularies (a
    monotone map, so the carried (user, time) order stays), new rows placed by binary search,
    ties at the same (user, millisecond) broken by (file, row) as a full read breaks them;
-3. recomputes listen ratios only on the tracks that got new streams (all of those tracks'
-   streams, carried ones included: a *late* stream changes the ratio of every later stream of
-   its track, so this is where a late event is repaired, exactly);
+3. computes the new streams' listen ratios on top of their tracks' carried streams (count
+   and ``ms_played`` sum); a track with a *late* stream has all its streams recomputed,
+   carried ones included (a late stream changes the ratio of every later stream of its
+   track, so this is where a late event is repaired, exactly);
 4. hands the merged log to the same table functions as the full build.
 
 So a late event (``event_ts`` before the previous build's end) costs nothing special: the
