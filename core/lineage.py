@@ -10,11 +10,22 @@ _CHUNK = 1 << 20
 
 
 def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of the file at ``path``, read in 1 MiB chunks."""
+    """Hex sha256 of the file at ``path``, read in 1 MiB chunks; of a folder (a table kept
+    as one file per day), of its files' names and bytes in name order (stray ``.*`` files of
+    a killed write left out)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
+    path = Path(path)
+    files = (
+        sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        if path.is_dir()
+        else [path]
+    )
+    for file in files:
+        if file != path:
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with open(file, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
     return digest.hexdigest()
 
 

@@ -43,7 +43,7 @@ class TemporalData:
 
 
 def _read(path: Path, columns: Sequence[str]) -> pa.Table:
-    if not path.is_file():
+    if not path.exists():  # a file, or a folder of day files (examples.parquet)
         raise FileNotFoundError(f"{path} not found; run `tastemaker features` first")
     return pq.read_table(path, columns=list(columns))
 

@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core.atomic import write_json, write_table
@@ -46,7 +45,8 @@ from core.workspace import Workspace
 from data.features.artist import artist_features, trending
 from data.features.config import FeatureConfig, split_cutoffs
 from data.features.events import EventLog, build_event_log
-from data.features.examples import build_eval, build_examples, build_sequences
+from data.features.example_parts import day_tables, examples_by_split, write_days
+from data.features.examples import build_eval, build_sequences
 from data.features.online_store import open_online_store, publish_table
 from data.features.user import user_features_at
 from data.lake import open_events, read_users
@@ -54,6 +54,8 @@ from data.schemas import ARTISTS, USERS
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+    from data.features.incremental import Carried
 
 __all__ = ["FeatureConfig", "EventLog", "build_features", "cutoffs", "load_event_log"]
 __all__ += ["user_features_at"]
@@ -185,24 +187,31 @@ def _build_local(
         trace: dict[str, Any] = {}
         ev = load_event_log(ws, config, version, trace)
         mode: dict[str, Any] = {"mode": "full", "reason": merged}
+        carried = None
         carry = (trace["seen"], trace["files"], trace["part_rows"], trace["read_pos"])
     else:
-        ev, mode = merged.ev, merged.stats
+        ev, mode, carried = merged.ev, merged.stats, merged.carried
         carry = (merged.seen, merged.files, merged.file_rows, merged.read_pos)
     del merged
     mode["log_s"] = round(time.perf_counter() - started, 3)  # lake (or state + new files) read
     # the state's files are written beside the tables; it becomes current after all of them
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-state") as pool:
         state_files = pool.submit(inc.save_state, ws, config, version, ev, *carry)
-        built = _write_tables(ws, config, ev, target)
+        built = _write_tables(ws, config, ev, target, carried)
         inc.commit_state(ws, state_files.result(), built["cutoffs"]["end"])
-    built["build"] = mode
+    built["build"] = {**mode, "example_days_written": built.pop("example_days_written")}
     return built
 
 
 def _write_tables(
-    ws: Workspace, config: FeatureConfig, ev: EventLog, target: str | Path
+    ws: Workspace,
+    config: FeatureConfig,
+    ev: EventLog,
+    target: str | Path,
+    carried: Carried | None = None,
 ) -> dict[str, Any]:
+    """Compute and write every table of ``ev``; with ``carried`` (an incremental build), only
+    the days of ``examples`` that can differ from the previous build's."""
     cut = cutoffs(ev, config)
     log.info(
         "features: %d events, %d users, %d artists; test from %s",
@@ -212,18 +221,17 @@ def _write_tables(
         _iso(cut["test"]),
     )
     out = ws.feature_dir
+    days = None if carried is None else carried.days(out.examples, ev, config, cut)
     # Parquet encoding and the online store's inserts release the GIL: one background thread
     # writes each finished table while the next one is computed (the tables are immutable).
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-write") as pool:
         pending = [pool.submit(write_table, out.sequences, build_sequences(ev))]
-        examples = build_examples(ev, config, cut["valid"], cut["test"])
-        pending.append(pool.submit(write_table, out.examples, examples))
-        counted = pc.value_counts(examples["split"]).to_pylist()  # Arrow: no str per row
-        split_counts = {
-            c["values"]: c["counts"] for c in sorted(counted, key=lambda c: c["values"])
-        }
-        n_examples = examples.num_rows
-        del examples
+        tables, names = day_tables(ev, config, cut, days)
+        pending.append(pool.submit(write_days, out.examples, tables, names))
+        n_days = len(tables)
+        del tables
+        split_counts = examples_by_split(ev, config, cut)
+        n_examples = sum(split_counts.values())
         valid = build_eval(ev, config, "valid", cut["valid"], cut["test"])
         test = build_eval(ev, config, "test", cut["test"], cut["end"])
         pending.append(pool.submit(write_table, out.eval_users, pa.concat_tables([valid, test])))
@@ -248,4 +256,4 @@ def _write_tables(
         "trending_rows": trend.num_rows,
         "online_rows": n_published,
     }
-    return {"cutoffs": cut, "counts": counts}
+    return {"cutoffs": cut, "counts": counts, "example_days_written": n_days}

@@ -396,15 +396,25 @@ def listen_usable(has_track: np.ndarray, et: np.ndarray, ms: np.ndarray) -> np.n
 
 
 def track_listen_ratios(
-    t: np.ndarray, tt: np.ndarray, m: np.ndarray
+    t: np.ndarray,
+    tt: np.ndarray,
+    m: np.ndarray,
+    base_n: np.ndarray | None = None,
+    base_sum: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Quantised listen log-ratio and its validity of usable streams sorted by (track ``t``,
     time ``tt``); ``m`` their ``ms_played``. Tracks are independent: any set of whole tracks
-    gives the same values (the local engine passes all of them, Spark one partition's)."""
+    gives the same values (the local engine passes all of them, Spark one partition's).
+    ``base_n``/``base_sum`` (per row, default none): the count and ``ms_played`` sum of its
+    track's streams before all of these rows, for the incremental build, which passes only a
+    day's streams of tracks it carries (``ms_played`` is whole milliseconds, so the sums are
+    exact and the values those of one pass over every stream)."""
     cs_ms, cs_n = exclusive_cumsum(m), np.arange(len(t) + 1)
     start, block = group_starts(t), before_index(t, tt)
     prior_n = cs_n[block] - cs_n[start]  # earlier streams of this track (any user)
     prior_sum = cs_ms[block] - cs_ms[start]
+    if base_n is not None and base_sum is not None:
+        prior_n, prior_sum = prior_n + base_n, prior_sum + base_sum
     ok = (prior_n > 0) & (prior_sum > 0)
     ratio = np.where(ok, m / np.where(ok, prior_sum / np.maximum(prior_n, 1), 1.0), 1.0)
     lr = np.clip(np.log2(np.maximum(ratio, 2.0**-LR_CLIP)), -LR_CLIP, LR_CLIP)

@@ -14,7 +14,7 @@ import pyarrow as pa
 from core.constants import DAY_MS
 from data.features.config import FeatureConfig
 from data.features.events import ET, EventLog
-from data.features.sort import before_index, exclusive_cumsum, group_starts
+from data.features.sort import before_index, exclusive_cumsum, group_starts, stable_order
 from data.features.user import (
     activity_level,
     dense_values,
@@ -63,43 +63,71 @@ def split_of(ts: np.ndarray, valid_cut: int, test_cut: int) -> pa.Array:
 def followed_before(ev: EventLog, users: np.ndarray, bi: np.ndarray) -> pa.ChunkedArray:
     """Per (user, row end ``bi``: rows ``[user's first row, bi)`` are its events before a time): the
     artists that user follows then, most recent follow first, as :func:`followed_pairs` gives
-    for ``user_features_at``. A user's followed set only changes at a follow or unfollow, so
-    each state is built once (one pass over those actions) and every example takes its own."""
+    for ``user_features_at``. A follow is in force from its row until its pair's next action
+    (follow or unfollow), so a user's list at ``bi`` is its follows before ``bi`` whose next
+    action is not. A list only changes at a follow or unfollow: each distinct state asked for
+    is found once, by array arithmetic over its user's follows, and every example takes its
+    own (the cost follows the states asked for, not every state of every user)."""
     acts = np.flatnonzero((ev.et == ET["follow"]) | (ev.et == ET["unfollow"]))  # by user, time
-    # the state after a user's j-th action is number (that user's first action + user + j):
-    # one more state per user than it has actions (the empty one before its first)
-    n_states = len(acts) + ev.n_users
-    lengths = np.zeros(n_states, np.int64)
-    flat: list[int] = []
-    user, current = -1, dict[int, int]()  # artist -> follow row, in follow order
-    for i, r in enumerate(acts.tolist()):
-        if ev.u[r] != user:
-            user, current = int(ev.u[r]), {}
-        a = int(ev.a[r])
-        current.pop(a, None)
-        if ev.et[r] == ET["follow"]:
-            current[a] = r
-        lengths[i + user + 1] = len(current)
-        flat.extend(reversed(current))  # newest follow first
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-    states = pa.ListArray.from_arrays(
-        pa.array(offsets), ev.artist_ids.take(pa.array(flat, pa.int64()))
-    )
-    at = np.searchsorted(acts, bi) + users
-    # in slices: one take of millions of lists can pass the 2 GiB of a string array's offsets
-    step = _TAKE_ROWS
-    return pa.chunked_array(
-        [states.take(pa.array(at[i : i + step])) for i in range(0, len(at), step)],
-        states.type,
-    )
+    pair = ev.u[acts].astype(np.int64) * max(ev.n_artists, 1) + ev.a[acts]
+    order = stable_order(pair)  # by pair, then row
+    later = np.r_[pair[order][1:] == pair[order][:-1], False]
+    next_act = np.empty(len(acts), np.int64)
+    next_act[order] = np.where(later, np.r_[acts[order][1:], 0], len(ev.ts))
+    follow = ev.et[acts] == ET["follow"]
+    rows, until, who = acts[follow], next_act[follow], ev.u[acts[follow]]
+    # the state after a user's j-th action is number (that user's first action + user + j)
+    state = np.searchsorted(acts, bi) + users.astype(np.int64)
+    wanted, first = np.unique(state, return_index=True)
+    lo = np.searchsorted(who, users[first], side="left")  # the user's follows: rows[lo:hi]
+    hi = np.searchsorted(rows, bi[first], side="left")  # ... before bi
+    n = np.maximum(hi - lo, 0)
+    cum = np.cumsum(n)
+    total = int(cum[-1]) if len(cum) else 0
+    cuts = np.searchsorted(cum, np.arange(1, total // _CANDIDATES + 1) * _CANDIDATES)
+    lists = []
+    for s, e in zip(np.r_[0, cuts], np.r_[cuts, len(n)], strict=True):  # bounded memory
+        n_i = n[s:e]
+        k = np.arange(int(n_i.sum())) - np.repeat(np.cumsum(n_i) - n_i, n_i)
+        cand = np.repeat(hi[s:e] - 1, n_i) - k  # each state's follows, newest first
+        alive = until[cand] >= np.repeat(bi[first][s:e], n_i)
+        lengths = np.bincount(np.repeat(np.arange(e - s), n_i)[alive], minlength=e - s)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+        codes = pa.array(ev.a[rows[cand[alive]]].astype(np.int32))
+        lists.append(pa.ListArray.from_arrays(pa.array(offsets), codes))
+    states = pa.concat_arrays(lists) if lists else pa.array([], pa.list_(pa.int32()))
+    at = np.searchsorted(wanted, state)
+    # artist codes are taken per example, and turned into strings once, in slices: one take
+    # of millions of lists can pass the 2 GiB of a string array's offsets
+    out = []
+    for i in range(0, len(at), _TAKE_ROWS):
+        mine = states.take(pa.array(at[i : i + _TAKE_ROWS]))
+        values = ev.artist_ids.take(mine.flatten())
+        out.append(pa.ListArray.from_arrays(_rebased(mine.offsets), values))
+    return pa.chunked_array(out, pa.list_(ev.artist_ids.type))
 
 
+def _rebased(offsets: pa.Array) -> pa.Array:
+    """A list array's offsets starting at 0 (``flatten`` drops what precedes the first)."""
+    o = offsets.to_numpy()
+    return pa.array(o - o[0])
+
+
+_CANDIDATES = 1 << 22  # (state, follow) pairs looked at per slice
 _TAKE_ROWS = 1 << 18  # examples per slice of the followed lists
 
 
-def build_examples(ev: EventLog, config: FeatureConfig, valid_cut: int, test_cut: int) -> pa.Table:
-    """``EXAMPLES``: one row per positive event with the user's state just before it."""
-    p = np.nonzero(positive_mask(ev, config))[0]
+def build_examples(
+    ev: EventLog,
+    config: FeatureConfig,
+    valid_cut: int,
+    test_cut: int,
+    rows: np.ndarray | None = None,
+) -> pa.Table:
+    """``EXAMPLES``: one row per positive event with the user's state just before it; of the
+    positive log rows ``rows`` only, in that order, when given (every row's value depends on
+    the log, not on which other rows are built)."""
+    p = np.nonzero(positive_mask(ev, config))[0] if rows is None else np.asarray(rows, np.int64)
     gs = group_starts(ev.u)[p]
     bi = before_index(ev.u, ev.ts)[p]  # rows [gs, bi) are this user's events before the event
     ws = np.maximum(_window_start(ev, p, config.recent_days * DAY_MS), gs)

@@ -13,9 +13,10 @@ A daily build with that state (``build_features(..., incremental=True)``):
 2. merges their events into the carried log: codes remapped to the grown vocabularies (a
    monotone map, so the carried (user, time) order stays), new rows placed by binary search,
    ties at the same (user, millisecond) broken by (file, row) as a full read breaks them;
-3. recomputes listen ratios only on the tracks that got new streams (all of those tracks'
-   streams, carried ones included: a *late* stream changes the ratio of every later stream of
-   its track, so this is where a late event is repaired, exactly);
+3. computes the new streams' listen ratios on top of their tracks' carried streams (count
+   and ``ms_played`` sum); a track with a *late* stream has all its streams recomputed,
+   carried ones included (a late stream changes the ratio of every later stream of its
+   track, so this is where a late event is repaired, exactly);
 4. hands the merged log to the same table functions as the full build.
 
 So a late event (``event_ts`` before the previous build's end) costs nothing special: the
@@ -47,6 +48,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from core.atomic import atomic_path, write_json
 from core.workspace import Workspace
@@ -62,12 +64,13 @@ from data.features.events import (
     track_listen_ratios,
     valid_events,
 )
+from data.features.example_parts import changed_days, listing
 from data.features.sort import lex_order
 from data.lake import EVENTS_SCHEMA, event_files, files_between
 
 log = logging.getLogger("tastemaker.data")
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2
 _CURRENT = "current.json"
 _ROWS = pa.schema(
     [
@@ -86,18 +89,22 @@ _ROWS = pa.schema(
 )
 _FILES = pa.schema([("path", pa.string()), ("rows", pa.int64())])
 _VOCABS = ("u", "a", "tr")
+_ACCOUNT = ("age_group", "gender", "country")  # with signup_ms: what examples take from it
+_ACCOUNTS = pa.schema([*((f, pa.string()) for f in _ACCOUNT), ("signup_ms", pa.int64())])
 
 
 @dataclass
 class State:
     """A loaded state: its ``meta`` (current.json), the files read (table-relative, read
-    order), vocabularies of strings seen in events, and the log rows (``_ROWS``)."""
+    order), vocabularies of strings seen in events, the log rows (``_ROWS``), and the
+    account fields each user of the vocabulary had (``_ACCOUNTS``, aligned to ``vocab["u"]``)."""
 
     meta: dict[str, Any]
     files: list[str]
     file_rows: np.ndarray
     vocab: dict[str, pa.Array]
     rows: pa.Table
+    accounts: pa.Table
 
     @property
     def version(self) -> int:
@@ -166,6 +173,10 @@ def save_state(
         "r": (read_pos - starts[f]).astype(np.int32),
     }
     _write_ipc(folder / "log.arrow", pa.table(rows, schema=_ROWS))
+    in_events = pa.array(np.asarray(seen["u"], bool))
+    accounts = {f: ev.users[f].filter(in_events) for f in _ACCOUNT}
+    accounts["signup_ms"] = pa.array(ev.signup_ms).filter(in_events)
+    _write_ipc(folder / "accounts.arrow", pa.table(accounts).cast(_ACCOUNTS))
     lake_root = ws.lake_events
     paths = [_rel(lake_root, p) for p in files]
     _write_ipc(
@@ -182,10 +193,12 @@ def save_state(
 
 def commit_state(ws: Workspace, meta: dict[str, Any], end: int) -> None:
     """Make the state folder ``meta`` names current (one atomic write of current.json; the
-    build's ``end`` cutoff is recorded: later events before it are late), then remove every
-    other folder (the previous state, a killed run's leftovers)."""
+    build's ``end`` cutoff is recorded: later events before it are late, and so are the
+    examples' day files as written, to tell later whether they are still these), then remove
+    every other folder (the previous state, a killed run's leftovers)."""
     root = ws.feature_dir.state
-    write_json(root / _CURRENT, {**meta, "end_ms": int(end)})
+    parts = listing(ws.feature_dir.examples)
+    write_json(root / _CURRENT, {**meta, "end_ms": int(end), "example_parts": parts})
     for other in root.iterdir():
         if other.is_dir() and other.name != meta["folder"]:
             shutil.rmtree(other, ignore_errors=True)
@@ -226,9 +239,10 @@ def load_state(ws: Workspace, config: FeatureConfig) -> State | str:
         files = _read_ipc(folder / "files.arrow")
         vocab = {k: _read_ipc(folder / f"vocab_{k}.arrow")["s"].combine_chunks() for k in _VOCABS}
         rows = _read_ipc(folder / "log.arrow")
+        accounts = _read_ipc(folder / "accounts.arrow")
     except (OSError, pa.ArrowInvalid) as exc:
         return f"the carried state in {folder} is incomplete ({exc})"
-    if rows.schema != _ROWS or files.schema != _FILES:
+    if rows.schema != _ROWS or files.schema != _FILES or accounts.schema != _ACCOUNTS:
         return f"the carried state in {folder} has another layout"
     return State(
         meta=meta,
@@ -236,10 +250,32 @@ def load_state(ws: Workspace, config: FeatureConfig) -> State | str:
         file_rows=files["rows"].to_numpy(),
         vocab=vocab,
         rows=rows,
+        accounts=accounts,
     )
 
 
 # ------------------------------------------------------------------------- the merged log
+@dataclass
+class Carried:
+    """What lets a daily build rewrite only some days of the examples: the log rows whose
+    example may differ from the previous build's, that build's ``end`` and the examples'
+    day files as it left them."""
+
+    stale: np.ndarray  # (N,) bool, per row of the merged log
+    end: int
+    parts: dict[str, list[int]] | None
+
+    def days(
+        self, folder: Path, ev: EventLog, config: FeatureConfig, cut: dict[str, int]
+    ) -> set[int] | None:
+        """The days to rewrite; None (all) when the day files are not the previous build's
+        (a Spark build since, a file removed by hand)."""
+        if listing(folder) != self.parts:
+            log.warning("features: the examples are not those of the carried state; all days")
+            return None
+        return changed_days(ev, config, cut, self.end, self.stale)
+
+
 @dataclass
 class Merged:
     """The incremental build's log and what its state needs."""
@@ -250,6 +286,7 @@ class Merged:
     file_rows: np.ndarray
     read_pos: np.ndarray
     stats: dict[str, Any]
+    carried: Carried
 
 
 def merge_new_files(
@@ -350,21 +387,38 @@ def merge_new_files(
     old["r"] = col["r"]
     merged, is_new = _merge(old, new, len(full["u"]))
 
-    # listen ratios: new streams, and every stream of the tracks they touch
+    # listen ratios. A track with a late new stream (before the previous build's end): every
+    # stream of it again, since a late one changes the ratio of every later carried stream.
+    # Any other track with new streams: those only, on top of its carried streams' count and
+    # sum (every carried stream is earlier than them).
     lr_q = merged.pop("lr_q")
     lr_ok = merged.pop("lr_ok")
-    usable = listen_usable(merged["tr"] >= 0, merged["et"], merged["ms"])
-    touched = np.zeros(len(full["tr"]) + 1, bool)
-    touched[merged["tr"][usable & is_new]] = True
-    redo = np.flatnonzero(usable & touched[merged["tr"]])
+    end = int(state.meta.get("end_ms", 0))
+    tr, ts, ms = merged["tr"], merged["ts"], merged["ms"]
+    usable = listen_usable(tr >= 0, merged["et"], ms)
+    fresh = usable & is_new
+    late_track = np.zeros(len(full["tr"]) + 1, bool)
+    late_track[tr[fresh & (ts < end)]] = True
+    redo = np.flatnonzero(usable & late_track[tr])
+    # a user's carried examples from the time of its first new row or changed ratio on
+    stale_from = np.full(len(full["u"]), np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(stale_from, merged["u"][is_new], ts[is_new])
     late_lr = 0
     if len(redo):
-        o = redo[lex_order(merged["tr"][redo], merged["ts"][redo])]
-        q, good = track_listen_ratios(merged["tr"][o], merged["ts"][o], merged["ms"][o])
-        was = ~is_new[o]
-        late_lr = int(((lr_q[o] != q) | (lr_ok[o] != good))[was].sum())
+        o = redo[lex_order(tr[redo], ts[redo])]
+        q, good = track_listen_ratios(tr[o], ts[o], ms[o])
+        changed = o[~is_new[o] & ((lr_q[o] != q) | (lr_ok[o] != good))]
+        late_lr = len(changed)
+        np.minimum.at(stale_from, merged["u"][changed], ts[changed])
         lr_q[o], lr_ok[o] = q, good
-    end = int(state.meta.get("end_ms", 0))
+    on_top = np.flatnonzero(fresh & ~late_track[tr])
+    if len(on_top):
+        kept = usable & ~is_new
+        n_tr = len(full["tr"])
+        base_n = np.bincount(tr[kept], minlength=n_tr)
+        base_sum = np.bincount(tr[kept], weights=ms[kept], minlength=n_tr)
+        o = on_top[lex_order(tr[on_top], ts[on_top])]
+        lr_q[o], lr_ok[o] = track_listen_ratios(tr[o], ts[o], ms[o], base_n[tr[o]], base_sum[tr[o]])
     late = int((new["ts"] < end).sum())
     starts = np.concatenate([[0], np.cumsum(file_rows)])
     read_pos = starts[merged.pop("f")] + merged.pop("r")
@@ -377,6 +431,10 @@ def merge_new_files(
         users,
         artists,
     )
+    moved = _accounts_changed(state.accounts, ev, old_to_full["u"])
+    stale = is_new | (ev.ts >= stale_from[ev.u])
+    stale |= np.isin(ev.u, moved)
+    carried = Carried(stale, end, state.meta.get("example_parts"))
     stats = {
         "mode": "incremental",
         "since_version": state.version,
@@ -384,9 +442,25 @@ def merge_new_files(
         "events_read": int(sum(file_rows[index[_rel(lake, p)]] for p in added)),
         "late_events": late,
         "carried_listen_ratios_changed": late_lr,
-        "tracks_recomputed": int(touched[:-1].sum()),
+        "tracks_recomputed": int(late_track[:-1].sum()),
+        "accounts_changed": len(moved),
     }
-    return Merged(ev, seen, current, file_rows, read_pos, stats)
+    return Merged(ev, seen, current, file_rows, read_pos, stats, carried)
+
+
+def _accounts_changed(carried: pa.Table, ev: EventLog, to_full: np.ndarray) -> np.ndarray:
+    """Codes (in ``ev``) of the carried users whose account fields differ now (a deleted or
+    edited account): every example of theirs is rewritten."""
+    at = pa.array(to_full)
+    now = {f: ev.users[f].take(at) for f in _ACCOUNT}
+    now["signup_ms"] = pa.array(ev.signup_ms).take(at)
+    differs = np.zeros(len(to_full), bool)
+    for f in _ACCOUNTS.names:
+        a, b = carried[f], now[f]
+        same = pc.fill_null(pc.equal(a, b), False).to_numpy(zero_copy_only=False)
+        both_null = pc.and_(pc.is_null(a), pc.is_null(b)).to_numpy(zero_copy_only=False)
+        differs |= ~(same | both_null)
+    return to_full[differs]
 
 
 def _as_dict(values: pa.Array) -> pa.DictionaryArray:
@@ -424,13 +498,13 @@ def _merge(
         for j in tied.tolist():
             pos[j] += np.searchsorted(fr_old[pos[j] : hi[j]], fr_new[j])
     at_new = pos + np.arange(n_new)
-    at_old = np.arange(n_old) + np.searchsorted(pos, np.arange(n_old), side="right")
+    flag = np.zeros(n_old + n_new, bool)
+    flag[at_new] = True
+    at_old = np.flatnonzero(~flag)  # the carried rows keep their order around the new ones
     out = {}
     for k in old:
         merged = np.empty(n_old + n_new, np.result_type(old[k], new[k]))
         merged[at_old] = old[k]
         merged[at_new] = new[k]
         out[k] = merged
-    flag = np.zeros(n_old + n_new, bool)
-    flag[at_new] = True
     return out, flag

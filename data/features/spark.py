@@ -45,6 +45,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core.atomic import atomic_path, write_table
+from core.constants import DAY_MS
 from core.progress import progress_bar
 from core.workspace import Workspace
 from data.features.artist import (
@@ -57,6 +58,7 @@ from data.features.artist import (
 )
 from data.features.config import FeatureConfig, split_cutoffs
 from data.features.events import LR_COLS, build_event_log, track_listen_ratios
+from data.features.example_parts import part_name, write_days
 from data.features.examples import build_eval, build_examples, build_sequences
 from data.features.user import user_features_at
 from data.lake import USERS_TABLE, event_files, is_table, table_files
@@ -379,7 +381,7 @@ def build_spark_tables(
             scored.unpersist()
             events.unpersist()
             bar.update()
-            counts = _finish(stage, out, config, per_user, per_artist)
+            counts = _finish(stage, out, config, per_user, per_artist, cut["end"])
             bar.update()
     finally:
         spark.conf.set("spark.sql.shuffle.partitions", str(shuffle))
@@ -392,12 +394,43 @@ def build_spark_tables(
     return {"cutoffs": cut, "counts": counts}
 
 
-def _finish(stage: Path, out, config: FeatureConfig, per_user: list, per_artist: list) -> dict:
+def _assemble_days(parts: list[Path], folder: Path, stage: Path, end: int) -> None:
+    """The examples parts (user ranges, rows by user and time) -> the day files of
+    :mod:`data.features.example_parts`: one pass splits every batch by day into a staging
+    file per day, then each day is read whole and written as the local engine writes it (the
+    driver holds one day's examples at a time)."""
+    days = stage / "example-days"
+    days.mkdir()
+    writers: dict[int, pq.ParquetWriter] = {}
+    try:
+        for part in parts:
+            for batch in pq.ParquetFile(part).iter_batches(batch_size=_ASSEMBLE_ROWS):
+                table = pa.Table.from_batches([batch]).cast(EXAMPLES)
+                day = table["event_ts"].cast(pa.int64()).to_numpy() // DAY_MS
+                for d in np.unique(day).tolist():
+                    if d not in writers:
+                        writers[d] = pq.ParquetWriter(days / f"{d}.parquet", EXAMPLES)
+                    writers[d].write_table(table.filter(pa.array(day == d)))
+    finally:
+        for writer in writers.values():
+            writer.close()
+    last = (end - 1) // DAY_MS
+    names = {part_name(d) for d in writers} | {part_name(last)}
+    write_days(folder, {}, names)  # the folder, without the days that have no examples now
+    for d in sorted(writers):
+        write_days(folder, {part_name(d): pq.read_table(days / f"{d}.parquet")}, names)
+    if last not in writers:
+        write_days(folder, {part_name(last): EXAMPLES.empty_table()}, names)
+
+
+def _finish(
+    stage: Path, out, config: FeatureConfig, per_user: list, per_artist: list, end: int
+) -> dict:
     def parts(name: str, summary: list) -> list[Path]:
         return [_part(stage, name, r["part"]) for r in sorted(summary, key=lambda r: r["part"])]
 
     _assemble(parts("sequences", per_user), out.sequences, USER_SEQUENCES)
-    _assemble(parts("examples", per_user), out.examples, EXAMPLES)
+    _assemble_days(parts("examples", per_user), out.examples, stage, end)
     _assemble(
         parts("eval_valid", per_user) + parts("eval_test", per_user), out.eval_users, EVAL_USERS
     )

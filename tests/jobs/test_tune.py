@@ -99,6 +99,7 @@ def _rewrite_test_targets(features: Path) -> None:
     aid[test_rows] = rng.choice(artists, size=int(test_rows.sum()))
     col = ex.schema.get_field_index("artist_id")
     ex = ex.set_column(col, ex.schema.field(col), pa.array(aid, ex["artist_id"].type))
+    shutil.rmtree(ex_path)  # the build's folder of day files -> one file: readers take either
     pq.write_table(ex, ex_path)
 
 

@@ -169,6 +169,47 @@ def test_nothing_new_rebuilds_the_same_tables(three_days) -> None:
     _assert_same_tables(_tables(ws), _tables(full_ws))
 
 
+def _early_users(examples: pa.Table, before: int) -> list[str]:
+    """Users whose examples all lie before ``before``, on at least two days (most days first)."""
+    ts = examples["event_ts"].cast(pa.int64())
+    days = pa.table({"u": examples["user_key"], "d": pc.divide(ts, DAY_MS), "t": ts})
+    per = days.group_by("u").aggregate([("d", "count_distinct"), ("t", "max")])
+    per = per.filter(pc.and_(pc.less(per["t_max"], before), pc.greater(per["d_count_distinct"], 1)))
+    return per.sort_by([("d_count_distinct", "descending"), ("u", "ascending")])["u"].to_pylist()
+
+
+def test_a_day_rewrites_only_the_example_days_that_change(world, tmp_path) -> None:
+    """Regression guard for the day files of examples: day 3 brings a late follow (at a busy
+    user's first example) and an edited account (another busy user's country), each touching
+    examples on days nothing else rewrites. Those days must be rewritten, the others left as
+    they are, and the result must equal the full rebuild."""
+    ws, (day1, day2, day3) = _fresh(world, tmp_path / "ws")
+    append_events(ws.lake_events, pa.concat_tables([day1, day2]), "part-0", {})
+    build_features(ws, online="", incremental=True)
+    examples = pq.read_table(ws.feature_dir.examples)
+    valid_cut = int(pc.min(examples["event_ts"].cast(pa.int64())).as_py()) + 10 * DAY_MS
+    late_user, edited = _early_users(examples, valid_cut)[:2]
+    mine = examples.filter(pc.equal(examples["user_key"], late_user)).sort_by("event_ts")
+    late = events_table([ev("follow", late_user, "a-late", _ms(mine["event_ts"][0].value - 1))])
+    append_events(ws.lake_events, late, "part-1-late", {})
+    append_events(ws.lake_events, day3, "part-2", {})
+    users = read_users(ws.lake_users)
+    country = pc.if_else(pc.equal(users["user_key"], edited), pa.scalar("XX"), users["country"])
+    users = users.set_column(users.schema.get_field_index("country"), "country", country)
+    publish_users(ws.lake_users, users, "test")
+    before = {p.name: p.stat().st_mtime_ns for p in ws.feature_dir.examples.iterdir()}
+    done = build_features(ws, online="", incremental=True)
+    assert done["build"]["mode"] == "incremental" and done["build"]["accounts_changed"] == 1
+    after = {p.name: p.stat().st_mtime_ns for p in ws.feature_dir.examples.iterdir()}
+    kept = [name for name in before if after.get(name) == before[name]]
+    assert 0 < done["build"]["example_days_written"] < len(after) and kept
+    full_ws = Workspace(tmp_path / "full")
+    shutil.copytree(ws.root, full_ws.root)
+    shutil.rmtree(full_ws.features)
+    build_features(full_ws, online="")
+    _assert_same_tables(_tables(ws), _tables(full_ws))
+
+
 def test_a_killed_build_leaves_the_previous_state(world, tmp_path, monkeypatch) -> None:
     ws, (day1, day2, day3) = _fresh(world, tmp_path / "ws")
     append_events(ws.lake_events, pa.concat_tables([day1, day2]), "part-0", {})

@@ -1,0 +1,123 @@
+"""``examples.parquet`` as a folder of one Parquet file per UTC day of ``event_ts``.
+
+A training example never moves to another day, and a day falls wholly into one split (the
+cutoffs are midnights), so a daily build rewrites only the days whose rows can differ from
+the carried ones: the days of new events, the two days that change split as the cutoffs move
+one day on, and the days of carried rows whose point-in-time state changed (a late event or
+a carried stream's new listen ratio before them, a changed account). Every other day's file
+is left as it is.
+
+Readers need nothing special: ``pq.read_table(examples)`` reads the folder as one table,
+files in name order (``YYYY-MM-DD.parquet``, so by day), rows by (user, time) within a day;
+a stray ``.tmp-*`` file of a killed write is ignored. The last day (the one before ``end``)
+always has a file, empty when it has no examples, so the folder always carries the schema.
+Each file is replaced atomically; a reader during a build may see some days of the new build
+and some of the previous one, as it may see some tables of each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from core.atomic import write_table
+from core.constants import DAY_MS
+from data.features.config import FeatureConfig, split_cutoffs
+from data.features.events import EventLog
+from data.features.examples import build_examples, split_of
+from data.features.sort import stable_order
+from data.features.user import positive_mask
+
+SPLITS = ("train", "valid", "test")
+
+
+def part_name(day: int) -> str:
+    """The file of UTC day ``day`` (days since the epoch)."""
+    return datetime.fromtimestamp(day * DAY_MS / 1000, tz=timezone.utc).strftime("%Y-%m-%d.parquet")
+
+
+def listing(folder: Path) -> dict[str, list[int]]:
+    """The folder's day files as ``{name: [size, mtime_ns]}`` (what a state records, to tell
+    later whether the files are still the ones its build wrote)."""
+    if not folder.is_dir():
+        return {}
+    return {
+        p.name: [p.stat().st_size, p.stat().st_mtime_ns]
+        for p in sorted(folder.glob("*.parquet"))
+        if not p.name.startswith(".")
+    }
+
+
+def examples_by_split(ev: EventLog, config: FeatureConfig, cut: dict[str, int]) -> dict[str, int]:
+    """Examples per split, from the log (no table needed): what ``meta.json`` reports."""
+    p = np.flatnonzero(positive_mask(ev, config))
+    code = (ev.ts[p] >= cut["valid"]).astype(np.int8) + (ev.ts[p] >= cut["test"])
+    n = np.bincount(code, minlength=3)
+    return {SPLITS[i]: int(n[i]) for i in range(3) if n[i]}
+
+
+def changed_days(
+    ev: EventLog,
+    config: FeatureConfig,
+    cut: dict[str, int],
+    previous_end: int,
+    stale: np.ndarray,
+) -> set[int]:
+    """The days whose examples can differ from the previous build's (which ended at
+    ``previous_end``): the days of the ``stale`` log rows' positives, and the days whose
+    split the new cutoffs change."""
+    p = np.flatnonzero(positive_mask(ev, config) & stale)
+    days = set(np.unique(ev.ts[p] // DAY_MS).tolist())
+    before = split_cutoffs(previous_end - 1, config)
+    lo = min(before["valid"], cut["valid"]) // DAY_MS
+    hi = max(before["end"], cut["end"]) // DAY_MS
+    for day in range(lo, hi):
+        at = np.array([day * DAY_MS])
+        if split_of(at, before["valid"], before["test"]) != split_of(at, cut["valid"], cut["test"]):
+            days.add(day)
+    return days
+
+
+def day_tables(
+    ev: EventLog,
+    config: FeatureConfig,
+    cut: dict[str, int],
+    days: Iterable[int] | None = None,
+) -> tuple[dict[str, pa.Table], set[str]]:
+    """The examples of ``days`` (None: every day) as ``{file name: table}``, and the names
+    of every day file the folder holds after this build (the days with examples, and the
+    last day's, empty if it has none)."""
+    p = np.flatnonzero(positive_mask(ev, config))
+    day = ev.ts[p] // DAY_MS
+    last = (cut["end"] - 1) // DAY_MS
+    all_days = set(np.unique(day).tolist()) | {last}
+    chosen = all_days if days is None else all_days & set(days)
+    todo = np.isin(day, np.fromiter(chosen, np.int64, len(chosen)))
+    p, day = p[todo], day[todo]
+    order = stable_order(day - (int(day.min()) if len(day) else 0))  # by day, then log order
+    p, day = p[order], day[order]
+    table = build_examples(ev, config, cut["valid"], cut["test"], rows=p)
+    bounds = np.searchsorted(day, sorted(chosen) + [last + 1])
+    tables = {
+        part_name(d): table.slice(lo, hi - lo)
+        for d, lo, hi in zip(sorted(chosen), bounds[:-1], bounds[1:], strict=True)
+    }
+    return tables, {part_name(d) for d in all_days}
+
+
+def write_days(folder: Path, tables: dict[str, pa.Table], names: set[str]) -> None:
+    """Write ``tables`` (day file name -> rows) into ``folder`` and remove the day files not
+    in ``names`` (days left without examples); a single-file ``examples.parquet`` of an
+    older build is replaced by the folder."""
+    if folder.is_file():
+        folder.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.parquet"):
+        if old.name not in names and not old.name.startswith("."):
+            old.unlink()
+    for name, table in tables.items():
+        write_table(folder / name, table.combine_chunks())  # one layout, however built
