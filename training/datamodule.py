@@ -10,7 +10,7 @@ from ``eval.parquet`` split "valid", encoded with :func:`data.features.encoding.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from data.features.encoding import (
     encode_users,
     gather_history,
 )
+from data.features.example_parts import read_examples
 from data.features.vocab import FeatureVocabs, Vocab, build_vocabs
 from data.schemas import (
     ARTIST_FEATURES,
@@ -87,10 +88,12 @@ class ExampleArrays:
         return out
 
 
-def _read(path: Path, schema: pa.Schema) -> pa.Table:
+def _read(
+    path: Path, schema: pa.Schema, reader: Callable[[Path], pa.Table] = pq.read_table
+) -> pa.Table:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found; run `tastemaker features` first")
-    table = pq.read_table(path)
+    table = reader(path)
     missing = [n for n in schema.names if n not in table.column_names]
     if missing:
         raise ValueError(f"{path} has no columns {missing}; found: {table.column_names}")
@@ -216,7 +219,7 @@ class LakeDataModule(pl.LightningDataModule):
         if self._ready:
             return
         d = FeatureDir(self.features_dir)
-        examples = _read(d.examples, EXAMPLES)
+        examples = _read(d.examples, EXAMPLES, read_examples)
         examples = select_positives(examples, self.positives, self.repeat_weight)
         examples = examples.filter(pc.is_in(examples.column("split"), pa.array(self.train_splits)))
         if examples.num_rows == 0:

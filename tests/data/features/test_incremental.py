@@ -302,3 +302,29 @@ def test_sigkill_at_any_moment_leaves_a_usable_state(world, tmp_path) -> None:
     done = build_features(ws, online="", incremental=True)
     assert done["build"]["mode"] == "incremental"
     _assert_same_tables(_tables(ws), _tables(clean))
+
+
+def test_examples_read_back_in_the_event_logs_order(three_days) -> None:
+    """The day files, read with ``read_examples``, are the rows a single-file build wrote:
+    every positive of the log in log order (user, time, lake read order), which training's
+    seeded shuffle depends on; the folder read as it lies is in another (day) order."""
+    from data.features.build import cutoffs, load_event_log
+    from data.features.example_parts import read_examples
+    from data.features.examples import build_examples
+
+    _, full_ws, *_ = three_days
+    config = FeatureConfig()
+    ev = load_event_log(full_ws, config)
+    cut = cutoffs(ev, config)
+    whole = build_examples(ev, config, cut["valid"], cut["test"])  # log order, no rows given
+    folder = full_ws.feature_dir.examples
+    assert folder.is_dir()
+    as_stored = pq.read_table(folder)
+    assert not as_stored["user_key"].equals(whole["user_key"])  # the test has work to do
+    got = read_examples(folder)
+    assert got.column_names == whole.column_names and got.num_rows == whole.num_rows
+    for name in whole.column_names:
+        assert got[name].combine_chunks().equals(whole[name].combine_chunks()), name
+    narrow = read_examples(folder, ["artist_id", "weight"])
+    assert narrow.column_names == ["artist_id", "weight"]
+    assert narrow["artist_id"].equals(got["artist_id"])
