@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from core.workspace import Workspace
+from data.features.example_parts import read_examples
 from data.schemas import EVAL_USERS, EXAMPLES, SPLITS, USER_SEGMENT_FIELDS
 from models.base import Interactions
 
@@ -56,7 +57,11 @@ def load_temporal(ws: Workspace, split: str = "test") -> TemporalData:
     missing = [c for c in ex_cols if c not in EXAMPLES.names]
     if missing:  # guards the schema module against a rename
         raise ValueError(f"EXAMPLES schema lacks {missing}")
-    ex = _read(ws.feature_dir.examples, ex_cols)
+    if not ws.feature_dir.examples.exists():
+        raise FileNotFoundError(
+            f"{ws.feature_dir.examples} not found; run `tastemaker features` first"
+        )
+    ex = read_examples(ws.feature_dir.examples, ex_cols)  # the build's order, either layout
     ex = ex.filter(pc.is_in(ex["split"], pa.array(before)))
     if ex.num_rows == 0:
         raise ValueError(f"examples.parquet has no rows with split in {before}")

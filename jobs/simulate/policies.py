@@ -26,7 +26,6 @@ import logging
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from core.settings import Settings
 from core.workspace import Workspace
@@ -43,10 +42,11 @@ def _baseline_lists(
     """``(U, LIST_LEN)`` world artist indices from a baseline fitted on the lake's positives."""
     import pandas as pd
 
+    from data.features.example_parts import read_examples
     from evaluation.registry import make_recommender
     from models.base import Interactions
 
-    ex = pq.read_table(ws.feature_dir.examples, columns=["user_key", "artist_id", "weight"])
+    ex = read_examples(ws.feature_dir.examples, ["user_key", "artist_id", "weight"])
     inter = Interactions.from_pairs(
         ex["user_key"].to_numpy(zero_copy_only=False),
         ex["artist_id"].to_numpy(zero_copy_only=False),
