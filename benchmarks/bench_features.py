@@ -1,6 +1,10 @@
 """Feature build time and peak memory at 10k users / 1M events and 100k users / 10M events.
 
-Run: ``python -m benchmarks.bench_features [--quick]`` (quick: 10k/1M and 30k/3M).
+Run: ``python -m benchmarks.bench_features [--quick] [--sizes 10000000,16000000] [--write]``
+(default 10k/1M and 100k/10M; quick: 10k/1M and 30k/3M; ``--sizes``: those event counts, one
+user per 100 events). With two sizes or more, the peak memory's slope per event between the
+smallest and the largest, and the event count at which it would reach 16 GiB: the point to
+switch to the Spark engine on a 16 GB machine.
 The synthetic lake is drawn with numpy (power-law users and artists, 35 days) straight into
 Parquet partitions; each build runs in a fresh subprocess whose own ``ru_maxrss`` is the peak.
 """
@@ -142,14 +146,23 @@ def measure(n_users: int, n_events: int) -> dict:
     return {"users": n_users, "events": n_events, "generate_s": gen, **result}
 
 
-def main(quick: bool = False) -> str:
-    sizes = [(10_000, 1_000_000), (30_000, 3_000_000) if quick else (100_000, 10_000_000)]
-    rows = [measure(*s) for s in sizes]
+LIMIT_MB = 16 * 1024  # the machine size the local engine's largest build is stated for
+
+
+def main(quick: bool = False, sizes: list[int] | None = None) -> str:
+    if sizes:
+        pairs = [(n // 100, n) for n in sizes]
+    else:
+        pairs = [(10_000, 1_000_000), (30_000, 3_000_000) if quick else (100_000, 10_000_000)]
+    rows = [measure(*s) for s in pairs]
     small, big = rows[0], rows[-1]
+    flags = " --quick" if quick else ""
+    if sizes:
+        flags = " --sizes " + ",".join(str(n) for n in sizes)
     lines = [
         "## Feature build (`data.features.build.build_features`)",
         "",
-        f"Command: `{COMMAND}{' --quick' if quick else ''}`. Synthetic lake (numpy, 35 days, "
+        f"Command: `{COMMAND}{flags}`. Synthetic lake (numpy, 35 days, "
         "power-law users and artists); the build runs in a fresh process, peak = its ru_maxrss. "
         "Includes writing all feature tables and publishing to the SQLite online store. "
         "Wall time depends on the machine's load (1-minute load average at the end of each "
@@ -172,15 +185,36 @@ def main(quick: bool = False) -> str:
         f"CPU x{big['cpu_s'] / small['cpu_s']:.1f}, "
         f"peak memory x{big['peak_mb'] / small['peak_mb']:.1f} (linear would be x{scale:.0f}).",
     ]
+    slope = (big["peak_mb"] - small["peak_mb"]) / max(big["events"] - small["events"], 1)
+    if slope > 0:
+        at_limit = big["events"] + (LIMIT_MB - big["peak_mb"]) / slope
+        under = [r for r in rows if r["peak_mb"] < LIMIT_MB]
+        largest = max(under, key=lambda r: r["events"])["events"] if under else 0
+        lines += [
+            "",
+            f"Peak memory per event (slope from {small['events']:,} to {big['events']:,} "
+            f"events): {slope * 1024 * 1024:,.0f} bytes; at that slope the local build reaches "
+            f"16 GiB at about {at_limit / 1e6:.0f} M events. Largest size measured under 16 GiB "
+            f"here: {largest:,} events. **The point to switch to Spark** "
+            "(`tastemaker features --engine spark`): a lake near that size on a 16 GB machine.",
+        ]
     return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--sizes", default=None, help="event counts, comma-separated")
+    parser.add_argument("--write", action="store_true", help="record into benchmarks/results")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         _child(args.child)
     else:
-        print(main(quick=args.quick))
+        sizes = [int(n) for n in args.sizes.split(",")] if args.sizes else None
+        text = main(quick=args.quick, sizes=sizes)
+        print(text)
+        if args.write:
+            from benchmarks.run import record
+
+            record("features", text)

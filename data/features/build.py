@@ -226,10 +226,17 @@ def _write_tables(
     # writes each finished table while the next one is computed (the tables are immutable).
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-write") as pool:
         pending = [pool.submit(write_table, out.sequences, build_sequences(ev))]
-        tables, names = day_tables(ev, config, cut, days)
-        pending.append(pool.submit(write_days, out.examples, tables, names))
-        n_days = len(tables)
-        del tables
+        batches, names = day_tables(ev, config, cut, days)
+        n_days, writing = 0, None
+        for tables in batches:  # the next batch is built while this one is written
+            n_days += len(tables)
+            if writing is not None:
+                writing.result()  # at most one batch of examples waits to be written
+            writing = pool.submit(write_days, out.examples, tables, names)
+            del tables
+        if writing is None:  # no day to write: the folder still loses the days now empty
+            writing = pool.submit(write_days, out.examples, {}, names)
+        pending.append(writing)
         split_counts = examples_by_split(ev, config, cut)
         n_examples = sum(split_counts.values())
         valid = build_eval(ev, config, "valid", cut["valid"], cut["test"])

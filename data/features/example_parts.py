@@ -17,7 +17,7 @@ and some of the previous one, as it may see some tables of each.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -84,31 +84,57 @@ def changed_days(
     return days
 
 
+_BATCH_ROWS = 1 << 18  # examples built (and held) at a time: whole days up to about this
+
+
 def day_tables(
     ev: EventLog,
     config: FeatureConfig,
     cut: dict[str, int],
     days: Iterable[int] | None = None,
-) -> tuple[dict[str, pa.Table], set[str]]:
-    """The examples of ``days`` (None: every day) as ``{file name: table}``, and the names
-    of every day file the folder holds after this build (the days with examples, and the
+    batch_rows: int | None = None,
+) -> tuple[Iterator[dict[str, pa.Table]], set[str]]:
+    """The examples of ``days`` (None: every day) as batches of ``{file name: table}`` (whole
+    days, about ``batch_rows`` (default ``_BATCH_ROWS``) examples a batch, each built when the
+    iterator reaches it, so only the batch being written and the next one are held), and the
+    names of every day file the folder holds after this build (the days with examples, and the
     last day's, empty if it has none)."""
     p = np.flatnonzero(positive_mask(ev, config))
     day = ev.ts[p] // DAY_MS
     last = (cut["end"] - 1) // DAY_MS
     all_days = set(np.unique(day).tolist()) | {last}
-    chosen = all_days if days is None else all_days & set(days)
-    todo = np.isin(day, np.fromiter(chosen, np.int64, len(chosen)))
+    chosen = sorted(all_days if days is None else all_days & set(days))
+    todo = np.isin(day, np.array(chosen, np.int64))
     p, day = p[todo], day[todo]
     order = stable_order(day - (int(day.min()) if len(day) else 0))  # by day, then log order
     p, day = p[order], day[order]
-    table = build_examples(ev, config, cut["valid"], cut["test"], rows=p)
-    bounds = np.searchsorted(day, sorted(chosen) + [last + 1])
-    tables = {
-        part_name(d): table.slice(lo, hi - lo)
-        for d, lo, hi in zip(sorted(chosen), bounds[:-1], bounds[1:], strict=True)
-    }
-    return tables, {part_name(d) for d in all_days}
+    bounds = np.searchsorted(day, [*chosen, last + 1])
+    budget = _BATCH_ROWS if batch_rows is None else batch_rows
+    return _batches(ev, config, cut, p, chosen, bounds, budget), {part_name(d) for d in all_days}
+
+
+def _batches(
+    ev: EventLog,
+    config: FeatureConfig,
+    cut: dict[str, int],
+    p: np.ndarray,
+    chosen: list[int],
+    bounds: np.ndarray,
+    batch_rows: int,
+) -> Iterator[dict[str, pa.Table]]:
+    i = 0
+    while i < len(chosen):
+        j = i + 1  # whole days up to the budget, at least one
+        while j < len(chosen) and bounds[j + 1] - bounds[i] <= batch_rows:
+            j += 1
+        lo = bounds[i]
+        table = build_examples(ev, config, cut["valid"], cut["test"], rows=p[lo : bounds[j]])
+        yield {
+            part_name(chosen[k]): table.slice(bounds[k] - lo, bounds[k + 1] - bounds[k])
+            for k in range(i, j)
+        }
+        del table
+        i = j
 
 
 def write_days(folder: Path, tables: dict[str, pa.Table], names: set[str]) -> None:

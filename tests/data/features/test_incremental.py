@@ -328,3 +328,21 @@ def test_examples_read_back_in_the_event_logs_order(three_days) -> None:
     narrow = read_examples(folder, ["artist_id", "weight"])
     assert narrow.column_names == ["artist_id", "weight"]
     assert narrow["artist_id"].equals(got["artist_id"])
+
+
+def test_examples_built_in_small_batches_are_the_same_files(world, tmp_path, monkeypatch) -> None:
+    """The full build makes the examples a few days at a time (bounded memory): the day files
+    are byte for byte those of a build in one batch."""
+    from data.features import example_parts
+
+    src, _ = world
+    files = {}
+    for name, batch_rows in (("one", 1 << 30), ("small", 40)):
+        ws = Workspace(tmp_path / name)
+        shutil.copytree(src.root, ws.root)
+        shutil.rmtree(ws.features, ignore_errors=True)
+        monkeypatch.setattr(example_parts, "_BATCH_ROWS", batch_rows)
+        build_features(ws, online="")
+        files[name] = {p.name: p.read_bytes() for p in ws.feature_dir.examples.glob("*.parquet")}
+    assert len(files["one"]) > 3
+    assert files["small"] == files["one"]
