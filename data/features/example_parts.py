@@ -152,17 +152,15 @@ def write_days(folder: Path, tables: dict[str, pa.Table], names: set[str]) -> No
 
 
 def read_examples(path: Path, columns: Iterable[str] | None = None) -> pa.Table:
-    """``examples.parquet`` in the order a single-file build wrote it: the feature log's, by
-    user, then time, then lake read order.
+    """``examples.parquet``, a folder of day files or one file, in the order a single-file
+    build wrote it: the feature log's, by user, then time, then lake read order.
 
-    Day files read back by day, so a folder's rows are put back in that order with one stable
-    sort by (``user_key``, ``event_ts``): rows of one user at one time lie in one day's file,
-    in log order already. Training shuffles with a fixed seed over row positions, so the same
-    examples in another order would train another model; with this the layout on disk changes
-    nothing downstream. A single file is returned as it is."""
+    Day files read back by day, so the rows are put back in that order with one stable sort
+    by (``user_key``, ``event_ts``): rows of one user at one time lie in one day's file, in
+    log order already (a file in log order is left as it is). Training shuffles with a fixed
+    seed over row positions, so the same examples in another order would train another model;
+    with this the layout on disk changes nothing downstream."""
     cols = None if columns is None else list(columns)
-    if not path.is_dir():
-        return pq.read_table(path, columns=cols)
     keys = [("user_key", "ascending"), ("event_ts", "ascending")]
     extra = [] if cols is None else [k for k, _ in keys if k not in cols]
     table = pq.read_table(path, columns=None if cols is None else cols + extra)

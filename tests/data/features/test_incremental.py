@@ -304,7 +304,7 @@ def test_sigkill_at_any_moment_leaves_a_usable_state(world, tmp_path) -> None:
     _assert_same_tables(_tables(ws), _tables(clean))
 
 
-def test_examples_read_back_in_the_event_logs_order(three_days) -> None:
+def test_examples_read_back_in_the_event_logs_order(three_days, tmp_path) -> None:
     """The day files, read with ``read_examples``, are the rows a single-file build wrote:
     every positive of the log in log order (user, time, lake read order), which training's
     seeded shuffle depends on; the folder read as it lies is in another (day) order."""
@@ -328,6 +328,10 @@ def test_examples_read_back_in_the_event_logs_order(three_days) -> None:
     narrow = read_examples(folder, ["artist_id", "weight"])
     assert narrow.column_names == ["artist_id", "weight"]
     assert narrow["artist_id"].equals(got["artist_id"])
+    one_file = tmp_path / "examples.parquet"  # the folder's rows as one file, in day order
+    pq.write_table(as_stored, one_file)
+    assert read_examples(one_file)["user_key"].equals(whole["user_key"])
+    assert read_examples(one_file)["event_ts"].equals(whole["event_ts"])
 
 
 def test_examples_built_in_small_batches_are_the_same_files(world, tmp_path, monkeypatch) -> None:
