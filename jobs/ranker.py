@@ -40,6 +40,14 @@ from training.ranker import (
 log = logging.getLogger("tastemaker.training")
 
 
+def refuse_refit(run_dir: Path, why: str) -> None:
+    """A ValueError naming ``why`` when ``run_dir`` was refit on train + valid: a model fitted
+    at the validation cutoff needs candidates the two-tower did not train on."""
+    train_cfg = json.loads(RunDir(run_dir).config.read_text()).get("train", {})
+    if train_cfg.get("refit", False):
+        raise ValueError(f"run {run_dir.name} was refit on train + valid, so {why}")
+
+
 def train_ranker(
     ws: Workspace,
     run_dir: str | Path | None = None,
@@ -51,13 +59,12 @@ def train_ranker(
     config = config or RankerJobConfig()
     fconfig = fconfig or FeatureConfig()
     run_dir = Path(run_dir) if run_dir else ws.latest_run()
-    train_cfg = json.loads(RunDir(run_dir).config.read_text()).get("train", {})
-    if train_cfg.get("refit", False):
-        raise ValueError(
-            f"run {run_dir.name} was refit on train + valid, so its retrieval scores on the "
-            "validation week's slates (the ranker's training data) are in-sample; train the "
-            "two-tower with `tastemaker train --no-refit` and fit the ranker against that run"
-        )
+    refuse_refit(
+        run_dir,
+        "its retrieval scores on the validation week's slates (the ranker's training data) are "
+        "in-sample; train the two-tower with `tastemaker train --no-refit` and fit the ranker "
+        "against that run",
+    )
     started = time.perf_counter()
     ev = load_event_log(ws, fconfig)
     cut = cutoffs(ev, fconfig)

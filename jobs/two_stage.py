@@ -11,7 +11,6 @@ with its no-refit sibling and serves the refit challenger.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -23,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.atomic import write_bytes, write_json
-from core.workspace import RunDir, Workspace
+from core.workspace import Workspace
 from data.features.artist import trending
 from data.features.build import FeatureConfig, cutoffs, load_event_log
 from data.features.candidates import SOURCES, TWO_STAGE_FEATURES
@@ -35,6 +34,7 @@ from evaluation.ranking import context_at
 from evaluation.segments import collapse_rare
 from evaluation.stats import mean_interval, paired_interval
 from evaluation.temporal import TemporalData, index_lists, load_temporal
+from jobs.ranker import refuse_refit
 from models.itemknn import ItemKNNConfig
 from models.ranker import Ranker, fit_ranker
 from training.inference import load_scorer
@@ -106,13 +106,12 @@ def train_two_stage(
     fconfig = fconfig or FeatureConfig()
     fit_dir = Path(fit_run) if fit_run else ws.latest_run()
     serve_dir = Path(serve_run) if serve_run else fit_dir
-    train_cfg = json.loads(RunDir(fit_dir).config.read_text()).get("train", {})
-    if train_cfg.get("refit", False):
-        raise ValueError(
-            f"run {fit_dir.name} was refit on train + valid, so its candidates at the "
-            "validation cutoff (the ranker's training data) are in-sample; fit the two-stage "
-            "ranker with a `tastemaker train --no-refit` run (--fit-run) and serve the refit one"
-        )
+    refuse_refit(
+        fit_dir,
+        "its candidates at the validation cutoff (the ranker's training data) are in-sample; "
+        "fit the two-stage ranker with a `tastemaker train --no-refit` run (--fit-run) and "
+        "serve the refit one",
+    )
     started = time.perf_counter()
     shrink = knn_shrink(ws, config)
     ev = load_event_log(ws, fconfig)

@@ -32,8 +32,8 @@ from data.features.ranker import (
     RANKER_FEATURES,
     SERVING_POSITION,
     RankerContext,
-    RankerSpecError,
     candidate_features,
+    check_names,
 )
 
 SOURCES: tuple[str, ...] = ("two_tower", "neighbours", "trending")
@@ -312,11 +312,11 @@ def two_stage_features(
 
 def check_two_stage_spec(names: Sequence[str], where: str) -> None:
     """Refuse a two-stage ranker trained on other features than :data:`TWO_STAGE_FEATURES`."""
-    if tuple(names) != TWO_STAGE_FEATURES:
-        missing = [n for n in TWO_STAGE_FEATURES if n not in names]
-        extra = [n for n in names if n not in TWO_STAGE_FEATURES]
-        raise RankerSpecError(
-            f"{where}: the two-stage ranker's features ({len(names)}) do not match this code's "
-            f"TWO_STAGE_FEATURES ({len(TWO_STAGE_FEATURES)}); missing {missing}, unknown "
-            f"{extra}; retrain it with `tastemaker train-two-stage` and re-export the bundle"
-        )
+    check_names(
+        names,
+        TWO_STAGE_FEATURES,
+        where,
+        "two-stage ranker",
+        "TWO_STAGE_FEATURES",
+        "tastemaker train two-stage",
+    )

@@ -101,17 +101,32 @@ class RankerSpecError(ValueError):
     """A ranker's feature spec does not match the features this code computes."""
 
 
+def check_names(
+    names: Sequence[str],
+    expected: Sequence[str],
+    where: str,
+    what: str,
+    spec: str,
+    retrain: str,
+) -> None:
+    """Refuse a booster trained on other features than ``expected`` (named ``spec`` in this
+    code; ``what``: the booster in the message, ``retrain``: the command that fits it again)."""
+    if tuple(names) != tuple(expected):
+        missing = [n for n in expected if n not in names]
+        extra = [n for n in names if n not in expected]
+        raise RankerSpecError(
+            f"{where}: the {what}'s feature spec ({len(names)} features) does not match this "
+            f"code's {spec} ({len(expected)}); missing {missing}, unknown {extra}"
+            + ("" if missing or extra else ", same names in another order")
+            + f"; retrain it with `{retrain}` and re-export the bundle"
+        )
+
+
 def check_spec(names: Sequence[str], where: str) -> None:
     """Refuse a ranker trained on other features than :data:`RANKER_FEATURES`."""
-    if tuple(names) != RANKER_FEATURES:
-        missing = [n for n in RANKER_FEATURES if n not in names]
-        extra = [n for n in names if n not in RANKER_FEATURES]
-        raise RankerSpecError(
-            f"{where}: the ranker's feature spec ({len(names)} features) does not match this "
-            f"code's RANKER_FEATURES ({N_FEATURES}); missing {missing}, unknown {extra}"
-            + ("" if missing or extra else ", same names in another order")
-            + "; retrain it with `tastemaker train ranker` and re-export the bundle"
-        )
+    check_names(
+        names, RANKER_FEATURES, where, "ranker", "RANKER_FEATURES", "tastemaker train ranker"
+    )
 
 
 def _num(table: pa.Table, name: str) -> np.ndarray:
