@@ -24,7 +24,13 @@ from serving.live import LiveRows
 from serving.recommender import Recommender
 from serving.reload import ModelHolder, Watcher
 from serving.routes import HotPath, router
-from serving.security import Access, GuardMiddleware, RateLimiter, validation_error
+from serving.security import (
+    Access,
+    GuardMiddleware,
+    RateLimiter,
+    internal_error,
+    validation_error,
+)
 from serving.shed import ASGIApp, LoadState, Receive, Scope, Send, ShedMiddleware
 from serving.slates import BundleSlates
 from serving.store import GuardedStore, Prober, open_serving_store
@@ -139,6 +145,7 @@ def create_app(settings: Settings | None = None, store: OnlineStore | None = Non
         redoc_url=None,
     )
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, internal_error)  # the guard's body, inside FastAPI too
     app.state.settings = settings
     app.state.access = Access(settings, key)
     app.state.listener_limit = RateLimiter(settings.events_per_listener_per_min)

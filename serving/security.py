@@ -193,6 +193,12 @@ def _safe_msg(error: Any) -> str:
     return msg if len(msg) <= 200 else msg[:200] + "..."
 
 
+async def internal_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's answer to an unhandled error: the guard's body, never the error itself (the
+    guard, outside FastAPI, logs it and adds the security headers)."""
+    return Response(orjson.dumps({"detail": "internal error"}), 500, media_type="application/json")
+
+
 async def validation_error(request: Request, exc: RequestValidationError) -> Response:
     return Response(
         orjson.dumps({"detail": clean_errors(exc.errors())}),

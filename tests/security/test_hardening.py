@@ -206,3 +206,30 @@ def test_fuzz_user_recommendations_never_500(fuzz_client, user, k, country) -> N
     path = f"/v1/users/{quote(user, safe='', errors='surrogatepass')}/recommendations"
     resp = fuzz_client.get(path, params={"k": k, "country": country}, headers=_auth())
     assert resp.status_code < 500, resp.text[:300]
+
+
+def test_the_front_door_answers_every_path_and_never_leaks_an_error(tmp_path, caplog) -> None:
+    """The guard, shedder and hot path wrap FastAPI (``serving.app.Service``): the hot GET is
+    answered without FastAPI, every other route through it, both with the security headers, and
+    an unhandled error in a route is the guard's plain 500, logged, never its text."""
+    ws = make_workspace(tmp_path)
+    app = create_app(_app_settings(ws))
+
+    def boom() -> None:
+        raise RuntimeError("secret-internal-detail")
+
+    app.add_api_route("/boom", boom)
+    with TestClient(app, raise_server_exceptions=False) as c, caplog.at_level(logging.ERROR):
+        hot = c.get("/v1/users/alice/recommendations?k=3", headers=_auth())
+        routed = c.get("/v1/users/alice/recommendations?k=0", headers=_auth())  # the router's 422
+        health = c.get("/healthz")
+        failed = c.get("/boom")
+    assert hot.status_code == 200 and len(hot.json()["items"]) == 3
+    assert routed.status_code == 422
+    assert health.status_code == 200
+    assert failed.status_code == 500
+    assert failed.json() == {"detail": "internal error"}
+    assert "secret-internal-detail" not in failed.text
+    for resp in (hot, routed, health, failed):
+        assert resp.headers["x-content-type-options"] == "nosniff"
+    assert "secret-internal-detail" in caplog.text  # logged for the operator
