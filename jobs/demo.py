@@ -69,7 +69,7 @@ def run_pipeline(
         _timed("tune", lambda: tune_benchmarks(ws), timings)
     run_dir = Path(_timed("train", lambda: train_two_tower(ws, train_cfg), timings))
     metrics = _timed("evaluate", lambda: evaluate_temporal(ws, run_dir), timings)
-    decision = serving = None
+    decision = serving = two_stage = None
     if gate:
         from jobs.daily import DailyConfig, gate_and_publish
         from jobs.daily.steps import fit_two_stage
@@ -102,6 +102,7 @@ def run_pipeline(
         "metrics": metrics,
         "decision": decision,
         "serving": serving,  # the champion's registry row after the gate (None without gate)
+        "two_stage": two_stage,  # the two-stage job's record (None without gate)
         "timings": timings,
     }
 

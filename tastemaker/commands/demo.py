@@ -26,6 +26,9 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(out["metrics"]))
     print("\nStage timings: " + json.dumps({k: round(v, 1) for k, v in out["timings"].items()}))
     decision = out["decision"]
+    if out["two_stage"] is not None:
+        staged = out["two_stage"]["test"]["gate"]["retrieval alone"]["summary"]
+        print("Two-stage system vs retrieval alone (it serves only if it wins): " + staged)
     if decision is not None:
         if decision.benchmark:
             scores = ", ".join(f"{k} {v:.4f}" for k, v in decision.benchmark["scores"].items())
