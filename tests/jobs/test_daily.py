@@ -186,8 +186,9 @@ def test_daily_ranker_is_gated_recorded_and_shipped_only_when_it_wins(tmp_path, 
 
     with open_registry(default_registry_url(ws)) as registry:
         rows = {r.run_id: r for r in registry.runs()}
-    # every benchmark the gate scored beside the challenger is recorded, the best marked
-    bench = {k: rows.pop(k) for k in list(rows) if rows[k].status == "benchmark"}
+    # every benchmark the gate scored beside the challenger is recorded, the best marked (and
+    # serving, when it led the kept-out challenger and beat most-popular in its place)
+    bench = {k: rows.pop(k) for k in list(rows) if rows[k].model in DEFAULT_BENCHMARKS}
     assert set(bench) == {f"{run_dir.name}~{m}" for m in DEFAULT_BENCHMARKS}
     verdict = day["decision"]["benchmark"]
     assert set(verdict["scores"]) == {
@@ -196,6 +197,9 @@ def test_daily_ranker_is_gated_recorded_and_shipped_only_when_it_wins(tmp_path, 
     assert bench[f"{run_dir.name}~ease"].config["params"] == {"l2": 50.0}
     best = [b for b in bench.values() if b.decision["best_benchmark"]]
     assert len(best) == 1 and verdict["model"] == best[0].model
+    peer_serves = bool(day["decision"].get("instead", {}).get("promote"))
+    assert best[0].status == ("champion" if peer_serves else "benchmark")
+    assert all(b.status == "benchmark" for b in bench.values() if b is not best[0])
     assert verdict["scores"][verdict["label"]] == max(verdict["scores"].values())
     # promoted only if it beat the best benchmark too
     assert not day["promoted"] or verdict["decision"]["promote"]
