@@ -205,6 +205,11 @@ TRENDING = pa.schema(
     ]
 )
 
+# A benchmark peer served through precomputed slates (index.PEER_SLATES_FILE in its bundle):
+# one slate per listener, in the slate codec of serving.slates (artist vocab indices of the
+# bundle, the bundle's version inside).
+PEER_SLATES = pa.schema([("user_key", pa.string()), ("slate", pa.binary())])
+
 # Evaluation sets: user state frozen at a cutoff, and what the user discovered after it.
 EVAL_USERS = pa.schema(
     [

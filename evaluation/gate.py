@@ -18,7 +18,10 @@ be either side.
 with their tuned params when ``tastemaker tune`` saved some) on the same users; the best of
 them by mean ``metric`` is a second reference, and the challenger is promoted only if it
 passes the same rules against the champion *and* against that best benchmark
-(``Decision.benchmark`` holds the second verdict and every benchmark's score).
+(``Decision.benchmark`` holds the second verdict and every benchmark's score). A challenger
+kept out behind the best benchmark leaves that peer as the day's best system
+(:func:`leading_benchmark`): the daily loop gates it against the champion by the same rules
+(``Decision.instead``) and, promoted, serves it through precomputed slates (``jobs.peer``).
 """
 
 from __future__ import annotations
@@ -96,6 +99,9 @@ class Decision:
     # against the best benchmark: {"label", "model", "params", "scores": {label: mean},
     # "decision": that comparison's Decision.as_dict()}; empty without benchmarks
     benchmark: dict[str, Any] = field(default_factory=dict)
+    # when the challenger was kept out trailing the best benchmark (leading_benchmark): that
+    # peer's own gate against the champion (Decision.as_dict()); promoted, the peer serves
+    instead: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -116,6 +122,8 @@ class Decision:
                 f"{b['delta']:+.4f}, 95% CI [{b['ci'][0]:+.4f}, {b['ci'][1]:+.4f}]); "
                 + "; ".join(b["reasons"])
             )
+        if self.instead:
+            line += " | in its place, " + Decision(**self.instead).summary()
         return line
 
 
@@ -252,6 +260,17 @@ def run_gate(
         decision = _against_benchmarks(data, decision, b, seg, config, challenger, benchmarks)
     log.info("gate: %s", decision.summary())
     return decision
+
+
+def leading_benchmark(decision: Decision, benchmarks: Sequence[Contender]) -> Contender | None:
+    """The best benchmark of ``decision`` when the challenger was kept out and trails it on
+    the mean metric: the day's best system, which then faces the champion in the
+    challenger's place (most-popular when there is none); None otherwise."""
+    if decision.promote or not decision.benchmark:
+        return None
+    if decision.benchmark["decision"]["delta"] >= 0:  # the challenger is not behind it
+        return None
+    return next(c for c in benchmarks if c.label == decision.benchmark["label"])
 
 
 def _against_benchmarks(

@@ -7,8 +7,9 @@ rewritten to ``%s`` for psycopg.
 
 Statuses: ``challenger`` (registered, not yet decided), ``champion`` (the model serving; at
 most one), ``rejected`` (kept out by the gate, or rolled back), ``retired`` (a former
-champion), ``benchmark`` (a peer the gate scored beside the challenger on the same users; never
-served). :meth:`ModelRegistry.promote` and :meth:`ModelRegistry.rollback` change statuses in
+champion), ``benchmark`` (a peer the gate scored beside the challenger on the same users; it serves
+only once the gate has made it the challenger: a peer ahead of the day's system that beat the
+champion, ``jobs.daily.publish``, is set to ``challenger``, then promoted). :meth:`ModelRegistry.promote` and :meth:`ModelRegistry.rollback` change statuses in
 one transaction; the caller points the serving bundle at the new champion.
 """
 
@@ -154,7 +155,8 @@ class ModelRegistry:
             return None
         if target.status == "benchmark":
             raise RegistryError(
-                f"{run_id} is a benchmark the gate scored, not a servable run; it cannot serve"
+                f"{run_id} is a benchmark the gate scored, not a challenger it promoted; "
+                "it cannot serve"
             )
         previous = self.champion()
         now = _now()

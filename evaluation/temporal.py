@@ -49,10 +49,10 @@ def _read(path: Path, columns: Sequence[str]) -> pa.Table:
     return pq.read_table(path, columns=list(columns))
 
 
-def load_temporal(ws: Workspace, split: str = "test") -> TemporalData:
-    if split not in ("valid", "test"):
-        raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
-    before = SPLITS[: SPLITS.index(split)]
+def examples_interactions(ws: Workspace, splits: Sequence[str]) -> Interactions:
+    """The examples of ``splits`` summed per (user_key, artist_id), each user's latest segment
+    values as ``user_meta``: what every model of the temporal protocol is fitted on (all three
+    splits: what a peer served through slates is fitted on, ``jobs.peer``)."""
     ex_cols = ["split", "user_key", "artist_id", "weight", *USER_SEGMENT_FIELDS]
     missing = [c for c in ex_cols if c not in EXAMPLES.names]
     if missing:  # guards the schema module against a rename
@@ -62,15 +62,21 @@ def load_temporal(ws: Workspace, split: str = "test") -> TemporalData:
             f"{ws.feature_dir.examples} not found; run `tastemaker features` first"
         )
     ex = read_examples(ws.feature_dir.examples, ex_cols)  # the build's order, either layout
-    ex = ex.filter(pc.is_in(ex["split"], pa.array(before)))
+    ex = ex.filter(pc.is_in(ex["split"], pa.array(list(splits))))
     if ex.num_rows == 0:
-        raise ValueError(f"examples.parquet has no rows with split in {before}")
-    train = Interactions.from_pairs(
+        raise ValueError(f"examples.parquet has no rows with split in {tuple(splits)}")
+    return Interactions.from_pairs(
         ex["user_key"].to_numpy(zero_copy_only=False),
         ex["artist_id"].to_numpy(zero_copy_only=False),
         ex["weight"].to_numpy(zero_copy_only=False),
         user_meta={f: ex[f].to_numpy(zero_copy_only=False) for f in USER_SEGMENT_FIELDS},
     )
+
+
+def load_temporal(ws: Workspace, split: str = "test") -> TemporalData:
+    if split not in ("valid", "test"):
+        raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
+    train = examples_interactions(ws, SPLITS[: SPLITS.index(split)])
     users = _read(ws.feature_dir.eval_users, EVAL_USERS.names)
     users = users.filter(pc.equal(users["split"], split))
     users = users.filter(pc.greater(pc.list_value_length(users["targets"]), 0))

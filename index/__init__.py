@@ -3,6 +3,7 @@
 from index.bundle import (
     FILES,
     NEIGHBOURS_FILE,
+    PEER_SLATES_FILE,
     RANKER_FILE,
     TWO_STAGE_FILE,
     Bundle,
@@ -17,6 +18,7 @@ from index.faiss_index import ArtistIndex, IndexLoadError, IndexSpec, build_inde
 __all__ = [
     "FILES",
     "NEIGHBOURS_FILE",
+    "PEER_SLATES_FILE",
     "RANKER_FILE",
     "TWO_STAGE_FILE",
     "ArtistIndex",

@@ -53,6 +53,10 @@ RANKER_FILE = "ranker.ubj"
 # neighbours (artist_id, neighbours, similarity); both checksummed like every other file.
 TWO_STAGE_FILE = "two_stage.ubj"
 NEIGHBOURS_FILE = "neighbours.parquet"
+# Optional: a benchmark peer (ItemKNN, EASE, ALS) served through precomputed slates, present
+# exactly when the manifest has a "peer" section (model, params, listeners): every listener's
+# top-k of that peer (data.schemas.PEER_SLATES); it takes the place of retrieval and rankers.
+PEER_SLATES_FILE = "peer_slates.parquet"
 CURRENT = "CURRENT"
 DEFAULT_KEEP = 3
 

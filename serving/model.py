@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from data.features.encoding import FeatureEncoder
 from index import FILES, ArtistIndex, Bundle, CorruptBundleError
+from serving.peer import ServingPeer
 from serving.ranker import ServingRanker
 from serving.two_stage import ServingTwoStage
 
@@ -42,6 +43,9 @@ class ServingModel:
     # the two-stage system (serving.two_stage: multi-source candidates + discovery ranker),
     # when the bundle carries one; it takes the place of ``ranker``
     two_stage: ServingTwoStage | None = field(default=None, repr=False)
+    # a benchmark peer served through its precomputed slates (serving.peer), when the bundle
+    # carries one: it answers in place of retrieval; the two-tower files name and explain
+    peer: ServingPeer | None = field(default=None, repr=False)
 
     @classmethod
     def from_bundle(
@@ -111,6 +115,11 @@ class ServingModel:
             if "two_stage" in bundle.manifest
             else None
         )
+        peer = (
+            ServingPeer.from_bundle(bundle, len(encoder.artist_tokens))
+            if "peer" in bundle.manifest
+            else None
+        )
         known = encoder.is_known
         model = cls(
             version=bundle.version,
@@ -127,12 +136,15 @@ class ServingModel:
             },
             ranker=ranker,
             two_stage=two_stage,
+            peer=peer,
         )
         stage = "retrieval order"
         if ranker is not None:
             stage = f"ranker over the top {ranker.candidates}"
         if two_stage is not None:
             stage = f"two-stage ({two_stage.config})"
+        if peer is not None:
+            stage = f"{peer.model} through {len(peer.slates)} precomputed slates"
         log.info(
             "loaded bundle %s: %d artists indexed (%s), %d-dim user tower, %s",
             bundle.version,

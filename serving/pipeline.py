@@ -96,6 +96,20 @@ def explain(model: ServingModel, history_idx: np.ndarray, picked: np.ndarray) ->
     return kept[sims.argmax(axis=1)].tolist()  # type: ignore[no-any-return]
 
 
+def peer_picks(model: ServingModel, row: Mapping[str, Any], k: int) -> Picks | None:
+    """The bundle's peer slate of the row's listener minus what the row excludes, explained;
+    None (trending, as without history) when the peer has no slate for them."""
+    assert model.peer is not None
+    enc = model.encoder
+    found = model.peer.top(row.get("user_key"), exclusions(row), enc.artist_tokens, k)
+    if found is None:
+        return None
+    ids, scores = found
+    history = row.get("history") or []
+    history_idx = np.array([enc.artist_index(a) for a in history[:EXPLAIN_HISTORY]], np.int64)
+    return Picks(ids, scores, explain(model, history_idx, np.array(ids, dtype=np.int64)))
+
+
 def _recent_history(model: ServingModel, row: Mapping[str, Any], encoded: np.ndarray) -> np.ndarray:
     """Vocab indices of the row's EXPLAIN_HISTORY most recent history artists: the encoder's
     ``history`` row when the tower sees that many, else looked up."""
@@ -119,6 +133,10 @@ def score_rows(
     out: list[Picks | None] = [None] * len(rows)
     live = [j for j, r in enumerate(rows) if r.get("history")]
     if not live:
+        return out
+    if model.peer is not None:  # a peer's precomputed lists (serving.peer): no user tower
+        for j in live:
+            out[j] = peer_picks(model, rows[j], ks[j])
         return out
     users = [rows[j] for j in live]
     enc = model.encoder

@@ -176,6 +176,9 @@ async def dashboard(request: Request) -> Response:
                 "artists": model.index.ntotal,
                 "store_healthy": state.recommender.store.healthy,
                 "run_id": model.manifest.get("run_id"),
+                # what answers: two-tower, two-tower+ranker, two-stage, "<peer> (precomputed
+                # slates)"; bundles exported before the field: the two-tower or its stages
+                "system": model.manifest.get("system"),
                 "streaming": live.status() if (live := state.recommender.live) else None,
             },
         }

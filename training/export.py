@@ -11,6 +11,7 @@ import json
 import logging
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -23,7 +24,7 @@ from core.constants import N_SPECIAL
 from core.workspace import RunDir, Workspace
 from data.features.vocab import FeatureVocabs, Vocab
 from data.schemas import ARTIST_FEATURES, TRENDING, USER_DENSE_FIELDS, conform
-from index.bundle import FILES, RANKER_FILE, publish_bundle
+from index.bundle import FILES, PEER_SLATES_FILE, RANKER_FILE, publish_bundle
 from index.choose import RECALL_FLOOR, build_checked_index
 from index.faiss_index import IndexSpec
 from models.two_tower import TwoTower
@@ -161,6 +162,8 @@ def export_bundle(
     ranker: bool = True,
     make_current: bool = True,
     two_stage: bool = True,
+    peer: tuple[bytes, dict[str, Any]] | None = None,
+    version: str | None = None,
 ) -> Path:
     """Export ``run_dir`` (default: the latest run) as a new bundle; return its folder.
 
@@ -174,7 +177,15 @@ def export_bundle(
     ``rebuild``: re-embed the workspace's *current* catalogue with the run's model (new
     artists by their tags, see :func:`with_catalogue`) and publish it, without training.
 
-    ``make_current=False``: publish without moving ``CURRENT`` (the caller warms, then moves)."""
+    ``make_current=False``: publish without moving ``CURRENT`` (the caller warms, then moves).
+
+    ``peer``: (the ``PEER_SLATES_FILE`` bytes, the manifest's "peer" section) of a benchmark
+    peer served through precomputed slates (``jobs.peer``, scored for ``version``, the name
+    this bundle is then published under); it takes the place of the two-stage system and the
+    ranker, the run's files naming and explaining its picks.
+
+    The manifest's ``system`` names what answers: ``two-tower``, ``two-tower+ranker``,
+    ``two-stage`` or ``<peer> (precomputed slates)``."""
     run_dir = Path(run_dir) if run_dir else ws.latest_run()
     run = load_run(run_dir)
     if run.config.friends_len > 0 or run.config.user_tags_len > 0:
@@ -239,14 +250,22 @@ def export_bundle(
                 "opset": OPSET,
             },
         }
+        manifest["system"] = "two-tower"
+        if peer is not None:  # the peer answers: no ranking stage of the run's
+            files[PEER_SLATES_FILE], manifest["peer"] = peer
+            manifest["system"] = f"{peer[1]['model']} (precomputed slates)"
+            two_stage = ranker = False
         staged = bundle_two_stage(run_dir) if two_stage else None  # fitted for this run, if any
         if staged is not None:
             files.update(staged[0])
-            manifest["two_stage"] = staged[1]
+            manifest["two_stage"], manifest["system"] = staged[1], "two-stage"
         ranked = bundle_ranker(run_dir) if ranker and staged is None else None
         if ranked is not None:
             files[RANKER_FILE], manifest["ranker"] = ranked
-        version = publish_bundle(ws.bundles, files, manifest, make_current=make_current)
+            manifest["system"] = "two-tower+ranker"
+        version = publish_bundle(
+            ws.bundles, files, manifest, version=version, make_current=make_current
+        )
     log.info("exported run %s as bundle %s (onnx parity %.1e)", run.run_id, version, diff)
     return ws.bundles / version
 

@@ -8,7 +8,7 @@ built here too.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +62,14 @@ def gate_and_publish(
     retrieval alone on the test week (its record's gate) it is the servable system the
     champion and the best benchmark face, ahead of "retrieval + ranker", and the published
     bundle carries it (``two_stage.ubj`` + ``neighbours.parquet``); otherwise its row is
-    ``rejected`` and the bundle does not carry it."""
-    from evaluation.gate import run_gate
+    ``rejected`` and the bundle does not carry it.
+
+    A challenger kept out behind the best benchmark (``evaluation.gate.leading_benchmark``)
+    leaves that peer as the day's best system: it is gated against the champion (most-popular
+    when there is none) by the same rules (``decision.instead``) and, promoted, serves through
+    its precomputed slates (``jobs.peer``): its benchmark row becomes the champion with that
+    bundle. The returned decision is the challenger's, with the peer's in ``instead``."""
+    from evaluation.gate import leading_benchmark, run_gate
     from evaluation.model_registry import ModelRecord, open_registry
     from training.export import export_bundle
     from training.ranker import RANKED_MODEL
@@ -106,6 +112,7 @@ def gate_and_publish(
                 f"champion {champion.run_id}",
                 champion.model,
                 Path(champion.artefacts["run_dir"]),
+                champion.config.get("params"),  # a peer champion: its (tuned) params
             )
         model = RANKED_MODEL if ranked_wins else CHALLENGER_MODEL
         run_id = f"{run_dir.name}+ranker" if ranked_wins else run_dir.name
@@ -118,6 +125,10 @@ def gate_and_publish(
             "gate",
             lambda: run_gate(ws, reference, challenger, config.gate, overfit, benchmarks=bench),
         )
+        peer = leading_benchmark(decision, bench)
+        if peer is not None:  # the best peer leads the day's system: it faces the champion
+            verdict = run("gate-peer", lambda: run_gate(ws, reference, peer, config.gate))
+            decision = dataclasses.replace(decision, instead=verdict.as_dict())
         for row in benchmark_records(record, decision, bench):
             registry.register(row)
         if ranker is not None:  # the loser of "retrieval + ranker" vs "retrieval alone"
@@ -138,27 +149,39 @@ def gate_and_publish(
                 if loser != run_id:
                     registry.set_decision(loser, "rejected", {**gate, "two_stage_gate": True})
         bundle_version = None
-        if decision.promote:
-            cold = not config.warm_slates
-            bundle_version = Path(
-                run(
-                    "export",
-                    lambda: export_bundle(
-                        ws,
-                        run_dir,
-                        ranker=ranked_wins and not staged_wins,
-                        make_current=cold,
-                        two_stage=staged_wins,
-                    ),
-                )
-            ).name
+        cold = not config.warm_slates
+
+        def publish(served: str, export: Callable[[], Path], verdict: dict[str, Any]) -> str:
+            version = Path(run("export", export)).name
             if config.warm_slates:  # CURRENT moves only once the new bundle's slates are in
-                run("warm", lambda: warm(ws, config, str(bundle_version)))
-            registry.set_decision(run_id, "challenger", decision.as_dict())
-            registry.set_bundle(run_id, bundle_version)
-            registry.promote(run_id)
+                run("warm", lambda: warm(ws, config, version))
+            registry.set_decision(served, "challenger", verdict)
+            registry.set_bundle(served, version)
+            registry.promote(served)
+            return version
+
+        if decision.promote:
+            bundle_version = publish(
+                run_id,
+                lambda: export_bundle(
+                    ws,
+                    run_dir,
+                    ranker=ranked_wins and not staged_wins,
+                    make_current=cold,
+                    two_stage=staged_wins,
+                ),
+                decision.as_dict(),
+            )
         else:
             registry.set_decision(run_id, "rejected", decision.as_dict())
+        if peer is not None and decision.instead["promote"]:
+            from jobs.peer import export_peer_bundle
+
+            bundle_version = publish(
+                f"{record.run_id}~{peer.model}",
+                lambda: export_peer_bundle(ws, run_dir, peer.model, peer.params, cold),
+                {**decision.instead, "best_benchmark": True, "served": "precomputed slates"},
+            )
         return decision, bundle_version, registry.champion()
     finally:
         registry.close()
@@ -214,7 +237,8 @@ def benchmark_records(base: Any, decision: Any, bench: list[Any]) -> list[Any]:
                 config={"params": dict(c.params or {}), "tuned": bool(c.params)},
                 metrics={c.model: {f"test/{decision.metric}": scores[c.label]}},
                 segment_metrics={},
-                artefacts={"challenger": base.run_id},
+                # the run whose files a bundle of this peer carries (jobs.peer)
+                artefacts={"challenger": base.run_id, "run_dir": base.artefacts.get("run_dir")},
                 decision={
                     "best_benchmark": c.label == best,
                     "reasons": verdict.get("reasons", []),
@@ -293,9 +317,17 @@ def _two_stage_record(base: Any, run_dir: Path, two_stage: dict[str, Any]) -> An
     )
 
 
-def contender(ws: Workspace, config: DailyConfig, label: str, model: str, run_dir: Path) -> Any:
+def contender(
+    ws: Workspace,
+    config: DailyConfig,
+    label: str,
+    model: str,
+    run_dir: Path,
+    params: Mapping[str, Any] | None = None,
+) -> Any:
     """A gate contender; "two-tower+ranker" is scored by re-ranking its run's two-tower, the
-    "two-stage" system by its candidates and discovery ranker (``jobs.two_stage``)."""
+    "two-stage" system by its candidates and discovery ranker (``jobs.two_stage``), a peer
+    (served through slates, ``jobs.peer``) fitted afresh with ``params``."""
     from evaluation.gate import Contender
     from jobs.ranker import ranked_per_user
     from jobs.two_stage import two_stage_gate_values
@@ -313,7 +345,7 @@ def contender(ws: Workspace, config: DailyConfig, label: str, model: str, run_di
         )
 
     if model != RANKED_MODEL:
-        return Contender(label, model, run_dir)
+        return Contender(label, model, run_dir, params=params)
     return Contender(
         label,
         model,

@@ -103,7 +103,18 @@ def render_summary(summary: dict[str, Any]) -> str:
         f"Challenger `{summary['challenger']}`: **{'promoted' if d['promote'] else 'kept out'}**. "
         + " ".join(f"{r}." for r in d["reasons"]),
         "",
-        f"Serving: run `{summary['serving_run']}`, bundle `{summary['serving_bundle']}`.",
+        *(
+            [
+                f"In its place, `{i['challenger']}` (the best benchmark, ahead of it) vs "
+                f"`{i['champion']}`: **{'promoted' if i['promote'] else 'kept out'}**. "
+                + " ".join(f"{r}." for r in i["reasons"]),
+                "",
+            ]
+            if (i := d.get("instead"))
+            else []
+        ),
+        f"Serving: `{summary.get('serving_model')}`, run `{summary['serving_run']}`, "
+        f"bundle `{summary['serving_bundle']}`.",
         "",
         "| model | test Recall@20 |",
         "|---|---|",

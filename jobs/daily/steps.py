@@ -83,7 +83,7 @@ def run_day(
     )
     ranker = step("ranker", lambda: _fit_ranker(ws, run_dir, config)) if config.ranker else None
     two_stage = (
-        step("two-stage", lambda: _fit_two_stage(ws, run_dir, train_cfg, config, train_fn))
+        step("two-stage", lambda: fit_two_stage(ws, run_dir, train_cfg, config, train_fn))
         if config.two_stage
         else None
     )
@@ -121,6 +121,7 @@ def run_day(
         "promoted": decision.promote,
         "bundle_version": bundle_version,
         "serving_run": serving.run_id if serving else None,
+        "serving_model": serving.model if serving else None,
         "serving_bundle": serving.bundle_version if serving else None,
         "test_recall@20": {m: v.get("test/recall@20") for m, v in evaluation["models"].items()},
         "engagement": today_vs_yesterday(eng, day),
@@ -153,7 +154,7 @@ def _fit_ranker(ws: Workspace, run_dir: Path, config: DailyConfig) -> dict[str, 
     return dict(train_ranker(ws, run_dir, job, config.features))
 
 
-def _fit_two_stage(
+def fit_two_stage(
     ws: Workspace,
     run_dir: Path,
     train_cfg: TrainConfig,

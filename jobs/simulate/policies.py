@@ -75,9 +75,9 @@ def _model_lists(
     settings: Settings, user_ids: np.ndarray, artist_ids: np.ndarray, policy: str = "model"
 ) -> np.ndarray:
     """Lists from the served bundle (``settings.bundles_path``, features from its online
-    store): as it is (``model``), without its ranker or two-stage system (``retrieval``), with
-    the ranker it must carry (``model+ranker``) or the two-stage system it must carry
-    (``two-stage``)."""
+    store): as it is (``model``), its two-tower alone, without a ranker, two-stage system or
+    peer slates (``retrieval``), with the ranker it must carry (``model+ranker``) or the
+    two-stage system it must carry (``two-stage``)."""
     import dataclasses
 
     import pandas as pd
@@ -99,7 +99,7 @@ def _model_lists(
             "`tastemaker train two-stage` and `tastemaker export` first"
         )
     if policy == "retrieval":
-        model = dataclasses.replace(model, ranker=None, two_stage=None)
+        model = dataclasses.replace(model, ranker=None, two_stage=None, peer=None)
     key = pseudonym_key(settings)
     store = open_online_store(settings.online_store_target)
     try:

@@ -39,7 +39,7 @@ async function renderLatency() {
 async function main() {
   const data = await getJSON("/ui/api/dashboard");
   const s = data.serving;
-  document.getElementById("serving").replaceChildren(...[["bundle", s.bundle_version], ["run", s.run_id], ["created", s.bundle_created_at], ["online store", s.store_healthy ? "answering" : "degraded"], ["streaming", s.streaming ? `lag ${s.streaming.lag_s} s, ${s.streaming.events} events applied, last ${s.streaming.applied_at}` : "off (batch rows only)"]].map(([k, v]) => el("div", {}, el("b", {}, k), v ?? "-")));
+  document.getElementById("serving").replaceChildren(...[["system", s.system], ["bundle", s.bundle_version], ["run", s.run_id], ["created", s.bundle_created_at], ["online store", s.store_healthy ? "answering" : "degraded"], ["streaming", s.streaming ? `lag ${s.streaming.lag_s} s, ${s.streaming.events} events applied, last ${s.streaming.applied_at}` : "off (batch rows only)"]].map(([k, v]) => el("div", {}, el("b", {}, k), v ?? "-")));
   SNAP = data.snapshot;
   if (!SNAP) { document.getElementById("snapshot").textContent = "No snapshot yet: run `tastemaker demo`, `tastemaker daily` or `tastemaker dashboard`."; return renderLatency(); }
   document.getElementById("snapshot").textContent = `snapshot of ${SNAP.generated_at}`;
@@ -54,8 +54,8 @@ async function main() {
     document.getElementById("gap").replaceChildren(el("table", {}, el("tr", {}, el("th", {}, "model"), el("th", {}, "train"), el("th", {}, "test"), el("th", {}, "flagged")),
       Object.entries(ev.gap).map(([m, g]) => el("tr", {}, el("td", {}, m), el("td", {}, g.train == null ? "-" : g.train.toFixed(3)), el("td", {}, g.test == null ? "-" : g.test.toFixed(3)), el("td", {}, g.flagged ? "yes" : "no")))));
   }
-  document.getElementById("registry").replaceChildren(SNAP.registry.length ? el("table", {}, el("tr", {}, el("th", {}, "day"), el("th", {}, "run"), el("th", {}, "status"), el("th", {}, "Recall@20"), el("th", {}, "why")),
-    SNAP.registry.slice().reverse().map((r) => el("tr", {}, el("td", {}, r.day || "-"), el("td", {}, r.run_id.slice(0, 16) + (r.status === "benchmark" ? ` ~${r.model}` : "")), el("td", { class: `status-${r.status}` }, r.status), el("td", {}, r["recall@20"] == null ? "-" : r["recall@20"].toFixed(3)), el("td", { class: "muted" }, (r.reasons || []).join("; "))))) : el("p", { class: "muted" }, "no registered runs"));
+  document.getElementById("registry").replaceChildren(SNAP.registry.length ? el("table", {}, el("tr", {}, el("th", {}, "day"), el("th", {}, "run"), el("th", {}, "model"), el("th", {}, "status"), el("th", {}, "Recall@20"), el("th", {}, "why")),
+    SNAP.registry.slice().reverse().map((r) => el("tr", {}, el("td", {}, r.day || "-"), el("td", {}, r.run_id.slice(0, 16)), el("td", {}, r.model), el("td", { class: `status-${r.status}` }, r.status), el("td", {}, r["recall@20"] == null ? "-" : r["recall@20"].toFixed(3)), el("td", { class: "muted" }, (r.reasons || []).join("; "))))) : el("p", { class: "muted" }, "no registered runs"));
   for (const id of ["engfield", "engmetric"]) document.getElementById(id).addEventListener("change", renderEngagement);
   renderEngagement();
   await renderLatency();

@@ -25,8 +25,21 @@ def run(args: argparse.Namespace) -> int:
     print("\nEvaluation on the held-out last week (full catalogue, seen artists excluded):\n")
     print(format_table(out["metrics"]))
     print("\nStage timings: " + json.dumps({k: round(v, 1) for k, v in out["timings"].items()}))
-    if out["decision"] is not None:
-        print("Gate: " + out["decision"].summary())
+    decision = out["decision"]
+    if out["two_stage"] is not None:
+        staged = out["two_stage"]["test"]["gate"]["retrieval alone"]["summary"]
+        print("Two-stage system vs retrieval alone (it serves only if it wins): " + staged)
+    if decision is not None:
+        if decision.benchmark:
+            scores = ", ".join(f"{k} {v:.4f}" for k, v in decision.benchmark["scores"].items())
+            print(f"Gate benchmarks ({decision.metric}, {decision.n_users} users): {scores}")
+        print("Gate: " + decision.summary())
+    serving = out["serving"]
+    if serving is not None:
+        from index import load_bundle
+
+        system = load_bundle(out["bundle"]).manifest.get("system")
+        print(f"Serving: {system} (registry run {serving.run_id}, model {serving.model})")
     print(f"Run dir: {out['run_dir']}\nBundle:  {out['bundle']}")
     if args.no_serve:
         return 0

@@ -116,3 +116,25 @@ def test_benchmark_rows_are_recorded_and_never_promoted(tmp_path, ws):
         with pytest.raises(RegistryError, match="benchmark"):
             registry.promote("run1~ease")
         assert registry.champion() is None
+
+
+def test_the_best_benchmark_takes_the_place_of_a_challenger_that_trails_it(ws):
+    """The peer ahead of a kept-out challenger is the day's best system and faces the champion
+    itself; a challenger kept out for another reason, or not behind the peer, leaves none."""
+    from dataclasses import replace
+
+    from evaluation.gate import Decision, leading_benchmark
+
+    weak, strong = _fixed("weak peer", 0.05), _fixed("strong peer", 0.2)
+    behind = run_gate(ws, None, _fixed("challenger", 0.1), CONFIG, benchmarks=[weak, strong])
+    assert leading_benchmark(behind, [weak, strong]) is strong
+    instead = run_gate(ws, None, strong, CONFIG)  # what the daily loop runs in its place
+    line = replace(behind, instead=instead.as_dict()).summary()
+    assert line.startswith("KEPT OUT") and f"in its place, {instead.summary()}" in line
+    assert Decision(**instead.as_dict()) == instead
+
+    ahead = run_gate(ws, None, _fixed("challenger", 0.3), CONFIG, benchmarks=[weak, strong])
+    assert ahead.promote and leading_benchmark(ahead, [weak, strong]) is None
+    tied = run_gate(ws, None, _fixed("challenger", 0.2), CONFIG, benchmarks=[weak, strong])
+    assert not tied.promote and leading_benchmark(tied, [weak, strong]) is None
+    assert leading_benchmark(run_gate(ws, None, strong, CONFIG), []) is None

@@ -186,8 +186,9 @@ def test_daily_ranker_is_gated_recorded_and_shipped_only_when_it_wins(tmp_path, 
 
     with open_registry(default_registry_url(ws)) as registry:
         rows = {r.run_id: r for r in registry.runs()}
-    # every benchmark the gate scored beside the challenger is recorded, the best marked
-    bench = {k: rows.pop(k) for k in list(rows) if rows[k].status == "benchmark"}
+    # every benchmark the gate scored beside the challenger is recorded, the best marked (and
+    # serving, when it led the kept-out challenger and beat most-popular in its place)
+    bench = {k: rows.pop(k) for k in list(rows) if rows[k].model in DEFAULT_BENCHMARKS}
     assert set(bench) == {f"{run_dir.name}~{m}" for m in DEFAULT_BENCHMARKS}
     verdict = day["decision"]["benchmark"]
     assert set(verdict["scores"]) == {
@@ -196,6 +197,9 @@ def test_daily_ranker_is_gated_recorded_and_shipped_only_when_it_wins(tmp_path, 
     assert bench[f"{run_dir.name}~ease"].config["params"] == {"l2": 50.0}
     best = [b for b in bench.values() if b.decision["best_benchmark"]]
     assert len(best) == 1 and verdict["model"] == best[0].model
+    peer_serves = bool(day["decision"].get("instead", {}).get("promote"))
+    assert best[0].status == ("champion" if peer_serves else "benchmark")
+    assert all(b.status == "benchmark" for b in bench.values() if b is not best[0])
     assert verdict["scores"][verdict["label"]] == max(verdict["scores"].values())
     # promoted only if it beat the best benchmark too
     assert not day["promoted"] or verdict["decision"]["promote"]
@@ -296,3 +300,58 @@ def test_daily_two_stage_is_gated_recorded_and_served_only_when_it_wins(tmp_path
     job = record["test"]["gate"]["retrieval alone"]
     assert again.n_users == job["n_users"]
     assert again.challenger_score == pytest.approx(job["challenger_score"], abs=1e-6)
+
+
+def test_a_peer_ahead_of_the_challenger_serves_through_its_slates(tmp_path, demo_mode):
+    """Day one, a challenger that never trained: it trails the best benchmark (the tuned
+    ItemKNN), so that peer faces most-popular in its place, wins, and is what serves: its
+    bundle carries its slates (params as tuned), the API answers from them, and the registry
+    makes its benchmark row the champion."""
+    from index import PEER_SLATES_FILE, load_bundle
+    from jobs.daily import DailyConfig, run_day
+    from training.train import train_two_tower
+
+    ws = Workspace(tmp_path / "ws").ensure()
+    generate_world(ws, SMALL_WORLD)
+    tuned = {"neighbours": 60, "shrink": 5.0}
+    save_results(ws, "demo", {"validation": {}, "models": {"itemknn": {"best_params": tuned}}})
+    config = DailyConfig(
+        train=TrainConfig(epochs=1, batch_size=512, refit=False),
+        features=FeatureConfig(test_days=3, valid_days=3),
+        gate=GateConfig(n_boot=200, segment_min_users=40, segment_max_drop=0.08),
+        two_stage=False,
+        benchmarks=("popular", "itemknn"),
+    )
+
+    def broken(ws_: Workspace, cfg: TrainConfig) -> Path:  # weights that never move
+        return train_two_tower(ws_, dataclasses.replace(cfg, lr=1e-12))
+
+    day = run_day(ws, DAYS[0], config, train_fn=broken)
+    decision = day["decision"]
+    assert not decision["promote"]
+    assert decision["benchmark"]["label"] == "benchmark itemknn (tuned)"
+    instead = decision["instead"]
+    assert instead["promote"], instead
+    assert instead["challenger"] == "benchmark itemknn (tuned)"
+    assert instead["champion"].startswith("most-popular")
+    peer_id = f"{day['challenger']}~itemknn"
+    assert day["serving_run"] == peer_id and day["serving_model"] == "itemknn"
+
+    version = current_version(ws.bundles)
+    assert version == day["bundle_version"] == day["serving_bundle"]
+    bundle = load_bundle(ws.bundles / version)
+    assert PEER_SLATES_FILE in bundle.files and bundle.manifest["peer"]["params"] == tuned
+    assert bundle.manifest["system"] == "itemknn (precomputed slates)"
+    _assert_warm(ws, version)  # warm, then publish: its slates were in before CURRENT moved
+
+    with open_registry(default_registry_url(ws)) as registry:
+        rows = {r.run_id: r for r in registry.runs()}
+        champion = registry.champion()
+    assert champion is not None and champion.run_id == peer_id
+    assert champion.model == "itemknn" and champion.bundle_version == version
+    assert champion.config["params"] == tuned and champion.decision["best_benchmark"]
+    assert rows[day["challenger"]].status == "rejected"
+    assert rows[f"{day['challenger']}~popular"].status == "benchmark"
+    report = (ws.daily / DAYS[0].isoformat() / "report.md").read_text()
+    assert "In its place, `benchmark itemknn (tuned)`" in report
+    assert f"Serving: `itemknn`, run `{peer_id}`" in report
