@@ -350,6 +350,8 @@ def merge_new_files(
         return np.concatenate(arrays) if arrays else np.zeros(0)
 
     def mapped(k: str, codes: np.ndarray, table: np.ndarray) -> np.ndarray:
+        if _identity(table):  # the usual day: no code moved (nothing new sorts before it)
+            return codes.astype(np.int32, copy=False)
         return np.where(codes >= 0, table[np.maximum(codes, 0)], -1).astype(np.int32)
 
     new = {k: mapped(k, new_codes[k], to_full[k]) for k in _VOCABS}
@@ -383,7 +385,7 @@ def merge_new_files(
     old = {k: mapped(k, col[k], old_to_full[k]) for k in _VOCABS}
     old.update({k: col[k] for k in ("et", "ts", "ms", "dur", "lr_ok")})
     old["lr_q"] = col["lr_q"].astype(np.int64)
-    old["f"] = file_map[col["f"]] if len(file_map) else col["f"]
+    old["f"] = col["f"] if _identity(file_map) else file_map[col["f"]]
     old["r"] = col["r"]
     merged, is_new = _merge(old, new, len(full["u"]))
 
@@ -461,6 +463,11 @@ def _accounts_changed(carried: pa.Table, ev: EventLog, to_full: np.ndarray) -> n
         both_null = pc.and_(pc.is_null(a), pc.is_null(b)).to_numpy(zero_copy_only=False)
         differs |= ~(same | both_null)
     return to_full[differs]
+
+
+def _identity(table: np.ndarray) -> bool:
+    """Whether the code map ``table`` maps every code to itself (0, 1, 2, ...)."""
+    return bool((table == np.arange(len(table), dtype=table.dtype)).all())
 
 
 def _as_dict(values: pa.Array) -> pa.DictionaryArray:

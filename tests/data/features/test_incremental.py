@@ -335,18 +335,22 @@ def test_examples_read_back_in_the_event_logs_order(three_days, tmp_path) -> Non
 
 
 def test_examples_built_in_small_batches_are_the_same_files(world, tmp_path, monkeypatch) -> None:
-    """The full build makes the examples a few days at a time (bounded memory): the day files
-    are byte for byte those of a build in one batch."""
+    """The full build makes the examples a few days at a time (bounded memory), the user
+    state of several batches found by one pass of prefix sums: the day files are byte for
+    byte those of a build in one batch, whether a pass serves one batch or several."""
     from data.features import example_parts
 
     src, _ = world
     files = {}
-    for name, batch_rows in (("one", 1 << 30), ("small", 40)):
+    runs = (("one", 1 << 30, 1 << 30), ("small", 40, 1 << 30), ("small-pass", 40, 100))
+    for name, batch_rows, state_rows in runs:
         ws = Workspace(tmp_path / name)
         shutil.copytree(src.root, ws.root)
         shutil.rmtree(ws.features, ignore_errors=True)
         monkeypatch.setattr(example_parts, "_BATCH_ROWS", batch_rows)
+        monkeypatch.setattr(example_parts, "_STATE_ROWS", state_rows)
         build_features(ws, online="")
         files[name] = {p.name: p.read_bytes() for p in ws.feature_dir.examples.glob("*.parquet")}
     assert len(files["one"]) > 3
     assert files["small"] == files["one"]
+    assert files["small-pass"] == files["one"]
