@@ -267,12 +267,13 @@ class Carried:
 
     def days(
         self, folder: Path, ev: EventLog, config: FeatureConfig, cut: dict[str, int]
-    ) -> set[int] | None:
-        """The days to rewrite; None (all) when the day files are not the previous build's
-        (a Spark build since, a file removed by hand)."""
+    ) -> tuple[set[int] | None, dict[int, str]]:
+        """The days to build again (None: all, when the day files are not the previous
+        build's: a Spark build since, a file removed by hand) and the days whose files only
+        change ``split`` (:func:`data.features.example_parts.changed_days`)."""
         if listing(folder) != self.parts:
             log.warning("features: the examples are not those of the carried state; all days")
-            return None
+            return None, {}
         return changed_days(ev, config, cut, self.end, self.stale)
 
 
@@ -499,11 +500,12 @@ def _merge(
     pos = np.searchsorted(k_old, k_new, side="left")
     hi = np.searchsorted(k_old, k_new, side="right")
     tied = np.flatnonzero(hi > pos)
-    if len(tied):
-        fr_old = (old["f"].astype(np.int64) << 32) | old["r"].astype(np.int64)
+    if len(tied):  # (file, row) packed, of the few carried rows tied with a new one only
         fr_new = (new["f"].astype(np.int64) << 32) | new["r"].astype(np.int64)
         for j in tied.tolist():
-            pos[j] += np.searchsorted(fr_old[pos[j] : hi[j]], fr_new[j])
+            lo_j, hi_j = int(pos[j]), int(hi[j])
+            fr_old = (old["f"][lo_j:hi_j].astype(np.int64) << 32) | old["r"][lo_j:hi_j]
+            pos[j] += np.searchsorted(fr_old, fr_new[j])
     at_new = pos + np.arange(n_new)
     flag = np.zeros(n_old + n_new, bool)
     flag[at_new] = True
