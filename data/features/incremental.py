@@ -509,11 +509,11 @@ def _merge(
     at_new = pos + np.arange(n_new)
     flag = np.zeros(n_old + n_new, bool)
     flag[at_new] = True
-    at_old = np.flatnonzero(~flag)  # the carried rows keep their order around the new ones
+    carried = ~flag  # the carried rows keep their order around the new ones
     out = {}
     for k in old:
         merged = np.empty(n_old + n_new, np.result_type(old[k], new[k]))
-        merged[at_old] = old[k]
+        merged[carried] = old[k]  # a mask: faster than the carried rows' indices
         merged[at_new] = new[k]
         out[k] = merged
     return out, flag
