@@ -128,7 +128,7 @@ def main(quick: bool = False) -> str:
         "build of day 35 (reads that day's file plus `features/state`) and the full rebuild "
         "(reads all 35 days; in a copy of the lake). Both write the six tables and the state, "
         "no online store; `examples.parquet` is one file per day, and `days` = the day files "
-        "the build (re)wrote (incremental: built + rewritten with a new `split` only). `log s` = building the event log (full: the lake read; "
+        "the build (re)wrote. `log s` = building the event log (full: the lake read; "
         "incremental: state + new files, merged); the rest is computing and writing tables. "
         f"{os.cpu_count()} shared cores; load = 1-minute load average after each build.",
         "",
@@ -139,9 +139,7 @@ def main(quick: bool = False) -> str:
         for name, key in (("full rebuild", "full"), ("incremental", "incr")):
             m = r[key]
             read = m["build"].get("events_read", m["events"])
-            resplit = m["build"].get("example_days_resplit", 0)
-            days = m["build"]["example_days_written"]
-            days_text = f"{days - resplit} + {resplit}" if resplit else str(days)
+            days_text = str(m["build"]["example_days_written"])
             lines.append(
                 f"| {r['users']:,} | {r['events']:,} | {name} | {read:,} | "
                 f"{days_text} | {m['build']['log_s']:.2f} | {m['seconds']:.2f} | {m['cpu_s']:.2f} | "
@@ -161,15 +159,13 @@ def main(quick: bool = False) -> str:
         )
     lines += [
         "",
-        "Where the rest goes: the examples are day files; the daily build builds only the "
-        "days whose rows change (the new day, the days a late event or an edited account "
-        "reaches) and rewrites the two days whose split the cutoffs move from their own files "
-        "with the new `split` (their rows are the carried ones); the examples' user state is "
-        "found by one pass of whole-log prefix sums for every batch. But the event log is "
-        "still merged in memory and saved whole to the state (about 50 bytes an event), and "
-        "the eval sets, user and artist features, trending and sequences are still computed "
-        "from the whole log and rewritten (user rows hold `as_of`-relative values, so every "
-        "row changes daily); see docs/data.md.",
+        "Where the rest goes: the examples are day files and the daily build rewrites only "
+        "the days that change (the new day, the two days whose split moves, the days a late "
+        "event or an edited account reaches; their user state found by one pass of whole-log "
+        "prefix sums), but the event log is still merged in memory and saved whole to the "
+        "state (about 50 bytes an event), and the eval sets, user and artist features, "
+        "trending and sequences are still computed from the whole log and rewritten (user "
+        "rows hold `as_of`-relative values, so every row changes daily); see docs/data.md.",
     ]
     return "\n".join(lines) + "\n"
 

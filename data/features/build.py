@@ -45,12 +45,7 @@ from core.workspace import Workspace
 from data.features.artist import artist_features, trending
 from data.features.config import FeatureConfig, split_cutoffs
 from data.features.events import EventLog, build_event_log
-from data.features.example_parts import (
-    day_tables,
-    examples_by_split,
-    resplit_days,
-    write_days,
-)
+from data.features.example_parts import day_tables, examples_by_split, write_days
 from data.features.examples import build_eval, build_sequences
 from data.features.online_store import open_online_store, publish_table
 from data.features.user import user_features_at
@@ -204,7 +199,7 @@ def _build_local(
         state_files = pool.submit(inc.save_state, ws, config, version, ev, *carry)
         built = _write_tables(ws, config, ev, target, carried)
         inc.commit_state(ws, state_files.result(), built["cutoffs"]["end"])
-    built["build"] = {**mode, **built.pop("written")}
+    built["build"] = {**mode, "example_days_written": built.pop("example_days_written")}
     return built
 
 
@@ -226,7 +221,7 @@ def _write_tables(
         _iso(cut["test"]),
     )
     out = ws.feature_dir
-    days, moved = (None, {}) if carried is None else carried.days(out.examples, ev, config, cut)
+    days = None if carried is None else carried.days(out.examples, ev, config, cut)
     # Parquet encoding and the online store's inserts release the GIL: one background thread
     # writes each finished table while the next one is computed (the tables are immutable).
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-write") as pool:
@@ -242,7 +237,6 @@ def _write_tables(
         if writing is None:  # no day to write: the folder still loses the days now empty
             writing = pool.submit(write_days, out.examples, {}, names)
         pending.append(writing)
-        resplit = pool.submit(resplit_days, out.examples, moved)  # carried rows, new split
         split_counts = examples_by_split(ev, config, cut)
         n_examples = sum(split_counts.values())
         valid = build_eval(ev, config, "valid", cut["valid"], cut["test"])
@@ -257,7 +251,6 @@ def _write_tables(
         pending.append(pool.submit(write_table, out.trending, trend))
         for job in pending:
             job.result()  # re-raises a failed write here
-        n_resplit = resplit.result()
         n_published = published.result()
     counts = {
         "events": len(ev.ts),
@@ -270,5 +263,4 @@ def _write_tables(
         "trending_rows": trend.num_rows,
         "online_rows": n_published,
     }
-    written = {"example_days_written": n_days + n_resplit, "example_days_resplit": n_resplit}
-    return {"cutoffs": cut, "counts": counts, "written": written}
+    return {"cutoffs": cut, "counts": counts, "example_days_written": n_days}

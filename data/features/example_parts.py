@@ -33,7 +33,6 @@ from data.features.events import EventLog
 from data.features.examples import build_examples, example_state, log_follows, split_of
 from data.features.sort import stable_order
 from data.features.user import positive_mask
-from data.schemas import EXAMPLES
 
 SPLITS = ("train", "valid", "test")
 
@@ -69,41 +68,20 @@ def changed_days(
     cut: dict[str, int],
     previous_end: int,
     stale: np.ndarray,
-) -> tuple[set[int], dict[int, str]]:
+) -> set[int]:
     """The days whose examples can differ from the previous build's (which ended at
-    ``previous_end``): the days of the ``stale`` log rows' positives, to build again; and the
-    other days whose split the new cutoffs change, ``{day: its split now}``: their rows are
-    the carried ones but for the ``split`` column (:func:`resplit_days`)."""
+    ``previous_end``): the days of the ``stale`` log rows' positives, and the days whose
+    split the new cutoffs change."""
     p = np.flatnonzero(positive_mask(ev, config) & stale)
     days = set(np.unique(ev.ts[p] // DAY_MS).tolist())
     before = split_cutoffs(previous_end - 1, config)
     lo = min(before["valid"], cut["valid"]) // DAY_MS
     hi = max(before["end"], cut["end"]) // DAY_MS
-    moved = {}
     for day in range(lo, hi):
         at = np.array([day * DAY_MS])
-        now = split_of(at, cut["valid"], cut["test"])
-        if split_of(at, before["valid"], before["test"]) != now and day not in days:
-            moved[day] = str(now[0])
-    return days, moved
-
-
-def resplit_days(folder: Path, moved: dict[int, str]) -> int:
-    """Rewrite the day files of ``moved`` (``{day: split}``, days whose rows are the carried
-    ones) with that ``split``: the rows read back, only the column replaced (the file is
-    the one a build of the day gives, byte for byte). A day without a file (no examples
-    then, none now) is left so. Returns the files rewritten."""
-    n = 0
-    for day, split in sorted(moved.items()):
-        path = folder / part_name(day)
-        if not path.is_file():
-            continue
-        table = pq.read_table(path).cast(EXAMPLES)  # Parquet's list names back to Arrow's
-        at = EXAMPLES.get_field_index("split")
-        column = pa.array([split] * table.num_rows, EXAMPLES.field(at).type)
-        write_table(path, table.set_column(at, EXAMPLES.field(at), column).combine_chunks())
-        n += 1
-    return n
+        if split_of(at, before["valid"], before["test"]) != split_of(at, cut["valid"], cut["test"]):
+            days.add(day)
+    return days
 
 
 _BATCH_ROWS = 1 << 18  # examples built (and held) at a time: whole days up to about this

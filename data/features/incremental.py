@@ -267,13 +267,12 @@ class Carried:
 
     def days(
         self, folder: Path, ev: EventLog, config: FeatureConfig, cut: dict[str, int]
-    ) -> tuple[set[int] | None, dict[int, str]]:
-        """The days to build again (None: all, when the day files are not the previous
-        build's: a Spark build since, a file removed by hand) and the days whose files only
-        change ``split`` (:func:`data.features.example_parts.changed_days`)."""
+    ) -> set[int] | None:
+        """The days to rewrite; None (all) when the day files are not the previous build's
+        (a Spark build since, a file removed by hand)."""
         if listing(folder) != self.parts:
             log.warning("features: the examples are not those of the carried state; all days")
-            return None, {}
+            return None
         return changed_days(ev, config, cut, self.end, self.stale)
 
 

@@ -179,10 +179,10 @@ def test_day_three_files_are_the_full_rebuilds_byte_for_byte(three_days) -> None
     assert [name for name in want if got[name] != want[name]] == []
 
 
-def test_a_plain_day_moves_split_in_place_and_equals_the_full_rebuild(world, tmp_path) -> None:
-    """A day without late events: the two days whose split the cutoffs move are carried rows
-    with a new ``split`` (rewritten from their files, not built again), the new day is built;
-    every file equals the full rebuild's, byte for byte."""
+def test_a_plain_day_rewrites_three_days_and_equals_the_full_rebuild(world, tmp_path) -> None:
+    """A day without late events: the new day and the two days whose split the cutoffs move
+    are rewritten, every other day file is left; every file equals the full rebuild's, byte
+    for byte."""
     ws, (day1, day2, _) = _fresh(world, tmp_path / "ws")
     append_events(ws.lake_events, day1, "part-0", {})
     build_features(ws, online="")
@@ -190,7 +190,7 @@ def test_a_plain_day_moves_split_in_place_and_equals_the_full_rebuild(world, tmp
     before = {p.name: p.stat().st_mtime_ns for p in ws.feature_dir.examples.iterdir()}
     done = build_features(ws, online="", incremental=True)
     assert done["build"]["mode"] == "incremental"
-    assert done["build"]["example_days_resplit"] == 2
+    assert done["build"]["example_days_written"] == 3
     after = {p.name: p.stat().st_mtime_ns for p in ws.feature_dir.examples.iterdir()}
     assert len([n for n in before if after.get(n) == before[n]]) == len(after) - 3
     full_ws = Workspace(tmp_path / "full")
