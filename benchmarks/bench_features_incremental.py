@@ -139,9 +139,10 @@ def main(quick: bool = False) -> str:
         for name, key in (("full rebuild", "full"), ("incremental", "incr")):
             m = r[key]
             read = m["build"].get("events_read", m["events"])
+            days_text = str(m["build"]["example_days_written"])
             lines.append(
                 f"| {r['users']:,} | {r['events']:,} | {name} | {read:,} | "
-                f"{m['build']['example_days_written']} | {m['build']['log_s']:.2f} | {m['seconds']:.2f} | {m['cpu_s']:.2f} | "
+                f"{days_text} | {m['build']['log_s']:.2f} | {m['seconds']:.2f} | {m['cpu_s']:.2f} | "
                 f"{m['peak_mb']:.0f} | {m['load']:.1f} |"
             )
     lines.append("")
@@ -158,12 +159,13 @@ def main(quick: bool = False) -> str:
         )
     lines += [
         "",
-        "Where the rest goes: the examples are written as day files and the daily build "
-        "rewrites only the days that change (the new day, the two days whose split moves, "
-        "the days a late event or an edited account reaches), but the event log is still "
-        "merged and saved whole, and the eval sets, user and artist features and trending "
-        "are still computed from the whole log and rewritten (user rows hold `as_of`-relative "
-        "values, so every row changes daily); see docs/data.md.",
+        "Where the rest goes: the examples are day files and the daily build rewrites only "
+        "the days that change (the new day, the two days whose split moves, the days a late "
+        "event or an edited account reaches; their user state found by one pass of whole-log "
+        "prefix sums), but the event log is still merged in memory and saved whole to the "
+        "state (about 50 bytes an event), and the eval sets, user and artist features, "
+        "trending and sequences are still computed from the whole log and rewritten (user "
+        "rows hold `as_of`-relative values, so every row changes daily); see docs/data.md.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -30,7 +30,7 @@ from core.atomic import write_table
 from core.constants import DAY_MS
 from data.features.config import FeatureConfig, split_cutoffs
 from data.features.events import EventLog
-from data.features.examples import build_examples, split_of
+from data.features.examples import build_examples, example_state, log_follows, split_of
 from data.features.sort import stable_order
 from data.features.user import positive_mask
 
@@ -85,6 +85,9 @@ def changed_days(
 
 
 _BATCH_ROWS = 1 << 18  # examples built (and held) at a time: whole days up to about this
+# rows whose user state (a few counts each) is found by one pass of whole-log prefix sums:
+# that pass costs the same for one row as for all, so it is shared by several batches
+_STATE_ROWS = 1 << 20
 
 
 def day_tables(
@@ -122,18 +125,28 @@ def _batches(
     bounds: np.ndarray,
     batch_rows: int,
 ) -> Iterator[dict[str, pa.Table]]:
+    follows = log_follows(ev)
+    state, s_lo, s_hi = None, 0, 0  # the user state of rows p[s_lo:s_hi], found at once
     i = 0
     while i < len(chosen):
         j = i + 1  # whole days up to the budget, at least one
         while j < len(chosen) and bounds[j + 1] - bounds[i] <= batch_rows:
             j += 1
-        lo = bounds[i]
-        table = build_examples(ev, config, cut["valid"], cut["test"], rows=p[lo : bounds[j]])
+        lo, hi = bounds[i], bounds[j]
+        if state is None or hi > s_hi:  # whole batches up to _STATE_ROWS rows, at least one
+            k = j
+            while k < len(chosen) and bounds[k + 1] - lo <= max(_STATE_ROWS, hi - lo):
+                k += 1
+            state = None  # the previous one is freed before the next is found
+            s_lo, s_hi = lo, bounds[k]
+            state = example_state(ev, config, p[s_lo:s_hi], follows)
+        mine = state.slice(lo - s_lo, hi - s_lo)
+        table = build_examples(ev, config, cut["valid"], cut["test"], state=mine)
         yield {
             part_name(chosen[k]): table.slice(bounds[k] - lo, bounds[k + 1] - bounds[k])
             for k in range(i, j)
         }
-        del table
+        del table, mine
         i = j
 
 

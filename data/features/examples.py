@@ -8,6 +8,8 @@ counts go through the same formulas as :func:`data.features.user.user_features_a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
 
@@ -60,14 +62,18 @@ def split_of(ts: np.ndarray, valid_cut: int, test_cut: int) -> pa.Array:
     return _SPLITS.take(pa.array((ts >= valid_cut).astype(np.int8) + (ts >= test_cut)))
 
 
-def followed_before(ev: EventLog, users: np.ndarray, bi: np.ndarray) -> pa.ChunkedArray:
-    """Per (user, row end ``bi``: rows ``[user's first row, bi)`` are its events before a time): the
-    artists that user follows then, most recent follow first, as :func:`followed_pairs` gives
-    for ``user_features_at``. A follow is in force from its row until its pair's next action
-    (follow or unfollow), so a user's list at ``bi`` is its follows before ``bi`` whose next
-    action is not. A list only changes at a follow or unfollow: each distinct state asked for
-    is found once, by array arithmetic over its user's follows, and every example takes its
-    own (the cost follows the states asked for, not every state of every user)."""
+@dataclass
+class _Follows:
+    """A log's follows, each with the row of its (user, artist) pair's next action (follow or
+    unfollow; ``len(ev.ts)`` for none): what :func:`followed_before` looks states up in."""
+
+    acts: np.ndarray  # rows of follows and unfollows (by user, time)
+    rows: np.ndarray  # rows of the follows among them
+    until: np.ndarray  # each follow's pair's next action
+    who: np.ndarray  # each follow's user
+
+
+def log_follows(ev: EventLog) -> _Follows:
     acts = np.flatnonzero((ev.et == ET["follow"]) | (ev.et == ET["unfollow"]))  # by user, time
     pair = ev.u[acts].astype(np.int64) * max(ev.n_artists, 1) + ev.a[acts]
     order = stable_order(pair)  # by pair, then row
@@ -75,7 +81,22 @@ def followed_before(ev: EventLog, users: np.ndarray, bi: np.ndarray) -> pa.Chunk
     next_act = np.empty(len(acts), np.int64)
     next_act[order] = np.where(later, np.r_[acts[order][1:], 0], len(ev.ts))
     follow = ev.et[acts] == ET["follow"]
-    rows, until, who = acts[follow], next_act[follow], ev.u[acts[follow]]
+    return _Follows(acts, acts[follow], next_act[follow], ev.u[acts[follow]])
+
+
+def followed_before(
+    ev: EventLog, users: np.ndarray, bi: np.ndarray, follows: _Follows | None = None
+) -> pa.ChunkedArray:
+    """Per (user, row end ``bi``: rows ``[user's first row, bi)`` are its events before a time): the
+    artists that user follows then, most recent follow first, as :func:`followed_pairs` gives
+    for ``user_features_at``. A follow is in force from its row until its pair's next action
+    (follow or unfollow), so a user's list at ``bi`` is its follows before ``bi`` whose next
+    action is not. A list only changes at a follow or unfollow: each distinct state asked for
+    is found once, by array arithmetic over its user's follows, and every example takes its
+    own (the cost follows the states asked for, not every state of every user). ``follows``:
+    the log's, found once for many calls (default: found here)."""
+    f = log_follows(ev) if follows is None else follows
+    acts, rows, until, who = f.acts, f.rows, f.until, f.who
     # the state after a user's j-th action is number (that user's first action + user + j)
     state = np.searchsorted(acts, bi) + users.astype(np.int64)
     wanted, first = np.unique(state, return_index=True)
@@ -115,18 +136,36 @@ def _rebased(offsets: pa.Array) -> pa.Array:
 
 _CANDIDATES = 1 << 22  # (state, follow) pairs looked at per slice
 _TAKE_ROWS = 1 << 18  # examples per slice of the followed lists
+_COUNTS = ("impr", "click", "recent_impr", "recent_click", "lr_sum", "lr_n", "streams", "days")
 
 
-def build_examples(
+@dataclass
+class ExampleState:
+    """The user state just before each of some positive log ``rows``, as the counts
+    :func:`build_examples` turns into columns: found with whole-log prefix sums, once for
+    many rows (the sums cost the same for one row as for all), then sliced per batch."""
+
+    rows: np.ndarray
+    bi: np.ndarray  # rows [user's first row, bi) are the user's events before the event
+    n_before: np.ndarray  # bi - the user's first row: events before it
+    counts: dict[str, np.ndarray]  # the ``_COUNTS``, per row
+    follows: _Follows
+
+    def slice(self, lo: int, hi: int) -> ExampleState:
+        counts = {k: v[lo:hi] for k, v in self.counts.items()}
+        return ExampleState(
+            self.rows[lo:hi], self.bi[lo:hi], self.n_before[lo:hi], counts, self.follows
+        )
+
+
+def example_state(
     ev: EventLog,
     config: FeatureConfig,
-    valid_cut: int,
-    test_cut: int,
     rows: np.ndarray | None = None,
-) -> pa.Table:
-    """``EXAMPLES``: one row per positive event with the user's state just before it; of the
-    positive log rows ``rows`` only, in that order, when given (every row's value depends on
-    the log, not on which other rows are built)."""
+    follows: _Follows | None = None,
+) -> ExampleState:
+    """:class:`ExampleState` of the positive log ``rows`` (default: every positive row);
+    ``follows``: the log's (:func:`log_follows`), when found already."""
     p = np.nonzero(positive_mask(ev, config))[0] if rows is None else np.asarray(rows, np.int64)
     gs = group_starts(ev.u)[p]
     bi = before_index(ev.u, ev.ts)[p]  # rows [gs, bi) are this user's events before the event
@@ -137,22 +176,47 @@ def build_examples(
         return cs[bi] - cs[lo]
 
     impr, click = ev.et == ET["impression"], ev.et == ET["click"]
-    n_streams = before(ev.et == ET["stream"])
+    counts = {
+        "impr": before(impr),
+        "click": before(click),
+        "recent_impr": before(impr, ws),
+        "recent_click": before(click, ws),
+        "lr_sum": before(ev.lr_q),
+        "lr_n": before(ev.lr_ok),
+        "streams": before(ev.et == ET["stream"]),
+        "days": before(ev.new_day),
+    }
+    return ExampleState(p, bi, bi - gs, counts, log_follows(ev) if follows is None else follows)
+
+
+def build_examples(
+    ev: EventLog,
+    config: FeatureConfig,
+    valid_cut: int,
+    test_cut: int,
+    rows: np.ndarray | None = None,
+    state: ExampleState | None = None,
+) -> pa.Table:
+    """``EXAMPLES``: one row per positive event with the user's state just before it; of the
+    positive log rows ``rows`` only, in that order, when given (every row's value depends on
+    the log, not on which other rows are built); ``state``: those rows' state found
+    beforehand (:func:`example_state`; then ``rows`` is not used)."""
+    st = example_state(ev, config, rows) if state is None else state
+    p, c = st.rows, st.counts
+    n_streams = c["streams"]
     dense = dense_values(
-        before(impr),
-        before(click),
-        before(impr, ws),
-        before(click, ws),
-        before(ev.lr_q),
-        before(ev.lr_ok),
+        c["impr"],
+        c["click"],
+        c["recent_impr"],
+        c["recent_click"],
+        c["lr_sum"],
+        c["lr_n"],
         n_streams,
     )
     up = ev.u[p]
     segments = {f: ev.users[f].take(pa.array(up)) for f in ("age_group", "gender", "country")}
     segments["tenure_bucket"] = tenure_bucket(ev.signup_ms[up], ev.ts[p], config.new_user_days)
-    segments["activity_level"] = activity_level(
-        bi - gs, before(ev.new_day), config.activity_thresholds
-    )
+    segments["activity_level"] = activity_level(st.n_before, c["days"], config.activity_thresholds)
     weights = np.zeros(len(EVENT_TYPES), np.float32)
     for name, w in config.positive_weights().items():
         weights[ET[name]] = w
@@ -166,7 +230,7 @@ def build_examples(
         "hist_end": pa.array(n_streams.astype(np.int32)),
         **{f: segments[f] for f in USER_SEGMENT_FIELDS},
         **{k: pa.array(v, pa.float32()) for k, v in dense.items()},
-        "followed": followed_before(ev, up, bi),
+        "followed": followed_before(ev, up, st.bi, st.follows),
     }
     return pa.table(cols).cast(EXAMPLES)
 

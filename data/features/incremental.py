@@ -350,6 +350,8 @@ def merge_new_files(
         return np.concatenate(arrays) if arrays else np.zeros(0)
 
     def mapped(k: str, codes: np.ndarray, table: np.ndarray) -> np.ndarray:
+        if _identity(table):  # the usual day: no code moved (nothing new sorts before it)
+            return codes.astype(np.int32, copy=False)
         return np.where(codes >= 0, table[np.maximum(codes, 0)], -1).astype(np.int32)
 
     new = {k: mapped(k, new_codes[k], to_full[k]) for k in _VOCABS}
@@ -383,7 +385,7 @@ def merge_new_files(
     old = {k: mapped(k, col[k], old_to_full[k]) for k in _VOCABS}
     old.update({k: col[k] for k in ("et", "ts", "ms", "dur", "lr_ok")})
     old["lr_q"] = col["lr_q"].astype(np.int64)
-    old["f"] = file_map[col["f"]] if len(file_map) else col["f"]
+    old["f"] = col["f"] if _identity(file_map) else file_map[col["f"]]
     old["r"] = col["r"]
     merged, is_new = _merge(old, new, len(full["u"]))
 
@@ -463,6 +465,11 @@ def _accounts_changed(carried: pa.Table, ev: EventLog, to_full: np.ndarray) -> n
     return to_full[differs]
 
 
+def _identity(table: np.ndarray) -> bool:
+    """Whether the code map ``table`` maps every code to itself (0, 1, 2, ...)."""
+    return bool((table == np.arange(len(table), dtype=table.dtype)).all())
+
+
 def _as_dict(values: pa.Array) -> pa.DictionaryArray:
     return pa.DictionaryArray.from_arrays(
         pa.array(np.arange(len(values), dtype=np.int32)), values.cast(pa.string())
@@ -492,19 +499,20 @@ def _merge(
     pos = np.searchsorted(k_old, k_new, side="left")
     hi = np.searchsorted(k_old, k_new, side="right")
     tied = np.flatnonzero(hi > pos)
-    if len(tied):
-        fr_old = (old["f"].astype(np.int64) << 32) | old["r"].astype(np.int64)
+    if len(tied):  # (file, row) packed, of the few carried rows tied with a new one only
         fr_new = (new["f"].astype(np.int64) << 32) | new["r"].astype(np.int64)
         for j in tied.tolist():
-            pos[j] += np.searchsorted(fr_old[pos[j] : hi[j]], fr_new[j])
+            lo_j, hi_j = int(pos[j]), int(hi[j])
+            fr_old = (old["f"][lo_j:hi_j].astype(np.int64) << 32) | old["r"][lo_j:hi_j]
+            pos[j] += np.searchsorted(fr_old, fr_new[j])
     at_new = pos + np.arange(n_new)
     flag = np.zeros(n_old + n_new, bool)
     flag[at_new] = True
-    at_old = np.flatnonzero(~flag)  # the carried rows keep their order around the new ones
+    carried = ~flag  # the carried rows keep their order around the new ones
     out = {}
     for k in old:
         merged = np.empty(n_old + n_new, np.result_type(old[k], new[k]))
-        merged[at_old] = old[k]
+        merged[carried] = old[k]  # a mask: faster than the carried rows' indices
         merged[at_new] = new[k]
         out[k] = merged
     return out, flag

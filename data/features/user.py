@@ -176,35 +176,48 @@ def user_features_at(
         ev = build_event_log(events, users, cat, config.stream_min_ms)
     t = to_ms(as_of)
     n_u = ev.n_users
-    idx = np.nonzero(ev.ts < t)[0]
-    u, et = ev.u[idx], ev.et[idx]
+    before = ev.ts < t
+    if before.all():  # the end of data (the usual call): every row, no gather needed
+        idx = np.arange(len(before))
+
+        def at(values: np.ndarray) -> np.ndarray:
+            return values
+
+    else:
+        idx = np.flatnonzero(before)
+
+        def at(values: np.ndarray) -> np.ndarray:
+            return values[idx]
+
+    del before
+    u, et = at(ev.u), at(ev.et)
 
     def count(mask: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         return np.bincount(u[mask], weights=weights, minlength=n_u)
 
     # one bincount of (user, event type, recent) gives every per-type count at once
-    recent = ev.ts[idx] >= t - config.recent_days * DAY_MS
+    recent = at(ev.ts) >= t - config.recent_days * DAY_MS
     n_et = len(ET)
     by_type = np.bincount(
         u.astype(np.int64) * (2 * n_et) + et + recent * np.int8(n_et), minlength=n_u * 2 * n_et
     ).reshape(n_u, 2, n_et)
     n_impr, n_clicks, n_streams = (by_type[:, :, ET[k]].sum(axis=1) for k in ET_COUNTED)
-    lr_ok = ev.lr_ok[idx]
+    lr_ok = at(ev.lr_ok)
     dense = dense_values(
         n_impr,
         n_clicks,
         by_type[:, 1, ET["impression"]],
         by_type[:, 1, ET["click"]],
-        count(lr_ok, ev.lr_q[idx][lr_ok].astype(np.float64)),
+        count(lr_ok, at(ev.lr_q)[lr_ok].astype(np.float64)),
         count(lr_ok),
         n_streams,
     )
     stream = et == ET["stream"]
 
     hist = last_per_user(ev, idx[stream], config.history_len)
-    tracks = last_per_user(ev, idx[stream & (ev.tr[idx] >= 0)], config.history_len)
+    tracks = last_per_user(ev, idx[stream & (at(ev.tr) >= 0)], config.history_len)
     follows = followed_pairs(ev, idx[(et == ET["follow"]) | (et == ET["unfollow"])])
-    first = idx[positive_mask(ev, config)[idx] & ev.first_pos[idx]]  # seen, in time order
+    first = idx[at(positive_mask(ev, config)) & at(ev.first_pos)]  # seen, in time order
     seen_u, seen_a = ev.u[first], ev.a[first]
 
     ages = ((t - ev.ts[hist]) / 1000.0).astype(np.float32)
@@ -221,7 +234,7 @@ def user_features_at(
         cols[f] = ev.users[f]
     cols["tenure_bucket"] = tenure_bucket(ev.signup_ms, t, config.new_user_days)
     cols["activity_level"] = activity_level(
-        by_type.sum(axis=(1, 2)), count(ev.new_day[idx]), config.activity_thresholds
+        by_type.sum(axis=(1, 2)), count(at(ev.new_day)), config.activity_thresholds
     )
     cols.update({k: pa.array(v, pa.float32()) for k, v in dense.items()})
     cols["region"] = ev.users["region"]

@@ -162,6 +162,46 @@ def test_day_three_incremental_equals_the_full_rebuild(three_days) -> None:
     assert gone.num_rows == 1 and gone["age_group"][0].as_py() == "unknown"
 
 
+def _bytes(ws: Workspace) -> dict[str, bytes]:
+    """Every table's Parquet bytes; the examples' per day file."""
+    out = {}
+    for name in KEYS:
+        path = getattr(ws.feature_dir, name)
+        files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+        out.update({f"{name}/{f.name}": f.read_bytes() for f in files})
+    return out
+
+
+def test_day_three_files_are_the_full_rebuilds_byte_for_byte(three_days) -> None:
+    ws, full_ws, *_ = three_days
+    got, want = _bytes(ws), _bytes(full_ws)
+    assert sorted(got) == sorted(want)
+    assert [name for name in want if got[name] != want[name]] == []
+
+
+def test_a_plain_day_rewrites_three_days_and_equals_the_full_rebuild(world, tmp_path) -> None:
+    """A day without late events: the new day and the two days whose split the cutoffs move
+    are rewritten, every other day file is left; every file equals the full rebuild's, byte
+    for byte."""
+    ws, (day1, day2, _) = _fresh(world, tmp_path / "ws")
+    append_events(ws.lake_events, day1, "part-0", {})
+    build_features(ws, online="")
+    append_events(ws.lake_events, day2, "part-1", {})
+    before = {p.name: p.stat().st_mtime_ns for p in ws.feature_dir.examples.iterdir()}
+    done = build_features(ws, online="", incremental=True)
+    assert done["build"]["mode"] == "incremental"
+    assert done["build"]["example_days_written"] == 3
+    after = {p.name: p.stat().st_mtime_ns for p in ws.feature_dir.examples.iterdir()}
+    assert len([n for n in before if after.get(n) == before[n]]) == len(after) - 3
+    full_ws = Workspace(tmp_path / "full")
+    shutil.copytree(ws.root, full_ws.root)
+    shutil.rmtree(full_ws.features)
+    build_features(full_ws, online="")
+    got, want = _bytes(ws), _bytes(full_ws)
+    assert sorted(got) == sorted(want)
+    assert [name for name in want if got[name] != want[name]] == []
+
+
 def test_nothing_new_rebuilds_the_same_tables(three_days) -> None:
     ws, full_ws, *_ = three_days
     again = build_features(ws, online="", incremental=True)
@@ -335,18 +375,22 @@ def test_examples_read_back_in_the_event_logs_order(three_days, tmp_path) -> Non
 
 
 def test_examples_built_in_small_batches_are_the_same_files(world, tmp_path, monkeypatch) -> None:
-    """The full build makes the examples a few days at a time (bounded memory): the day files
-    are byte for byte those of a build in one batch."""
+    """The full build makes the examples a few days at a time (bounded memory), the user
+    state of several batches found by one pass of prefix sums: the day files are byte for
+    byte those of a build in one batch, whether a pass serves one batch or several."""
     from data.features import example_parts
 
     src, _ = world
     files = {}
-    for name, batch_rows in (("one", 1 << 30), ("small", 40)):
+    runs = (("one", 1 << 30, 1 << 30), ("small", 40, 1 << 30), ("small-pass", 40, 100))
+    for name, batch_rows, state_rows in runs:
         ws = Workspace(tmp_path / name)
         shutil.copytree(src.root, ws.root)
         shutil.rmtree(ws.features, ignore_errors=True)
         monkeypatch.setattr(example_parts, "_BATCH_ROWS", batch_rows)
+        monkeypatch.setattr(example_parts, "_STATE_ROWS", state_rows)
         build_features(ws, online="")
         files[name] = {p.name: p.read_bytes() for p in ws.feature_dir.examples.glob("*.parquet")}
     assert len(files["one"]) > 3
     assert files["small"] == files["one"]
+    assert files["small-pass"] == files["one"]
