@@ -6,8 +6,8 @@ Windows (``training.two_stage``): the ranker is fitted on the validation week's 
 a two-tower trained without the refit (``tastemaker train --no-refit``) and neighbours of the
 train weeks; early stopping on a held-out fifth of those listeners; the served two-tower is the
 demo's (refit), with neighbours of train + valid; the test week is read only to report.
-The ranker's settings are compared on a development split that lacks the test week
-(:func:`development_split`), not on the test week.
+The order (the ranker blended with the two-tower rank, ``TwoStageConfig.blend``) is chosen on
+two development folds that lack the test week (:func:`development_split`), not on it.
 """
 
 from __future__ import annotations
