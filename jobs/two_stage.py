@@ -25,7 +25,7 @@ from core.atomic import write_bytes, write_json
 from core.workspace import Workspace
 from data.features.artist import trending
 from data.features.build import FeatureConfig, cutoffs, load_event_log
-from data.features.candidates import SOURCES, TWO_STAGE_FEATURES
+from data.features.candidates import SOURCES, TWO_STAGE_FEATURES, RetrievalBlend, blend_scores
 from data.features.ranker import trending_from_table
 from data.schemas import USER_SEGMENT_FIELDS
 from evaluation.gate import Contender, GateConfig, decide, per_user_metric
@@ -45,6 +45,7 @@ from training.two_stage import (
     TWO_STAGE_REPORT,
     Stage,
     TwoStageConfig,
+    blend_of,
     build_examples,
     early_stop_mask,
     have_ids,
@@ -165,6 +166,7 @@ def train_two_stage(
         cut["end"],
         config.n_boot,
         config.seed,
+        config.blend,
     )
     result["seconds"] = round(time.perf_counter() - started, 1)
     out = two_stage_dir(serve_dir)
@@ -193,11 +195,13 @@ def two_stage_per_user(
     stage: Stage,
     ranker: Ranker,
     ks: tuple[int, ...],
+    blend: RetrievalBlend,
 ) -> dict[str, np.ndarray]:
-    """Per-user metrics (``per_user_metrics`` at ``ks``) of the two-stage system on ``data``'s
-    warm users, in the order of ``np.flatnonzero(data.warm)`` (what the gate compares)."""
+    """Per-user metrics (``per_user_metrics`` at ``ks``) of the two-stage system (``ranker``
+    ordering with ``blend``) on ``data``'s warm users, in the order of
+    ``np.flatnonzero(data.warm)`` (what the gate compares)."""
     users = data.users.take(pa.array(np.flatnonzero(data.warm)))
-    top = rank_lists(ranker, users, scorer, stage, max(ks))
+    top = rank_lists(ranker, users, scorer, stage, max(ks), blend)
     targets = index_lists(users["targets"], stage.artist_ids)
     return per_user_metrics(top, targets, ks)
 
@@ -224,7 +228,7 @@ def measure(
         dict.fromkeys([*(f"{m}@{k}" for k in ks for m in ("recall", "ndcg")), gate.metric])
     )
     mks = tuple(sorted({int(m.split("@")[1]) for m in metrics}))
-    two = two_stage_per_user(test, scorer, stage, ranker, mks)
+    two = two_stage_per_user(test, scorer, stage, ranker, mks, config.blend)
     others = {"retrieval alone": Contender("retrieval alone", "two-tower", serve_dir)}
     params: dict[str, Any] = {}
     for peer in peers:
@@ -269,10 +273,12 @@ def click_objective(
     until_ms: int,
     n_boot: int,
     seed: int,
+    blend: RetrievalBlend,
 ) -> dict[str, Any]:
     """The second objective, clicked when shown: the test week's logged slates of the warm
     listeners (artists they already had left out, as serving never shows them), each shown
-    artist scored by the discovery ranker with the listener as of the test cutoff, against the
+    artist scored by the two-stage system (the discovery ranker, blended as served) with the
+    listener as of the test cutoff, against the
     two-tower's score and the logged order: per-slate NDCG@10 and AUC (``slate_metrics``)."""
     from evaluation.ranking import slate_metrics
     from training.ranker import read_labelled
@@ -301,7 +307,7 @@ def click_objective(
         x = stage.features_for(rows[u], tt_all[u], knn_all[u], ids, unions[u])
         ys.append(part["label"].to_numpy(np.float32)[keep])
         qs.append(np.full(len(ids), q))
-        sr.append(ranker.predict(x))
+        sr.append(blend_scores(ranker.predict(x), x, blend))
         st.append(tt_all[u][ids])
         sl.append(-part["position"].to_numpy(np.float64)[keep])
     if not ys:
@@ -336,6 +342,7 @@ def two_stage_gate_values(
         candidates=dataclasses.replace(TwoStageConfig().candidates, **record["job"]["candidates"]),
         neighbours=int(record["job"]["neighbours"]),
         shrink=float(record["shrink"]),
+        blend=blend_of(record),
     )
     ev = load_event_log(ws, fconfig)
     cut = cutoffs(ev, fconfig)
@@ -351,10 +358,19 @@ def two_stage_gate_values(
         fconfig,
     )
     k = int(metric.split("@")[1]) if "@" in metric else 20
-    per = two_stage_per_user(data, scorer, stage, ranker, (k,))
+    per = two_stage_per_user(data, scorer, stage, ranker, (k,), config.blend)
     if metric not in per:
         raise ValueError(f"unknown gate metric {metric!r}; have {sorted(per)}")
     return np.asarray(per[metric], np.float64)
+
+
+def _blend_text(blend: RetrievalBlend) -> str:
+    if blend.off:
+        return "the ranker's probability"
+    return (
+        f"the ranker's log-odds − {blend.weight:g} × log1p(two-tower rank), "
+        f"{blend.heavy_weight:g} × for activity level high"
+    )
 
 
 def _ci(v: dict[str, float], d: int = 3) -> str:
@@ -383,7 +399,8 @@ def render_report(result: dict[str, Any]) -> str:
         f"share of the week's new artists among them {rows['candidate_recall_valid']:.3f} "
         f"(of those found, proposed by: {src}). Ranker: {model.get('objective', 'rank:ndcg')}, "
         f"{result['fit']['rounds']} rounds, early stopping on the {stop} of "
-        f"{rows['early_stop_listeners']} held-out listeners of the validation week ({held}).",
+        f"{rows['early_stop_listeners']} held-out listeners of the validation week ({held}). "
+        f"Order: {_blend_text(blend_of(result))}.",
         "",
         f"## Test week ({t['n_users']} warm listeners, mean [95 % interval])",
         "",

@@ -28,6 +28,8 @@ from data.features.candidates import (
     CandidateConfig,
     Candidates,
     NeighbourTable,
+    RetrievalBlend,
+    blend_scores,
     check_two_stage_spec,
     gather,
     two_stage_features,
@@ -47,6 +49,7 @@ class ServingTwoStage:
     neighbours: NeighbourTable = field(repr=False)  # (V, V) by vocab index
     trending: Mapping[str, np.ndarray] = field(repr=False)  # segment key -> vocab indices
     config: CandidateConfig
+    blend: RetrievalBlend  # the order: the ranker's log-odds blended with the two-tower rank
     rows_of_vocab: np.ndarray = field(repr=False)  # (V + 1,) context row per vocab index
     encoder: FeatureEncoder = field(repr=False)
     predict: DensePredictor = field(repr=False)
@@ -67,6 +70,7 @@ class ServingTwoStage:
         )
         depths = dict(section.get("candidates") or {})
         config = CandidateConfig(**{k: int(v) for k, v in depths.items()})
+        blend = RetrievalBlend.recorded(section.get("blend"))
         tokens = list(encoder.artist_tokens)
         index_of = {a: i for i, a in enumerate(tokens) if i > UNK_INDEX}
         table = pq.read_table(bundle.file(NEIGHBOURS_FILE), use_threads=False)
@@ -83,6 +87,7 @@ class ServingTwoStage:
             neighbours=neighbours,
             trending=vocab_lists,
             config=config,
+            blend=blend,
             rows_of_vocab=np.append(context.rows(tokens), -1),
             encoder=encoder,
             predict=DensePredictor(booster, n_features),
@@ -99,7 +104,8 @@ class ServingTwoStage:
         user_vec: np.ndarray,
         artist_vectors: np.ndarray,
     ) -> tuple[Candidates, np.ndarray]:
-        """(candidates, ranker scores) of one listener. ``retrieval``: the two-tower's
+        """(candidates, scores: the ranker's blended with the two-tower rank as the bundle
+        says, ``blend_scores``) of one listener. ``retrieval``: the two-tower's
         unexcluded (vocab index, score) best first (at least ``config.two_tower`` of them when
         the catalogue has them); ``user_vec`` (d,) its user vector, ``artist_vectors`` (V, d)."""
         excluded = np.concatenate(
@@ -128,4 +134,4 @@ class ServingTwoStage:
             knn[cands.ids],
             self.config,
         )
-        return cands, self.predict(x)
+        return cands, blend_scores(self.predict(x), x, self.blend)

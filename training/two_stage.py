@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,8 @@ from data.features.candidates import (
     CandidateConfig,
     Candidates,
     NeighbourTable,
+    RetrievalBlend,
+    blend_scores,
     check_two_stage_spec,
     gather,
     two_stage_features,
@@ -90,6 +92,9 @@ class TwoStageConfig:
             early_stopping=80,
         )
     )
+    # the order served: the ranker's log-odds blended with the two-tower rank, more for heavy
+    # listeners (data.features.candidates.RetrievalBlend: why, and the development folds)
+    blend: RetrievalBlend = field(default_factory=RetrievalBlend)
     early_stop_share: float = 0.2  # of the fit listeners, held out for early stopping
     ks: tuple[int, ...] = (10, 20)
     n_boot: int = 1000
@@ -100,6 +105,16 @@ class TwoStageConfig:
             raise ValueError(f"early_stop_share must be in (0, 1); got {self.early_stop_share}")
         if self.neighbours < 1:
             raise ValueError(f"neighbours must be >= 1; got {self.neighbours}")
+        if not self.blend.off and self.model.objective != "binary:logistic":
+            raise ValueError(
+                "a retrieval blend reads the ranker's probabilities: it needs the "
+                f"binary:logistic objective, not {self.model.objective!r}"
+            )
+
+
+def blend_of(record: Mapping[str, Any]) -> RetrievalBlend:
+    """The order a two-stage record (``two_stage.json``) was measured and serves with."""
+    return RetrievalBlend.recorded(record["job"].get("blend"))
 
 
 def neighbour_table(
@@ -303,20 +318,39 @@ def early_stop_mask(user_keys: Sequence[str], share: float) -> np.ndarray:
     return np.asarray(h, np.float64) / 0xFFFFFFFF < share
 
 
-def rank_lists(ranker: Ranker, users: pa.Table, scorer: Any, stage: Stage, k: int) -> np.ndarray:
-    """(U, k) the two-stage system's top-``k`` artist ids per listener (-1 padded): the union of
-    candidates re-ordered by ``ranker``."""
+def unions(users: pa.Table, scorer: Any, stage: Stage) -> list[tuple[Candidates, np.ndarray]]:
+    """(candidates, features) of every listener of ``users``, as :meth:`Stage.candidates`."""
     rows = users.to_pylist()
     tt_all = scorer.score_users(users)  # (U, A)
     knn_all = stage.neighbours.scores_many(have_ids(rows, stage.artist_ids))
-    out = np.full((len(rows), k), -1, np.int64)
-    for u, row in enumerate(rows):
-        cands, x = stage.candidates(row, tt_all[u], knn_all[u])
+    return [stage.candidates(row, tt_all[u], knn_all[u]) for u, row in enumerate(rows)]
+
+
+def top_of(
+    union: Sequence[tuple[Candidates, np.ndarray]], ranker: Ranker, k: int, blend: RetrievalBlend
+) -> np.ndarray:
+    """(U, k) each listener's top-``k`` artist ids of its ``union`` (-1 padded), ordered by
+    ``ranker``'s scores blended with the two-tower rank (``blend``)."""
+    out = np.full((len(union), k), -1, np.int64)
+    for u, (cands, x) in enumerate(union):
         if not len(cands):
             continue
-        order = np.argsort(-ranker.predict(x), kind="stable")[:k]
+        order = np.argsort(-blend_scores(ranker.predict(x), x, blend), kind="stable")[:k]
         out[u, : len(order)] = cands.ids[order]
     return out
+
+
+def rank_lists(
+    ranker: Ranker,
+    users: pa.Table,
+    scorer: Any,
+    stage: Stage,
+    k: int,
+    blend: RetrievalBlend,
+) -> np.ndarray:
+    """(U, k) the two-stage system's top-``k`` artist ids per listener (-1 padded): the union of
+    candidates re-ordered by ``ranker``'s scores blended with the two-tower rank (``blend``)."""
+    return top_of(unions(users, scorer, stage), ranker, k, blend)
 
 
 def load_two_stage(run_dir: Path) -> tuple[Ranker, dict[str, Any]]:
@@ -354,6 +388,7 @@ def bundle_two_stage(run_dir: Path) -> tuple[dict[str, bytes], dict[str, Any]] |
     section = {
         "features": list(TWO_STAGE_FEATURES),
         "candidates": record["job"]["candidates"],
+        "blend": asdict(blend_of(record)),
         "rounds": record["fit"]["rounds"],
         "fit_run": record.get("fit_run"),
     }

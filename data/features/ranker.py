@@ -71,7 +71,7 @@ RANKER_USER_FIELDS = (
 )
 N_FEATURES = len(RANKER_FEATURES)
 _COL = {name: i for i, name in enumerate(RANKER_FEATURES)}
-_ACTIVITY = {"low": 1.0, "mid": 2.0, "high": 3.0}
+ACTIVITY_CODES = {"low": 1.0, "mid": 2.0, "high": 3.0}
 _ARTIST_NUMERIC = (
     "artist_popularity",
     "artist_trending",
@@ -284,7 +284,7 @@ def _user_values(user: Mapping[str, Any], n_history: int) -> np.ndarray:
     for j, name in enumerate(("listen_ratio", "ctr_per_100", "ctr_relative", "log_streams")):
         v = user.get(name)
         out[j] = float(v) if v is not None and np.isfinite(v) else 0.0
-    out[4] = _ACTIVITY.get(str(user.get("activity_level")), 0.0)
+    out[4] = ACTIVITY_CODES.get(str(user.get("activity_level")), 0.0)
     out[5] = float(user.get("tenure_bucket") == "new")
     out[6] = np.log1p(n_history)
     return out

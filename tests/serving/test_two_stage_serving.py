@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from test_pipeline import check_paths_agree
 
-from data.features.candidates import NEIGHBOURS, TWO_STAGE_FEATURES
+from data.features.candidates import NEIGHBOURS, TWO_STAGE_FEATURES, TWO_TOWER, RetrievalBlend
 from index import NEIGHBOURS_FILE, TWO_STAGE_FILE, CorruptBundleError, load_bundle, publish_bundle
 from models.ranker import RankingSet, fit_ranker
 from serving.model import ServingModel
@@ -62,16 +62,19 @@ def neighbours_table() -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def publish_two_stage(root: Path, features=TWO_STAGE_FEATURES, two_tower: int = 2) -> Path:
+def publish_two_stage(
+    root: Path, features=TWO_STAGE_FEATURES, two_tower: int = 2, blend: dict | None = None
+) -> Path:
+    """A two-stage bundle; without ``blend`` its manifest has none (a bundle from before it)."""
     files, manifest = bundle_files(SPEC, TRENDING)
     files = {**files, TWO_STAGE_FILE: knn_first_ranker(), NEIGHBOURS_FILE: neighbours_table()}
-    manifest = {
-        **manifest,
-        "two_stage": {
-            "features": list(features),
-            "candidates": {"two_tower": two_tower, "neighbours": 5, "trending": 3},
-        },
+    section = {
+        "features": list(features),
+        "candidates": {"two_tower": two_tower, "neighbours": 5, "trending": 3},
     }
+    if blend is not None:
+        section["blend"] = blend
+    manifest = {**manifest, "two_stage": section}
     return root / publish_bundle(root, files, manifest)
 
 
@@ -104,9 +107,33 @@ def test_without_the_two_stage_section_the_pipeline_is_retrieval(tmp_path: Path)
     assert BRIDGE not in got[:3]  # retrieval alone stays in alice's cluster
 
 
+def test_the_bundles_blend_orders_by_log_odds_and_the_two_tower_rank(tmp_path: Path) -> None:
+    """A bundle without a blend serves its ranker's order (the neighbour-only BRIDGE first); one
+    with a blend scores every candidate log-odds − weight × log1p(two-tower rank), which puts
+    the two-tower's first ahead of it."""
+    plain = ServingModel.from_bundle(load_bundle(publish_two_stage(tmp_path / "a")))
+    blend = {"weight": 5.0, "heavy_weight": 5.0}
+    blended = ServingModel.from_bundle(load_bundle(publish_two_stage(tmp_path / "b", blend=blend)))
+    assert plain.two_stage is not None and plain.two_stage.blend.off
+    assert blended.two_stage is not None and blended.two_stage.blend == RetrievalBlend(5.0, 5.0)
+    row, idx = USERS["alice"], plain.encoder.artist_index
+    retrieval = [(idx(C0[7]), 0.9), (idx(C0[8]), 0.8)]
+    args = (row, retrieval, np.ones(SPEC.dim), plain.artist_vectors)
+    cands, prob = plain.two_stage.rank(*args)
+    same, scores = blended.two_stage.rank(*args)
+    assert same.ids.tolist() == cands.ids.tolist()
+    rank = np.where(cands.sources[:, TWO_TOWER], cands.ranks[:, TWO_TOWER], 3)  # depth 2 + 1
+    np.testing.assert_allclose(scores, np.log(prob / (1 - prob)) - 5.0 * np.log1p(rank), rtol=1e-4)
+    first = recommend_from_row(dataclasses.replace(plain, two_stage=None), row, 1).items[0]
+    assert recommend_from_row(plain, row, 1).items[0].artist_id == BRIDGE
+    assert recommend_from_row(blended, row, 1).items[0].artist_id == first.artist_id != BRIDGE
+
+
 @pytest.mark.parametrize("k", (1, 10, 100))
-def test_real_time_batch_and_precompute_agree(tmp_path: Path, k: int) -> None:
-    model = ServingModel.from_bundle(load_bundle(publish_two_stage(tmp_path, two_tower=6)))
+@pytest.mark.parametrize("blend", (None, {"weight": 0.5, "heavy_weight": 1.0}))
+def test_real_time_batch_and_precompute_agree(tmp_path: Path, k: int, blend) -> None:
+    folder = publish_two_stage(tmp_path, two_tower=6, blend=blend)
+    model = ServingModel.from_bundle(load_bundle(folder))
     assert check_paths_agree(model, list(USERS.values()), k) == 2
 
 

@@ -24,6 +24,8 @@ from data.features.candidates import (
     TWO_TOWER,
     CandidateConfig,
     NeighbourTable,
+    RetrievalBlend,
+    blend_scores,
     top_unexcluded,
     trending_source,
     union_candidates,
@@ -31,8 +33,9 @@ from data.features.candidates import (
 from evaluation.temporal import load_temporal
 from jobs.two_stage import render_report, train_two_stage
 from models.base import Interactions
+from models.ranker import RankerConfig
 from training.inference import load_scorer
-from training.two_stage import examples_at, neighbour_table
+from training.two_stage import TwoStageConfig, examples_at, neighbour_table
 
 
 def _ids(*a: int) -> np.ndarray:
@@ -100,6 +103,45 @@ def test_neighbour_scores_are_itemknn_restricted_to_kept_neighbours() -> None:
 def test_top_unexcluded_breaks_ties_by_the_lower_id() -> None:
     ids, _ = top_unexcluded(np.array([1.0, 3.0, 3.0, 2.0]), _ids(1), 3)
     assert ids.tolist() == [2, 3, 0]
+
+
+def _blend_rows(activity: float) -> np.ndarray:
+    """Two candidates of one listener: the two-tower's first, and one it did not propose
+    (rank 201, past its depth of 200)."""
+    x = np.zeros((2, len(TWO_STAGE_FEATURES)), np.float32)
+    x[:, TWO_STAGE_FEATURES.index("user_activity")] = activity
+    x[:, TWO_STAGE_FEATURES.index("retrieval_log_rank")] = np.log1p([1.0, 201.0])
+    return x
+
+
+def test_blend_is_log_odds_minus_the_weighted_two_tower_rank_heavier_for_heavy_listeners() -> None:
+    prob = np.array([0.3, 0.5], np.float32)  # the ranker prefers the neighbour-only candidate
+    off = RetrievalBlend.recorded(None)  # a system fitted before the blend: the ranker's order
+    assert off.off and blend_scores(prob, _blend_rows(2.0), off).tolist() == prob.tolist()
+    blend = RetrievalBlend(weight=0.0, heavy_weight=1.0)
+    mid, heavy = (
+        blend_scores(prob, _blend_rows(2.0), blend),
+        blend_scores(prob, _blend_rows(3.0), blend),
+    )
+    assert np.argmax(mid) == 1  # weight 0: the ranker's order, on the log-odds scale
+    np.testing.assert_allclose(mid, np.log(prob / (1 - prob)), rtol=1e-5)
+    # heavy: log-odds − log1p(rank): -0.847 - 0.693 = -1.540 beats 0 - 5.308
+    np.testing.assert_allclose(heavy, np.log(prob / (1 - prob)) - np.log1p([1.0, 201.0]), rtol=1e-5)
+    assert np.argmax(heavy) == 0
+    x = np.vstack([_blend_rows(2.0), _blend_rows(3.0)])  # a mid and a heavy listener
+    both = blend_scores(np.tile(prob, 2), x, RetrievalBlend())  # the default: 0.5, heavy 1
+    logit = np.tile(np.log(prob / (1 - prob)), 2)
+    rank = np.log1p([1.0, 201.0, 1.0, 201.0])
+    np.testing.assert_allclose(both, logit - np.array([0.5, 0.5, 1.0, 1.0]) * rank, rtol=1e-5)
+    assert RetrievalBlend.recorded({"weight": 0.5, "heavy_weight": 1}) == RetrievalBlend()
+
+
+def test_a_blend_needs_probabilities() -> None:
+    with pytest.raises(ValueError, match="binary:logistic"):
+        TwoStageConfig(model=RankerConfig(objective="rank:ndcg"))
+    TwoStageConfig(model=RankerConfig(objective="rank:ndcg"), blend=RetrievalBlend(0.0, 0.0))
+    with pytest.raises(ValueError, match="weight"):
+        RetrievalBlend(weight=-1.0)
 
 
 def _inputs(pipeline):
@@ -176,6 +218,11 @@ def test_two_stage_from_lake_to_served_bundle(pipeline, tmp_path: Path) -> None:
     assert result["job"]["model"]["objective"] == "binary:logistic"
     assert 0.0 < result["fit"]["valid/logloss"] < 1.0 and result["fit"]["rounds"] >= 1
     assert "binary:logistic" in render_report(result)
+    # the order measured is the one recorded and served: the default blend with the two-tower
+    blend = {"weight": 0.5, "heavy_weight": 1.0}
+    assert result["job"]["blend"] == blend and "1 × for activity level high" in render_report(
+        result
+    )
     peer = "itemknn (defaults)"  # nothing was tuned in this workspace, and the label says so
     assert t["best_peer"] == peer and t["peer_params"] == {peer: {}}
     for m in ("recall@20", "ndcg@20"):
@@ -187,8 +234,9 @@ def test_two_stage_from_lake_to_served_bundle(pipeline, tmp_path: Path) -> None:
     bundle = load_bundle(export_bundle(ws, serve_run))
     assert {TWO_STAGE_FILE, NEIGHBOURS_FILE} <= set(bundle.files)
     assert "ranker" not in bundle.manifest and bundle.manifest["two_stage"]["features"]
+    assert bundle.manifest["two_stage"]["blend"] == blend
     model = ServingModel.from_bundle(bundle)
-    assert model.two_stage is not None
+    assert model.two_stage is not None and model.two_stage.blend == RetrievalBlend()
     rows = [r for r in pq.read_table(ws.features / "user_features.parquet").to_pylist()]
     row = next(r for r in rows if r["history"])
     items = recommend_from_row(model, row, 10).items
