@@ -51,10 +51,10 @@ class Service(FastAPI):
     The service's own layers (:class:`GuardMiddleware` outermost, then the shedder, then
     :class:`HotPath`) wrap FastAPI instead of sitting inside its middleware stack: every request
     passes them once, in that order, and a valid recommendation GET is answered by ``HotPath``
-    without entering FastAPI at all. Profiled under load, FastAPI's and Starlette's per-request
-    layers (the app call, its error and telemetry middleware, the body-limit wrapper and their
-    ``send`` wrappers) cost the hot path more than its whole response assembly; everything
-    else still goes through them after the front door."""
+    without entering FastAPI at all: not its app call, its error, telemetry and body-limit
+    middleware, nor their ``send`` wrappers (in-process A/B on the precomputed path, the same
+    requests through both wirings: 87-94 against 97-106 us of CPU a request). Everything else
+    still goes through them after the front door."""
 
     front: ASGIApp | None = None
 
