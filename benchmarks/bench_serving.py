@@ -194,7 +194,7 @@ def search_cpu_us(bundles: Path, root: Path, uids: list[str]) -> dict[str, Any]:
     from data.pii import pseudonym_key, pseudonymise
     from index.choose import NPROBE_STEPS, RECALL_FLOOR, RECALL_K, recall_at_k
     from index.faiss_index import IndexSpec, build_index
-    from serving.pipeline import PAD_UNK, depth_for, exclusions
+    from serving.pipeline import depth_for, exclusions, fetch_depth
     from serving.reload import ModelHolder
 
     model = ModelHolder(bundles).current
@@ -203,7 +203,7 @@ def search_cpu_us(bundles: Path, root: Path, uids: list[str]) -> dict[str, Any]:
     rows = [r for u in uids[:256] if (r := store.get(pseudonymise(u, key))) is not None]
     store.close()
     vecs = model.session.run(None, model.encoder.encode(rows))[0]  # (256, d)
-    fetch = depth_for(model, K) + max(len(exclusions(r)) for r in rows) + PAD_UNK
+    fetch = fetch_depth(model, [depth_for(model, K)], [exclusions(r) for r in rows])
 
     def per_row(index: Any, batch: int) -> float:
         best = float("inf")

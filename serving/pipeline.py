@@ -57,6 +57,16 @@ def depth_for(model: ServingModel, k: int) -> int:
     return max(k, model.ranker.candidates) if model.ranker is not None else k
 
 
+def fetch_depth(model: ServingModel, depths: Sequence[int], excluded: Sequence[set[str]]) -> int:
+    """How many results one index search asks for, for rows keeping ``depths`` candidates
+    after dropping ``excluded``. Excluded artists are matched by id, not mapped to vocab
+    indices first; the largest exclusion bounds the indexed ones among them for every row of
+    the batch. Asking an exact index for more results only appends to each row's list, so a
+    row's answer does not depend on the batch it is in."""
+    fetch = min(model.index.ntotal, max(depths) + max(map(len, excluded)) + PAD_UNK)
+    return max(fetch, 1)
+
+
 def two_stage(
     model: ServingModel,
     row: Mapping[str, Any],
@@ -144,12 +154,8 @@ def score_rows(
     vecs = model.session.run(None, feed)[0]  # (B, d)
     excluded = [exclusions(r) for r in users]
     depths = [depth_for(model, ks[j]) for j in live]
-    # Excluded artists are matched by id, not mapped to vocab indices first; the largest
-    # exclusion bounds the indexed ones among them for every row of the batch. Asking an exact
-    # index for more results only appends to each row's list, so a row's answer does not depend
-    # on the batch it is in.
-    fetch = min(model.index.ntotal, max(depths) + max(map(len, excluded)) + PAD_UNK)
-    ids, scores = model.index.search(vecs, max(fetch, 1))  # (B, fetch), (B, fetch)
+    fetch = fetch_depth(model, depths, excluded)
+    ids, scores = model.index.search(vecs, fetch)  # (B, fetch), (B, fetch)
     tokens = enc.artist_tokens
     for b, (j, row, exclude) in enumerate(zip(live, users, excluded, strict=True)):
         depth = depths[b]
