@@ -190,7 +190,8 @@ EXAMPLES = pa.schema(
         ("hist_end", pa.int32()),
         *_SEGMENT_COLS,
         *_DENSE_COLS,
-        # artists followed strictly before event_ts, most recent follow first (as USER_FEATURES)
+        # artists followed strictly before event_ts, most recent follow first (as USER_FEATURES),
+        # the newest FeatureConfig.followed_len of them
         ("followed", pa.list_(pa.string())),
     ]
 )

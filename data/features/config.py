@@ -23,6 +23,10 @@ class FeatureConfig:
     test_days: int = 7
     valid_days: int = 7
     history_len: int = HISTORY_LEN
+    # artists an example's `followed` holds, the newest follows first (a model reads at most
+    # its follows_len of them). Unbounded, a listener's examples would hold its follows times
+    # its examples: quadratic in its activity (24 GB for the heaviest of 1 M synthetic listeners)
+    followed_len: int = HISTORY_LEN
     recent_days: int = 7  # window of "recent" CTR (ctr_relative) and artists' streams_7d
     long_days: int = 28  # artists' streams_28d / listeners_28d window
     new_user_days: int = 30  # tenure_bucket "new" below this many days since signup
@@ -35,7 +39,14 @@ class FeatureConfig:
         for name in ("click_weight", "stream_weight", "follow_weight"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"FeatureConfig.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("test_days", "valid_days", "history_len", "recent_days", "long_days"):
+        for name in (
+            "test_days",
+            "valid_days",
+            "history_len",
+            "followed_len",
+            "recent_days",
+            "long_days",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"FeatureConfig.{name} must be >= 1, got {getattr(self, name)}")
         low, high = self.activity_thresholds

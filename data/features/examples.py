@@ -85,7 +85,11 @@ def log_follows(ev: EventLog) -> _Follows:
 
 
 def followed_before(
-    ev: EventLog, users: np.ndarray, bi: np.ndarray, follows: _Follows | None = None
+    ev: EventLog,
+    users: np.ndarray,
+    bi: np.ndarray,
+    follows: _Follows | None = None,
+    limit: int | None = None,
 ) -> pa.ChunkedArray:
     """Per (user, row end ``bi``: rows ``[user's first row, bi)`` are its events before a time): the
     artists that user follows then, most recent follow first, as :func:`followed_pairs` gives
@@ -94,7 +98,8 @@ def followed_before(
     action is not. A list only changes at a follow or unfollow: each distinct state asked for
     is found once, by array arithmetic over its user's follows, and every example takes its
     own (the cost follows the states asked for, not every state of every user). ``follows``:
-    the log's, found once for many calls (default: found here)."""
+    the log's, found once for many calls (default: found here). ``limit``: each list keeps
+    its newest ``limit`` artists (the prefix of the whole list)."""
     f = log_follows(ev) if follows is None else follows
     acts, rows, until, who = f.acts, f.rows, f.until, f.who
     # the state after a user's j-th action is number (that user's first action + user + j)
@@ -112,6 +117,10 @@ def followed_before(
         k = np.arange(int(n_i.sum())) - np.repeat(np.cumsum(n_i) - n_i, n_i)
         cand = np.repeat(hi[s:e] - 1, n_i) - k  # each state's follows, newest first
         alive = until[cand] >= np.repeat(bi[first][s:e], n_i)
+        if limit is not None:  # an alive follow's place in its list: alive ones before it
+            before = np.concatenate([[0], np.cumsum(alive)])
+            place = before[1:] - np.repeat(before[np.cumsum(n_i) - n_i], n_i) - 1
+            alive &= place < limit
         lengths = np.bincount(np.repeat(np.arange(e - s), n_i)[alive], minlength=e - s)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
         codes = pa.array(ev.a[rows[cand[alive]]].astype(np.int32))
@@ -230,7 +239,7 @@ def build_examples(
         "hist_end": pa.array(n_streams.astype(np.int32)),
         **{f: segments[f] for f in USER_SEGMENT_FIELDS},
         **{k: pa.array(v, pa.float32()) for k, v in dense.items()},
-        "followed": followed_before(ev, up, st.bi, st.follows),
+        "followed": followed_before(ev, up, st.bi, st.follows, config.followed_len),
     }
     return pa.table(cols).cast(EXAMPLES)
 

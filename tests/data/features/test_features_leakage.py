@@ -93,18 +93,20 @@ def test_a_planted_event_is_invisible_before_its_time(tmp_path, planted_kind):
     assert after[0].num_rows > 0 and not after[1].equals(after[0])
 
 
-def test_examples_equal_user_features_at_their_event_time(tmp_path):
+@pytest.mark.parametrize("followed_len", [100, 2])
+def test_examples_equal_user_features_at_their_event_time(tmp_path, followed_len: int):
+    """... and an example's ``followed`` is the newest ``followed_len`` of the user's."""
     rows, users, artists = random_lake(seed=11)
     ws = Workspace(tmp_path / "ws")
     write_lake(ws, events_table(rows), users, artists)
-    build_features(ws, FeatureConfig(), online="")
+    build_features(ws, FeatureConfig(followed_len=followed_len), online="")
     examples = pq.read_table(ws.features / "examples.parquet").to_pylist()
     seqs = {
         r["user_key"]: r["artists"]
         for r in pq.read_table(ws.features / "sequences.parquet").to_pylist()
     }
     log = load_event_log(ws)
-    checked = followed = 0
+    checked = followed = capped = 0
     for ex in examples[::7]:
         state = user_features_at(log, None, ex["event_ts"]).to_pylist()
         row = next(r for r in state if r["user_key"] == ex["user_key"])
@@ -112,10 +114,13 @@ def test_examples_equal_user_features_at_their_event_time(tmp_path):
             assert ex[f] == row[f], (f, ex)
         hist = seqs[ex["user_key"]][max(0, ex["hist_end"] - 100) : ex["hist_end"]]
         assert row["history"] == hist[::-1]
-        assert ex["followed"] == row["followed"], ex  # follows strictly before the event
+        # follows strictly before the event, newest first
+        assert ex["followed"] == row["followed"][:followed_len], ex
         followed += bool(row["followed"])
+        capped += len(row["followed"]) > followed_len
         checked += 1
     assert checked > 50 and followed > 10
+    assert capped > 5 if followed_len == 2 else capped == 0
 
 
 def test_truncating_the_log_changes_no_earlier_state(tmp_path):
