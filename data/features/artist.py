@@ -57,7 +57,8 @@ def artist_stats(ev: EventLog, as_of: int, config: FeatureConfig) -> pa.Table:
     (the Spark engine runs this per range of artists, then :func:`rank_artists` once)."""
     n_a = ev.n_artists
     idx = np.nonzero(ev.ts < as_of)[0]
-    s = idx[ev.et[idx] == ET["stream"]]
+    et = ev.et[idx]
+    s = idx[et == ET["stream"]]
     recent, long = _window_counts(ev, s, as_of, config)
     a = ev.a[s]
     s7 = np.bincount(a[recent], minlength=n_a)
@@ -65,12 +66,13 @@ def artist_stats(ev: EventLog, as_of: int, config: FeatureConfig) -> pa.Table:
     l7 = distinct_per_group(a[recent], ev.u[s][recent], n_a, ev.n_users)
     l28 = distinct_per_group(a[long], ev.u[s][long], n_a, ev.n_users)
 
-    fol = followed_pairs(ev, idx[(ev.et[idx] == ET["follow"]) | (ev.et[idx] == ET["unfollow"])])
+    fol = followed_pairs(ev, idx[(et == ET["follow"]) | (et == ET["unfollow"])])
     followers = np.bincount(ev.a[fol], minlength=n_a)
 
-    first_ms = np.full(n_a, as_of, np.int64)
-    np.minimum.at(first_ms, ev.a[idx], ev.ts[idx])
     created = ev.artists["created_ts"].cast(pa.int64()).fill_null(-1).to_numpy()
+    first_ms = np.full(n_a, as_of, np.int64)  # first event: of the artists without created_ts
+    lacking = idx[(created < 0)[ev.a[idx]]]
+    np.minimum.at(first_ms, ev.a[lacking], ev.ts[lacking])
     start = np.where(created >= 0, created, first_ms)
     days = np.maximum((as_of - start) // DAY_MS, 0).astype(np.int32)
 

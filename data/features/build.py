@@ -187,16 +187,20 @@ def _build_local(
         trace: dict[str, Any] = {}
         ev = load_event_log(ws, config, version, trace)
         mode: dict[str, Any] = {"mode": "full", "reason": merged}
-        carried = None
+        carried, delta = None, None
         carry = (trace["seen"], trace["files"], trace["part_rows"], trace["read_pos"])
     else:
         ev, mode, carried = merged.ev, merged.stats, merged.carried
         carry = (merged.seen, merged.files, merged.file_rows, merged.read_pos)
+        delta = merged.delta
     del merged
     mode["log_s"] = round(time.perf_counter() - started, 3)  # lake (or state + new files) read
     # the state's files are written beside the tables; it becomes current after all of them
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-state") as pool:
-        state_files = pool.submit(inc.save_state, ws, config, version, ev, *carry)
+        if delta is None:  # the whole log, as a base part
+            state_files = pool.submit(inc.save_state, ws, config, version, ev, *carry)
+        else:  # the day's rows only, beside the carried parts
+            state_files = pool.submit(inc.save_delta, ws, config, version, delta)
         built = _write_tables(ws, config, ev, target, carried)
         inc.commit_state(ws, state_files.result(), built["cutoffs"]["end"])
     built["build"] = {**mode, "example_days_written": built.pop("example_days_written")}

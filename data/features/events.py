@@ -308,7 +308,8 @@ def assemble_log(
         np.r_[True, (u[1:] != u[:-1]) | (day[1:] != day[:-1])] if len(u) else np.zeros(0, bool)
     )
     positive = (et == ET["click"]) | (et == ET["follow"])
-    positive |= (et == ET["stream"]) & (np.nan_to_num(ms, nan=-1) >= stream_min_ms)
+    with np.errstate(invalid="ignore"):  # NaN (unknown ms_played) is never >=
+        positive |= (et == ET["stream"]) & (ms >= stream_min_ms)
     first_pos = np.zeros(len(u), bool)
     p = np.nonzero(positive)[0]
     first_pos[p[first_rows(u[p].astype(np.int64) * len(artist_ids) + a[p])]] = True
