@@ -261,7 +261,7 @@ def build_eval(
     rows = np.nonzero(new & (ev.ts >= cutoff) & (ev.ts < until))[0]  # ... is in the window
     targets = list_column(ev.u[rows], ev.artist_ids.take(pa.array(ev.a[rows])), ev.n_users)
     users = np.unique(ev.u[rows])
-    state = user_features_at(ev, None, cutoff, config).take(pa.array(users))
+    state = user_features_at(ev, None, cutoff, config, only=users)
     cols = {n: state[n] for n in EVAL_USERS.names if n in state.column_names}
     cols["split"] = pa.array([split] * len(users), pa.string())
     cols["targets"] = targets.take(pa.array(users))
