@@ -227,8 +227,14 @@ def _write_tables(
     out = ws.feature_dir
     days = None if carried is None else carried.days(out.examples, ev, config, cut)
     # Parquet encoding and the online store's inserts release the GIL: one background thread
-    # writes each finished table while the next one is computed (the tables are immutable).
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-write") as pool:
+    # writes each finished table while the next one is computed (the tables are immutable);
+    # so do numpy's array passes: the eval sets, artists and trending are computed (and
+    # written) on a second thread beside the examples and the user rows.
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-write") as pool,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-side") as side,
+    ):
+        beside = side.submit(_side_tables, ws, config, ev, cut)
         pending = [pool.submit(write_table, out.sequences, build_sequences(ev))]
         batches, names = day_tables(ev, config, cut, days)
         n_days, writing = 0, None
@@ -243,18 +249,12 @@ def _write_tables(
         pending.append(writing)
         split_counts = examples_by_split(ev, config, cut)
         n_examples = sum(split_counts.values())
-        valid = build_eval(ev, config, "valid", cut["valid"], cut["test"])
-        test = build_eval(ev, config, "test", cut["test"], cut["end"])
-        pending.append(pool.submit(write_table, out.eval_users, pa.concat_tables([valid, test])))
         users = user_features_at(ev, None, cut["end"], config)
         pending.append(pool.submit(write_table, out.user_features, users))
         published = pool.submit(_publish, target, users)
-        arts = artist_features(ev, cut["end"], config)
-        pending.append(pool.submit(write_table, out.artist_features, arts))
-        trend = trending(ev, cut["end"], config)
-        pending.append(pool.submit(write_table, out.trending, trend))
+        side_counts = beside.result()  # re-raises a failed table or write here
         for job in pending:
-            job.result()  # re-raises a failed write here
+            job.result()
         n_published = published.result()
     counts = {
         "events": len(ev.ts),
@@ -262,9 +262,26 @@ def _write_tables(
         "artists": ev.n_artists,
         "examples": n_examples,
         "examples_by_split": split_counts,
-        "eval_valid_users": valid.num_rows,
-        "eval_test_users": test.num_rows,
-        "trending_rows": trend.num_rows,
+        **side_counts,
         "online_rows": n_published,
     }
     return {"cutoffs": cut, "counts": counts, "example_days_written": n_days}
+
+
+def _side_tables(
+    ws: Workspace, config: FeatureConfig, ev: EventLog, cut: dict[str, int]
+) -> dict[str, int]:
+    """The eval sets, artist features and trending of ``ev``, computed and written on their
+    own thread (see :func:`_write_tables`); returns their counts for ``meta.json``."""
+    out = ws.feature_dir
+    valid = build_eval(ev, config, "valid", cut["valid"], cut["test"])
+    test = build_eval(ev, config, "test", cut["test"], cut["end"])
+    write_table(out.eval_users, pa.concat_tables([valid, test]))
+    write_table(out.artist_features, artist_features(ev, cut["end"], config))
+    trend = trending(ev, cut["end"], config)
+    write_table(out.trending, trend)
+    return {
+        "eval_valid_users": valid.num_rows,
+        "eval_test_users": test.num_rows,
+        "trending_rows": trend.num_rows,
+    }

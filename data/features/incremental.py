@@ -6,6 +6,16 @@ time, ``ms_played``, duration, listen ratio, and its place in the lake's read or
 row); plus the vocabularies of strings seen in events and the files read. That is all of the
 per-user, per-track and per-artist state docs/data.md lists, in its most compact exact form.
 
+The log is kept in parts (state format 3): a *base* (the whole log, sorted by user, time and
+read order), written by a full build, and one *daily part* per later daily build holding
+only that day's new rows. The vocabularies and the list of files only grow, at their ends,
+so the codes of every part stay valid; a daily build hard-links the carried parts into its
+new state folder and writes its own part (a few MB) instead of the whole log (~50 bytes an
+event). On load, every daily part is placed into the base in the same one merge as the new
+files' rows. A daily build *compacts* (writes the merged log as a new base) when the daily
+parts would pass ``_COMPACT_SHARE`` of the base's rows, or when a late stream changed the
+listen ratio of carried rows (parts are never rewritten).
+
 A daily build with that state (``build_features(..., incremental=True)``):
 
 1. asks the Delta log which files were added since the state's version
