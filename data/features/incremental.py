@@ -490,10 +490,13 @@ def merge_new_files(
     today[len(today) - n_today :] = True
     order = np.lexsort((new["r"], new["f"], new["ts"], new["u"]))
     new = {k: v[order] for k, v in new.items()}
-    merged, from_new = _merge(carried_rows(state.rows), new, len(full["u"]))
+    base = carried_rows(state.rows)
+    # (file, row) are placed later, and only where the whole log is saved again
+    merged, from_new = _merge(base, new, len(full["u"]), later=("f", "r"))
     is_new = np.zeros(len(from_new), bool)
     is_new[np.flatnonzero(from_new)] = today[order]
-    del from_new, today, order
+    today_fr = {k: new[k][today[order]] for k in ("f", "r")}
+    del today, order
 
     # listen ratios. A track with a late new stream (before the previous build's end): every
     # stream of it again, since a late one changes the ratio of every later carried stream.
@@ -531,16 +534,18 @@ def merge_new_files(
     delta, read_pos = None, None
     if compact:  # the whole log again, as a new base
         starts = np.concatenate([[0], np.cumsum(file_rows)])
-        read_pos = starts[merged.pop("f")] + merged.pop("r")
+        at = {k: _place(base[k], new[k], from_new) for k in ("f", "r")}
+        read_pos = starts[at["f"]] + at["r"]
+        del at
     else:
         mine = np.flatnonzero(is_new)
-        rows = {k: merged[k][mine] for k in _ROWS.names if k not in ("lr_q", "lr_ok")}
+        rows = {k: merged[k][mine] for k in _ROWS.names if k not in ("lr_q", "lr_ok", "f", "r")}
+        rows.update(today_fr)
         rows["lr_q"], rows["lr_ok"] = lr_q[mine].astype(np.int32), lr_ok[mine]
         folder = ws.feature_dir.state / str(state.meta["folder"])
         delta = _delta(
             folder, state, rows, full, seen, old_to_full, current, file_rows, lake, added
         )
-        del merged["f"], merged["r"]
     ev = assemble_log(
         (full["u"], full["a"], full["tr"]),
         merged,
@@ -653,23 +658,28 @@ def _as_dict(values: pa.Array) -> pa.DictionaryArray:
 
 
 def _merge(
-    old: dict[str, np.ndarray], new: dict[str, np.ndarray], n_users: int
+    old: dict[str, np.ndarray],
+    new: dict[str, np.ndarray],
+    n_users: int,
+    later: tuple[str, ...] = (),
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Two logs each sorted by (u, ts, f, r) -> one, and which of its rows are new. The new
     rows are few: each is placed by a binary search on the packed (user, time) key; a new row
-    tied at the same (user, ms) with carried rows goes by (file, row) among them."""
+    tied at the same (user, ms) with carried rows goes by (file, row) among them. The columns
+    ``later`` are left out of the result (:func:`_place` places them when needed)."""
     n_old, n_new = len(old["ts"]), len(new["ts"])
+    keep = [k for k in old if k not in later]
     if not n_new:
-        return dict(old), np.zeros(n_old, bool)
+        return {k: old[k] for k in keep}, np.zeros(n_old, bool)
     if not n_old:
-        return dict(new), np.ones(n_new, bool)
+        return {k: new[k] for k in keep}, np.ones(n_new, bool)
     t0 = int(min(old["ts"].min(), new["ts"].min()))
     span = int(max(old["ts"].max(), new["ts"].max())) - t0 + 1
     if n_users * span >= 2**62:  # cannot pack: sort the concatenation (slow, exact)
         both = {k: np.concatenate([old[k], new[k]]) for k in old}
         order = np.lexsort((both["r"], both["f"], both["ts"], both["u"]))
         flag = np.r_[np.zeros(n_old, bool), np.ones(n_new, bool)][order]
-        return {k: v[order] for k, v in both.items()}, flag
+        return {k: both[k][order] for k in keep}, flag
     k_old = old["u"].astype(np.int64) * span + (old["ts"] - t0)
     k_new = new["u"].astype(np.int64) * span + (new["ts"] - t0)
     pos = np.searchsorted(k_old, k_new, side="left")
@@ -684,11 +694,13 @@ def _merge(
     at_new = pos + np.arange(n_new)
     flag = np.zeros(n_old + n_new, bool)
     flag[at_new] = True
-    carried = ~flag  # the carried rows keep their order around the new ones
-    out = {}
-    for k in old:
-        merged = np.empty(n_old + n_new, np.result_type(old[k], new[k]))
-        merged[carried] = old[k]  # a mask: faster than the carried rows' indices
-        merged[at_new] = new[k]
-        out[k] = merged
-    return out, flag
+    return {k: _place(old[k], new[k], flag) for k in keep}, flag
+
+
+def _place(old: np.ndarray, new: np.ndarray, flag: np.ndarray) -> np.ndarray:
+    """One column of :func:`_merge`'s result: ``new`` at the rows ``flag`` marks, ``old`` in
+    order around them."""
+    merged = np.empty(len(flag), np.result_type(old, new))
+    merged[~flag] = old  # a mask: faster than the carried rows' indices
+    merged[flag] = new
+    return merged
