@@ -229,12 +229,11 @@ def _write_tables(
     # Parquet encoding and the online store's inserts release the GIL: one background thread
     # writes each finished table while the next one is computed (the tables are immutable);
     # so do numpy's array passes: the eval sets, artists and trending are computed (and
-    # written) on a second thread beside the examples and the user rows.
+    # written) on a second thread beside the user rows and the last writes.
     with (
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-write") as pool,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-side") as side,
     ):
-        beside = side.submit(_side_tables, ws, config, ev, cut)
         pending = [pool.submit(write_table, out.sequences, build_sequences(ev))]
         batches, names = day_tables(ev, config, cut, days)
         n_days, writing = 0, None
@@ -247,6 +246,8 @@ def _write_tables(
         if writing is None:  # no day to write: the folder still loses the days now empty
             writing = pool.submit(write_days, out.examples, {}, names)
         pending.append(writing)
+        # after the examples (whose batches are the build's largest tables): less memory
+        beside = side.submit(_side_tables, ws, config, ev, cut)
         split_counts = examples_by_split(ev, config, cut)
         n_examples = sum(split_counts.values())
         users = user_features_at(ev, None, cut["end"], config)

@@ -496,7 +496,9 @@ def merge_new_files(
     is_new = np.zeros(len(from_new), bool)
     is_new[np.flatnonzero(from_new)] = today[order]
     today_fr = {k: new[k][today[order]] for k in ("f", "r")}
-    del today, order
+    fr_base = {k: base[k] for k in ("f", "r")}  # the rest is in merged now
+    fr_new = {k: new[k] for k in ("f", "r")}
+    del today, order, new, base
 
     # listen ratios. A track with a late new stream (before the previous build's end): every
     # stream of it again, since a late one changes the ratio of every later carried stream.
@@ -534,7 +536,7 @@ def merge_new_files(
     delta, read_pos = None, None
     if compact:  # the whole log again, as a new base
         starts = np.concatenate([[0], np.cumsum(file_rows)])
-        at = {k: _place(base[k], new[k], from_new) for k in ("f", "r")}
+        at = {k: _place(fr_base[k], fr_new[k], from_new) for k in ("f", "r")}
         read_pos = starts[at["f"]] + at["r"]
         del at
     else:
