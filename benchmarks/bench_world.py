@@ -21,9 +21,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+from benchmarks.procs import TreePeak
 
 SIZES_FULL = (10_000, 50_000, 200_000, 1_000_000)
 SIZES_QUICK = (10_000, 50_000)
@@ -39,23 +40,6 @@ BEFORE = (
 )
 
 
-def _tree_rss(pid: int) -> tuple[int, int]:
-    """(sum, max) resident bytes of ``pid`` and its descendants."""
-    total = largest = 0
-    stack = [pid]
-    page = os.sysconf("SC_PAGE_SIZE")
-    while stack:
-        p = stack.pop()
-        try:
-            rss = int(Path(f"/proc/{p}/statm").read_text().split()[1]) * page
-            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
-        except (OSError, IndexError, ValueError):
-            continue
-        total, largest = total + rss, max(largest, rss)
-        stack.extend(int(c) for c in children)
-    return total, largest
-
-
 def run_world(users: int, workspace: Path) -> dict:
     """Run ``tastemaker world --users N`` once; wall, CPU, peak memory and its summary."""
     env = dict(os.environ, TASTEMAKER_DEMO="1", PYTHONPATH=str(ROOT))
@@ -64,20 +48,10 @@ def run_world(users: int, workspace: Path) -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
-    peak = {"tree": 0, "largest": 0}
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.2):
-            tree, largest = _tree_rss(proc.pid)
-            peak["tree"], peak["largest"] = max(peak["tree"], tree), max(peak["largest"], largest)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    peak = TreePeak(proc.pid)
     out, _ = proc.communicate()
     wall = time.perf_counter() - started
-    done.set()
-    sampler.join()
+    peak.stop()
     if proc.returncode:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -95,8 +69,8 @@ def run_world(users: int, workspace: Path) -> dict:
         "files": summary["files"],
         "wall_s": wall,
         "cpu_s": cpu,
-        "peak_tree_gb": peak["tree"] / 1e9,
-        "peak_process_gb": peak["largest"] / 1e9,
+        "peak_tree_gb": peak.tree / 1e9,
+        "peak_process_gb": peak.largest / 1e9,
         "raw_gb": raw / 1e9,
     }
 

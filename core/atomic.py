@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,49 @@ def write_json(target: str | os.PathLike[str], obj: Any) -> None:
     write_bytes(target, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
+ROW_GROUP_ROWS = 1024 * 1024  # pyarrow's default row group length (``pq.write_table``)
+
+
 def write_table(target: str | os.PathLike[str], table: pa.Table) -> None:
     with atomic_path(target) as tmp:
         pq.write_table(table, tmp, compression="zstd")
+
+
+def write_batches(
+    target: str | os.PathLike[str],
+    batches: Iterable[pa.RecordBatch | pa.Table],
+    schema: pa.Schema,
+    row_group_rows: int = ROW_GROUP_ROWS,
+) -> int:
+    """Stream ``batches`` into one Parquet file, atomically; returns its rows.
+
+    The file is the one :func:`write_table` writes for all the rows as one table (same row
+    groups, same bytes): rows are gathered into row groups of ``row_group_rows`` and each is
+    written as one contiguous chunk. So a caller holds one row group at a time, never the
+    whole table."""
+    rows = 0
+    with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as out:
+        held: list[pa.Table] = []
+        n_held = 0
+
+        def flush(n: int) -> None:
+            nonlocal held, n_held
+            table = pa.concat_tables(held)
+            group, rest = table.slice(0, n), table.slice(n)
+            out.write_table(group.combine_chunks(), row_group_size=row_group_rows)
+            held, n_held = ([rest] if rest.num_rows else []), rest.num_rows
+
+        for batch in batches:
+            table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+            if not table.num_rows:
+                continue
+            held.append(table.cast(schema))
+            n_held += table.num_rows
+            rows += table.num_rows
+            while n_held >= row_group_rows:
+                flush(row_group_rows)
+        if n_held or not rows:
+            if not rows:
+                held = [schema.empty_table()]
+            flush(n_held)
+    return rows

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     feature_engine: Literal["local", "spark"] = "local"
     spark_master: str = "local[*]"
     spark_python: Path | None = None  # Spark's Python workers; default: this interpreter
+    # the driver JVM's heap (`spark.driver.memory`, e.g. "4g"); in local[N] mode that JVM is
+    # also the executor. Unset: Spark's default (1g). Ignored for a Spark Connect master.
+    spark_driver_memory: str | None = None
     # `tastemaker train --launcher`: "lightning" (Lightning starts the other ranks, or the
     # ones torchrun started) or "torchdistributor" (Spark's TorchDistributor on spark_master
     # starts train_processes ranks)

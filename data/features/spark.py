@@ -35,6 +35,7 @@ import logging
 import shutil
 import uuid
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
@@ -44,7 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from core.atomic import atomic_path, write_table
+from core.atomic import write_batches, write_table
 from core.constants import DAY_MS
 from core.progress import progress_bar
 from core.workspace import Workspace
@@ -144,6 +145,7 @@ def spark_session(settings: Settings, master: str | None = None) -> SparkSession
             "spark.ui.showConsoleProgress": "false",
             "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{_LOG4J}",
             "spark.sql.execution.arrow.pyspark.enabled": "true",
+            **({"spark.driver.memory": memory} if (memory := settings.spark_driver_memory) else {}),
         }.items():
             builder = builder.config(key, value)
         spark = builder.master(master).getOrCreate()
@@ -209,7 +211,8 @@ def _user_task(stage: Path, config: FeatureConfig, cut: dict[str, int]):
         part = _task_id()
         write_table(_part(stage, "sequences", part), build_sequences(ev))
         examples = build_examples(ev, config, cut["valid"], cut["test"])
-        write_table(_part(stage, "examples", part), examples)
+        for day, rows in _by_day(examples):
+            write_table(_part(stage / "examples", str(day), part), rows)
         valid = build_eval(ev, config, "valid", cut["valid"], cut["test"])
         test = build_eval(ev, config, "test", cut["test"], cut["end"])
         write_table(_part(stage, "eval_valid", part), valid)
@@ -328,14 +331,10 @@ def _spark_schema(schema: pa.Schema) -> str:
 
 
 def _assemble(parts: list[Path], target: Path, schema: pa.Schema) -> int:
-    """Parts, in order, streamed into one Parquet file (atomic); returns its rows."""
-    rows = 0
-    with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as out:
-        for part in parts:  # batch by batch: the driver never holds a whole part
-            for batch in pq.ParquetFile(part).iter_batches(batch_size=_ASSEMBLE_ROWS):
-                out.write_table(pa.Table.from_batches([batch]).cast(schema))
-                rows += batch.num_rows
-    return rows
+    """Parts, in order, streamed into one Parquet file (atomic; the file the local engine
+    writes for the same rows); returns its rows. The driver holds one row group at a time."""
+    batches = (b for p in parts for b in pq.ParquetFile(p).iter_batches(_ASSEMBLE_ROWS))
+    return write_batches(target, batches, schema)
 
 
 def build_spark_tables(
@@ -394,32 +393,37 @@ def build_spark_tables(
     return {"cutoffs": cut, "counts": counts}
 
 
-def _assemble_days(parts: list[Path], folder: Path, stage: Path, end: int) -> None:
-    """The examples parts (user ranges, rows by user and time) -> the day files of
-    :mod:`data.features.example_parts`: one pass splits every batch by day into a staging
-    file per day, then each day is read whole and written as the local engine writes it (the
-    driver holds one day's examples at a time)."""
-    days = stage / "example-days"
-    days.mkdir()
-    writers: dict[int, pq.ParquetWriter] = {}
-    try:
-        for part in parts:
-            for batch in pq.ParquetFile(part).iter_batches(batch_size=_ASSEMBLE_ROWS):
-                table = pa.Table.from_batches([batch]).cast(EXAMPLES)
-                day = table["event_ts"].cast(pa.int64()).to_numpy() // DAY_MS
-                for d in np.unique(day).tolist():
-                    if d not in writers:
-                        writers[d] = pq.ParquetWriter(days / f"{d}.parquet", EXAMPLES)
-                    writers[d].write_table(table.filter(pa.array(day == d)))
-    finally:
-        for writer in writers.values():
-            writer.close()
+def _by_day(examples: pa.Table) -> Iterator[tuple[int, pa.Table]]:
+    """A part's examples (rows by user and time) split by UTC day of ``event_ts``, each
+    day's rows in the part's order (one stable sort, then slices)."""
+    day = examples["event_ts"].cast(pa.int64()).to_numpy() // DAY_MS
+    order = np.argsort(day, kind="stable")
+    day = day[order]
+    table = examples.take(pa.array(order))
+    starts = np.flatnonzero(np.diff(day, prepend=-1)).tolist()  # day >= 0: row 0 starts one
+    for lo, hi in zip(starts, [*starts[1:], len(day)], strict=True):
+        yield int(day[lo]), table.slice(lo, hi - lo)
+
+
+def _assemble_days(folder: Path, stage: Path, end: int) -> None:
+    """The tasks' examples, one file per (day, user range), -> the day files of
+    :mod:`data.features.example_parts`: each day is its ranges' rows in range order (rows
+    by user, then time, as the local engine orders a day), streamed into the file the local
+    engine writes for it, byte for byte (:func:`core.atomic.write_batches`: the driver holds
+    one row group, up to 1 Mi examples, per day being written, never a day; two days are
+    written at once, Parquet encoding releases the GIL)."""
+    parts = {int(d.name): sorted(d.glob("part-*.parquet")) for d in stage.glob("examples/*")}
     last = (end - 1) // DAY_MS
-    names = {part_name(d) for d in writers} | {part_name(last)}
+    names = {part_name(d) for d in parts} | {part_name(last)}
     write_days(folder, {}, names)  # the folder, without the days that have no examples now
-    for d in sorted(writers):
-        write_days(folder, {part_name(d): pq.read_table(days / f"{d}.parquet")}, names)
-    if last not in writers:
+
+    def write(day: int) -> None:
+        batches = (b for p in parts[day] for b in pq.ParquetFile(p).iter_batches(_ASSEMBLE_ROWS))
+        write_batches(folder / part_name(day), batches, EXAMPLES)
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="example-days") as pool:
+        list(pool.map(write, sorted(parts)))
+    if last not in parts:
         write_days(folder, {part_name(last): EXAMPLES.empty_table()}, names)
 
 
@@ -430,7 +434,7 @@ def _finish(
         return [_part(stage, name, r["part"]) for r in sorted(summary, key=lambda r: r["part"])]
 
     _assemble(parts("sequences", per_user), out.sequences, USER_SEQUENCES)
-    _assemble_days(parts("examples", per_user), out.examples, stage, end)
+    _assemble_days(out.examples, stage, end)
     _assemble(
         parts("eval_valid", per_user) + parts("eval_test", per_user), out.eval_users, EVAL_USERS
     )
