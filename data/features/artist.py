@@ -56,21 +56,29 @@ def artist_stats(ev: EventLog, as_of: int, config: FeatureConfig) -> pa.Table:
     every value is the artist's own, so any set of whole artists' events gives the same rows
     (the Spark engine runs this per range of artists, then :func:`rank_artists` once)."""
     n_a = ev.n_artists
-    idx = np.nonzero(ev.ts < as_of)[0]
-    s = idx[ev.et[idx] == ET["stream"]]
+    before = ev.ts < as_of
+    if before.all():  # the end of data (the usual call): no gather of every row
+        idx, et, a_idx = np.arange(len(before)), ev.et, ev.a
+    else:
+        idx = np.flatnonzero(before)
+        et, a_idx = ev.et[idx], ev.a[idx]
+    del before
+    s = idx[et == ET["stream"]]
     recent, long = _window_counts(ev, s, as_of, config)
     a = ev.a[s]
     s7 = np.bincount(a[recent], minlength=n_a)
     s28 = np.bincount(a[long], minlength=n_a)
-    l7 = distinct_per_group(a[recent], ev.u[s][recent], n_a, ev.n_users)
-    l28 = distinct_per_group(a[long], ev.u[s][long], n_a, ev.n_users)
+    u = ev.u[s]
+    l7 = distinct_per_group(a[recent], u[recent], n_a, ev.n_users)
+    l28 = distinct_per_group(a[long], u[long], n_a, ev.n_users)
 
-    fol = followed_pairs(ev, idx[(ev.et[idx] == ET["follow"]) | (ev.et[idx] == ET["unfollow"])])
+    fol = followed_pairs(ev, idx[(et == ET["follow"]) | (et == ET["unfollow"])])
     followers = np.bincount(ev.a[fol], minlength=n_a)
 
-    first_ms = np.full(n_a, as_of, np.int64)
-    np.minimum.at(first_ms, ev.a[idx], ev.ts[idx])
     created = ev.artists["created_ts"].cast(pa.int64()).fill_null(-1).to_numpy()
+    first_ms = np.full(n_a, as_of, np.int64)  # first event: of the artists without created_ts
+    lacking = idx[(created < 0)[a_idx]]
+    np.minimum.at(first_ms, ev.a[lacking], ev.ts[lacking])
     start = np.where(created >= 0, created, first_ms)
     days = np.maximum((as_of - start) // DAY_MS, 0).astype(np.int32)
 
@@ -156,7 +164,9 @@ def trending_counts(ev: EventLog, as_of: int, config: FeatureConfig) -> pa.Table
     def add(seg: str, a: np.ndarray, recent: np.ndarray, long: np.ndarray) -> None:
         s7 = np.bincount(a[recent], minlength=n_a)
         s28 = np.bincount(a[long], minlength=n_a)
-        total = np.bincount(a, minlength=n_a)
+        add_counts(seg, s7, s28, np.bincount(a, minlength=n_a))
+
+    def add_counts(seg: str, s7: np.ndarray, s28: np.ndarray, total: np.ndarray) -> None:
         rows = np.flatnonzero(total)
         cols = {"segment": pa.array([seg] * len(rows), pa.string())}
         cols["artist_id"] = ev.artist_ids.take(pa.array(rows))
@@ -171,6 +181,15 @@ def trending_counts(ev: EventLog, as_of: int, config: FeatureConfig) -> pa.Table
         codes = enc.dictionary.take(pa.array(rank)).to_pylist()
         inverse = np.argsort(rank)[enc.indices.to_numpy(zero_copy_only=False)]  # sorted codes
         of_row = inverse[ev.u[window]]
+        n_c = len(codes)
+        if n_c * n_a <= _SEGMENT_CELLS:  # one count per (value, artist): no sort
+            key = of_row.astype(np.int64) * n_a + ev.a[window]
+            s28 = np.bincount(key, minlength=n_c * n_a).reshape(n_c, n_a)
+            s7 = np.bincount(key[recent[long]], minlength=n_c * n_a).reshape(n_c, n_a)
+            for c in range(n_c):  # in the window, every stream is in the 28 days
+                if s28[c].any():
+                    add_counts(f"{field}={codes[c]}", s7[c], s28[c], s28[c])
+            continue
         order = stable_order(of_row)  # slice per segment value, no mask per value
         a_sorted, r_sorted = ev.a[window][order], recent[long][order]
         bounds = np.searchsorted(of_row[order], np.arange(len(codes) + 1))
@@ -179,6 +198,9 @@ def trending_counts(ev: EventLog, as_of: int, config: FeatureConfig) -> pa.Table
             if hi > lo:
                 add(f"{field}={codes[c]}", a_sorted[lo:hi], r_sorted[lo:hi], np.ones(hi - lo, bool))
     return pa.concat_tables(parts)
+
+
+_SEGMENT_CELLS = 1 << 24  # (segment value, artist) counts held at once, else sorted
 
 
 def _segment_order(segment: str) -> tuple[int, str]:

@@ -187,16 +187,20 @@ def _build_local(
         trace: dict[str, Any] = {}
         ev = load_event_log(ws, config, version, trace)
         mode: dict[str, Any] = {"mode": "full", "reason": merged}
-        carried = None
+        carried, delta = None, None
         carry = (trace["seen"], trace["files"], trace["part_rows"], trace["read_pos"])
     else:
         ev, mode, carried = merged.ev, merged.stats, merged.carried
         carry = (merged.seen, merged.files, merged.file_rows, merged.read_pos)
+        delta = merged.delta
     del merged
     mode["log_s"] = round(time.perf_counter() - started, 3)  # lake (or state + new files) read
     # the state's files are written beside the tables; it becomes current after all of them
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-state") as pool:
-        state_files = pool.submit(inc.save_state, ws, config, version, ev, *carry)
+        if delta is None:  # the whole log, as a base part
+            state_files = pool.submit(inc.save_state, ws, config, version, ev, *carry)
+        else:  # the day's rows only, beside the carried parts
+            state_files = pool.submit(inc.save_delta, ws, config, version, delta)
         built = _write_tables(ws, config, ev, target, carried)
         inc.commit_state(ws, state_files.result(), built["cutoffs"]["end"])
     built["build"] = {**mode, "example_days_written": built.pop("example_days_written")}
@@ -223,8 +227,13 @@ def _write_tables(
     out = ws.feature_dir
     days = None if carried is None else carried.days(out.examples, ev, config, cut)
     # Parquet encoding and the online store's inserts release the GIL: one background thread
-    # writes each finished table while the next one is computed (the tables are immutable).
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-write") as pool:
+    # writes each finished table while the next one is computed (the tables are immutable);
+    # so do numpy's array passes: the eval sets, artists and trending are computed (and
+    # written) on a second thread beside the user rows and the last writes.
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-write") as pool,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-side") as side,
+    ):
         pending = [pool.submit(write_table, out.sequences, build_sequences(ev))]
         batches, names = day_tables(ev, config, cut, days)
         n_days, writing = 0, None
@@ -237,20 +246,16 @@ def _write_tables(
         if writing is None:  # no day to write: the folder still loses the days now empty
             writing = pool.submit(write_days, out.examples, {}, names)
         pending.append(writing)
+        # after the examples (whose batches are the build's largest tables): less memory
+        beside = side.submit(_side_tables, ws, config, ev, cut)
         split_counts = examples_by_split(ev, config, cut)
         n_examples = sum(split_counts.values())
-        valid = build_eval(ev, config, "valid", cut["valid"], cut["test"])
-        test = build_eval(ev, config, "test", cut["test"], cut["end"])
-        pending.append(pool.submit(write_table, out.eval_users, pa.concat_tables([valid, test])))
         users = user_features_at(ev, None, cut["end"], config)
         pending.append(pool.submit(write_table, out.user_features, users))
         published = pool.submit(_publish, target, users)
-        arts = artist_features(ev, cut["end"], config)
-        pending.append(pool.submit(write_table, out.artist_features, arts))
-        trend = trending(ev, cut["end"], config)
-        pending.append(pool.submit(write_table, out.trending, trend))
+        side_counts = beside.result()  # re-raises a failed table or write here
         for job in pending:
-            job.result()  # re-raises a failed write here
+            job.result()
         n_published = published.result()
     counts = {
         "events": len(ev.ts),
@@ -258,9 +263,26 @@ def _write_tables(
         "artists": ev.n_artists,
         "examples": n_examples,
         "examples_by_split": split_counts,
-        "eval_valid_users": valid.num_rows,
-        "eval_test_users": test.num_rows,
-        "trending_rows": trend.num_rows,
+        **side_counts,
         "online_rows": n_published,
     }
     return {"cutoffs": cut, "counts": counts, "example_days_written": n_days}
+
+
+def _side_tables(
+    ws: Workspace, config: FeatureConfig, ev: EventLog, cut: dict[str, int]
+) -> dict[str, int]:
+    """The eval sets, artist features and trending of ``ev``, computed and written on their
+    own thread (see :func:`_write_tables`); returns their counts for ``meta.json``."""
+    out = ws.feature_dir
+    valid = build_eval(ev, config, "valid", cut["valid"], cut["test"])
+    test = build_eval(ev, config, "test", cut["test"], cut["end"])
+    write_table(out.eval_users, pa.concat_tables([valid, test]))
+    write_table(out.artist_features, artist_features(ev, cut["end"], config))
+    trend = trending(ev, cut["end"], config)
+    write_table(out.trending, trend)
+    return {
+        "eval_valid_users": valid.num_rows,
+        "eval_test_users": test.num_rows,
+        "trending_rows": trend.num_rows,
+    }

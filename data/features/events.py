@@ -308,7 +308,8 @@ def assemble_log(
         np.r_[True, (u[1:] != u[:-1]) | (day[1:] != day[:-1])] if len(u) else np.zeros(0, bool)
     )
     positive = (et == ET["click"]) | (et == ET["follow"])
-    positive |= (et == ET["stream"]) & (np.nan_to_num(ms, nan=-1) >= stream_min_ms)
+    with np.errstate(invalid="ignore"):  # NaN (unknown ms_played) is never >=
+        positive |= (et == ET["stream"]) & (ms >= stream_min_ms)
     first_pos = np.zeros(len(u), bool)
     p = np.nonzero(positive)[0]
     first_pos[p[first_rows(u[p].astype(np.int64) * len(artist_ids) + a[p])]] = True
@@ -319,11 +320,11 @@ def assemble_log(
         user_ids=user_ids,
         artist_ids=artist_ids,
         track_ids=track_ids,
-        u=u.astype(np.int32),
-        a=a.astype(np.int32),
-        tr=tr.astype(np.int32),
-        et=et.astype(np.int8),
-        ts=ts.astype(np.int64),
+        u=u.astype(np.int32, copy=False),  # the rows are the log's own: no copy needed
+        a=a.astype(np.int32, copy=False),
+        tr=tr.astype(np.int32, copy=False),
+        et=et.astype(np.int8, copy=False),
+        ts=ts.astype(np.int64, copy=False),
         ms=ms,
         dur=dur,
         lr_q=lr_q,

@@ -105,11 +105,17 @@ def day_tables(
     p = np.flatnonzero(positive_mask(ev, config))
     day = ev.ts[p] // DAY_MS
     last = (cut["end"] - 1) // DAY_MS
-    all_days = set(np.unique(day).tolist()) | {last}
+    d0 = int(day.min()) if len(day) else 0
+    per_day = np.bincount(day - d0) if len(day) else np.zeros(0, np.int64)
+    all_days = set((np.flatnonzero(per_day) + d0).tolist()) | {last}
     chosen = sorted(all_days if days is None else all_days & set(days))
-    todo = np.isin(day, np.array(chosen, np.int64))
-    p, day = p[todo], day[todo]
-    order = stable_order(day - (int(day.min()) if len(day) else 0))  # by day, then log order
+    if days is not None:  # a few days: their rows only (days of no examples have none)
+        wanted = np.zeros(len(per_day) + 1, bool)
+        inside = [d - d0 for d in chosen if 0 <= d - d0 < len(per_day)]
+        wanted[inside] = True
+        todo = wanted[day - d0]
+        p, day = p[todo], day[todo]
+    order = stable_order(day - d0)  # by day, then log order
     p, day = p[order], day[order]
     bounds = np.searchsorted(day, [*chosen, last + 1])
     budget = _BATCH_ROWS if batch_rows is None else batch_rows

@@ -16,7 +16,7 @@ import pyarrow as pa
 from core.constants import DAY_MS
 from data.features.config import FeatureConfig
 from data.features.events import ET, EventLog
-from data.features.sort import before_index, exclusive_cumsum, group_starts, stable_order
+from data.features.sort import exclusive_cumsum, stable_order
 from data.features.user import (
     activity_level,
     dense_values,
@@ -39,19 +39,6 @@ def build_sequences(ev: EventLog) -> pa.Table:
             "event_ts": list_column(g, pa.array(ev.ts[s]).cast(TS), ev.n_users),
         }
     ).cast(USER_SEQUENCES)
-
-
-def _window_start(ev: EventLog, rows: np.ndarray, window_ms: int) -> np.ndarray:
-    """Index of each row's user's first event at or after ``ts - window_ms``."""
-    if not len(ev.ts):
-        return rows
-    t0 = int(ev.ts.min())
-    span = int(ev.ts.max()) - t0 + 1
-    if ev.n_users * span >= 2**62:
-        raise ValueError(f"time span {span} ms x {ev.n_users} users overflows the composite key")
-    key = ev.u.astype(np.int64) * span + (ev.ts - t0)  # non-decreasing: log is sorted
-    start = np.maximum(ev.ts[rows] - window_ms - t0, 0)
-    return np.searchsorted(key, ev.u[rows].astype(np.int64) * span + start, side="left")
 
 
 _SPLITS = pa.array(["train", "valid", "test"], pa.string())
@@ -174,28 +161,55 @@ def example_state(
     follows: _Follows | None = None,
 ) -> ExampleState:
     """:class:`ExampleState` of the positive log ``rows`` (default: every positive row);
-    ``follows``: the log's (:func:`log_follows`), when found already."""
+    ``follows``: the log's (:func:`log_follows`), when found already.
+
+    A count before a row is the number of flagged log rows in ``[lo, bi)`` (``lo`` the
+    user's first row, or the first row of the recent window): two binary searches in the
+    flagged rows' positions, so the cost follows the rows asked for and the flags, with no
+    whole-log prefix sum per count (the daily build asks for a few days' rows only)."""
     p = np.nonzero(positive_mask(ev, config))[0] if rows is None else np.asarray(rows, np.int64)
-    gs = group_starts(ev.u)[p]
-    bi = before_index(ev.u, ev.ts)[p]  # rows [gs, bi) are this user's events before the event
-    ws = np.maximum(_window_start(ev, p, config.recent_days * DAY_MS), gs)
+    gs, bi, ws = _bounds(ev, p, config.recent_days * DAY_MS)
 
-    def before(flag: np.ndarray, lo: np.ndarray = gs) -> np.ndarray:
-        cs = exclusive_cumsum(flag.astype(np.int64))
-        return cs[bi] - cs[lo]
+    def flagged(mask: np.ndarray) -> np.ndarray:
+        return np.flatnonzero(mask)
 
-    impr, click = ev.et == ET["impression"], ev.et == ET["click"]
+    def before(at: np.ndarray, lo: np.ndarray = gs) -> np.ndarray:
+        return np.searchsorted(at, bi) - np.searchsorted(at, lo)
+
+    impr, click = flagged(ev.et == ET["impression"]), flagged(ev.et == ET["click"])
+    listened = flagged(ev.lr_ok)
+    lr_cs = exclusive_cumsum(ev.lr_q[listened].astype(np.int64))  # lr_q is 0 where not lr_ok
     counts = {
         "impr": before(impr),
         "click": before(click),
         "recent_impr": before(impr, ws),
         "recent_click": before(click, ws),
-        "lr_sum": before(ev.lr_q),
-        "lr_n": before(ev.lr_ok),
-        "streams": before(ev.et == ET["stream"]),
-        "days": before(ev.new_day),
+        "lr_sum": lr_cs[np.searchsorted(listened, bi)] - lr_cs[np.searchsorted(listened, gs)],
+        "lr_n": before(listened),
+        "streams": before(flagged(ev.et == ET["stream"])),
+        "days": before(flagged(ev.new_day)),
     }
     return ExampleState(p, bi, bi - gs, counts, log_follows(ev) if follows is None else follows)
+
+
+def _bounds(
+    ev: EventLog, rows: np.ndarray, window_ms: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: its user's first row, the first row of its (user, time) tie block (the
+    user's rows before it end there), and its user's first row at or after ``ts -
+    window_ms``; binary searches in the log's packed (user, time) key."""
+    if not len(rows):
+        return rows, rows, rows
+    t0 = int(ev.ts.min())
+    span = int(ev.ts.max()) - t0 + 1
+    if ev.n_users * span >= 2**62:
+        raise ValueError(f"time span {span} ms x {ev.n_users} users overflows the composite key")
+    key = ev.u.astype(np.int64) * span + (ev.ts - t0)  # non-decreasing: log is sorted
+    base = ev.u[rows].astype(np.int64) * span
+    gs = np.searchsorted(key, base, side="left")
+    bi = np.searchsorted(key, key[rows], side="left")
+    start = base + np.maximum(ev.ts[rows] - window_ms - t0, 0)
+    return gs, bi, np.maximum(np.searchsorted(key, start, side="left"), gs)
 
 
 def build_examples(
@@ -256,7 +270,7 @@ def build_eval(
     rows = np.nonzero(new & (ev.ts >= cutoff) & (ev.ts < until))[0]  # ... is in the window
     targets = list_column(ev.u[rows], ev.artist_ids.take(pa.array(ev.a[rows])), ev.n_users)
     users = np.unique(ev.u[rows])
-    state = user_features_at(ev, None, cutoff, config).take(pa.array(users))
+    state = user_features_at(ev, None, cutoff, config, only=users)
     cols = {n: state[n] for n in EVAL_USERS.names if n in state.column_names}
     cols["split"] = pa.array([split] * len(users), pa.string())
     cols["targets"] = targets.take(pa.array(users))

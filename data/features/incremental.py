@@ -6,6 +6,16 @@ time, ``ms_played``, duration, listen ratio, and its place in the lake's read or
 row); plus the vocabularies of strings seen in events and the files read. That is all of the
 per-user, per-track and per-artist state docs/data.md lists, in its most compact exact form.
 
+The log is kept in parts (state format 3): a *base* (the whole log, sorted by user, time and
+read order), written by a full build, and one *daily part* per later daily build holding
+only that day's new rows. The vocabularies and the list of files only grow, at their ends,
+so the codes of every part stay valid; a daily build hard-links the carried parts into its
+new state folder and writes its own part (a few MB) instead of the whole log (~50 bytes an
+event). On load, every daily part is placed into the base in the same one merge as the new
+files' rows. A daily build *compacts* (writes the merged log as a new base) when the daily
+parts would pass ``_COMPACT_SHARE`` of the base's rows, or when a late stream changed the
+listen ratio of carried rows (parts are never rewritten).
+
 A daily build with that state (``build_features(..., incremental=True)``):
 
 1. asks the Delta log which files were added since the state's version
@@ -39,6 +49,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -70,7 +81,11 @@ from data.lake import EVENTS_SCHEMA, event_files, files_between
 
 log = logging.getLogger("tastemaker.data")
 
-STATE_FORMAT = 2
+STATE_FORMAT = 3  # 3: the log as a base part and one part per daily build
+_BASE = "log-base.arrow"
+# a daily build rewrites the whole log as a new base once the daily parts hold this share
+# of the base's rows (they are merged into it on every load), or when carried rows change
+_COMPACT_SHARE = 0.125
 _CURRENT = "current.json"
 _ROWS = pa.schema(
     [
@@ -95,20 +110,29 @@ _ACCOUNTS = pa.schema([*((f, pa.string()) for f in _ACCOUNT), ("signup_ms", pa.i
 
 @dataclass
 class State:
-    """A loaded state: its ``meta`` (current.json), the files read (table-relative, read
-    order), vocabularies of strings seen in events, the log rows (``_ROWS``), and the
-    account fields each user of the vocabulary had (``_ACCOUNTS``, aligned to ``vocab["u"]``)."""
+    """A loaded state: its ``meta`` (current.json), the files read (table-relative, in the
+    order first read: a row's ``f`` indexes this list), the vocabularies of strings seen in
+    events (in the order first seen: a row's code indexes them), the log as parts (``_ROWS``,
+    each sorted by user, time and read order: the ``base`` the last compacting build wrote,
+    then one ``delta`` per later daily build with that day's new rows), and the account
+    fields each user of the vocabulary had (``_ACCOUNTS``, aligned to ``vocab["u"]``)."""
 
     meta: dict[str, Any]
     files: list[str]
     file_rows: np.ndarray
     vocab: dict[str, pa.Array]
-    rows: pa.Table
+    rows: pa.Table  # the base part
+    deltas: list[pa.Table]
     accounts: pa.Table
 
     @property
     def version(self) -> int:
         return int(self.meta["lake_version"])
+
+    @property
+    def n_rows(self) -> int:
+        """Every carried event: the base part and the daily parts."""
+        return self.rows.num_rows + sum(d.num_rows for d in self.deltas)
 
 
 def _signature(config: FeatureConfig) -> dict[str, Any]:
@@ -143,13 +167,11 @@ def save_state(
     read_pos: np.ndarray,
 ) -> dict[str, Any]:
     """Write the state's files for a build of lake ``version`` whose log is ``ev`` into a new
-    folder (not yet current: :func:`commit_state` makes it so once every table is written);
-    ``seen`` marks the vocabulary entries that occur in events; ``read_pos`` is each log row's
-    place in the read order of ``files`` (``file_rows`` rows each). Returns the meta."""
-    root = ws.feature_dir.state
-    name = f"v{version}-{uuid.uuid4().hex[:8]}"
-    folder = root / name
-    folder.mkdir(parents=True, exist_ok=True)
+    folder (not yet current: :func:`commit_state` makes it so once every table is written),
+    the whole log as one base part (a full build, or a daily build that compacts); ``seen``
+    marks the vocabulary entries that occur in events; ``read_pos`` is each log row's place in
+    the read order of ``files`` (``file_rows`` rows each). Returns the meta."""
+    folder, name = _new_folder(ws, version)
     full = {"u": ev.user_ids, "a": ev.artist_ids, "tr": ev.track_ids}
     to_event: dict[str, np.ndarray] = {}
     for k in _VOCABS:
@@ -172,7 +194,7 @@ def save_state(
         "f": f.astype(np.int32),
         "r": (read_pos - starts[f]).astype(np.int32),
     }
-    _write_ipc(folder / "log.arrow", pa.table(rows, schema=_ROWS))
+    _write_ipc(folder / _BASE, pa.table(rows, schema=_ROWS))
     in_events = pa.array(np.asarray(seen["u"], bool))
     accounts = {f: ev.users[f].filter(in_events) for f in _ACCOUNT}
     accounts["signup_ms"] = pa.array(ev.signup_ms).filter(in_events)
@@ -187,8 +209,70 @@ def save_state(
         **_signature(config),
         "lake_version": int(version),
         "folder": name,
+        "log_parts": [_BASE],
         "events": len(ev.ts),
     }
+
+
+@dataclass
+class Delta:
+    """What a daily build that does not compact writes: the carried parts (linked into the
+    new folder, never rewritten), the vocabularies and files grown at their ends, the day's
+    new rows as one more part, and the account fields of now."""
+
+    state_folder: Path
+    parts: list[str]
+    vocab: dict[str, pa.Array]
+    files: list[str]
+    file_rows: np.ndarray
+    rows: dict[str, np.ndarray]
+    u_codes: np.ndarray  # the build's user code of each vocabulary entry
+    accounts: pa.Table | None = None  # set once the log is assembled
+    events: int = 0
+
+
+def save_delta(ws: Workspace, config: FeatureConfig, version: int, delta: Delta) -> dict[str, Any]:
+    """Write a daily build's state into a new folder (made current by :func:`commit_state`):
+    the carried log parts hard-linked (a copy where links fail), the new rows as a new part,
+    the grown vocabularies, files and the account fields. Returns the meta."""
+    folder, name = _new_folder(ws, version)
+    for part in delta.parts:
+        _link(delta.state_folder / part, folder / part)
+    new_part = f"log-{name}.arrow"
+    _write_ipc(folder / new_part, pa.table(delta.rows, schema=_ROWS))
+    for k in _VOCABS:
+        _write_ipc(folder / f"vocab_{k}.arrow", pa.table({"s": delta.vocab[k]}))
+    if delta.accounts is None:
+        raise ValueError("save_delta: the daily part's account fields were never set")
+    _write_ipc(folder / "accounts.arrow", delta.accounts)
+    _write_ipc(
+        folder / "files.arrow",
+        pa.table({"path": delta.files, "rows": delta.file_rows}, schema=_FILES),
+    )
+    return {
+        **_signature(config),
+        "lake_version": int(version),
+        "folder": name,
+        "log_parts": [*delta.parts, new_part],
+        "events": delta.events,
+    }
+
+
+def _new_folder(ws: Workspace, version: int) -> tuple[Path, str]:
+    name = f"v{version}-{uuid.uuid4().hex[:8]}"
+    folder = ws.feature_dir.state / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder, name
+
+
+def _link(src: Path, dst: Path) -> None:
+    """``dst`` as a hard link of ``src`` (parts are never modified once written), a copy
+    where the file system does not link."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
 
 
 def commit_state(ws: Workspace, meta: dict[str, Any], end: int) -> None:
@@ -235,21 +319,27 @@ def load_state(ws: Workspace, config: FeatureConfig) -> State | str:
                 return f"the carried state was built with another feature config ({diff})"
             return f"the carried state has another {key} ({meta.get(key)!r}, expected {value!r})"
     folder = root / str(meta.get("folder"))
+    names = meta.get("log_parts")
+    if not isinstance(names, list) or not names:
+        return f"the carried state in {folder} lists no log parts"
     try:
         files = _read_ipc(folder / "files.arrow")
         vocab = {k: _read_ipc(folder / f"vocab_{k}.arrow")["s"].combine_chunks() for k in _VOCABS}
-        rows = _read_ipc(folder / "log.arrow")
+        parts = [_read_ipc(folder / str(n)) for n in names]
         accounts = _read_ipc(folder / "accounts.arrow")
     except (OSError, pa.ArrowInvalid) as exc:
         return f"the carried state in {folder} is incomplete ({exc})"
-    if rows.schema != _ROWS or files.schema != _FILES or accounts.schema != _ACCOUNTS:
+    if any(p.schema != _ROWS for p in parts) or files.schema != _FILES:
+        return f"the carried state in {folder} has another layout"
+    if accounts.schema != _ACCOUNTS:
         return f"the carried state in {folder} has another layout"
     return State(
         meta=meta,
         files=files["path"].to_pylist(),
         file_rows=files["rows"].to_numpy(),
         vocab=vocab,
-        rows=rows,
+        rows=parts[0],
+        deltas=parts[1:],
         accounts=accounts,
     )
 
@@ -284,9 +374,10 @@ class Merged:
     seen: dict[str, np.ndarray]
     files: list[Path]
     file_rows: np.ndarray
-    read_pos: np.ndarray
+    read_pos: np.ndarray | None  # for a compacting build: every row's place in the read order
     stats: dict[str, Any]
     carried: Carried
+    delta: Delta | None  # what a build that does not compact writes
 
 
 def merge_new_files(
@@ -317,6 +408,7 @@ def merge_new_files(
     if missing:
         return f"{len(missing)} carried files are not in version {version}"
     added = changes["added"]
+    end = int(state.meta.get("end_ms", 0))
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="features-read") as pool:
         parts = list(pool.map(_read_part, added))
     file_rows = np.zeros(len(current), np.int64)
@@ -375,19 +467,38 @@ def merge_new_files(
         log.warning(
             "dropping %d events without user_key, artist_id, known type or time", (~ok).sum()
         )
-    order = np.flatnonzero(ok)
-    order = order[np.lexsort((new["r"][order], new["f"][order], new["ts"][order], new["u"][order]))]
-    new = {k: v[order] for k, v in new.items()}
+    new = {k: v[ok] for k, v in new.items()}
+    n_today = len(new["ts"])
+    late = int((new["ts"] < end).sum())
 
-    rows = state.rows
-    col = {name: rows[name].to_numpy() for name in _ROWS.names}
     file_map = np.array([index[p] for p in state.files], np.int32)
-    old = {k: mapped(k, col[k], old_to_full[k]) for k in _VOCABS}
-    old.update({k: col[k] for k in ("et", "ts", "ms", "dur", "lr_ok")})
-    old["lr_q"] = col["lr_q"].astype(np.int64)
-    old["f"] = col["f"] if _identity(file_map) else file_map[col["f"]]
-    old["r"] = col["r"]
-    merged, is_new = _merge(old, new, len(full["u"]))
+
+    def carried_rows(part: pa.Table) -> dict[str, np.ndarray]:
+        col = {name: part[name].to_numpy() for name in _ROWS.names}
+        out = {k: mapped(k, col[k], old_to_full[k]) for k in _VOCABS}
+        out.update({k: col[k] for k in ("et", "ts", "ms", "dur", "lr_ok", "r")})
+        out["lr_q"] = col["lr_q"].astype(np.int64)
+        out["f"] = col["f"] if _identity(file_map) else file_map[col["f"]]
+        return out
+
+    # the daily parts carried since the base join the day's rows; all of them are placed
+    # into the base in one merge (only the day's rows count as new below)
+    if state.deltas:
+        days = [carried_rows(d) for d in state.deltas]
+        new = {k: np.concatenate([*(d[k] for d in days), new[k]]) for k in new}
+    today = np.zeros(len(new["ts"]), bool)
+    today[len(today) - n_today :] = True
+    order = np.lexsort((new["r"], new["f"], new["ts"], new["u"]))
+    new = {k: v[order] for k, v in new.items()}
+    base = carried_rows(state.rows)
+    # (file, row) are placed later, and only where the whole log is saved again
+    merged, from_new = _merge(base, new, len(full["u"]), later=("f", "r"))
+    is_new = np.zeros(len(from_new), bool)
+    is_new[np.flatnonzero(from_new)] = today[order]
+    today_fr = {k: new[k][today[order]] for k in ("f", "r")}
+    fr_base = {k: base[k] for k in ("f", "r")}  # the rest is in merged now
+    fr_new = {k: new[k] for k in ("f", "r")}
+    del today, order, new, base
 
     # listen ratios. A track with a late new stream (before the previous build's end): every
     # stream of it again, since a late one changes the ratio of every later carried stream.
@@ -395,7 +506,6 @@ def merge_new_files(
     # sum (every carried stream is earlier than them).
     lr_q = merged.pop("lr_q")
     lr_ok = merged.pop("lr_ok")
-    end = int(state.meta.get("end_ms", 0))
     tr, ts, ms = merged["tr"], merged["ts"], merged["ms"]
     usable = listen_usable(tr >= 0, merged["et"], ms)
     fresh = usable & is_new
@@ -421,9 +531,23 @@ def merge_new_files(
         base_sum = np.bincount(tr[kept], weights=ms[kept], minlength=n_tr)
         o = on_top[lex_order(tr[on_top], ts[on_top])]
         lr_q[o], lr_ok[o] = track_listen_ratios(tr[o], ts[o], ms[o], base_n[tr[o]], base_sum[tr[o]])
-    late = int((new["ts"] < end).sum())
-    starts = np.concatenate([[0], np.cumsum(file_rows)])
-    read_pos = starts[merged.pop("f")] + merged.pop("r")
+    n_deltas = sum(d.num_rows for d in state.deltas) + n_today
+    compact = late_lr > 0 or n_deltas > _COMPACT_SHARE * state.rows.num_rows
+    delta, read_pos = None, None
+    if compact:  # the whole log again, as a new base
+        starts = np.concatenate([[0], np.cumsum(file_rows)])
+        at = {k: _place(fr_base[k], fr_new[k], from_new) for k in ("f", "r")}
+        read_pos = starts[at["f"]] + at["r"]
+        del at
+    else:
+        mine = np.flatnonzero(is_new)
+        rows = {k: merged[k][mine] for k in _ROWS.names if k not in ("lr_q", "lr_ok", "f", "r")}
+        rows.update(today_fr)
+        rows["lr_q"], rows["lr_ok"] = lr_q[mine].astype(np.int32), lr_ok[mine]
+        folder = ws.feature_dir.state / str(state.meta["folder"])
+        delta = _delta(
+            folder, state, rows, full, seen, old_to_full, current, file_rows, lake, added
+        )
     ev = assemble_log(
         (full["u"], full["a"], full["tr"]),
         merged,
@@ -434,6 +558,8 @@ def merge_new_files(
         artists,
     )
     moved = _accounts_changed(state.accounts, ev, old_to_full["u"])
+    if delta is not None:
+        delta.accounts, delta.events = _accounts_of(ev, delta.u_codes), len(ev.ts)
     stale = is_new | (ev.ts >= stale_from[ev.u])
     stale |= np.isin(ev.u, moved)
     carried = Carried(stale, end, state.meta.get("example_parts"))
@@ -446,8 +572,65 @@ def merge_new_files(
         "carried_listen_ratios_changed": late_lr,
         "tracks_recomputed": int(late_track[:-1].sum()),
         "accounts_changed": len(moved),
+        "state": "compacted" if compact else f"daily part {len(state.deltas) + 1}",
     }
-    return Merged(ev, seen, current, file_rows, read_pos, stats, carried)
+    return Merged(ev, seen, current, file_rows, read_pos, stats, carried, delta)
+
+
+def _delta(
+    folder: Path,
+    state: State,
+    rows: dict[str, np.ndarray],
+    full: dict[str, pa.Array],
+    seen: dict[str, np.ndarray],
+    old_to_full: dict[str, np.ndarray],
+    current: list[Path],
+    file_rows: np.ndarray,
+    lake: Path,
+    added: list[Path],
+) -> Delta:
+    """The state of a daily build that does not compact: the carried vocabularies and files
+    with the new ones appended (so every carried code stays valid), and the day's rows
+    (``rows``, coded against the build's vocabularies and read order) recoded to them."""
+    vocab, u_codes = {}, np.zeros(0, np.int64)
+    for k in _VOCABS:
+        to_state = np.full(len(full[k]), -1, np.int64)
+        to_state[old_to_full[k]] = np.arange(len(old_to_full[k]))
+        extra = np.flatnonzero(np.asarray(seen[k], bool) & (to_state < 0))
+        to_state[extra] = len(old_to_full[k]) + np.arange(len(extra))
+        grown = full[k].take(pa.array(extra)).cast(pa.string())
+        vocab[k] = pa.concat_arrays([state.vocab[k].cast(pa.string()), grown])
+        codes = rows[k]
+        rows[k] = np.where(codes >= 0, to_state[np.maximum(codes, 0)], -1).astype(np.int32)
+        if k == "u":
+            u_codes = np.concatenate([old_to_full[k], extra])
+    where = {p: i for i, p in enumerate(state.files)}
+    paths = list(state.files)
+    for p in added:
+        where[_rel(lake, p)] = len(paths)
+        paths.append(_rel(lake, p))
+    cur_to_state = np.array([where[_rel(lake, p)] for p in current], np.int32)
+    cur_rows = np.asarray(file_rows, np.int64)
+    counts = np.zeros(len(paths), np.int64)
+    counts[cur_to_state] = cur_rows
+    rows["f"] = cur_to_state[rows["f"]]
+    return Delta(
+        state_folder=folder,
+        parts=list(state.meta["log_parts"]),
+        vocab=vocab,
+        files=paths,
+        file_rows=counts,
+        rows=rows,
+        u_codes=u_codes,
+    )
+
+
+def _accounts_of(ev: EventLog, codes: np.ndarray) -> pa.Table:
+    """The account fields (``_ACCOUNTS``) of the users ``codes`` (in ``ev``), in that order."""
+    at = pa.array(codes)
+    cols = {f: ev.users[f].take(at) for f in _ACCOUNT}
+    cols["signup_ms"] = pa.array(ev.signup_ms).take(at)
+    return pa.table(cols).cast(_ACCOUNTS)
 
 
 def _accounts_changed(carried: pa.Table, ev: EventLog, to_full: np.ndarray) -> np.ndarray:
@@ -477,23 +660,28 @@ def _as_dict(values: pa.Array) -> pa.DictionaryArray:
 
 
 def _merge(
-    old: dict[str, np.ndarray], new: dict[str, np.ndarray], n_users: int
+    old: dict[str, np.ndarray],
+    new: dict[str, np.ndarray],
+    n_users: int,
+    later: tuple[str, ...] = (),
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Two logs each sorted by (u, ts, f, r) -> one, and which of its rows are new. The new
     rows are few: each is placed by a binary search on the packed (user, time) key; a new row
-    tied at the same (user, ms) with carried rows goes by (file, row) among them."""
+    tied at the same (user, ms) with carried rows goes by (file, row) among them. The columns
+    ``later`` are left out of the result (:func:`_place` places them when needed)."""
     n_old, n_new = len(old["ts"]), len(new["ts"])
+    keep = [k for k in old if k not in later]
     if not n_new:
-        return dict(old), np.zeros(n_old, bool)
+        return {k: old[k] for k in keep}, np.zeros(n_old, bool)
     if not n_old:
-        return dict(new), np.ones(n_new, bool)
+        return {k: new[k] for k in keep}, np.ones(n_new, bool)
     t0 = int(min(old["ts"].min(), new["ts"].min()))
     span = int(max(old["ts"].max(), new["ts"].max())) - t0 + 1
     if n_users * span >= 2**62:  # cannot pack: sort the concatenation (slow, exact)
         both = {k: np.concatenate([old[k], new[k]]) for k in old}
         order = np.lexsort((both["r"], both["f"], both["ts"], both["u"]))
         flag = np.r_[np.zeros(n_old, bool), np.ones(n_new, bool)][order]
-        return {k: v[order] for k, v in both.items()}, flag
+        return {k: both[k][order] for k in keep}, flag
     k_old = old["u"].astype(np.int64) * span + (old["ts"] - t0)
     k_new = new["u"].astype(np.int64) * span + (new["ts"] - t0)
     pos = np.searchsorted(k_old, k_new, side="left")
@@ -508,11 +696,13 @@ def _merge(
     at_new = pos + np.arange(n_new)
     flag = np.zeros(n_old + n_new, bool)
     flag[at_new] = True
-    carried = ~flag  # the carried rows keep their order around the new ones
-    out = {}
-    for k in old:
-        merged = np.empty(n_old + n_new, np.result_type(old[k], new[k]))
-        merged[carried] = old[k]  # a mask: faster than the carried rows' indices
-        merged[at_new] = new[k]
-        out[k] = merged
-    return out, flag
+    return {k: _place(old[k], new[k], flag) for k in keep}, flag
+
+
+def _place(old: np.ndarray, new: np.ndarray, flag: np.ndarray) -> np.ndarray:
+    """One column of :func:`_merge`'s result: ``new`` at the rows ``flag`` marks, ``old`` in
+    order around them."""
+    merged = np.empty(len(flag), np.result_type(old, new))
+    merged[~flag] = old  # a mask: faster than the carried rows' indices
+    merged[flag] = new
+    return merged

@@ -157,12 +157,16 @@ def user_features_at(
     as_of: datetime | int,
     config: FeatureConfig | None = None,
     artists: pa.Table | None = None,
+    only: np.ndarray | None = None,
 ) -> pa.Table:
     """``USER_FEATURES`` for every user (account view and events) as of ``as_of`` (UTC).
 
     ``events`` is a ``LAKE_EVENTS`` table (then ``users`` is the ``USERS`` table) or an
     :class:`EventLog` that already carries its users (then ``users`` must be None).
     ``as_of`` is a UTC datetime or epoch milliseconds; only events strictly before it count.
+    ``only`` (ascending user codes of an :class:`EventLog`): the rows of those users alone,
+    the very rows of the whole table (a user's row depends on its own events only), with
+    their lists and strings built for them alone (the eval sets' users).
     """
     config = config or FeatureConfig()
     if isinstance(events, EventLog):
@@ -218,29 +222,49 @@ def user_features_at(
     tracks = last_per_user(ev, idx[stream & (at(ev.tr) >= 0)], config.history_len)
     follows = followed_pairs(ev, idx[(et == ET["follow"]) | (et == ET["unfollow"])])
     first = idx[at(positive_mask(ev, config)) & at(ev.first_pos)]  # seen, in time order
-    seen_u, seen_a = ev.u[first], ev.a[first]
+    n_out = n_u
+    if only is not None:  # rows of those users only; list groups renumbered 0..len(only)-1
+        place = np.full(n_u, -1, np.int64)
+        place[only] = np.arange(len(only))
+        hist, tracks, follows, first = (
+            r[place[ev.u[r]] >= 0] for r in (hist, tracks, follows, first)
+        )
+        n_out = len(only)
+    else:
+        place = np.arange(n_u)
+
+    def pick(values: np.ndarray) -> np.ndarray:
+        return values if only is None else values[only]
+
+    def group(rows: np.ndarray) -> np.ndarray:
+        return place[ev.u[rows]]
+
+    def strings(values: pa.Array) -> pa.Array:
+        return values if only is None else values.take(pa.array(only))
 
     ages = ((t - ev.ts[hist]) / 1000.0).astype(np.float32)
     cols = {
-        "user_key": ev.user_ids,
-        "as_of": pa.array(np.full(n_u, t, np.int64)).cast(TS),
-        "history": list_column(ev.u[hist], ev.artist_ids.take(pa.array(ev.a[hist])), n_u),
-        "history_age_s": list_column(ev.u[hist], pa.array(ages, pa.float32()), n_u),
-        "recent_tracks": list_column(ev.u[tracks], ev.track_ids.take(pa.array(ev.tr[tracks])), n_u),
-        "followed": list_column(ev.u[follows], ev.artist_ids.take(pa.array(ev.a[follows])), n_u),
-        "seen": list_column(seen_u, ev.artist_ids.take(pa.array(seen_a)), n_u),
+        "user_key": strings(ev.user_ids),
+        "as_of": pa.array(np.full(n_out, t, np.int64)).cast(TS),
+        "history": list_column(group(hist), ev.artist_ids.take(pa.array(ev.a[hist])), n_out),
+        "history_age_s": list_column(group(hist), pa.array(ages, pa.float32()), n_out),
+        "recent_tracks": list_column(
+            group(tracks), ev.track_ids.take(pa.array(ev.tr[tracks])), n_out
+        ),
+        "followed": list_column(group(follows), ev.artist_ids.take(pa.array(ev.a[follows])), n_out),
+        "seen": list_column(group(first), ev.artist_ids.take(pa.array(ev.a[first])), n_out),
     }
     for f in ("age_group", "gender", "country"):
-        cols[f] = ev.users[f]
-    cols["tenure_bucket"] = tenure_bucket(ev.signup_ms, t, config.new_user_days)
+        cols[f] = strings(ev.users[f])
+    cols["tenure_bucket"] = tenure_bucket(pick(ev.signup_ms), t, config.new_user_days)
     cols["activity_level"] = activity_level(
-        by_type.sum(axis=(1, 2)), count(at(ev.new_day)), config.activity_thresholds
+        pick(by_type.sum(axis=(1, 2))), pick(count(at(ev.new_day))), config.activity_thresholds
     )
-    cols.update({k: pa.array(v, pa.float32()) for k, v in dense.items()})
-    cols["region"] = ev.users["region"]
-    cols["n_impressions"] = pa.array(n_impr.astype(np.int64))
-    cols["n_clicks"] = pa.array(n_clicks.astype(np.int64))
-    cols["n_streams"] = pa.array(n_streams.astype(np.int64))
+    cols.update({k: pa.array(pick(v), pa.float32()) for k, v in dense.items()})
+    cols["region"] = strings(ev.users["region"])
+    cols["n_impressions"] = pa.array(pick(n_impr).astype(np.int64))
+    cols["n_clicks"] = pa.array(pick(n_clicks).astype(np.int64))
+    cols["n_streams"] = pa.array(pick(n_streams).astype(np.int64))
     return pa.table({k: cols[k] for k in USER_FEATURES.names}).cast(USER_FEATURES)
 
 

@@ -40,7 +40,7 @@ from data.lake import (
     publish_users,
     read_users,
 )
-from tests.data.features.features_lake import ev, events_table
+from tests.data.features.features_lake import ev, events_table, users_table
 from tests.fixtures.tables import assert_same_column
 
 KEYS = {
@@ -250,6 +250,94 @@ def test_a_day_rewrites_only_the_example_days_that_change(world, tmp_path) -> No
     _assert_same_tables(_tables(ws), _tables(full_ws))
 
 
+def _full_rebuild_bytes(ws: Workspace, root: Path) -> dict[str, bytes]:
+    full_ws = Workspace(root)
+    shutil.copytree(ws.root, full_ws.root)
+    shutil.rmtree(full_ws.features)
+    build_features(full_ws, online="")
+    return _bytes(full_ws)
+
+
+def test_daily_parts_carry_new_strings_late_events_and_accounts(world, tmp_path) -> None:
+    """Two daily builds that each write only their own part of the state's log (no
+    compaction): the first brings a new user, artist and track whose ids sort before every
+    carried one (so the carried codes are no longer the sorted ranks), the second late
+    events that change no listen ratio (a follow and a click days back), an edited and a
+    deleted account. Every file equals the full rebuild's, byte for byte, after each day;
+    and a state of the previous format means one full rebuild, with the reason."""
+    ws, (day1, day2, day3) = _fresh(world, tmp_path / "ws")
+    append_events(ws.lake_events, day1, "part-0", {})
+    build_features(ws, online="")
+    first = load_state(ws, FeatureConfig())
+    assert isinstance(first, State) and first.meta["log_parts"] == ["log-base.arrow"]
+    when = _ms(int(day2["event_ts"].cast(pa.int64()).to_numpy().max()))
+    newcomer = "000-new-user"
+    fresh = [
+        ev("stream", newcomer, "000-new-artist", when, "000-new-track", 200_000, 240_000),
+        ev("stream", newcomer, "000-new-artist", when, "000-new-track", 100_000, 240_000),
+        ev("follow", newcomer, "000-new-artist", when),
+    ]
+    append_events(ws.lake_events, pa.concat_tables([day2, events_table(fresh)]), "part-1", {})
+    users = read_users(ws.lake_users)
+    signup = users["signup_ts"][0].as_py()
+    row = users_table([(newcomer, "25-34", "f", "SE", "north", signup)])
+    publish_users(ws.lake_users, pa.concat_tables([users, row.cast(users.schema)]), "test")
+    second = build_features(ws, online="", incremental=True)
+    assert second["build"]["state"] == "daily part 1", second["build"]
+    assert _bytes(ws) == _full_rebuild_bytes(ws, tmp_path / "full-2")
+
+    active = sorted(set(day1["user_key"].to_pylist()) & set(day3["user_key"].to_pylist()))
+    late_user, edited, deleted = active[:3]
+    early = _ms(int(day1["event_ts"].cast(pa.int64()).to_numpy().min()) + DAY_MS)
+    late = [ev("follow", late_user, "000-new-artist", early), ev("click", late_user, "a0", early)]
+    append_events(ws.lake_events, pa.concat_tables([events_table(late), day3]), "part-2", {})
+    users = read_users(ws.lake_users)
+    users = users.filter(pc.not_equal(users["user_key"], deleted))
+    country = pc.if_else(pc.equal(users["user_key"], edited), pa.scalar("XX"), users["country"])
+    users = users.set_column(users.schema.get_field_index("country"), "country", country)
+    publish_users(ws.lake_users, users, "test")
+    third = build_features(ws, online="", incremental=True)
+    built = third["build"]
+    assert built["state"] == "daily part 2" and built["late_events"] == 2, built
+    assert built["carried_listen_ratios_changed"] == 0 and built["accounts_changed"] == 2
+    state = load_state(ws, FeatureConfig())
+    assert isinstance(state, State) and len(state.meta["log_parts"]) == 3
+    assert state.rows.num_rows == first.rows.num_rows  # the base part was not rewritten
+    assert state.n_rows == third["counts"]["events"]
+    vocab = state.vocab["u"].to_pylist()  # grown at its end: codes are not sorted ranks
+    assert vocab[-1] == newcomer and newcomer < vocab[0]
+    assert _bytes(ws) == _full_rebuild_bytes(ws, tmp_path / "full-3")
+
+    current = ws.feature_dir.state / "current.json"
+    meta = json.loads(current.read_text())
+    current.write_text(json.dumps({**meta, "format": 2}))
+    older = build_features(ws, online="", incremental=True)
+    assert older["build"]["mode"] == "full"
+    assert "another format (2, expected 3)" in older["build"]["reason"]
+
+
+def test_compacting_every_day_gives_the_same_files(world, tmp_path, monkeypatch) -> None:
+    """A daily build whose parts pass the share of the base rewrites the whole log as a new
+    base; the next day then starts a part again. Both equal the full rebuild."""
+    from data.features import incremental
+
+    ws, (day1, day2, day3) = _fresh(world, tmp_path / "ws")
+    append_events(ws.lake_events, day1, "part-0", {})
+    build_features(ws, online="")
+    append_events(ws.lake_events, day2, "part-1", {})
+    monkeypatch.setattr(incremental, "_COMPACT_SHARE", 0.0)
+    done = build_features(ws, online="", incremental=True)
+    assert done["build"]["state"] == "compacted"
+    state = load_state(ws, FeatureConfig())
+    assert isinstance(state, State) and state.meta["log_parts"] == ["log-base.arrow"]
+    assert state.rows.num_rows == done["counts"]["events"]
+    monkeypatch.setattr(incremental, "_COMPACT_SHARE", 1.0)
+    append_events(ws.lake_events, day3, "part-2", {})
+    done = build_features(ws, online="", incremental=True)
+    assert done["build"]["state"] == "daily part 1"
+    assert _bytes(ws) == _full_rebuild_bytes(ws, tmp_path / "full")
+
+
 def test_a_killed_build_leaves_the_previous_state(world, tmp_path, monkeypatch) -> None:
     ws, (day1, day2, day3) = _fresh(world, tmp_path / "ws")
     append_events(ws.lake_events, pa.concat_tables([day1, day2]), "part-0", {})
@@ -338,7 +426,7 @@ def test_sigkill_at_any_moment_leaves_a_usable_state(world, tmp_path) -> None:
         state = load_state(ws, FeatureConfig())
         assert isinstance(state, State), state
         assert state.version in (before.version, before.version + 1)
-        assert state.rows.num_rows in (before.rows.num_rows, state.meta["events"])
+        assert state.n_rows in (before.n_rows, state.meta["events"])
     done = build_features(ws, online="", incremental=True)
     assert done["build"]["mode"] == "incremental"
     _assert_same_tables(_tables(ws), _tables(clean))
