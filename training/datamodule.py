@@ -9,6 +9,7 @@ from ``eval.parquet`` split "valid", encoded with :func:`data.features.encoding.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -295,6 +296,17 @@ class LakeDataModule(pl.LightningDataModule):
         if "followed" not in examples.column_names:
             raise ValueError(
                 "examples.parquet has no 'followed' column; rebuild it with `tastemaker features`"
+            )
+        meta = FeatureDir(self.features_dir).meta
+        kept = (
+            json.loads(meta.read_text()).get("config", {}).get("followed_len")
+            if meta.exists()
+            else None
+        )
+        if kept is not None and self.follows_len > kept:
+            raise ValueError(
+                f"follows_len={self.follows_len} reads more follows than the examples keep "
+                f"(FeatureConfig.followed_len={kept}); rebuild the features with a larger one"
             )
         col = examples.column("followed")
         return encode_history_lists(col, self.vocabs.artists, self.follows_len)

@@ -98,6 +98,10 @@ def test_followed_artists_input_exports_and_serving_encoder_feeds_it(tmp_path):
     feed gives the vectors the torch scorer gives from the same eval table."""
     ws = build_world(Workspace(tmp_path / "ws"))
     cfg = replace(QUICK, model=replace(QUICK.model, follows_len=3))
+    ws.feature_dir.meta.write_text(json.dumps({"config": {"followed_len": 2}}))
+    with pytest.raises(ValueError, match="followed_len=2"):  # the examples keep 2 follows
+        train_two_tower(ws, cfg)
+    ws.feature_dir.meta.unlink()
     run_dir = train_two_tower(ws, cfg)
     bundle = load_bundle(export_bundle(ws, run_dir))
     model = bundle.manifest["model"]
