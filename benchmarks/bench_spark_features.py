@@ -43,8 +43,7 @@ def _child(root: str, engine: str) -> None:
     if engine == "spark":
         from data.features.spark import spark_session
 
-        memory = os.environ.get("BENCH_SPARK_DRIVER_MEMORY")
-        spark = spark_session(Settings(spark_driver_memory=memory), "local[2]")
+        spark = spark_session(Settings(), "local[2]")  # TASTEMAKER_SPARK_DRIVER_MEMORY
     summary = build_features(Workspace(Path(root)), spark=spark)
     if spark is not None:
         spark.stop()
@@ -106,7 +105,9 @@ LOCAL_MAX = 30_000_000  # the largest lake the local feature build was measured 
 def main(quick: bool = False, sizes: list[int] | None = None, local_max: int = LOCAL_MAX) -> str:
     events = sizes or ([1_000_000] if quick else [1_000_000, 10_000_000])
     rows = [measure(n // 100, n, local_max) for n in events]
-    heap = os.environ.get("BENCH_SPARK_DRIVER_MEMORY") or "Spark's default, 1g"
+    from core.settings import Settings
+
+    heap = Settings().spark_driver_memory or "Spark's default, 1g"
     args = " --quick" if quick and not sizes else ""
     args += f" --sizes {','.join(str(n) for n in events)}" if sizes else ""
     args += f" --local-max {local_max}" if local_max != LOCAL_MAX else ""

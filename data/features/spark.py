@@ -330,11 +330,16 @@ def _spark_schema(schema: pa.Schema) -> str:
     )
 
 
+def _batches(parts: list[Path]) -> Iterator[pa.RecordBatch]:
+    """The parts' rows, in order, a batch at a time."""
+    for part in parts:
+        yield from pq.ParquetFile(part).iter_batches(_ASSEMBLE_ROWS)
+
+
 def _assemble(parts: list[Path], target: Path, schema: pa.Schema) -> int:
     """Parts, in order, streamed into one Parquet file (atomic; the file the local engine
     writes for the same rows); returns its rows. The driver holds one row group at a time."""
-    batches = (b for p in parts for b in pq.ParquetFile(p).iter_batches(_ASSEMBLE_ROWS))
-    return write_batches(target, batches, schema)
+    return write_batches(target, _batches(parts), schema)
 
 
 def build_spark_tables(
@@ -418,8 +423,7 @@ def _assemble_days(folder: Path, stage: Path, end: int) -> None:
     write_days(folder, {}, names)  # the folder, without the days that have no examples now
 
     def write(day: int) -> None:
-        batches = (b for p in parts[day] for b in pq.ParquetFile(p).iter_batches(_ASSEMBLE_ROWS))
-        write_batches(folder / part_name(day), batches, EXAMPLES)
+        write_batches(folder / part_name(day), _batches(parts[day]), EXAMPLES)
 
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="example-days") as pool:
         list(pool.map(write, sorted(parts)))
