@@ -71,11 +71,23 @@ def write_batches(
         n_held = 0
 
         def flush(n: int) -> None:
+            # one row group as one chunk (the writer's pages follow its input's chunks),
+            # combined a column at a time, each column's pieces let go once copied: the peak
+            # is the group plus its largest column, not the group twice
             nonlocal held, n_held
             table = pa.concat_tables(held)
             group, rest = table.slice(0, n), table.slice(n)
-            out.write_table(group.combine_chunks(), row_group_size=row_group_rows)
             held, n_held = ([rest] if rest.num_rows else []), rest.num_rows
+            pieces = [group.column(i).chunks for i in range(group.num_columns)]
+            del table, group
+            columns = []
+            for i, field in enumerate(schema):
+                chunks, pieces[i] = pieces[i], []
+                columns.append(pa.chunked_array(chunks, field.type).combine_chunks())
+                del chunks
+            out.write_table(
+                pa.Table.from_arrays(columns, schema=schema), row_group_size=row_group_rows
+            )
 
         for batch in batches:
             table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])

@@ -47,7 +47,7 @@ from data.features.config import FeatureConfig, split_cutoffs
 from data.features.events import EventLog, build_event_log
 from data.features.example_parts import day_tables, examples_by_split, write_days
 from data.features.examples import build_eval, build_sequences
-from data.features.online_store import open_online_store, publish_table
+from data.features.online_store import open_online_store, publish_file, publish_table
 from data.features.user import user_features_at
 from data.lake import open_events, read_users
 from data.schemas import ARTISTS, USERS
@@ -107,11 +107,14 @@ def load_event_log(
     return build_event_log(ws.lake_events, users, artists, min_ms, version, trace)
 
 
-def _publish(target: str | Path, users: pa.Table) -> int:
+def _publish(target: str | Path, users: pa.Table | Path) -> int:
+    """Publish the user rows (a table, or the Parquet file of them, read in batches)."""
     if not str(target):
         return 0
     store = open_online_store(target)
     try:
+        if isinstance(users, Path):
+            return publish_file(store, users)
         return publish_table(store, users)
     finally:
         store.close()
@@ -148,8 +151,7 @@ def build_features(
             log.warning("features: --incremental is local-engine only; a full Spark build")
         built = build_spark_tables(ws, config, spark, version)
         built["build"] = {"mode": "full", "reason": "the Spark engine builds in full"}
-        users = pq.read_table(ws.feature_dir.user_features)
-        built["counts"]["online_rows"] = _publish(target, users)
+        built["counts"]["online_rows"] = _publish(target, ws.feature_dir.user_features)
         engine = "spark"
     summary = {
         "cutoffs": {k: _iso(v) for k, v in built["cutoffs"].items()},

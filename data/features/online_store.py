@@ -13,7 +13,8 @@ layer, shared with the precomputed slates):
 
 :class:`OnlineStore` is that encoding: ``replace_all`` swaps the whole snapshot atomically
 (readers see the old or the new snapshot, never a mix); :func:`publish_table` is its fast,
-column-wise form for a ``USER_FEATURES`` table.
+column-wise form for a ``USER_FEATURES`` table (:func:`publish_file` for a Parquet file),
+encoded a batch at a time and streamed into that swap.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from typing import Any
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from core.kv import KV, open_kv
 from data.schemas import USER_FEATURES
 
 log = logging.getLogger("tastemaker.data")
 _BATCH = 5_000  # rows per Arrow batch when decoding a table
+PUBLISH_ROWS = 50_000  # rows encoded at once when publishing (about 100 MB of JSON at most)
 DEFAULT_PREFIX = "tastemaker:users"
 
 
@@ -112,14 +115,35 @@ def json_blobs(table: pa.Table) -> tuple[pa.Array, pa.Array] | None:
     return table["user_key"].chunk(0), blobs
 
 
+def _pairs(batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[str, str | bytes]]:
+    """``USER_FEATURES`` batches -> (user_key, JSON) pairs, one batch encoded at a time
+    (column-wise; per row with orjson for a batch :func:`json_blobs` declines)."""
+    for batch in batches:
+        table = pa.Table.from_batches([batch])
+        enc = json_blobs(table)
+        if enc is None:
+            yield from _blobs(rows_from_table(table))
+            continue
+        keys, blobs = enc
+        yield from zip(keys.to_pylist(), blobs.to_pylist(), strict=True)
+
+
+def publish_batches(store: OnlineStore, batches: Iterable[pa.RecordBatch]) -> int:
+    """Replace the store's content with a ``USER_FEATURES`` table given as batches, streamed:
+    memory holds one batch and its JSON, never the table's (a million listeners' rows and
+    their JSON are gigabytes), and the store still switches atomically."""
+    return store.replace_pairs(_pairs(batches))
+
+
 def publish_table(store: OnlineStore, table: pa.Table) -> int:
     """Replace the store's content with a ``USER_FEATURES`` table (fast, column-wise)."""
-    enc = json_blobs(table)
-    if enc is None:
-        return store.replace_all(rows_from_table(table))
-    keys, blobs = enc
-    pairs = zip(keys.to_pylist(), blobs.to_pylist(), strict=True)
-    return store.replace_pairs(pairs)
+    return publish_batches(store, table.to_batches(max_chunksize=PUBLISH_ROWS))
+
+
+def publish_file(store: OnlineStore, path: str | Path) -> int:
+    """Replace the store's content with a ``USER_FEATURES`` Parquet file, read
+    :data:`PUBLISH_ROWS` rows at a time."""
+    return publish_batches(store, pq.ParquetFile(path).iter_batches(PUBLISH_ROWS))
 
 
 def _blobs(rows: Iterable[dict[str, Any]]) -> Iterator[tuple[str, bytes]]:

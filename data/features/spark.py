@@ -431,6 +431,22 @@ def _assemble_days(folder: Path, stage: Path, end: int) -> None:
         write_days(folder, {part_name(last): EXAMPLES.empty_table()}, names)
 
 
+def _sum_trend(parts: list[Path]) -> pa.Table:
+    """The ranges' stream counts summed by (segment, artist), folded in one part at a time:
+    the driver holds the running sums (one row a pair) and one part, not every range's rows
+    (each range holds most pairs again). Groups keep their first appearance's order, as one
+    ``group_by`` over all parts would give."""
+    summed = TREND_COUNTS.empty_table()
+    for part in parts:
+        both = pa.concat_tables([summed, pq.read_table(part).cast(TREND_COUNTS)])
+        out = both.group_by(["segment", "artist_id"], use_threads=False).aggregate(
+            [(k, "sum") for k in ("s7", "s28", "total")]
+        )
+        out = out.rename_columns([c.removesuffix("_sum") for c in out.column_names])
+        summed = out.select(TREND_COUNTS.names)
+    return summed
+
+
 def _finish(
     stage: Path, out, config: FeatureConfig, per_user: list, per_artist: list, end: int
 ) -> dict:
@@ -443,15 +459,7 @@ def _finish(
         parts("eval_valid", per_user) + parts("eval_test", per_user), out.eval_users, EVAL_USERS
     )
     _assemble(parts("users", per_user), out.user_features, USER_FEATURES)
-    trend = pa.concat_tables(
-        [pq.read_table(p).cast(TREND_COUNTS) for p in parts("trend", per_user)]
-        or [TREND_COUNTS.empty_table()]
-    )
-    summed = trend.group_by(["segment", "artist_id"], use_threads=False).aggregate(
-        [(k, "sum") for k in ("s7", "s28", "total")]
-    )
-    summed = summed.rename_columns([c.removesuffix("_sum") for c in summed.column_names])
-    trending = rank_trending(summed.select(TREND_COUNTS.names), config)
+    trending = rank_trending(_sum_trend(parts("trend", per_user)), config)
     write_table(out.trending, trending)
     stats = pa.concat_tables(
         [pq.read_table(p).cast(ARTIST_STATS) for p in parts("artists", per_artist)]

@@ -55,3 +55,16 @@ def test_a_failed_stream_leaves_the_previous_file(tmp_path):
         write_batches(target, broken(), _table(1).schema, row_group_rows=20)
     assert pq.read_table(target).num_rows == 10
     assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]
+
+
+def test_row_groups_past_one_page_are_written_from_one_chunk(tmp_path):
+    """Parquet's pages follow the writer's input chunks: a row group spanning many pages
+    (here ~8 MB of lists) must be handed over as one chunk to give ``write_table``'s bytes."""
+    rng = np.random.default_rng(1)
+    n = 100_000
+    offsets = np.concatenate([[0], np.cumsum(rng.integers(0, 40, n))]).astype(np.int32)
+    values = pa.array(rng.integers(0, 1 << 30, int(offsets[-1])), pa.int32())
+    table = pa.table({"followed": pa.ListArray.from_arrays(pa.array(offsets), values)})
+    pq.write_table(table, tmp_path / "whole.parquet", compression="zstd", row_group_size=60_000)
+    write_batches(tmp_path / "streamed.parquet", table.to_batches(777), table.schema, 60_000)
+    assert (tmp_path / "whole.parquet").read_bytes() == (tmp_path / "streamed.parquet").read_bytes()

@@ -129,6 +129,31 @@ def test_column_wise_json_matches_per_row_json(lake, store_url):
         store.close()
 
 
+def test_a_file_published_in_batches_is_the_table_row_for_row(
+    lake, store_url, tmp_path, monkeypatch
+):
+    """Publishing streams batches (the driver never holds every row's JSON); a batch with a
+    control character takes the per-row path alone, and the store still holds every row."""
+    from data.features import online_store
+    from data.features.online_store import publish_file
+
+    table = user_features_at(load_event_log(lake), None, at(12, 1))
+    keys = [f"u{i}" for i in range(table.num_rows)]
+    keys[1] = "u\n1"  # a control character: this batch alone is encoded per row
+    table = table.set_column(0, "user_key", pa.array(keys))
+    path = tmp_path / "users.parquet"
+    pq.write_table(table, path)
+    monkeypatch.setattr(online_store, "PUBLISH_ROWS", 2)
+    assert table.num_rows > 4 and pq.ParquetFile(path).metadata.num_rows == table.num_rows
+    store = open_online_store(store_url)
+    try:
+        assert publish_file(store, path) == table.num_rows
+        assert len(store) == table.num_rows
+        assert table_from_rows(store.get_many(keys)).equals(table)
+    finally:
+        store.close()
+
+
 def test_sample_reads_one_stored_row_or_none_when_empty(store_url):
     """The health probe's public read: None on an empty store, a stored row once published."""
     store = open_online_store(store_url)
