@@ -1,21 +1,26 @@
 """Raw JSON lines -> an Arrow table, fast, with an exact reason for every line that fails.
 
-The whole decompressed object is parsed in one call to ``pyarrow.json`` with an explicit
-schema (no Python per line). Only when that fails, or when rows and lines do not pair up one
-to one (blank lines, two objects on one line), the object is split into lines and parsed in
-chunks. In a chunk that fails, each line is screened with orjson plus a per-field type check
-(:func:`screen_line`), which names the reason of every line both parsers reject; the rest is
-parsed by Arrow again and bisected only if it still fails (duplicate keys). Accepted lines
-always come out of the same Arrow parser, so a line's fate does not depend on its neighbours.
+The fast path parses the whole decompressed object in one call to polars' ``read_ndjson``
+with the explicit schema (no Python per line), and keeps the result only where it is certain
+that ``pyarrow.json`` (the reference parser) would give the same table: :func:`_polars_parse`.
+Otherwise the object is parsed in one call to ``pyarrow.json``, and when that fails, or when
+rows and lines do not pair up one to one (blank lines, two objects on one line), the object is
+split into lines and parsed in chunks. In a chunk that fails, each line is screened with
+orjson plus a per-field type check (:func:`screen_line`), which names the reason of every line
+both parsers reject; the rest is parsed by Arrow again and bisected only if it still fails
+(duplicate keys). Accepted lines always come out as Arrow parses them, so a line's fate does
+not depend on its neighbours or on the path that parsed it.
 """
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import orjson
+import polars as pl
 import pyarrow as pa
 import pyarrow.json as pj
 
@@ -56,8 +61,13 @@ class Parsed:
     rejected: Rejected
     n_lines: int  # lines read (a final newline does not start a line)
     data: bytes  # the decompressed object as read (not copied)
-    starts: np.ndarray  # (n_lines,) int64 byte offset in ``data`` where each line starts
     end: int  # len(data) without a final newline
+
+    @cached_property
+    def starts(self) -> np.ndarray:
+        """(n_lines,) int64 byte offset in ``data`` where each line starts (found when asked:
+        only objects with a quarantined line need them)."""
+        return line_starts(self.data, self.end)
 
     def lines(self, line_nos: np.ndarray | list[int]) -> list[bytes]:
         """The verbatim text of the given 1-based lines (for quarantine; only bad lines)."""
@@ -172,11 +182,87 @@ def classify_line(raw: bytes, arrow_error: str) -> tuple[str, str]:
     return "unparseable", arrow_error
 
 
+_POLARS_TYPES = {pa.string(): pl.String, pa.int32(): pl.Int32, pa.int64(): pl.Int64}
+_POLARS_SCHEMA = {f.name: _POLARS_TYPES[f.type] for f in RAW_PARSE_SCHEMA}
+_STRING_FIELDS = [f.name for f in RAW_PARSE_SCHEMA if pa.types.is_string(f.type)]
+_NEWLINE, _QUOTE, _COLON = ord("\n"), ord('"'), ord(":")
+
+
+def _polars_parse(data: bytes, buf: np.ndarray, n_lines: int) -> pa.Table | None:
+    """The object as polars parses it, or None unless ``pyarrow.json`` surely gives the same.
+
+    The two agree on syntax, UTF-8 and integer fields (polars is the stricter: what it rejects
+    goes to Arrow). Polars alone accepts (a) a schema field given twice on a line (the last
+    wins) and (b) a number, boolean, object or array in a string field (it writes the value's
+    JSON as the string; same colons and quotes as the source, tested), and it reads escapes
+    Arrow rejects (lone surrogates). So the result is kept only when the object has no
+    backslash (no escapes at all) and its colons and quotes are all accounted for:
+
+    * every member has one colon outside strings: ``colons == members + colons inside string
+      values`` leaves no member besides one per non-null value of a schema field (no repeated
+      field, no unknown or null member; those only add colons);
+    * then every member's key has 2 quotes, a string value 2, and a value of another type
+      written as a string has 2 fewer in the source than counted, so ``quotes == 2 * members
+      + 2 * string values + quotes inside string values`` leaves no such value.
+
+    Objects with escapes, unknown fields or explicit nulls take Arrow's path (same result).
+    """
+    if b"\\" in data:
+        return None
+    try:
+        frame = pl.read_ndjson(data, schema=_POLARS_SCHEMA)
+    except (pl.exceptions.PolarsError, pl.exceptions.PanicException):
+        return None  # Arrow's path names the failing lines
+    if frame.height != n_lines:  # blank lines: polars skips them
+        return None
+    table = frame.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(RAW_PARSE_SCHEMA)
+    members = sum(table.num_rows - col.null_count for col in table.columns)
+    strings = sum(table.num_rows - table[name].null_count for name in _STRING_FIELDS)
+    inner = _inner_counts(table)
+    if inner is None:
+        return None
+    inner_colons, inner_quotes = inner
+    if int(np.count_nonzero(buf == _COLON)) != members + inner_colons:
+        return None
+    if int(np.count_nonzero(buf == _QUOTE)) != 2 * (members + strings) + inner_quotes:
+        return None
+    return table
+
+
+def _inner_counts(table: pa.Table) -> tuple[int, int] | None:
+    """(colons, quotes) inside the values of the string fields (None: a null slot holds bytes,
+    which would be counted; Arrow allows it, polars does not write it)."""
+    colons = quotes = 0
+    for name in _STRING_FIELDS:
+        for chunk in table[name].chunks:
+            if not len(chunk):
+                continue
+            bounds = np.frombuffer(
+                chunk.buffers()[1], np.int32, count=len(chunk) + 1, offset=chunk.offset * 4
+            )
+            if chunk.null_count:
+                valid = chunk.is_valid().to_numpy(zero_copy_only=False)
+                if np.diff(bounds)[~valid].any():
+                    return None
+            if bounds[-1] == bounds[0]:
+                continue
+            values = np.frombuffer(chunk.buffers()[2], np.uint8)[bounds[0] : bounds[-1]]
+            colons += int(np.count_nonzero(values == _COLON))
+            quotes += int(np.count_nonzero(values == _QUOTE))
+    return colons, quotes
+
+
 def parse_object(data: bytes) -> Parsed:
     """Parse one decompressed raw object; every line ends up in ``table`` or ``rejected``."""
     end = len(data) - 1 if data.endswith(b"\n") else len(data)
+    buf = np.frombuffer(data, np.uint8, count=end)
+    n_lines = int(np.count_nonzero(buf == _NEWLINE)) + 1 if end else 0
+    if n_lines:
+        table = _polars_parse(data, buf, n_lines)
+        if table is not None:
+            line_no = np.arange(1, n_lines + 1, dtype=np.int64)
+            return Parsed(table, line_no, Rejected(), n_lines, data, end)
     starts = line_starts(data, end)
-    n_lines = len(starts)
     if n_lines and not _has_blank_line(data, starts, end):
         try:
             table = _arrow_parse(data)  # a final newline is fine for Arrow: no copy
@@ -184,9 +270,9 @@ def parse_object(data: bytes) -> Parsed:
             table = None
         if table is not None and table.num_rows == n_lines:
             line_no = np.arange(1, n_lines + 1, dtype=np.int64)
-            return Parsed(table, line_no, Rejected(), n_lines, data, starts, end)
+            return Parsed(table, line_no, Rejected(), n_lines, data, end)
     table, line_no, rejected = _parse_by_lines(data[:end])
-    return Parsed(table, line_no, rejected, n_lines, data, starts, end)
+    return Parsed(table, line_no, rejected, n_lines, data, end)
 
 
 def _parse_by_lines(body: bytes) -> tuple[pa.Table, np.ndarray, Rejected]:
