@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
-from functools import cached_property
 
 import numpy as np
 import orjson
@@ -61,13 +60,8 @@ class Parsed:
     rejected: Rejected
     n_lines: int  # lines read (a final newline does not start a line)
     data: bytes  # the decompressed object as read (not copied)
+    starts: np.ndarray  # (n_lines,) int64 byte offset in ``data`` where each line starts
     end: int  # len(data) without a final newline
-
-    @cached_property
-    def starts(self) -> np.ndarray:
-        """(n_lines,) int64 byte offset in ``data`` where each line starts (found when asked:
-        only objects with a quarantined line need them)."""
-        return line_starts(self.data, self.end)
 
     def lines(self, line_nos: np.ndarray | list[int]) -> list[bytes]:
         """The verbatim text of the given 1-based lines (for quarantine; only bad lines)."""
@@ -185,7 +179,7 @@ def classify_line(raw: bytes, arrow_error: str) -> tuple[str, str]:
 _POLARS_TYPES = {pa.string(): pl.String, pa.int32(): pl.Int32, pa.int64(): pl.Int64}
 _POLARS_SCHEMA = {f.name: _POLARS_TYPES[f.type] for f in RAW_PARSE_SCHEMA}
 _STRING_FIELDS = [f.name for f in RAW_PARSE_SCHEMA if pa.types.is_string(f.type)]
-_NEWLINE, _QUOTE, _COLON = ord("\n"), ord('"'), ord(":")
+_QUOTE, _COLON = ord('"'), ord(":")
 
 
 def _polars_parse(data: bytes, buf: np.ndarray, n_lines: int) -> pa.Table | None:
@@ -215,7 +209,9 @@ def _polars_parse(data: bytes, buf: np.ndarray, n_lines: int) -> pa.Table | None
         return None  # Arrow's path names the failing lines
     if frame.height != n_lines:  # blank lines: polars skips them
         return None
-    table = frame.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(RAW_PARSE_SCHEMA)
+    # one chunk per column, as Arrow's reader gives (polars reads in ~1,600-row chunks, which
+    # would slow every later filter, take and write); large_string -> string: offsets only
+    table = frame.rechunk().to_arrow(compat_level=pl.CompatLevel.oldest()).cast(RAW_PARSE_SCHEMA)
     members = sum(table.num_rows - col.null_count for col in table.columns)
     strings = sum(table.num_rows - table[name].null_count for name in _STRING_FIELDS)
     inner = _inner_counts(table)
@@ -255,14 +251,13 @@ def _inner_counts(table: pa.Table) -> tuple[int, int] | None:
 def parse_object(data: bytes) -> Parsed:
     """Parse one decompressed raw object; every line ends up in ``table`` or ``rejected``."""
     end = len(data) - 1 if data.endswith(b"\n") else len(data)
-    buf = np.frombuffer(data, np.uint8, count=end)
-    n_lines = int(np.count_nonzero(buf == _NEWLINE)) + 1 if end else 0
+    starts = line_starts(data, end)
+    n_lines = len(starts)
     if n_lines:
-        table = _polars_parse(data, buf, n_lines)
+        table = _polars_parse(data, np.frombuffer(data, np.uint8, count=end), n_lines)
         if table is not None:
             line_no = np.arange(1, n_lines + 1, dtype=np.int64)
-            return Parsed(table, line_no, Rejected(), n_lines, data, end)
-    starts = line_starts(data, end)
+            return Parsed(table, line_no, Rejected(), n_lines, data, starts, end)
     if n_lines and not _has_blank_line(data, starts, end):
         try:
             table = _arrow_parse(data)  # a final newline is fine for Arrow: no copy
@@ -270,9 +265,9 @@ def parse_object(data: bytes) -> Parsed:
             table = None
         if table is not None and table.num_rows == n_lines:
             line_no = np.arange(1, n_lines + 1, dtype=np.int64)
-            return Parsed(table, line_no, Rejected(), n_lines, data, end)
+            return Parsed(table, line_no, Rejected(), n_lines, data, starts, end)
     table, line_no, rejected = _parse_by_lines(data[:end])
-    return Parsed(table, line_no, rejected, n_lines, data, end)
+    return Parsed(table, line_no, rejected, n_lines, data, starts, end)
 
 
 def _parse_by_lines(body: bytes) -> tuple[pa.Table, np.ndarray, Rejected]:
