@@ -79,15 +79,34 @@ def raw_lines(body: bytes) -> list[bytes]:
     return body.split(b"\n") if body else []
 
 
-def line_starts(data: bytes, end: int) -> np.ndarray:
-    """(L,) int64 byte offsets of the lines of ``data[:end]`` (empty when ``end`` is 0)."""
+_NEWLINE, _QUOTE, _COLON = ord("\n"), ord('"'), ord(":")
+_SCAN_BLOCK = 1 << 18  # bytes compared at a time: the masks stay in cache
+
+
+@dataclass(frozen=True)
+class Scan:
+    """One pass over ``data[:end]``: where its lines start, and its quotes and colons (the fast
+    path's accounting, :func:`_polars_parse`)."""
+
+    starts: np.ndarray  # (L,) int64 byte offsets of the lines (empty when ``end`` is 0)
+    quotes: int
+    colons: int
+
+
+def scan(data: bytes, end: int) -> Scan:
     if not end:
-        return np.zeros(0, dtype=np.int64)
-    newlines = np.flatnonzero(np.frombuffer(data, np.uint8, count=end) == ord("\n"))
-    starts = np.empty(len(newlines) + 1, dtype=np.int64)
-    starts[0] = 0
-    starts[1:] = newlines + 1
-    return starts
+        return Scan(np.zeros(0, dtype=np.int64), 0, 0)
+    buf = np.frombuffer(data, np.uint8, count=end)
+    mask = np.empty(min(end, _SCAN_BLOCK), dtype=bool)
+    quotes = colons = 0
+    starts = [np.zeros(1, dtype=np.int64)]
+    for lo in range(0, end, _SCAN_BLOCK):
+        block = buf[lo : lo + _SCAN_BLOCK]
+        out = mask[: len(block)]
+        quotes += int(np.count_nonzero(np.equal(block, _QUOTE, out=out)))
+        colons += int(np.count_nonzero(np.equal(block, _COLON, out=out)))
+        starts.append(np.flatnonzero(np.equal(block, _NEWLINE, out=out)) + (lo + 1))
+    return Scan(np.concatenate(starts), quotes, colons)
 
 
 def _has_blank_line(data: bytes, starts: np.ndarray, end: int) -> bool:
@@ -179,10 +198,9 @@ def classify_line(raw: bytes, arrow_error: str) -> tuple[str, str]:
 _POLARS_TYPES = {pa.string(): pl.String, pa.int32(): pl.Int32, pa.int64(): pl.Int64}
 _POLARS_SCHEMA = {f.name: _POLARS_TYPES[f.type] for f in RAW_PARSE_SCHEMA}
 _STRING_FIELDS = [f.name for f in RAW_PARSE_SCHEMA if pa.types.is_string(f.type)]
-_QUOTE, _COLON = ord('"'), ord(":")
 
 
-def _polars_parse(data: bytes, buf: np.ndarray, n_lines: int) -> pa.Table | None:
+def _polars_parse(data: bytes, counted: Scan) -> pa.Table | None:
     """The object as polars parses it, or None unless ``pyarrow.json`` surely gives the same.
 
     The two agree on syntax, UTF-8 and integer fields (polars is the stricter: what it rejects
@@ -207,7 +225,7 @@ def _polars_parse(data: bytes, buf: np.ndarray, n_lines: int) -> pa.Table | None
         frame = pl.read_ndjson(data, schema=_POLARS_SCHEMA)
     except (pl.exceptions.PolarsError, pl.exceptions.PanicException):
         return None  # Arrow's path names the failing lines
-    if frame.height != n_lines:  # blank lines: polars skips them
+    if frame.height != len(counted.starts):  # blank lines: polars skips them
         return None
     # one chunk per column, as Arrow's reader gives (polars reads in ~1,600-row chunks, which
     # would slow every later filter, take and write); large_string -> string: offsets only
@@ -218,9 +236,9 @@ def _polars_parse(data: bytes, buf: np.ndarray, n_lines: int) -> pa.Table | None
     if inner is None:
         return None
     inner_colons, inner_quotes = inner
-    if int(np.count_nonzero(buf == _COLON)) != members + inner_colons:
+    if counted.colons != members + inner_colons:
         return None
-    if int(np.count_nonzero(buf == _QUOTE)) != 2 * (members + strings) + inner_quotes:
+    if counted.quotes != 2 * (members + strings) + inner_quotes:
         return None
     return table
 
@@ -251,10 +269,11 @@ def _inner_counts(table: pa.Table) -> tuple[int, int] | None:
 def parse_object(data: bytes) -> Parsed:
     """Parse one decompressed raw object; every line ends up in ``table`` or ``rejected``."""
     end = len(data) - 1 if data.endswith(b"\n") else len(data)
-    starts = line_starts(data, end)
+    counted = scan(data, end)
+    starts = counted.starts
     n_lines = len(starts)
     if n_lines:
-        table = _polars_parse(data, np.frombuffer(data, np.uint8, count=end), n_lines)
+        table = _polars_parse(data, counted)
         if table is not None:
             line_no = np.arange(1, n_lines + 1, dtype=np.int64)
             return Parsed(table, line_no, Rejected(), n_lines, data, starts, end)

@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 import random
 
-import numpy as np
 import pytest
 
-from data.ingest.parse import _arrow_parse, _parse_by_lines, _polars_parse, parse_object
+from data.ingest.parse import _arrow_parse, _parse_by_lines, _polars_parse, parse_object, scan
 from tests.data.ingest.ingest_helpers import BREAKERS, good_event, line
 
 
@@ -72,8 +71,7 @@ def test_clean_object_takes_the_fast_path_and_matches_arrow():
     events = [good_event(i) for i in range(300)]
     for render in (_compact, lambda e: line(e).encode()):
         data = b"\n".join(render(e) for e in events) + b"\n"
-        buf = np.frombuffer(data, np.uint8, count=len(data) - 1)
-        fast = _polars_parse(data, buf, len(events))
+        fast = _polars_parse(data, scan(data, len(data) - 1))
         assert fast is not None  # else this file would test nothing
         assert fast.equals(_arrow_parse(data))
         _assert_same(data)
@@ -84,11 +82,11 @@ def test_one_odd_line_among_clean_ones(kind):
     raw = [_compact(good_event(i)) for i in range(40)]
     raw[17] = CASES[kind](good_event(17))
     data = b"\n".join(raw) + b"\n"
-    buf = np.frombuffer(data, np.uint8, count=len(data) - 1)
+    counted = scan(data, len(data) - 1)
     if kind in REFUSED:
-        assert _polars_parse(data, buf, len(raw)) is None  # the fast path hands it to Arrow
+        assert _polars_parse(data, counted) is None  # the fast path hands it to Arrow
     if kind in KEPT:
-        assert _polars_parse(data, buf, len(raw)) is not None
+        assert _polars_parse(data, counted) is not None
     _assert_same(data)
 
 
@@ -103,3 +101,12 @@ def test_mixed_objects_agree_with_arrow_line_by_line():
             raw.append(CASES[rng.choice(kinds)](event) if odd else _compact(event))
         data = b"\n".join(raw) + (b"\n" if rng.random() < 0.5 else b"")
         _assert_same(data)
+
+
+def test_scan_counts_across_blocks():
+    data = (b'{"a":"b:c"}\n' * 50_000)[:-1]  # several scan blocks
+    counted = scan(data, len(data))
+    assert counted.quotes == data.count(b'"') and counted.colons == data.count(b":")
+    newlines = [i + 1 for i, byte in enumerate(data) if byte == ord("\n")]
+    assert counted.starts.tolist() == [0, *newlines]
+    assert len(scan(b"", 0).starts) == 0
