@@ -133,8 +133,11 @@ class IdIndex:
         path = self.path(source)
         hashes = _one_chunk(_read(path)["hash"]).to_numpy()
         if len(hashes):
-            # the bits of each byte OR-ed together first: one write per byte, no ufunc.at
-            slot = np.sort(hashes >> np.uint64(64 - FILTER_BITS))
+            # the bits of each byte OR-ed together first: one write per byte, no ufunc.at (an
+            # index is sorted by hash, so its slots come sorted)
+            slot = hashes >> np.uint64(64 - FILTER_BITS)
+            if (slot[1:] < slot[:-1]).any():
+                slot = np.sort(slot)
             byte = slot >> np.uint64(3)
             heads = np.flatnonzero(np.concatenate([[True], byte[1:] != byte[:-1]]))
             bits = np.bitwise_or.reduceat(_BIT[slot & np.uint64(7)], heads)
