@@ -12,8 +12,15 @@ import random
 
 import pytest
 
+from data.ingest import parse
 from data.ingest.parse import _arrow_parse, _parse_by_lines, _polars_parse, parse_object, scan
 from tests.data.ingest.ingest_helpers import BREAKERS, good_event, line
+
+
+@pytest.fixture(autouse=True)
+def fast_path_for_any_size(monkeypatch):
+    """These objects are small: let the fast path take them as it takes large ones."""
+    monkeypatch.setattr(parse, "POLARS_MIN_BYTES", 0)
 
 
 def _compact(event: dict) -> bytes:
@@ -110,3 +117,30 @@ def test_scan_counts_across_blocks():
     newlines = [i + 1 for i, byte in enumerate(data) if byte == ord("\n")]
     assert counted.starts.tolist() == [0, *newlines]
     assert len(scan(b"", 0).starts) == 0
+
+
+def test_ingest_writes_the_same_files_on_either_path(tmp_path, monkeypatch):
+    from core.workspace import Workspace
+    from data.ingest.job import ingest_store
+    from data.ingest.objectstore import ObjectStore
+    from tests.data.ingest.ingest_helpers import KEY, NOW, lookups, write_object
+
+    clean = [_compact(good_event(i)) for i in range(500)]
+    mixed = [CASES[k](good_event(i + 500)) for i, k in enumerate(sorted(CASES))] + clean[:50]
+    files = {}
+    for name, threshold in (("fast", 0), ("arrow", 1 << 62)):
+        monkeypatch.setattr(parse, "POLARS_MIN_BYTES", threshold)
+        root = tmp_path / name
+        write_object(root, "dt=2025-03-01/part-0.jsonl.gz", clean)
+        write_object(root, "dt=2025-03-02/part-0.jsonl.gz", mixed)
+        ws = Workspace(root)
+        manifest = ingest_store(ws, ObjectStore(ws.raw), lookups(), key=KEY, now=NOW)
+        written = sorted(p for p in root.rglob("*.parquet") if "raw" not in p.parts)
+        files[name] = (
+            {str(p.relative_to(root)): p.read_bytes() for p in written},
+            {k: v for k, v in manifest.items() if k not in ("seconds", "events_per_s", "store")},
+        )
+    body = b"\n".join(clean) + b"\n"
+    assert _polars_parse(body, scan(body, len(body) - 1)) is not None  # the fast path ran
+    assert files["fast"] == files["arrow"]
+    assert files["fast"][1]["duplicates"] == 50 and files["fast"][1]["quarantined"] > 30
