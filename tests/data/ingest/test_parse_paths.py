@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 
+import numpy as np
 import pytest
 
 from data.ingest import parse
@@ -144,3 +145,23 @@ def test_ingest_writes_the_same_files_on_either_path(tmp_path, monkeypatch):
     assert _polars_parse(body, scan(body, len(body) - 1)) is not None  # the fast path ran
     assert files["fast"] == files["arrow"]
     assert files["fast"][1]["duplicates"] == 50 and files["fast"][1]["quarantined"] > 30
+
+
+def test_inner_counts_refuse_bytes_under_a_null():
+    import pyarrow as pa
+
+    from data.ingest.parse import RAW_PARSE_SCHEMA, _inner_counts
+
+    clean = parse_object(_compact(good_event(1)) + b"\n").table
+    assert _inner_counts(clean) is not None
+    offsets = pa.py_buffer(np.array([0, 3, 6], dtype=np.int32).tobytes())
+    validity = pa.py_buffer(np.packbits([1, 0], bitorder="little").tobytes())
+    hidden = pa.Array.from_buffers(pa.string(), 2, [validity, offsets, pa.py_buffer(b'a:""::')])
+    assert hidden.null_count == 1  # a null slot holding '"::' Arrow allows, polars never writes
+    table = pa.table(
+        {
+            n: hidden if n == "device" else pa.nulls(2, f.type)
+            for n, f in zip(RAW_PARSE_SCHEMA.names, RAW_PARSE_SCHEMA, strict=True)
+        }
+    )
+    assert _inner_counts(table) is None
