@@ -3,14 +3,14 @@
 The fast path parses a whole decompressed object (of at least :data:`POLARS_MIN_BYTES`) in one
 call to polars' ``read_ndjson`` with the explicit schema (no Python per line), and keeps the
 result only where it is certain that ``pyarrow.json`` (the reference parser) would give the
-same table: :func:`_polars_parse`.
-Otherwise the object is parsed in one call to ``pyarrow.json``, and when that fails, or when
-rows and lines do not pair up one to one (blank lines, two objects on one line), the object is
-split into lines and parsed in chunks. In a chunk that fails, each line is screened with
-orjson plus a per-field type check (:func:`screen_line`), which names the reason of every line
-both parsers reject; the rest is parsed by Arrow again and bisected only if it still fails
-(duplicate keys). Accepted lines always come out as Arrow parses them, so a line's fate does
-not depend on its neighbours or on the path that parsed it.
+same table: :func:`_polars_parse`. Otherwise the object is parsed in one call to
+``pyarrow.json``, and when that fails, or when rows and lines do not pair up one to one (blank
+lines, two objects on one line), the object is split into lines and parsed in chunks. In a
+chunk that fails, each line is screened with orjson plus a per-field type check
+(:func:`screen_line`), which names the reason of every line both parsers reject; the rest is
+parsed by Arrow again and bisected only if it still fails (duplicate keys). Accepted lines
+always come out as Arrow parses them, so a line's fate does not depend on its neighbours or on
+the path that parsed it.
 """
 
 from __future__ import annotations

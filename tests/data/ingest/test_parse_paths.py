@@ -51,6 +51,8 @@ REFUSED = {
     "escaped_value": lambda e: _compact({**e, "country": 'D"E\u00e9'}),
     "unknown_field": lambda e: _tail(e, b',"app":{"v":[1,2]}'),
     "null_member": lambda e: _compact({**e, "track_id": None}),
+    "two_objects_cr": lambda e: _compact(e) + b"\r" + _compact(e),
+    "cr_only": lambda e: b"\r",
 }
 # odd but plain lines the fast path keeps
 KEPT = {
