@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from functools import cache
 
 import numpy as np
 import orjson
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
@@ -198,10 +198,17 @@ def classify_line(raw: bytes, arrow_error: str) -> tuple[str, str]:
 
 
 # below this, polars' fixed cost per call (~1 ms) outweighs its speed: Arrow parses the object
+# (and a process that only parses small batches, the API's, never imports polars)
 POLARS_MIN_BYTES = 1 << 20
-_POLARS_TYPES = {pa.string(): pl.String, pa.int32(): pl.Int32, pa.int64(): pl.Int64}
-_POLARS_SCHEMA = {f.name: _POLARS_TYPES[f.type] for f in RAW_PARSE_SCHEMA}
 _STRING_FIELDS = [f.name for f in RAW_PARSE_SCHEMA if pa.types.is_string(f.type)]
+
+
+@cache
+def _polars_schema() -> dict:
+    import polars as pl
+
+    types = {pa.string(): pl.String, pa.int32(): pl.Int32, pa.int64(): pl.Int64}
+    return {f.name: types[f.type] for f in RAW_PARSE_SCHEMA}
 
 
 def _polars_parse(data: bytes, counted: Scan) -> pa.Table | None:
@@ -223,10 +230,12 @@ def _polars_parse(data: bytes, counted: Scan) -> pa.Table | None:
 
     Objects with escapes, unknown fields or explicit nulls take Arrow's path (same result).
     """
+    import polars as pl
+
     if b"\\" in data:
         return None
     try:
-        frame = pl.read_ndjson(data, schema=_POLARS_SCHEMA)
+        frame = pl.read_ndjson(data, schema=_polars_schema())
     except (pl.exceptions.PolarsError, pl.exceptions.PanicException):
         return None  # Arrow's path names the failing lines
     if frame.height != len(counted.starts):  # blank lines: polars skips them
