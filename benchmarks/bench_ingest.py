@@ -210,6 +210,7 @@ def _child(kind: str, root: Path, core: int = 0) -> dict:
         ]
         return result
     if kind == "ingest":
+        import polars  # noqa: F401  # ingest's parser imports it on first use: an import, not work
         import pyarrow as pa
 
         from core.workspace import Workspace
