@@ -215,25 +215,29 @@ def ingest_object(
 
     outputs: list[str] = []
     final = np.flatnonzero(valid)[keep]  # (A,) parsed rows that go to the lake
-    # only the lake's columns are gathered, in one pass, and only the rows that go there (a
-    # boolean filter: about 2.5x cheaper than a take of the same rows, same order)
-    kept = parsed.table.select([n for n in LAKE_EVENTS.names if n in parsed.table.column_names])
-    user_rows = users.indices
-    if len(final) < parsed.table.num_rows:
-        to_lake = np.zeros(parsed.table.num_rows, dtype=bool)
-        to_lake[final] = True
-        kept = kept.filter(pa.array(to_lake))
-        user_rows = user_rows.filter(pa.array(to_lake))
-    kept_ms = event_ms[final]
     # every distinct user id of the object is hashed (once per run), then spread to rows
     keys = pseudonyms.keys(users.dictionary)
-    lake = _lake_table(kept, kept_ms, pc.take(keys, user_rows))
-    days = kept_ms // DAY_MS
-    unique_days = np.unique(days)
-    for day in unique_days:
-        path = ws.lake_events / _partition(int(day)) / f"part-{oid}.parquet"
-        part = lake if len(unique_days) == 1 else lake.filter(pa.array(days == day))
-        write_lake_file(path, part)
+    # only the lake's columns are gathered, and only the rows of one day file at a time (a
+    # boolean filter per file: about 2.5x cheaper than a take of the same rows, same order)
+    columns = parsed.table.select([n for n in LAKE_EVENTS.names if n in parsed.table.column_names])
+    day = np.full(parsed.table.num_rows, -1, dtype=np.int64)  # (R,) -1: not for the lake
+    day[final] = event_ms[final] // DAY_MS
+    days = day[final]
+    first_day = int(days.min()) if len(days) else 0
+    # validated event times lie between the service start and the run's clock: few days
+    for d in np.flatnonzero(np.bincount(days - first_day)) + first_day:
+        rows = day == d
+        if rows.all():
+            part, user_rows, part_ms = columns, users.indices, event_ms
+        else:
+            mask = pa.array(rows)
+            part, user_rows, part_ms = (
+                columns.filter(mask),
+                users.indices.filter(mask),
+                event_ms[rows],
+            )
+        path = ws.lake_events / _partition(int(d)) / f"part-{oid}.parquet"
+        write_lake_file(path, _lake_table(part, part_ms, pc.take(keys, user_rows)))
         outputs.append(str(path.relative_to(ws.root)))
     if quarantined is not None:
         outputs.extend(quarantined)

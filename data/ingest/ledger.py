@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core import atomic
@@ -130,9 +131,17 @@ class IdIndex:
     def add(self, source: str) -> None:
         """Count a just-committed object's index in later lookups."""
         path = self.path(source)
-        hashes = _read(path)["hash"].combine_chunks().to_numpy()
-        slot = hashes >> np.uint64(64 - FILTER_BITS)
-        np.bitwise_or.at(self.bitmap, slot >> np.uint64(3), _BIT[slot & np.uint64(7)])
+        hashes = _one_chunk(_read(path)["hash"]).to_numpy()
+        if len(hashes):
+            # the bits of each byte OR-ed together first: one write per byte, no ufunc.at (an
+            # index is sorted by hash, so its slots come sorted)
+            slot = hashes >> np.uint64(64 - FILTER_BITS)
+            if (slot[1:] < slot[:-1]).any():
+                slot = np.sort(slot)
+            byte = slot >> np.uint64(3)
+            heads = np.flatnonzero(np.concatenate([[True], byte[1:] != byte[:-1]]))
+            bits = np.bitwise_or.reduceat(_BIT[slot & np.uint64(7)], heads)
+            self.bitmap[byte[heads]] |= bits
         self.paths.append(path)
 
     def _maybe(self, hashes: np.ndarray) -> np.ndarray:
@@ -157,25 +166,35 @@ class IdIndex:
             index = _read(path)
             if not index.num_rows:
                 continue
-            stored = index["hash"].combine_chunks().to_numpy()
+            stored = _one_chunk(index["hash"]).to_numpy()
             left = np.searchsorted(stored, needles, side="left")
             inside = left < len(stored)
             hit = np.flatnonzero(inside & (stored[np.minimum(left, len(stored) - 1)] == needles))
             if not len(hit):
                 continue
-            stored_ids = index["event_id"].combine_chunks()
-            for k in hit:  # hash matches: few (real duplicates), each confirmed by its string
+            # hash matches are few (real duplicates): each confirmed by its string, all at once
+            stored_ids = _one_chunk(index["event_id"])
+            rows = order[hit]
+            same = pc.equal(ids.take(pa.array(rows)), stored_ids.take(pa.array(left[hit])))
+            same = same.to_numpy(zero_copy_only=False)
+            found[rows[same]] = True
+            for k in hit[~same]:  # the first id of that hash was another: look at the next ones
                 row = int(order[k])
                 if found[row]:
                     continue
                 want = ids[row].as_py()
-                j = int(left[k])
+                j = int(left[k]) + 1
                 while j < len(stored) and stored[j] == needles[k]:
                     if stored_ids[j].as_py() == want:
                         found[row] = True
                         break
                     j += 1
         return found
+
+
+def _one_chunk(column: pa.ChunkedArray) -> pa.Array:
+    """The column as one array, without a copy when it has one chunk (a mapped index has)."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 _BIT = (1 << np.arange(8)).astype(np.uint8)

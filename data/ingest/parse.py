@@ -1,22 +1,28 @@
 """Raw JSON lines -> an Arrow table, fast, with an exact reason for every line that fails.
 
-The whole decompressed object is parsed in one call to ``pyarrow.json`` with an explicit
-schema (no Python per line). Only when that fails, or when rows and lines do not pair up one
-to one (blank lines, two objects on one line), the object is split into lines and parsed in
-chunks. In a chunk that fails, each line is screened with orjson plus a per-field type check
+The fast path parses a whole decompressed object (of at least :data:`POLARS_MIN_BYTES`) in one
+call to polars' ``read_ndjson`` with the explicit schema (no Python per line), and keeps the
+result only where it is certain that ``pyarrow.json`` (the reference parser) would give the
+same table: :func:`_polars_parse`. Otherwise the object is parsed in one call to
+``pyarrow.json``, and when that fails, or when rows and lines do not pair up one to one (blank
+lines, two objects on one line), the object is split into lines and parsed in chunks. In a
+chunk that fails, each line is screened with orjson plus a per-field type check
 (:func:`screen_line`), which names the reason of every line both parsers reject; the rest is
 parsed by Arrow again and bisected only if it still fails (duplicate keys). Accepted lines
-always come out of the same Arrow parser, so a line's fate does not depend on its neighbours.
+always come out as Arrow parses them, so a line's fate does not depend on its neighbours or on
+the path that parsed it.
 """
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from functools import cache
 
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from data.schemas import RAW_PARSE_SCHEMA
@@ -75,15 +81,34 @@ def raw_lines(body: bytes) -> list[bytes]:
     return body.split(b"\n") if body else []
 
 
-def line_starts(data: bytes, end: int) -> np.ndarray:
-    """(L,) int64 byte offsets of the lines of ``data[:end]`` (empty when ``end`` is 0)."""
+_NEWLINE, _QUOTE, _COLON = ord("\n"), ord('"'), ord(":")
+_SCAN_BLOCK = 1 << 18  # bytes compared at a time: the masks stay in cache
+
+
+@dataclass(frozen=True)
+class Scan:
+    """One pass over ``data[:end]``: where its lines start, and its quotes and colons (the fast
+    path's accounting, :func:`_polars_parse`)."""
+
+    starts: np.ndarray  # (L,) int64 byte offsets of the lines (empty when ``end`` is 0)
+    quotes: int
+    colons: int
+
+
+def scan(data: bytes, end: int) -> Scan:
     if not end:
-        return np.zeros(0, dtype=np.int64)
-    newlines = np.flatnonzero(np.frombuffer(data, np.uint8, count=end) == ord("\n"))
-    starts = np.empty(len(newlines) + 1, dtype=np.int64)
-    starts[0] = 0
-    starts[1:] = newlines + 1
-    return starts
+        return Scan(np.zeros(0, dtype=np.int64), 0, 0)
+    buf = np.frombuffer(data, np.uint8, count=end)
+    mask = np.empty(min(end, _SCAN_BLOCK), dtype=bool)
+    quotes = colons = 0
+    starts = [np.zeros(1, dtype=np.int64)]
+    for lo in range(0, end, _SCAN_BLOCK):
+        block = buf[lo : lo + _SCAN_BLOCK]
+        out = mask[: len(block)]
+        quotes += int(np.count_nonzero(np.equal(block, _QUOTE, out=out)))
+        colons += int(np.count_nonzero(np.equal(block, _COLON, out=out)))
+        starts.append(np.flatnonzero(np.equal(block, _NEWLINE, out=out)) + (lo + 1))
+    return Scan(np.concatenate(starts), quotes, colons)
 
 
 def _has_blank_line(data: bytes, starts: np.ndarray, end: int) -> bool:
@@ -172,11 +197,99 @@ def classify_line(raw: bytes, arrow_error: str) -> tuple[str, str]:
     return "unparseable", arrow_error
 
 
+# below this, polars' fixed cost per call (~1 ms) outweighs its speed: Arrow parses the object
+# (and a process that only parses small batches, the API's, never imports polars)
+POLARS_MIN_BYTES = 1 << 20
+_STRING_FIELDS = [f.name for f in RAW_PARSE_SCHEMA if pa.types.is_string(f.type)]
+
+
+@cache
+def _polars_schema() -> dict:
+    import polars as pl
+
+    types = {pa.string(): pl.String, pa.int32(): pl.Int32, pa.int64(): pl.Int64}
+    return {f.name: types[f.type] for f in RAW_PARSE_SCHEMA}
+
+
+def _polars_parse(data: bytes, counted: Scan) -> pa.Table | None:
+    """The object as polars parses it, or None unless ``pyarrow.json`` surely gives the same.
+
+    The two agree on syntax, UTF-8 and integer fields (polars is the stricter: what it rejects
+    goes to Arrow). Polars alone accepts (a) a schema field given twice on a line (the last
+    wins) and (b) a number, boolean, object or array in a string field (it writes the value's
+    JSON as the string; same colons and quotes as the source, tested), and it reads escapes
+    Arrow rejects (lone surrogates). So the result is kept only when the object has no
+    backslash (no escapes at all) and its colons and quotes are all accounted for:
+
+    * every member has one colon outside strings: ``colons == members + colons inside string
+      values`` leaves no member besides one per non-null value of a schema field (no repeated
+      field, no unknown or null member; those only add colons);
+    * then every member's key has 2 quotes, a string value 2, and a value of another type
+      written as a string has 2 fewer in the source than counted, so ``quotes == 2 * members
+      + 2 * string values + quotes inside string values`` leaves no such value.
+
+    Objects with escapes, unknown fields or explicit nulls take Arrow's path (same result).
+    """
+    import polars as pl
+
+    if b"\\" in data:
+        return None
+    try:
+        frame = pl.read_ndjson(data, schema=_polars_schema())
+    except (pl.exceptions.PolarsError, pl.exceptions.PanicException):
+        return None  # Arrow's path names the failing lines
+    if frame.height != len(counted.starts):  # blank lines: polars skips them
+        return None
+    # one chunk per column, as Arrow's reader gives (polars reads in ~1,600-row chunks, which
+    # would slow every later filter, take and write); large_string -> string: offsets only
+    table = frame.rechunk().to_arrow(compat_level=pl.CompatLevel.oldest()).cast(RAW_PARSE_SCHEMA)
+    members = sum(table.num_rows - col.null_count for col in table.columns)
+    strings = sum(table.num_rows - table[name].null_count for name in _STRING_FIELDS)
+    inner = _inner_counts(table)
+    if inner is None:
+        return None
+    inner_colons, inner_quotes = inner
+    if counted.colons != members + inner_colons:
+        return None
+    if counted.quotes != 2 * (members + strings) + inner_quotes:
+        return None
+    return table
+
+
+def _inner_counts(table: pa.Table) -> tuple[int, int] | None:
+    """(colons, quotes) inside the values of the string fields (None: a null slot holds bytes,
+    which would be counted; Arrow allows it, polars does not write it)."""
+    colons = quotes = 0
+    for name in _STRING_FIELDS:
+        for chunk in table[name].chunks:
+            if not len(chunk):
+                continue
+            bounds = np.frombuffer(
+                chunk.buffers()[1], np.int32, count=len(chunk) + 1, offset=chunk.offset * 4
+            )
+            if chunk.null_count:  # the values' bytes must be all the bytes between the bounds
+                held = pc.sum(pc.binary_length(chunk)).as_py() or 0
+                if held != bounds[-1] - bounds[0]:
+                    return None
+            if bounds[-1] == bounds[0]:
+                continue
+            values = np.frombuffer(chunk.buffers()[2], np.uint8)[bounds[0] : bounds[-1]]
+            colons += int(np.count_nonzero(values == _COLON))
+            quotes += int(np.count_nonzero(values == _QUOTE))
+    return colons, quotes
+
+
 def parse_object(data: bytes) -> Parsed:
     """Parse one decompressed raw object; every line ends up in ``table`` or ``rejected``."""
     end = len(data) - 1 if data.endswith(b"\n") else len(data)
-    starts = line_starts(data, end)
+    counted = scan(data, end)
+    starts = counted.starts
     n_lines = len(starts)
+    if n_lines and len(data) >= POLARS_MIN_BYTES:
+        table = _polars_parse(data, counted)
+        if table is not None:
+            line_no = np.arange(1, n_lines + 1, dtype=np.int64)
+            return Parsed(table, line_no, Rejected(), n_lines, data, starts, end)
     if n_lines and not _has_blank_line(data, starts, end):
         try:
             table = _arrow_parse(data)  # a final newline is fine for Arrow: no copy

@@ -78,3 +78,15 @@ def test_lookup_memory_does_not_grow_with_earlier_objects(tmp_path):
     few = _lookup_peak(Workspace(tmp_path / "few"), 4)
     many = _lookup_peak(Workspace(tmp_path / "many"), 60)
     assert many < 1.5 * few + (1 << 20)  # 15x the earlier ids, about the same memory
+
+
+def test_ids_sharing_a_hash_are_told_apart_by_their_strings(ws):
+    index = ledger_mod.IdIndex(ws, {})
+    same = np.full(3, 12345, dtype=np.uint64)  # three stored ids, one hash: a forced collision
+    index.write("events/a.jsonl.gz", pa.array(["ev-a", "ev-b", "ev-c"]), same)
+    index.write("events/b.jsonl.gz", pa.array(["ev-d"]), np.array([777], dtype=np.uint64))
+    index.add("events/a.jsonl.gz")
+    index.add("events/b.jsonl.gz")
+    asked = pa.array(["ev-c", "ev-x", "ev-a", "ev-d", "ev-e"])
+    hashes = np.array([12345, 12345, 12345, 777, 777], dtype=np.uint64)
+    assert index.known(asked, hashes).tolist() == [True, False, True, True, False]
