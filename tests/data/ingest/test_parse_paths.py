@@ -60,7 +60,49 @@ KEPT = {
     "colon_in_value": lambda e: _compact({**e, "request_id": "a:b", "device": "{a:[1]}"}),
     "missing_fields": lambda e: _compact({"event_id": e["event_id"], "position": 3}),
 }
-CASES = {**{k: make for k, (make, _) in BREAKERS.items()}, **REFUSED, **KEPT}
+
+
+def _swap(old: bytes, new: bytes):
+    return lambda e: _compact(e).replace(old, new, 1)
+
+
+def _position(raw: bytes):
+    return lambda e: _compact({**e, "position": 3}).replace(b'"position":3', b'"position":' + raw)
+
+
+# lines where either parser might bend a rule the other keeps; whichever path runs, each must
+# get Arrow's line-by-line fate (checked against the reference below, not against a path)
+HOSTILE = {
+    "tab_in_string": _swap(b'"DE"', b'"D\tE"'),
+    "control_in_string": _swap(b'"DE"', b'"D\x01E"'),
+    "del_in_string": _swap(b'"DE"', b'"D\x7fE"'),
+    "invalid_utf8": _swap(b'"DE"', b'"D\xffE"'),
+    "overlong_utf8": _swap(b'"DE"', b'"D\xc0\xafE"'),
+    "utf8_surrogate": _swap(b'"DE"', b'"D\xed\xa0\x80E"'),
+    "single_quotes": _swap(b'"DE"', b"'DE'"),
+    "float_in_int": _position(b"3.5"),
+    "whole_float_in_int": _position(b"3.0"),
+    "exponent_in_int": _position(b"1E2"),
+    "string_in_int": _position(b'"3"'),
+    "bool_in_int": _position(b"true"),
+    "int_past_int64": _position(str(2**70).encode()),
+    "leading_zero": _position(b"03"),
+    "plus_sign": _position(b"+3"),
+    "nan": _position(b"NaN"),
+    "trailing_comma": lambda e: _compact(e)[:-1] + b",}",
+    "byte_order_mark": lambda e: b"\xef\xbb\xbf" + _compact(e),
+    "array_line": lambda e: b"[" + _compact(e) + b"]",
+    "scalar_line": lambda e: b"3",
+    "string_line": lambda e: b'"a:b"',
+    "null_line": lambda e: b"null",
+    "empty_object": lambda e: b"{}",
+    "spaces_only": lambda e: b"   ",
+    "comment_after": lambda e: _compact(e) + b" // a comment",
+    "two_objects_space": lambda e: _compact(e) + b" " + _compact(e),
+    "key_case": _swap(b'"position"', b'"Position"'),
+    "object_and_int_in_strings": lambda e: _compact({**e, "device": {"a": "b"}, "country": 5}),
+}
+CASES = {**{k: make for k, (make, _) in BREAKERS.items()}, **REFUSED, **KEPT, **HOSTILE}
 
 
 def _reference(data: bytes):
