@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import resource
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -152,6 +153,10 @@ def build_features(
         built = build_spark_tables(ws, config, spark, version)
         built["build"] = {"mode": "full", "reason": "the Spark engine builds in full"}
         built["counts"]["online_rows"] = _publish(target, ws.feature_dir.user_features)
+        log.debug(
+            "features (spark): published; driver peak %d MB",
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10,
+        )
         engine = "spark"
     summary = {
         "cutoffs": {k: _iso(v) for k, v in built["cutoffs"].items()},
