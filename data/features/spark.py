@@ -417,8 +417,8 @@ def _assemble_days(folder: Path, stage: Path, end: int) -> None:
     :mod:`data.features.example_parts`: each day is its ranges' rows in range order (rows
     by user, then time, as the local engine orders a day), streamed into the file the local
     engine writes for it, byte for byte (:func:`core.atomic.write_batches`: the driver holds
-    one row group, up to 1 Mi examples, per day being written, never a day; two days are
-    written at once, Parquet encoding releases the GIL)."""
+    one row group, 128 Ki examples, per day being written, never a day; two days are written
+    at once, Parquet encoding releases the GIL)."""
     parts = {int(d.name): sorted(d.glob("part-*.parquet")) for d in stage.glob("examples/*")}
     last = (end - 1) // DAY_MS
     names = {part_name(d) for d in parts} | {part_name(last)}
