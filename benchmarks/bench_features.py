@@ -6,7 +6,7 @@ user per 100 events). With two sizes or more, the peak memory's slope per event 
 smallest and the largest, and the event count at which it would reach 16 GiB: the point to
 switch to the Spark engine on a 16 GB machine.
 The synthetic lake is drawn with numpy (power-law users and artists, 35 days) straight into
-Parquet partitions; each build runs in a fresh subprocess whose own ``ru_maxrss`` is the peak.
+Parquet partitions; each build runs in a fresh subprocess whose own peak RSS (``VmHWM``) is the peak.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.constants import DAY_MS
+from core.memory import peak_rss_mb
 
 START_MS = 1_709_251_200_000  # 2024-03-01T00:00Z
 TYPES = np.array(["impression", "click", "stream", "follow", "unfollow"], dtype=object)
@@ -119,11 +119,10 @@ def _child(root: str) -> None:
     started, cpu = time.perf_counter(), time.process_time()
     summary = build_features(Workspace(Path(root)))
     seconds = time.perf_counter() - started
-    usage = resource.getrusage(resource.RUSAGE_SELF)
     result = {
         "seconds": seconds,
         "cpu_s": time.process_time() - cpu,  # all threads of the build, user + system
-        "peak_mb": usage.ru_maxrss / 1024,  # Linux: KiB
+        "peak_mb": peak_rss_mb(),  # VmHWM: this process's own, not its parent's lake
         "examples": summary["counts"]["examples"],
         "load": os.getloadavg()[0],
     }
@@ -163,7 +162,7 @@ def main(quick: bool = False, sizes: list[int] | None = None) -> str:
         "## Feature build (`data.features.build.build_features`)",
         "",
         f"Command: `{COMMAND}{flags}`. Synthetic lake (numpy, 35 days, "
-        "power-law users and artists); the build runs in a fresh process, peak = its ru_maxrss. "
+        "power-law users and artists); the build runs in a fresh process, peak = its own peak RSS (VmHWM). "
         "Includes writing all feature tables and publishing to the SQLite online store. "
         "Wall time depends on the machine's load (1-minute load average at the end of each "
         f"build shown; {os.cpu_count()} cores); CPU s is the build's own user + system time, "

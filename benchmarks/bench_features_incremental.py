@@ -3,7 +3,7 @@
 Run: ``python -m benchmarks.bench_features_incremental [--quick]`` (quick: 10k users / 1M
 events; full: also 100k / 10M). The lake is the feature benchmark's (``bench_features
 .make_lake``: numpy, 35 days, one Delta commit per day). Per size, each step in a fresh
-process (wall, CPU, peak ru_maxrss):
+process (wall, CPU, peak RSS, VmHWM):
 
 1. full build at the version of the first 34 days (writes the carried state; not timed here);
 2. **incremental** build at the latest version (reads day 35's file plus the state);
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import time
 from pathlib import Path
 
 from benchmarks.bench_features import make_lake
+from core.memory import peak_rss_mb
 
 COMMAND = ".venv/bin/python -m benchmarks.bench_features_incremental"
 TABLES = ("examples", "sequences", "eval_users", "user_features", "artist_features", "trending")
@@ -41,7 +41,7 @@ def _child(root: str, mode: str, version: int | None) -> None:
         Workspace(Path(root)), online="", as_of_version=version, incremental=mode == "incremental"
     )
     seconds, cpu_s = time.perf_counter() - started, time.process_time() - cpu
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     result = {
         "seconds": seconds,
         "cpu_s": cpu_s,

@@ -31,7 +31,6 @@ import argparse
 import gzip
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -42,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from core.memory import peak_rss_mb
 
 N_FULL, N_QUICK = 2_000_000, 200_000
 ROUNDS = 2  # runs of each side, interleaved; the least-disturbed one is reported
@@ -146,14 +147,6 @@ def _one_core(core: int) -> None:
     pa.set_io_thread_count(1)
 
 
-def _peak_rss_mb() -> float:
-    """This process's peak RSS since exec (VmHWM; ru_maxrss would include the parent's)."""
-    for row in Path("/proc/self/status").read_text().splitlines():
-        if row.startswith("VmHWM:"):
-            return int(row.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _raw_files(root: Path) -> list[Path]:
     return sorted((root / "raw" / "events").rglob("*.jsonl.gz"))
 
@@ -244,7 +237,7 @@ def _child(kind: str, root: Path, core: int = 0) -> dict:
         "wall_work": time.perf_counter() - wall0,
         "cpu_total": time.process_time(),  # since the process started: imports included
         "wall_total": time.perf_counter() - started,
-        "max_rss_mb": _peak_rss_mb(),
+        "max_rss_mb": peak_rss_mb(),
         **extra,
     }
 

@@ -3,7 +3,7 @@
 Run: ``python -m benchmarks.bench_spark_features [--quick] [--sizes 1000000,10000000]``
 (quick: 1M events only; sizes: events, 100 per user). The lake is
 :func:`benchmarks.bench_features.make_lake` (a Delta table, 35 days). Each build runs in a
-fresh process; its ``ru_maxrss`` is the driver's Python peak, and the process tree (the
+fresh process; its own peak RSS (``VmHWM``) is the driver's Python peak, and the process tree (the
 Python driver, Spark's JVM, its Python workers) is sampled for the tree's peak and the
 largest process's. After both builds the six tables are compared file by file
 (``pa.Table.equals``: same rows in the same order, same types, exact values). Above
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import pyarrow.parquet as pq
 
 from benchmarks.bench_features import make_lake
 from benchmarks.procs import TreePeak
+from core.memory import peak_rss_mb
 
 COMMAND = ".venv/bin/python -m benchmarks.bench_spark_features"
 TABLES = ("examples", "sequences", "eval_users", "user_features", "artist_features", "trending")
@@ -47,11 +47,10 @@ def _child(root: str, engine: str) -> None:
     summary = build_features(Workspace(Path(root)), spark=spark)
     if spark is not None:
         spark.stop()
-    usage = resource.getrusage(resource.RUSAGE_SELF)
     result = {
         "seconds": time.perf_counter() - started,
         "cpu_s": time.process_time() - cpu,  # the driver's own; Spark's workers are not in it
-        "peak_mb": usage.ru_maxrss / 1024,
+        "peak_mb": peak_rss_mb(),  # VmHWM: ru_maxrss would carry the parent's lake peak
         "examples": summary["counts"]["examples"],
         "load": os.getloadavg()[0],
     }
@@ -116,7 +115,7 @@ def main(quick: bool = False, sizes: list[int] | None = None, local_max: int = L
         "",
         f"Command: `{COMMAND}{args}`. The lake of the feature build above (a Delta table, 35 "
         "days, 100 events a listener); each engine builds in a fresh process, one after the "
-        "other on the same lake. Driver peak = the Python driver's ru_maxrss; largest = the "
+        "other on the same lake. Driver peak = the Python driver's own peak RSS (VmHWM; ru_maxrss would carry the benchmark's lake-making peak into the child); largest = the "
         "largest process of the build's process tree (Spark's JVM, in local mode the driver "
         f"and the executor at once, heap {heap}; or the Python driver); tree = the peak sum "
         "of the driver, the JVM "

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import resource
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -41,6 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.atomic import write_json, write_table
+from core.memory import peak_rss_mb
 from core.urls import redact_url
 from core.workspace import Workspace
 from data.features.artist import artist_features, trending
@@ -153,10 +153,7 @@ def build_features(
         built = build_spark_tables(ws, config, spark, version)
         built["build"] = {"mode": "full", "reason": "the Spark engine builds in full"}
         built["counts"]["online_rows"] = _publish(target, ws.feature_dir.user_features)
-        log.debug(
-            "features (spark): published; driver peak %d MB",
-            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10,
-        )
+        log.debug("features (spark): published; driver peak %.0f MB", peak_rss_mb())
         engine = "spark"
     summary = {
         "cutoffs": {k: _iso(v) for k, v in built["cutoffs"].items()},

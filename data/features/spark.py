@@ -32,7 +32,6 @@ on storage every executor sees.
 from __future__ import annotations
 
 import logging
-import resource
 import shutil
 import uuid
 from collections.abc import Iterable, Iterator
@@ -48,6 +47,7 @@ import pyarrow.parquet as pq
 
 from core.atomic import write_batches, write_table
 from core.constants import DAY_MS
+from core.memory import peak_rss_mb
 from core.progress import progress_bar
 from core.workspace import Workspace
 from data.features.artist import (
@@ -436,10 +436,10 @@ def _assemble_days(folder: Path, stage: Path, end: int) -> None:
 def _mark(step: str) -> None:
     """A debug line: the step done and the driver's memory peak so far (process and Arrow)."""
     if log.isEnabledFor(logging.DEBUG):
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
+        peak = peak_rss_mb()
         arrow = pa.default_memory_pool().max_memory() >> 20
         log.debug(
-            "features (spark): %s; driver peak %d MB, Arrow pool peak %d MB", step, peak, arrow
+            "features (spark): %s; driver peak %.0f MB, Arrow pool peak %d MB", step, peak, arrow
         )
 
 
