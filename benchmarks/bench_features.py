@@ -6,7 +6,8 @@ user per 100 events). With two sizes or more, the peak memory's slope per event 
 smallest and the largest, and the event count at which it would reach 16 GiB: the point to
 switch to the Spark engine on a 16 GB machine.
 The synthetic lake is drawn with numpy (power-law users and artists, 35 days) straight into
-Parquet partitions; each build runs in a fresh subprocess whose own peak RSS (``VmHWM``) is the peak.
+Parquet partitions; each build runs in a fresh subprocess whose own peak RSS (``VmHWM``) is
+the peak.
 """
 
 from __future__ import annotations
@@ -162,7 +163,8 @@ def main(quick: bool = False, sizes: list[int] | None = None) -> str:
         "## Feature build (`data.features.build.build_features`)",
         "",
         f"Command: `{COMMAND}{flags}`. Synthetic lake (numpy, 35 days, "
-        "power-law users and artists); the build runs in a fresh process, peak = its own peak RSS (VmHWM). "
+        "power-law users and artists); the build runs in a fresh process, peak = its own "
+        "peak RSS (VmHWM). "
         "Includes writing all feature tables and publishing to the SQLite online store. "
         "Wall time depends on the machine's load (1-minute load average at the end of each "
         f"build shown; {os.cpu_count()} cores); CPU s is the build's own user + system time, "

@@ -395,7 +395,8 @@ def _report(
             "",
             f"Same run: ingest is **{to_fastest:.2f}x** the fastest bare parser "
             f"({fastest}) and {to_pyarrow:.2f}x bare pyarrow (ingest's reference parser; it "
-            f"parses with polars where the two surely agree), by work CPU time. Ingest accepted {ours['accepted']:,}, dropped "
+            "parses with polars where the two surely agree), by work CPU time. Ingest accepted "
+            f"{ours['accepted']:,}, dropped "
             f"{ours['duplicates']:,} duplicates, quarantined {ours['quarantined']:,}.",
             "",
             f"Two ingest processes at once (each on its own core, half of the objects each, "

@@ -3,8 +3,8 @@
 Run: ``python -m benchmarks.bench_spark_features [--quick] [--sizes 1000000,10000000]``
 (quick: 1M events only; sizes: events, 100 per user). The lake is
 :func:`benchmarks.bench_features.make_lake` (a Delta table, 35 days). Each build runs in a
-fresh process; its own peak RSS (``VmHWM``) is the driver's Python peak, and the process tree (the
-Python driver, Spark's JVM, its Python workers) is sampled for the tree's peak and the
+fresh process; its own peak RSS (``VmHWM``) is the driver's Python peak, and the process
+tree (the Python driver, Spark's JVM, its Python workers) is sampled for the tree's peak and the
 largest process's. After both builds the six tables are compared file by file
 (``pa.Table.equals``: same rows in the same order, same types, exact values). Above
 ``--local-max`` events the local engine is not run (it would not fit this machine's memory:
@@ -115,7 +115,8 @@ def main(quick: bool = False, sizes: list[int] | None = None, local_max: int = L
         "",
         f"Command: `{COMMAND}{args}`. The lake of the feature build above (a Delta table, 35 "
         "days, 100 events a listener); each engine builds in a fresh process, one after the "
-        "other on the same lake. Driver peak = the Python driver's own peak RSS (VmHWM; ru_maxrss would carry the benchmark's lake-making peak into the child); largest = the "
+        "other on the same lake. Driver peak = the Python driver's own peak RSS (VmHWM; "
+        "ru_maxrss would carry the benchmark's lake-making peak into the child); largest = the "
         "largest process of the build's process tree (Spark's JVM, in local mode the driver "
         f"and the executor at once, heap {heap}; or the Python driver); tree = the peak sum "
         "of the driver, the JVM "

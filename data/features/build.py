@@ -40,7 +40,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.atomic import write_json, write_table
-from core.memory import peak_rss_mb
 from core.urls import redact_url
 from core.workspace import Workspace
 from data.features.artist import artist_features, trending
@@ -146,14 +145,14 @@ def build_features(
         built = _build_local(ws, config, version, target, incremental)
         engine = "local"
     else:
-        from data.features.spark import build_spark_tables
+        from data.features.spark import build_spark_tables, log_peak
 
         if incremental:
             log.warning("features: --incremental is local-engine only; a full Spark build")
         built = build_spark_tables(ws, config, spark, version)
         built["build"] = {"mode": "full", "reason": "the Spark engine builds in full"}
         built["counts"]["online_rows"] = _publish(target, ws.feature_dir.user_features)
-        log.debug("features (spark): published; driver peak %.0f MB", peak_rss_mb())
+        log_peak("published")
         engine = "spark"
     summary = {
         "cutoffs": {k: _iso(v) for k, v in built["cutoffs"].items()},

@@ -367,7 +367,7 @@ def build_spark_tables(
             if last is None:
                 raise ValueError("the lake holds no usable events; nothing to build features from")
             cut = split_cutoffs(int(last), config)
-            _mark("events read")
+            log_peak("events read")
             bar.update()
             scored = _with_listen_ratios(events, n_parts).cache()
             bar.update()
@@ -433,7 +433,7 @@ def _assemble_days(folder: Path, stage: Path, end: int) -> None:
         write_days(folder, {part_name(last): EXAMPLES.empty_table()}, names)
 
 
-def _mark(step: str) -> None:
+def log_peak(step: str) -> None:
     """A debug line: the step done and the driver's memory peak so far (process and Arrow)."""
     if log.isEnabledFor(logging.DEBUG):
         peak = peak_rss_mb()
@@ -465,26 +465,26 @@ def _finish(
     def parts(name: str, summary: list) -> list[Path]:
         return [_part(stage, name, r["part"]) for r in sorted(summary, key=lambda r: r["part"])]
 
-    _mark("tasks done")
+    log_peak("tasks done")
     _assemble(parts("sequences", per_user), out.sequences, USER_SEQUENCES)
-    _mark("sequences written")
+    log_peak("sequences written")
     _assemble_days(out.examples, stage, end)
-    _mark("examples written")
+    log_peak("examples written")
     _assemble(
         parts("eval_valid", per_user) + parts("eval_test", per_user), out.eval_users, EVAL_USERS
     )
-    _mark("eval sets written")
+    log_peak("eval sets written")
     _assemble(parts("users", per_user), out.user_features, USER_FEATURES)
-    _mark("user features written")
+    log_peak("user features written")
     trending = rank_trending(_sum_trend(parts("trend", per_user)), config)
     write_table(out.trending, trending)
-    _mark("trending written")
+    log_peak("trending written")
     stats = pa.concat_tables(
         [pq.read_table(p).cast(ARTIST_STATS) for p in parts("artists", per_artist)]
         or [ARTIST_STATS.empty_table()]
     )
     write_table(out.artist_features, rank_artists(stats, config))
-    _mark("artist features written")
+    log_peak("artist features written")
 
     def total(key: str) -> int:
         return int(sum(r[key] for r in per_user))
